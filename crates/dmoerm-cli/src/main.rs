@@ -1,0 +1,363 @@
+//! `dmoerm`: score, rank, inspect and pack DMoERM reward-model bundles.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use dmoerm::{Conversation, DeviceChoice, Message, PackDtype, RewardModel, Role, Score};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Deserialize;
+
+#[derive(Parser)]
+#[command(name = "dmoerm", version, about = "Double-layer mixture-of-experts reward models (DMoERM) on CPU and GPU")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DeviceArg {
+    Auto,
+    Cpu,
+    Gpu,
+}
+
+impl From<DeviceArg> for DeviceChoice {
+    fn from(d: DeviceArg) -> Self {
+        match d {
+            DeviceArg::Auto => DeviceChoice::Auto,
+            DeviceArg::Cpu => DeviceChoice::Cpu,
+            DeviceArg::Gpu => DeviceChoice::Gpu,
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DtypeArg {
+    /// Keep the dtypes of the bundle.
+    Keep,
+    /// Store float weights as f16.
+    F16,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Score one response (--prompt/--response) or a JSONL file (--input/--output).
+    Score {
+        /// Bundle directory or packed file.
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long, conflicts_with = "input", requires = "response")]
+        prompt: Option<String>,
+        #[arg(long, requires = "prompt")]
+        response: Option<String>,
+        /// JSONL with `prompt` or `messages`, and `response`, per line.
+        #[arg(long, requires = "output")]
+        input: Option<PathBuf>,
+        /// JSONL of scores, one per input line.
+        #[arg(long, requires = "input")]
+        output: Option<PathBuf>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, value_enum, default_value = "auto")]
+        device: DeviceArg,
+        /// Conversations per forward pass when streaming a file.
+        #[arg(long, default_value_t = 16)]
+        batch_size: usize,
+    },
+    /// Rank candidate responses to one prompt, best first (best-of-n).
+    Rank {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        prompt: String,
+        /// One candidate per line, or JSONL (strings, or objects with `response`).
+        #[arg(long)]
+        candidates: PathBuf,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, value_enum, default_value = "auto")]
+        device: DeviceArg,
+    },
+    /// Show a bundle's architecture, sizes, tasks and capabilities.
+    Inspect {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pack a bundle directory into one safetensors file for the web.
+    Pack {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, value_enum, default_value = "keep")]
+        dtype: DtypeArg,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error(transparent)]
+    Model(#[from] dmoerm::Error),
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("{path}:{line}: {message}")]
+    Line { path: String, line: usize, message: String },
+    #[error("{0}")]
+    Usage(String),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CliError + '_ {
+    move |source| CliError::Io { path: path.display().to_string(), source }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Score { model, prompt, response, input, output, json, device, batch_size } => {
+            let model = RewardModel::load(&model, device.into())?;
+            match (prompt, response, input, output) {
+                (Some(p), Some(r), None, None) => {
+                    let score = model.score(&Conversation::new(p, r))?;
+                    if json {
+                        println!("{}", to_json(&score));
+                    } else {
+                        print_score(&score);
+                    }
+                    Ok(())
+                }
+                (None, None, Some(i), Some(o)) => score_file(&model, &i, &o, batch_size.max(1)),
+                _ => Err(CliError::Usage("give --prompt and --response, or --input and --output".into())),
+            }
+        }
+        Command::Rank { model, prompt, candidates, json, device } => {
+            let model = RewardModel::load(&model, device.into())?;
+            let candidates = read_candidates(&candidates)?;
+            let ranked = model.rank(&prompt, &candidates)?;
+            if json {
+                println!("{}", serde_json::to_string(&ranked).unwrap_or_default());
+            } else {
+                println!("task: {}", ranked.first().map_or("", |r| r.score.task.as_str()));
+                println!("{:>4}  {:>5}  {:>9}  candidate", "rank", "index", "reward");
+                for (i, r) in ranked.iter().enumerate() {
+                    println!(
+                        "{:>4}  {:>5}  {:>9.4}  {}",
+                        i + 1,
+                        r.index,
+                        r.score.reward,
+                        preview(&candidates[r.index])
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Inspect { model, json } => {
+            let model = RewardModel::load(&model, DeviceChoice::Cpu)?;
+            inspect(&model, json);
+            Ok(())
+        }
+        Command::Pack { model: dir, out, dtype } => {
+            // Load first: only a valid bundle is packed.
+            RewardModel::load(&dir, DeviceChoice::Cpu)?;
+            let dtype = match dtype {
+                DtypeArg::Keep => PackDtype::Keep,
+                DtypeArg::F16 => PackDtype::F16,
+            };
+            let (bytes, report) = dmoerm::pack_bytes(&dir, dtype)?;
+            std::fs::write(&out, &bytes).map_err(io_err(&out))?;
+            println!("wrote {} ({} tensors, {:.2} MB)", out.display(), report.tensors, report.bytes as f64 / 1e6);
+            Ok(())
+        }
+    }
+}
+
+fn to_json(score: &Score) -> String {
+    serde_json::to_string(score).unwrap_or_default()
+}
+
+fn print_score(s: &Score) {
+    println!("reward     {:.4}", s.reward);
+    println!("task       {}", s.task);
+    if s.task_probs.len() > 1 {
+        let probs: Vec<String> = s.task_probs.iter().map(|(t, p)| format!("{t} {p:.3}")).collect();
+        println!("routing    {}", probs.join(", "));
+    }
+    println!("truncated  {}", s.truncated);
+    let width = s.capabilities.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
+    println!("capabilities:");
+    for (name, v) in &s.capabilities {
+        println!("  {name:<width$}  {v:>9.4}");
+    }
+}
+
+fn preview(text: &str) -> String {
+    let one_line = text.replace('\n', " ");
+    if one_line.chars().count() > 70 {
+        format!("{}...", one_line.chars().take(67).collect::<String>())
+    } else {
+        one_line
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InputLine {
+    #[serde(default)]
+    prompt: Option<String>,
+    #[serde(default)]
+    messages: Option<Vec<Message>>,
+    response: String,
+    /// Carried through to the output.
+    #[serde(default)]
+    id: Option<serde_json::Value>,
+}
+
+fn parse_line(path: &Path, line_no: usize, text: &str) -> Result<(Conversation, Option<serde_json::Value>), CliError> {
+    let bad = |message: String| CliError::Line { path: path.display().to_string(), line: line_no, message };
+    let line: InputLine = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
+    let conv = match (line.prompt, line.messages) {
+        (Some(p), None) => Conversation::new(p, line.response),
+        (None, Some(m)) => Conversation::with_messages(m, line.response),
+        _ => return Err(bad("give exactly one of `prompt` and `messages`".into())),
+    };
+    if !conv.messages.iter().any(|m| m.role == Role::User) {
+        return Err(bad("no user message".into()));
+    }
+    Ok((conv, line.id))
+}
+
+fn score_file(model: &RewardModel, input: &Path, output: &Path, batch_size: usize) -> Result<(), CliError> {
+    let total = BufReader::new(File::open(input).map_err(io_err(input))?).lines().count() as u64;
+    let reader = BufReader::new(File::open(input).map_err(io_err(input))?);
+    let mut out = BufWriter::new(File::create(output).map_err(io_err(output))?);
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} lines  {per_sec}  eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut pending: Vec<(Conversation, Option<serde_json::Value>)> = Vec::new();
+    let flush = |pending: &mut Vec<(Conversation, Option<serde_json::Value>)>,
+                 out: &mut BufWriter<File>|
+     -> Result<(), CliError> {
+        let convs: Vec<Conversation> = pending.iter().map(|(c, _)| c.clone()).collect();
+        let scores = model.score_batch(&convs)?;
+        for ((_, id), score) in pending.iter().zip(scores) {
+            let mut value = serde_json::to_value(&score).unwrap_or_default();
+            if let (Some(id), Some(obj)) = (id, value.as_object_mut()) {
+                obj.insert("id".into(), id.clone());
+            }
+            writeln!(out, "{value}").map_err(io_err(output))?;
+        }
+        bar.inc(pending.len() as u64);
+        pending.clear();
+        Ok(())
+    };
+    for (i, line) in reader.lines().enumerate() {
+        let line = line.map_err(io_err(input))?;
+        if line.trim().is_empty() {
+            bar.inc(1);
+            continue;
+        }
+        pending.push(parse_line(input, i + 1, &line)?);
+        if pending.len() == batch_size {
+            flush(&mut pending, &mut out)?;
+        }
+    }
+    if !pending.is_empty() {
+        flush(&mut pending, &mut out)?;
+    }
+    out.flush().map_err(io_err(output))?;
+    bar.finish_and_clear();
+    Ok(())
+}
+
+fn read_candidates(path: &Path) -> Result<Vec<String>, CliError> {
+    let text = std::fs::read_to_string(path).map_err(io_err(path))?;
+    let lines: Vec<(usize, &str)> = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).collect();
+    let jsonl = lines.first().is_some_and(|(_, l)| l.trim_start().starts_with(['{', '"']));
+    let mut out = Vec::with_capacity(lines.len());
+    for (i, line) in lines {
+        if !jsonl {
+            out.push(line.to_string());
+            continue;
+        }
+        let bad = |message: String| CliError::Line { path: path.display().to_string(), line: i + 1, message };
+        let value: serde_json::Value = serde_json::from_str(line).map_err(|e| bad(e.to_string()))?;
+        let text = match &value {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Object(o) => o
+                .get("response")
+                .and_then(|v| v.as_str())
+                .ok_or_else(|| bad("object without a string `response`".into()))?
+                .to_string(),
+            _ => return Err(bad("expected a string or an object with `response`".into())),
+        };
+        out.push(text);
+    }
+    if out.is_empty() {
+        return Err(CliError::Usage(format!("{}: no candidates", path.display())));
+    }
+    Ok(out)
+}
+
+fn inspect(model: &RewardModel, json: bool) {
+    let m = model.manifest();
+    let b = model.backbone();
+    let tasks: Vec<serde_json::Value> = m
+        .tasks
+        .iter()
+        .map(|t| {
+            serde_json::json!({
+                "name": t.name,
+                "capabilities": t.experts.iter().map(|e| &e.name).collect::<Vec<_>>(),
+                "aggregator": t.aggregator.is_some(),
+            })
+        })
+        .collect();
+    let info = serde_json::json!({
+        "name": m.name,
+        "architecture": b.model_type(),
+        "layers": b.num_layers(),
+        "hidden_size": b.hidden_size(),
+        "vocab_size": b.vocab_size(),
+        "backbone_params": b.num_params(),
+        "pooling": m.pooling,
+        "max_length": m.input.max_length,
+        "router": m.router.is_some(),
+        "tasks": tasks,
+    });
+    if json {
+        println!("{info}");
+        return;
+    }
+    println!("name          {}", m.name.as_deref().unwrap_or("-"));
+    println!(
+        "architecture  {} ({} layers, hidden {}, vocab {})",
+        b.model_type(),
+        b.num_layers(),
+        b.hidden_size(),
+        b.vocab_size()
+    );
+    println!("parameters    {:.2} M in the backbone", b.num_params() as f64 / 1e6);
+    println!("pooling       {:?}", m.pooling);
+    println!("max length    {} tokens", m.input.max_length);
+    println!("router        {}", if m.router.is_some() { "yes" } else { "no (one task)" });
+    for t in &m.tasks {
+        let caps: Vec<&str> = t.experts.iter().map(|e| e.name.as_str()).collect();
+        println!("task {:<12} {} experts: {}", t.name, caps.len(), caps.join(", "));
+    }
+}

@@ -1,0 +1,192 @@
+//! The `dmoerm` binary end to end, on the parity fixtures (reference numbers from PyTorch).
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures").join(name)
+}
+
+fn expected(name: &str) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(fixture(name).join("expected.json")).unwrap()).unwrap()
+}
+
+fn dmoerm(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dmoerm")).args(args).output().expect("run dmoerm")
+}
+
+fn tmp(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("dmoerm-cli-{}-{name}", std::process::id()))
+}
+
+fn stdout_json(out: &Output) -> Value {
+    assert!(out.status.success(), "dmoerm failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("stdout is JSON")
+}
+
+fn assert_close(got: &Value, want: &Value) {
+    let (g, w) = (got.as_f64().unwrap(), want.as_f64().unwrap());
+    assert!((g - w).abs() < 1e-4, "{g} vs reference {w}");
+}
+
+#[test]
+fn score_json_prints_the_documented_object() {
+    let exp = expected("llama");
+    let input = &exp["inputs"][0];
+    let prompt = input["messages"][0]["content"].as_str().unwrap();
+    let response = input["response"].as_str().unwrap();
+    let model = fixture("llama");
+    let out = dmoerm(&[
+        "score",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt",
+        prompt,
+        "--response",
+        response,
+        "--json",
+        "--device",
+        "cpu",
+    ]);
+    let got = stdout_json(&out);
+    let want = &input["expected"];
+    let keys: Vec<&str> = got.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(keys.len(), 5, "{keys:?}");
+    assert_close(&got["reward"], &want["reward"]);
+    assert_eq!(got["task"], want["task"]);
+    assert_eq!(got["truncated"], want["truncated"]);
+    for (k, v) in want["task_probs"].as_object().unwrap() {
+        assert_close(&got["task_probs"][k], v);
+    }
+    for (k, v) in want["capabilities"].as_object().unwrap() {
+        assert_close(&got["capabilities"][k], v);
+    }
+}
+
+#[test]
+fn score_streams_jsonl() {
+    let exp = expected("qwen2");
+    let inputs = exp["inputs"].as_array().unwrap();
+    let in_path = tmp("in.jsonl");
+    let out_path = tmp("out.jsonl");
+    let lines: Vec<String> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, x)| serde_json::json!({"messages": x["messages"], "response": x["response"], "id": i}).to_string())
+        .collect();
+    std::fs::write(&in_path, lines.join("\n") + "\n").unwrap();
+    let model = fixture("qwen2");
+    let out = dmoerm(&[
+        "score",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        in_path.to_str().unwrap(),
+        "--output",
+        out_path.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--batch-size",
+        "2",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let written = std::fs::read_to_string(&out_path).unwrap();
+    let rows: Vec<Value> = written.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), inputs.len());
+    for (i, (row, x)) in rows.iter().zip(inputs).enumerate() {
+        assert_eq!(row["id"], i);
+        assert_close(&row["reward"], &x["expected"]["reward"]);
+        assert_eq!(row["task"], x["expected"]["task"]);
+    }
+}
+
+#[test]
+fn rank_orders_candidates() {
+    let exp = expected("bert");
+    let rank = &exp["rank"];
+    let cands = tmp("cands.txt");
+    let text: Vec<&str> = rank["candidates"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+    std::fs::write(&cands, text.join("\n")).unwrap();
+    let model = fixture("bert");
+    let out = dmoerm(&[
+        "rank",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt",
+        rank["prompt"].as_str().unwrap(),
+        "--candidates",
+        cands.to_str().unwrap(),
+        "--json",
+        "--device",
+        "cpu",
+    ]);
+    let got = stdout_json(&out);
+    let order: Vec<u64> = got.as_array().unwrap().iter().map(|r| r["index"].as_u64().unwrap()).collect();
+    let want: Vec<u64> = rank["order"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    assert_eq!(order, want);
+    // the same candidates as JSONL give the same order
+    let jsonl: Vec<String> = text.iter().map(|c| serde_json::json!({"response": c}).to_string()).collect();
+    std::fs::write(&cands, jsonl.join("\n")).unwrap();
+    let out = dmoerm(&[
+        "rank",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt",
+        rank["prompt"].as_str().unwrap(),
+        "--candidates",
+        cands.to_str().unwrap(),
+        "--json",
+        "--device",
+        "cpu",
+    ]);
+    let again: Vec<u64> = stdout_json(&out).as_array().unwrap().iter().map(|r| r["index"].as_u64().unwrap()).collect();
+    assert_eq!(again, want);
+}
+
+#[test]
+fn inspect_reports_the_bundle() {
+    let model = fixture("llama");
+    let got = stdout_json(&dmoerm(&["inspect", "--model", model.to_str().unwrap(), "--json"]));
+    assert_eq!(got["architecture"], "llama");
+    assert_eq!(got["layers"], 2);
+    assert_eq!(got["hidden_size"], 32);
+    // embeddings 400x32 + 2 layers x (q 32x32 + k,v 32x16 + o 32x32 + mlp 3x32x64 + 2 norms) + final norm
+    assert_eq!(got["backbone_params"], 400 * 32 + 2 * (32 * 32 + 2 * 32 * 16 + 32 * 32 + 3 * 32 * 64 + 2 * 32) + 32);
+    let tasks = got["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 2);
+    assert_eq!(tasks[0]["capabilities"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn pack_then_score_gives_the_same_numbers() {
+    let packed = tmp("llama.dmoerm.safetensors");
+    let model = fixture("llama");
+    let out = dmoerm(&["pack", "--model", model.to_str().unwrap(), "--out", packed.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let args = |m: &str| {
+        dmoerm(&[
+            "score",
+            "--model",
+            m,
+            "--prompt",
+            "Tell me a joke.",
+            "--response",
+            "Why did the chicken cross the road?",
+            "--json",
+            "--device",
+            "cpu",
+        ])
+    };
+    assert_eq!(stdout_json(&args(packed.to_str().unwrap())), stdout_json(&args(model.to_str().unwrap())));
+}
+
+#[test]
+fn errors_are_one_line_and_a_failure_exit() {
+    let out = dmoerm(&["score", "--model", "/nonexistent/bundle", "--prompt", "a", "--response", "b"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.starts_with("error: ") && err.contains("/nonexistent/bundle"), "{err}");
+}

@@ -1,0 +1,240 @@
+//! BERT-family encoder: BERT, MiniLM (e.g. all-MiniLM-L6-v2). Mirrors HF `modeling_bert.py`:
+//! absolute position embeddings, token types, post-LayerNorm residual blocks, GELU.
+//!
+//! ```text
+//! h = LayerNorm(word_embeddings(ids) + position_embeddings(pos) + token_type_embeddings(0))
+//! for each layer:
+//!     h = LayerNorm(h + attention.output.dense(self_attention(h)))     # padding mask only
+//!     h = LayerNorm(h + output.dense(gelu(intermediate.dense(h))))
+//! ```
+//! The pooler is not used: pooling is the bundle's choice (CLS, mean or last token).
+
+use burn::tensor::activation::{gelu, gelu_approximate};
+use burn::tensor::module::{attention, embedding};
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Device, Int, Tensor};
+use serde::Deserialize;
+
+use super::{count, detect_prefix, merge_heads, split_heads, LayerNorm, Projection, TokenBatch};
+use crate::error::{Error, Result};
+use crate::lora::AdapterGroup;
+use crate::weights::TensorFile;
+
+#[derive(Debug, Clone, Deserialize)]
+struct RawConfig {
+    model_type: String,
+    vocab_size: usize,
+    hidden_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    intermediate_size: usize,
+    #[serde(default = "default_act")]
+    hidden_act: String,
+    #[serde(default = "default_positions")]
+    max_position_embeddings: usize,
+    #[serde(default = "default_type_vocab")]
+    type_vocab_size: usize,
+    #[serde(default = "default_eps")]
+    layer_norm_eps: f64,
+    #[serde(default)]
+    position_embedding_type: Option<String>,
+}
+
+fn default_act() -> String {
+    "gelu".into()
+}
+fn default_positions() -> usize {
+    512
+}
+fn default_type_vocab() -> usize {
+    2
+}
+fn default_eps() -> f64 {
+    1e-12
+}
+
+/// GELU variant of the feed-forward block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gelu {
+    /// `gelu`: the erf form.
+    Exact,
+    /// `gelu_new` / `gelu_pytorch_tanh`: the tanh approximation.
+    Tanh,
+}
+
+/// A resolved BERT config.
+#[derive(Debug, Clone)]
+pub struct BertConfig {
+    pub model_type: String,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    pub hidden_act: Gelu,
+    pub max_position_embeddings: usize,
+    pub type_vocab_size: usize,
+    pub layer_norm_eps: f64,
+}
+
+impl BertConfig {
+    /// Parses and resolves a `config.json`.
+    pub fn parse(file: &str, json: &str) -> Result<Self> {
+        let raw: RawConfig = serde_json::from_str(json).map_err(|e| Error::json(file, e))?;
+        let hidden_act = match raw.hidden_act.as_str() {
+            "gelu" => Gelu::Exact,
+            "gelu_new" | "gelu_pytorch_tanh" => Gelu::Tanh,
+            other => return Err(Error::unsupported(file, format!("hidden_act `{other}`"))),
+        };
+        if let Some(p) = raw.position_embedding_type.as_deref() {
+            if p != "absolute" {
+                return Err(Error::unsupported(file, format!("position_embedding_type `{p}`")));
+            }
+        }
+        if raw.num_attention_heads == 0
+            || raw.hidden_size == 0
+            || !raw.hidden_size.is_multiple_of(raw.num_attention_heads)
+        {
+            return Err(Error::bundle(file, "hidden_size must be a positive multiple of num_attention_heads"));
+        }
+        Ok(Self {
+            model_type: raw.model_type,
+            vocab_size: raw.vocab_size,
+            hidden_size: raw.hidden_size,
+            num_hidden_layers: raw.num_hidden_layers,
+            num_attention_heads: raw.num_attention_heads,
+            intermediate_size: raw.intermediate_size,
+            hidden_act,
+            max_position_embeddings: raw.max_position_embeddings,
+            type_vocab_size: raw.type_vocab_size,
+            layer_norm_eps: raw.layer_norm_eps,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Layer {
+    query: Projection,
+    key: Projection,
+    value: Projection,
+    attention_output: Projection,
+    attention_norm: LayerNorm,
+    intermediate: Projection,
+    output: Projection,
+    output_norm: LayerNorm,
+}
+
+/// The BERT backbone.
+#[derive(Debug, Clone)]
+pub struct Bert {
+    pub config: BertConfig,
+    word_embeddings: Tensor<2>,
+    position_embeddings: Tensor<2>,
+    token_type_embeddings: Tensor<2>,
+    embeddings_norm: LayerNorm,
+    layers: Vec<Layer>,
+}
+
+impl Bert {
+    /// Loads the weights, with or without the `bert.` prefix of `BertFor*` checkpoints.
+    pub fn load(config: BertConfig, file: &TensorFile, device: &Device) -> Result<Self> {
+        let c = &config;
+        let p = detect_prefix(file, "bert.", "embeddings.word_embeddings.weight")?;
+        let (h, i_dim, eps) = (c.hidden_size, c.intermediate_size, c.layer_norm_eps);
+        let proj = |path: String, dims| Projection::load(file, &p, path, dims, true, device);
+        let norm = |name: String| LayerNorm::load(file, &format!("{p}{name}"), h, eps, device);
+        let mut layers = Vec::with_capacity(c.num_hidden_layers);
+        for i in 0..c.num_hidden_layers {
+            let l = format!("encoder.layer.{i}");
+            layers.push(Layer {
+                query: proj(format!("{l}.attention.self.query"), (h, h))?,
+                key: proj(format!("{l}.attention.self.key"), (h, h))?,
+                value: proj(format!("{l}.attention.self.value"), (h, h))?,
+                attention_output: proj(format!("{l}.attention.output.dense"), (h, h))?,
+                attention_norm: norm(format!("{l}.attention.output.LayerNorm"))?,
+                intermediate: proj(format!("{l}.intermediate.dense"), (h, i_dim))?,
+                output: proj(format!("{l}.output.dense"), (i_dim, h))?,
+                output_norm: norm(format!("{l}.output.LayerNorm"))?,
+            });
+        }
+        let e = |name: &str, rows| file.tensor(&format!("{p}embeddings.{name}.weight"), [rows, h], device);
+        Ok(Self {
+            word_embeddings: e("word_embeddings", c.vocab_size)?,
+            position_embeddings: e("position_embeddings", c.max_position_embeddings)?,
+            token_type_embeddings: e("token_type_embeddings", c.type_vocab_size)?,
+            embeddings_norm: norm("embeddings.LayerNorm".into())?,
+            layers,
+            config,
+        })
+    }
+
+    /// Last layer's hidden states.
+    ///
+    /// # Shapes
+    /// - output: `[B, S, hidden]`
+    pub fn forward(&self, batch: &TokenBatch, lora: Option<&AdapterGroup>) -> Tensor<3> {
+        let c = &self.config;
+        let device = batch.ids.device();
+        let [b, seq] = batch.dims();
+        let heads = c.num_attention_heads;
+        let hd = c.hidden_size / heads;
+        let positions = Tensor::<1, Int>::arange(0..seq as i64, &device).reshape([1, seq]);
+        let types = Tensor::<2, Int>::zeros([b, seq], &device);
+        let x = embedding(self.word_embeddings.clone(), batch.ids.clone())
+            + embedding(self.position_embeddings.clone(), positions)
+            + embedding(self.token_type_embeddings.clone(), types);
+        let mut h = self.embeddings_norm.forward(x);
+        let mask = batch.attention_mask(heads, false, &device);
+        let options = AttentionModuleOptions { scale: None, softcap: None, is_causal: false };
+        for l in &self.layers {
+            let q = split_heads(l.query.forward(h.clone(), lora), heads, hd);
+            let k = split_heads(l.key.forward(h.clone(), lora), heads, hd);
+            let v = split_heads(l.value.forward(h.clone(), lora), heads, hd);
+            let a = merge_heads(attention(q, k, v, Some(mask.clone()), None, options));
+            h = l.attention_norm.forward(h + l.attention_output.forward(a, lora));
+            let i = l.intermediate.forward(h.clone(), lora);
+            let i = match c.hidden_act {
+                Gelu::Exact => gelu(i),
+                Gelu::Tanh => gelu_approximate(i),
+            };
+            h = l.output_norm.forward(h + l.output.forward(i, lora));
+        }
+        h
+    }
+
+    pub(crate) fn projection(&self, path: &str) -> Option<(usize, usize)> {
+        let rest = path.strip_prefix("encoder.layer.")?;
+        let (idx, name) = rest.split_once('.')?;
+        let l = self.layers.get(idx.parse::<usize>().ok()?)?;
+        let p = match name {
+            "attention.self.query" => &l.query,
+            "attention.self.key" => &l.key,
+            "attention.self.value" => &l.value,
+            "attention.output.dense" => &l.attention_output,
+            "intermediate.dense" => &l.intermediate,
+            "output.dense" => &l.output,
+            _ => return None,
+        };
+        Some(p.dims())
+    }
+
+    pub(crate) fn num_params(&self) -> usize {
+        let h = self.config.hidden_size;
+        let layers: usize = self
+            .layers
+            .iter()
+            .map(|l| {
+                [&l.query, &l.key, &l.value, &l.attention_output, &l.intermediate, &l.output]
+                    .iter()
+                    .map(|p| p.num_params())
+                    .sum::<usize>()
+                    + 4 * h
+            })
+            .sum();
+        count(&self.word_embeddings)
+            + count(&self.position_embeddings)
+            + count(&self.token_type_embeddings)
+            + 2 * h
+            + layers
+    }
+}

@@ -1,0 +1,405 @@
+//! Llama-family decoder: Llama 2/3, Mistral (GQA), SmolLM2, Qwen2 (q/k/v bias),
+//! Qwen3 (per-head q/k RMSNorm). Mirrors HF `modeling_llama.py` / `modeling_qwen3.py`.
+//!
+//! ```text
+//! h = embed_tokens(ids)
+//! for each layer:
+//!     a = self_attn(input_layernorm(h))              # RoPE, GQA, causal + padding mask
+//!     h = h + a
+//!     h = h + down_proj(silu(gate_proj(x)) * up_proj(x)),  x = post_attention_layernorm(h)
+//! out = norm(h)
+//! ```
+
+use burn::tensor::activation::silu;
+use burn::tensor::module::{attention, embedding};
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Device, Tensor, TensorData};
+use serde::Deserialize;
+
+use super::{count, detect_prefix, merge_heads, split_heads, Projection, RmsNorm, TokenBatch};
+use crate::error::{Error, Result};
+use crate::lora::AdapterGroup;
+use crate::weights::TensorFile;
+
+/// HF `config.json` fields of the Llama family (`#[serde(default)]` where HF has defaults).
+#[derive(Debug, Clone, Deserialize)]
+struct RawConfig {
+    model_type: String,
+    vocab_size: usize,
+    hidden_size: usize,
+    intermediate_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    num_key_value_heads: Option<usize>,
+    head_dim: Option<usize>,
+    rms_norm_eps: Option<f64>,
+    rope_theta: Option<f64>,
+    /// transformers < 5
+    rope_scaling: Option<serde_json::Value>,
+    /// transformers >= 5: `{rope_type, rope_theta, ...}`
+    rope_parameters: Option<serde_json::Value>,
+    max_position_embeddings: Option<usize>,
+    attention_bias: Option<bool>,
+    mlp_bias: Option<bool>,
+    hidden_act: Option<String>,
+}
+
+/// RoPE frequency scaling.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RopeScaling {
+    /// Plain RoPE.
+    None,
+    /// Positions divided by `factor`.
+    Linear { factor: f64 },
+    /// Llama 3.1 style.
+    Llama3 { factor: f64, low_freq_factor: f64, high_freq_factor: f64, original_max_position_embeddings: f64 },
+}
+
+/// A resolved Llama-family config.
+#[derive(Debug, Clone)]
+pub struct LlamaConfig {
+    pub model_type: String,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: usize,
+    pub head_dim: usize,
+    pub rms_norm_eps: f64,
+    pub rope_theta: f64,
+    pub rope_scaling: RopeScaling,
+    pub max_position_embeddings: usize,
+    /// Bias on q, k, v projections (Qwen2 always; Llama with `attention_bias`).
+    pub qkv_bias: bool,
+    /// Bias on the output projection (`attention_bias`).
+    pub o_bias: bool,
+    pub mlp_bias: bool,
+    /// Qwen3: RMSNorm of each head of q and k before RoPE.
+    pub qk_norm: bool,
+}
+
+impl LlamaConfig {
+    /// Parses and resolves a `config.json`.
+    pub fn parse(file: &str, json: &str) -> Result<Self> {
+        let raw: RawConfig = serde_json::from_str(json).map_err(|e| Error::json(file, e))?;
+        if let Some(act) = &raw.hidden_act {
+            if act != "silu" {
+                return Err(Error::unsupported(file, format!("hidden_act `{act}` (only silu)")));
+            }
+        }
+        if raw.num_attention_heads == 0 || raw.hidden_size == 0 {
+            return Err(Error::bundle(file, "num_attention_heads and hidden_size must be positive"));
+        }
+        let kv = raw.num_key_value_heads.unwrap_or(raw.num_attention_heads);
+        if kv == 0 || !raw.num_attention_heads.is_multiple_of(kv) {
+            return Err(Error::bundle(file, "num_attention_heads must be a multiple of num_key_value_heads"));
+        }
+        let head_dim = raw.head_dim.unwrap_or(raw.hidden_size / raw.num_attention_heads);
+        if head_dim == 0 || !head_dim.is_multiple_of(2) {
+            return Err(Error::bundle(file, "head_dim must be positive and even for RoPE"));
+        }
+        let params = raw.rope_parameters.as_ref().or(raw.rope_scaling.as_ref());
+        let theta = raw
+            .rope_theta
+            .or_else(|| params.and_then(|p| p.get("rope_theta")).and_then(|v| v.as_f64()))
+            .unwrap_or(10000.0);
+        let rope_scaling = parse_rope_scaling(file, params)?;
+        let qwen2 = raw.model_type == "qwen2";
+        let attention_bias = raw.attention_bias.unwrap_or(false);
+        Ok(Self {
+            vocab_size: raw.vocab_size,
+            hidden_size: raw.hidden_size,
+            intermediate_size: raw.intermediate_size,
+            num_hidden_layers: raw.num_hidden_layers,
+            num_attention_heads: raw.num_attention_heads,
+            num_key_value_heads: kv,
+            head_dim,
+            rms_norm_eps: raw.rms_norm_eps.unwrap_or(1e-6),
+            rope_theta: theta,
+            rope_scaling,
+            max_position_embeddings: raw.max_position_embeddings.unwrap_or(2048),
+            qkv_bias: qwen2 || attention_bias,
+            o_bias: attention_bias && !qwen2,
+            mlp_bias: raw.mlp_bias.unwrap_or(false),
+            qk_norm: raw.model_type == "qwen3",
+            model_type: raw.model_type,
+        })
+    }
+
+    /// RoPE inverse frequencies, `[head_dim / 2]`, as HF computes them.
+    pub fn inv_freq(&self) -> Vec<f64> {
+        let d = self.head_dim;
+        let base: Vec<f64> = (0..d / 2).map(|i| 1.0 / self.rope_theta.powf((2 * i) as f64 / d as f64)).collect();
+        match self.rope_scaling {
+            RopeScaling::None => base,
+            RopeScaling::Linear { factor } => base.into_iter().map(|f| f / factor).collect(),
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings: old,
+            } => {
+                let low_wavelen = old / low_freq_factor;
+                let high_wavelen = old / high_freq_factor;
+                base.into_iter()
+                    .map(|f| {
+                        let wavelen = 2.0 * std::f64::consts::PI / f;
+                        if wavelen < high_wavelen {
+                            f
+                        } else if wavelen > low_wavelen {
+                            f / factor
+                        } else {
+                            let smooth = (old / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+                            (1.0 - smooth) * f / factor + smooth * f
+                        }
+                    })
+                    .collect()
+            }
+        }
+    }
+}
+
+fn parse_rope_scaling(file: &str, params: Option<&serde_json::Value>) -> Result<RopeScaling> {
+    let Some(p) = params.filter(|p| !p.is_null()) else { return Ok(RopeScaling::None) };
+    let kind = p.get("rope_type").or_else(|| p.get("type")).and_then(|v| v.as_str()).unwrap_or("default");
+    let num = |k: &str| {
+        p.get(k).and_then(|v| v.as_f64()).ok_or_else(|| Error::bundle(file, format!("rope scaling needs `{k}`")))
+    };
+    match kind {
+        "default" => Ok(RopeScaling::None),
+        "linear" => Ok(RopeScaling::Linear { factor: num("factor")? }),
+        "llama3" => Ok(RopeScaling::Llama3 {
+            factor: num("factor")?,
+            low_freq_factor: num("low_freq_factor")?,
+            high_freq_factor: num("high_freq_factor")?,
+            original_max_position_embeddings: num("original_max_position_embeddings")?,
+        }),
+        other => Err(Error::unsupported(file, format!("rope scaling `{other}`"))),
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Attention {
+    q_proj: Projection,
+    k_proj: Projection,
+    v_proj: Projection,
+    o_proj: Projection,
+    q_norm: Option<RmsNorm>,
+    k_norm: Option<RmsNorm>,
+}
+
+#[derive(Debug, Clone)]
+struct Mlp {
+    gate_proj: Projection,
+    up_proj: Projection,
+    down_proj: Projection,
+}
+
+#[derive(Debug, Clone)]
+struct DecoderLayer {
+    input_layernorm: RmsNorm,
+    self_attn: Attention,
+    post_attention_layernorm: RmsNorm,
+    mlp: Mlp,
+}
+
+/// The Llama-family backbone.
+#[derive(Debug, Clone)]
+pub struct Llama {
+    pub config: LlamaConfig,
+    embed_tokens: Tensor<2>,
+    layers: Vec<DecoderLayer>,
+    norm: RmsNorm,
+}
+
+impl Llama {
+    /// Loads the weights, with or without the `model.` prefix of `*ForCausalLM` checkpoints.
+    /// `lm_head` and other extra tensors are ignored.
+    pub fn load(config: LlamaConfig, file: &TensorFile, device: &Device) -> Result<Self> {
+        let c = &config;
+        let p = detect_prefix(file, "model.", "embed_tokens.weight")?;
+        let (h, hd) = (c.hidden_size, c.head_dim);
+        let (q_dim, kv_dim) = (c.num_attention_heads * hd, c.num_key_value_heads * hd);
+        let proj = |path: String, dims, bias| Projection::load(file, &p, path, dims, bias, device);
+        let mut layers = Vec::with_capacity(c.num_hidden_layers);
+        for i in 0..c.num_hidden_layers {
+            let l = format!("layers.{i}");
+            let qk_norm = |name: &str| -> Result<Option<RmsNorm>> {
+                if c.qk_norm {
+                    Ok(Some(RmsNorm::load(
+                        file,
+                        &format!("{p}{l}.self_attn.{name}.weight"),
+                        hd,
+                        c.rms_norm_eps,
+                        device,
+                    )?))
+                } else {
+                    Ok(None)
+                }
+            };
+            layers.push(DecoderLayer {
+                input_layernorm: RmsNorm::load(
+                    file,
+                    &format!("{p}{l}.input_layernorm.weight"),
+                    h,
+                    c.rms_norm_eps,
+                    device,
+                )?,
+                self_attn: Attention {
+                    q_proj: proj(format!("{l}.self_attn.q_proj"), (h, q_dim), c.qkv_bias)?,
+                    k_proj: proj(format!("{l}.self_attn.k_proj"), (h, kv_dim), c.qkv_bias)?,
+                    v_proj: proj(format!("{l}.self_attn.v_proj"), (h, kv_dim), c.qkv_bias)?,
+                    o_proj: proj(format!("{l}.self_attn.o_proj"), (q_dim, h), c.o_bias)?,
+                    q_norm: qk_norm("q_norm")?,
+                    k_norm: qk_norm("k_norm")?,
+                },
+                post_attention_layernorm: RmsNorm::load(
+                    file,
+                    &format!("{p}{l}.post_attention_layernorm.weight"),
+                    h,
+                    c.rms_norm_eps,
+                    device,
+                )?,
+                mlp: Mlp {
+                    gate_proj: proj(format!("{l}.mlp.gate_proj"), (h, c.intermediate_size), c.mlp_bias)?,
+                    up_proj: proj(format!("{l}.mlp.up_proj"), (h, c.intermediate_size), c.mlp_bias)?,
+                    down_proj: proj(format!("{l}.mlp.down_proj"), (c.intermediate_size, h), c.mlp_bias)?,
+                },
+            });
+        }
+        Ok(Self {
+            embed_tokens: file.tensor(&format!("{p}embed_tokens.weight"), [c.vocab_size, h], device)?,
+            norm: RmsNorm::load(file, &format!("{p}norm.weight"), h, c.rms_norm_eps, device)?,
+            layers,
+            config,
+        })
+    }
+
+    /// Final (normed) hidden states.
+    ///
+    /// # Shapes
+    /// - output: `[B, S, hidden]`
+    pub fn forward(&self, batch: &TokenBatch, lora: Option<&AdapterGroup>) -> Tensor<3> {
+        let c = &self.config;
+        let device = batch.ids.device();
+        let [_, seq] = batch.dims();
+        let mask = batch.attention_mask(c.num_attention_heads, true, &device);
+        let (cos, sin) = self.rope_tables(seq, &device);
+        let mut h = embedding(self.embed_tokens.clone(), batch.ids.clone());
+        for layer in &self.layers {
+            let x = layer.input_layernorm.forward(h.clone());
+            h = h + layer.self_attn.forward(x, &mask, &cos, &sin, c, lora);
+            let x = layer.post_attention_layernorm.forward(h.clone());
+            h = h + layer.mlp.forward(x, lora);
+        }
+        self.norm.forward(h)
+    }
+
+    /// `cos` and `sin` of the rotary angles, `[1, 1, S, head_dim]` (the half-dim angles repeated
+    /// twice, as HF's `torch.cat((freqs, freqs), dim=-1)`).
+    fn rope_tables(&self, seq: usize, device: &Device) -> (Tensor<4>, Tensor<4>) {
+        let inv = self.config.inv_freq();
+        let d = self.config.head_dim;
+        let mut cos = Vec::with_capacity(seq * d);
+        let mut sin = Vec::with_capacity(seq * d);
+        for pos in 0..seq {
+            // HF computes inv_freq and the angles in float32.
+            let angles: Vec<f32> = inv.iter().map(|&f| (f as f32) * pos as f32).collect();
+            for _ in 0..2 {
+                cos.extend(angles.iter().map(|a| a.cos()));
+                sin.extend(angles.iter().map(|a| a.sin()));
+            }
+        }
+        let t = |v| Tensor::<2>::from_data(TensorData::new(v, [seq, d]), device).unsqueeze::<4>();
+        (t(cos), t(sin))
+    }
+
+    pub(crate) fn projection(&self, path: &str) -> Option<(usize, usize)> {
+        let rest = path.strip_prefix("layers.")?;
+        let (idx, name) = rest.split_once('.')?;
+        let layer = self.layers.get(idx.parse::<usize>().ok()?)?;
+        let p = match name {
+            "self_attn.q_proj" => &layer.self_attn.q_proj,
+            "self_attn.k_proj" => &layer.self_attn.k_proj,
+            "self_attn.v_proj" => &layer.self_attn.v_proj,
+            "self_attn.o_proj" => &layer.self_attn.o_proj,
+            "mlp.gate_proj" => &layer.mlp.gate_proj,
+            "mlp.up_proj" => &layer.mlp.up_proj,
+            "mlp.down_proj" => &layer.mlp.down_proj,
+            _ => return None,
+        };
+        Some(p.dims())
+    }
+
+    pub(crate) fn num_params(&self) -> usize {
+        let c = &self.config;
+        let norms = c.hidden_size * (2 * c.num_hidden_layers + 1)
+            + if c.qk_norm { 2 * c.head_dim * c.num_hidden_layers } else { 0 };
+        let projections: usize = self
+            .layers
+            .iter()
+            .map(|l| {
+                let (a, m) = (&l.self_attn, &l.mlp);
+                [&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj, &m.gate_proj, &m.up_proj, &m.down_proj]
+                    .iter()
+                    .map(|p| p.num_params())
+                    .sum::<usize>()
+            })
+            .sum();
+        count(&self.embed_tokens) + norms + projections
+    }
+}
+
+impl Attention {
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        mask: &Tensor<4, burn::tensor::Bool>,
+        cos: &Tensor<4>,
+        sin: &Tensor<4>,
+        c: &LlamaConfig,
+        lora: Option<&AdapterGroup>,
+    ) -> Tensor<3> {
+        let (heads, kv_heads, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
+        let mut q = split_heads(self.q_proj.forward(x.clone(), lora), heads, hd); // [B, H, S, hd]
+        let mut k = split_heads(self.k_proj.forward(x.clone(), lora), kv_heads, hd); // [B, KV, S, hd]
+        let v = split_heads(self.v_proj.forward(x, lora), kv_heads, hd);
+        if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
+            q = qn.forward(q);
+            k = kn.forward(k);
+        }
+        // q_embed = (q * cos) + (rotate_half(q) * sin)
+        let q = q.clone() * cos.clone() + rotate_half(q) * sin.clone();
+        let k = k.clone() * cos.clone() + rotate_half(k) * sin.clone();
+        let (k, v) = (repeat_kv(k, heads / kv_heads), repeat_kv(v, heads / kv_heads));
+        let options = AttentionModuleOptions { scale: None, softcap: None, is_causal: false };
+        let out = attention(q, k, v, Some(mask.clone()), None, options); // [B, H, S, hd]
+        self.o_proj.forward(merge_heads(out), lora)
+    }
+}
+
+impl Mlp {
+    fn forward(&self, x: Tensor<3>, lora: Option<&AdapterGroup>) -> Tensor<3> {
+        let gate = silu(self.gate_proj.forward(x.clone(), lora));
+        self.down_proj.forward(gate * self.up_proj.forward(x, lora), lora)
+    }
+}
+
+/// `rotate_half(x) = cat(-x2, x1)` over the last dimension.
+fn rotate_half(x: Tensor<4>) -> Tensor<4> {
+    let d = x.dims()[3];
+    let x1 = x.clone().narrow(3, 0, d / 2);
+    let x2 = x.narrow(3, d / 2, d / 2);
+    Tensor::cat(vec![x2.neg(), x1], 3)
+}
+
+/// GQA: `[B, KV, S, hd]` -> `[B, KV * n_rep, S, hd]`, each kv head repeated `n_rep` times in place
+/// (HF `repeat_kv`).
+fn repeat_kv(x: Tensor<4>, n_rep: usize) -> Tensor<4> {
+    if n_rep == 1 {
+        return x;
+    }
+    let [b, kv, s, d] = x.dims();
+    x.unsqueeze_dim::<5>(2).expand([b, kv, n_rep, s, d]).reshape([b, kv * n_rep, s, d])
+}

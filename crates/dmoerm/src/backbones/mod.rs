@@ -1,0 +1,324 @@
+//! Transformer backbones, read straight from a Hugging Face `config.json` and safetensors
+//! with the checkpoint's own tensor names. One file per family:
+//! - [`llama`]: Llama 2/3, Mistral, SmolLM2, Qwen2, Qwen3 (decoder-only, causal);
+//! - [`bert`]: BERT / MiniLM (encoder, bidirectional).
+//!
+//! A backbone maps token ids to the final hidden states; LoRA adapters plug into its
+//! linear projections through [`AdapterGroup`].
+
+pub mod bert;
+pub mod llama;
+
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::lora::{AdapterGroup, Projections};
+use crate::weights::TensorFile;
+
+/// A padded batch of token ids (right padding).
+#[derive(Debug, Clone)]
+pub struct TokenBatch {
+    /// `[B, S]` token ids, padding filled with the pad id.
+    pub ids: Tensor<2, Int>,
+    /// Number of real tokens of each row.
+    pub lengths: Vec<usize>,
+}
+
+impl TokenBatch {
+    /// Pads `rows` on the right to the longest row.
+    pub fn new(rows: &[Vec<u32>], pad_id: u32, device: &Device) -> Self {
+        let seq = rows.iter().map(Vec::len).max().unwrap_or(0).max(1);
+        let mut ids = Vec::with_capacity(rows.len() * seq);
+        for row in rows {
+            ids.extend(row.iter().map(|&t| t as i64));
+            ids.extend(std::iter::repeat_n(pad_id as i64, seq - row.len()));
+        }
+        let ids = Tensor::from_data(TensorData::new(ids, [rows.len(), seq]), device);
+        Self { ids, lengths: rows.iter().map(Vec::len).collect() }
+    }
+
+    /// `[B, S]`
+    pub fn dims(&self) -> [usize; 2] {
+        self.ids.dims()
+    }
+
+    /// Repeats every row `times` times, block after block (`[x; times]` expert-major).
+    pub fn repeat(&self, times: usize) -> Self {
+        Self {
+            ids: self.ids.clone().repeat_dim(0, times),
+            lengths: (0..times).flat_map(|_| self.lengths.iter().copied()).collect(),
+        }
+    }
+
+    /// The attention mask `[B, heads, S, S]`, `true` where a query may NOT look:
+    /// padded keys, and with `causal` keys after the query.
+    pub fn attention_mask(&self, heads: usize, causal: bool, device: &Device) -> Tensor<4, Bool> {
+        let [batch, seq] = self.dims();
+        let mut mask = Vec::with_capacity(batch * seq * seq);
+        for &len in &self.lengths {
+            for q in 0..seq {
+                mask.extend((0..seq).map(|k| k >= len || (causal && k > q)));
+            }
+        }
+        Tensor::<4, Bool>::from_data(TensorData::new(mask, [batch, 1, seq, seq]), device)
+            .expand([batch, heads, seq, seq])
+    }
+}
+
+/// A linear layer `y = x W^T + b` that knows its module path, so LoRA adapters find it.
+#[derive(Debug, Clone)]
+pub struct Projection {
+    /// Canonical module path, e.g. `layers.0.self_attn.q_proj`.
+    pub path: String,
+    /// `[in, out]` (the transpose of PyTorch's weight).
+    weight: Tensor<2>,
+    bias: Option<Tensor<1>>,
+}
+
+impl Projection {
+    /// Loads `<prefix><path>.weight` (and `.bias` when `bias`) from `file`.
+    pub fn load(
+        file: &TensorFile,
+        prefix: &str,
+        path: String,
+        dims: (usize, usize),
+        bias: bool,
+        device: &Device,
+    ) -> Result<Self> {
+        let (d_in, d_out) = dims;
+        let weight = file.linear_weight(&format!("{prefix}{path}.weight"), d_in, d_out, device)?;
+        let bias = if bias { Some(file.tensor(&format!("{prefix}{path}.bias"), [d_out], device)?) } else { None };
+        Ok(Self { path, weight, bias })
+    }
+
+    /// `(in, out)`
+    pub fn dims(&self) -> (usize, usize) {
+        let [i, o] = self.weight.dims();
+        (i, o)
+    }
+
+    /// # Shapes
+    /// - x: `[B, S, in]`, output: `[B, S, out]`
+    pub fn forward(&self, x: Tensor<3>, lora: Option<&AdapterGroup>) -> Tensor<3> {
+        let delta = lora.and_then(|l| l.delta(&self.path, x.clone()));
+        let y = burn::tensor::module::linear(x, self.weight.clone(), self.bias.clone());
+        match delta {
+            Some(d) => y + d,
+            None => y,
+        }
+    }
+}
+
+/// RMSNorm as in HF Llama: `x / sqrt(mean(x^2) + eps) * weight`.
+#[derive(Debug, Clone)]
+pub struct RmsNorm {
+    weight: Tensor<1>,
+    eps: f64,
+}
+
+impl RmsNorm {
+    pub fn load(file: &TensorFile, name: &str, dim: usize, eps: f64, device: &Device) -> Result<Self> {
+        Ok(Self { weight: file.tensor(name, [dim], device)?, eps })
+    }
+
+    /// Normalises over the last dimension.
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let rms = x.clone().square().mean_dim(D - 1).add_scalar(self.eps).sqrt();
+        x.div(rms).mul(self.weight.clone().unsqueeze())
+    }
+}
+
+/// LayerNorm with weight and bias.
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    weight: Tensor<1>,
+    bias: Tensor<1>,
+    eps: f64,
+}
+
+impl LayerNorm {
+    /// Loads `<name>.weight` and `<name>.bias`.
+    pub fn load(file: &TensorFile, name: &str, dim: usize, eps: f64, device: &Device) -> Result<Self> {
+        Ok(Self {
+            weight: file.tensor(&format!("{name}.weight"), [dim], device)?,
+            bias: file.tensor(&format!("{name}.bias"), [dim], device)?,
+            eps,
+        })
+    }
+
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        burn::tensor::module::layer_norm(x, self.weight.clone(), Some(self.bias.clone()), self.eps)
+    }
+}
+
+/// The family of a backbone, from `model_type` in its `config.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// Decoder-only, Llama layout.
+    Llama,
+    /// Encoder-only, BERT layout.
+    Bert,
+}
+
+#[derive(Deserialize)]
+struct ModelType {
+    model_type: Option<String>,
+}
+
+/// A loaded backbone.
+#[derive(Debug, Clone)]
+pub enum Backbone {
+    /// Llama family.
+    Llama(Box<llama::Llama>),
+    /// BERT family.
+    Bert(Box<bert::Bert>),
+}
+
+impl Backbone {
+    /// Reads `config.json` (`config_file` names it in errors) and the weights.
+    pub fn load(config_file: &str, config_json: &str, weights: &TensorFile, device: &Device) -> Result<Self> {
+        let ty: ModelType = serde_json::from_str(config_json).map_err(|e| Error::json(config_file, e))?;
+        match family_of(config_file, ty.model_type.as_deref())? {
+            Family::Llama => {
+                let cfg = llama::LlamaConfig::parse(config_file, config_json)?;
+                Ok(Backbone::Llama(Box::new(llama::Llama::load(cfg, weights, device)?)))
+            }
+            Family::Bert => {
+                let cfg = bert::BertConfig::parse(config_file, config_json)?;
+                Ok(Backbone::Bert(Box::new(bert::Bert::load(cfg, weights, device)?)))
+            }
+        }
+    }
+
+    /// Final hidden states.
+    ///
+    /// # Shapes
+    /// - output: `[B, S, hidden]`
+    pub fn forward(&self, batch: &TokenBatch, lora: Option<&AdapterGroup>) -> Tensor<3> {
+        match self {
+            Backbone::Llama(m) => m.forward(batch, lora),
+            Backbone::Bert(m) => m.forward(batch, lora),
+        }
+    }
+
+    pub fn family(&self) -> Family {
+        match self {
+            Backbone::Llama(_) => Family::Llama,
+            Backbone::Bert(_) => Family::Bert,
+        }
+    }
+
+    /// The `model_type` of the config.
+    pub fn model_type(&self) -> &str {
+        match self {
+            Backbone::Llama(m) => &m.config.model_type,
+            Backbone::Bert(m) => &m.config.model_type,
+        }
+    }
+
+    pub fn hidden_size(&self) -> usize {
+        match self {
+            Backbone::Llama(m) => m.config.hidden_size,
+            Backbone::Bert(m) => m.config.hidden_size,
+        }
+    }
+
+    pub fn num_layers(&self) -> usize {
+        match self {
+            Backbone::Llama(m) => m.config.num_hidden_layers,
+            Backbone::Bert(m) => m.config.num_hidden_layers,
+        }
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        match self {
+            Backbone::Llama(m) => m.config.vocab_size,
+            Backbone::Bert(m) => m.config.vocab_size,
+        }
+    }
+
+    /// Longest sequence the position encoding supports.
+    pub fn max_positions(&self) -> usize {
+        match self {
+            Backbone::Llama(m) => m.config.max_position_embeddings,
+            Backbone::Bert(m) => m.config.max_position_embeddings,
+        }
+    }
+
+    /// Number of weights.
+    pub fn num_params(&self) -> usize {
+        match self {
+            Backbone::Llama(m) => m.num_params(),
+            Backbone::Bert(m) => m.num_params(),
+        }
+    }
+}
+
+impl Projections for Backbone {
+    fn projection(&self, path: &str) -> Option<(usize, usize)> {
+        match self {
+            Backbone::Llama(m) => m.projection(path),
+            Backbone::Bert(m) => m.projection(path),
+        }
+    }
+
+    fn canonical_path<'a>(&self, path: &'a str) -> &'a str {
+        let prefix = match self {
+            Backbone::Llama(_) => "model.",
+            Backbone::Bert(_) => "bert.",
+        };
+        path.strip_prefix(prefix).unwrap_or(path)
+    }
+
+    fn unused_module(&self, path: &str) -> bool {
+        matches!(self, Backbone::Bert(_)) && path == "pooler.dense"
+    }
+}
+
+/// Which family a `model_type` belongs to.
+pub fn family_of(file: &str, model_type: Option<&str>) -> Result<Family> {
+    match model_type {
+        Some("llama" | "mistral" | "qwen2" | "qwen3") => Ok(Family::Llama),
+        Some("bert") => Ok(Family::Bert),
+        Some(other) => Err(Error::unsupported(
+            file,
+            format!("model_type `{other}` (supported: llama, mistral, qwen2, qwen3, bert)"),
+        )),
+        None => Err(Error::bundle(file, "config.json has no model_type")),
+    }
+}
+
+/// Finds the checkpoint's name prefix: `prefix` when `<prefix><probe>` exists, else `""`.
+pub(crate) fn detect_prefix(file: &TensorFile, prefix: &str, probe: &str) -> Result<String> {
+    if file.contains(&format!("{prefix}{probe}")) {
+        Ok(prefix.to_string())
+    } else if file.contains(probe) {
+        Ok(String::new())
+    } else {
+        Err(Error::MissingTensor { file: file.file.clone(), tensor: format!("{prefix}{probe}") })
+    }
+}
+
+/// Splits `[B, S, heads * head_dim]` into heads: `[B, heads, S, head_dim]`.
+pub(crate) fn split_heads(x: Tensor<3>, heads: usize, head_dim: usize) -> Tensor<4> {
+    let [b, s, _] = x.dims();
+    x.reshape([b, s, heads, head_dim]).swap_dims(1, 2)
+}
+
+/// Merges heads back: `[B, heads, S, head_dim]` -> `[B, S, heads * head_dim]`.
+pub(crate) fn merge_heads(x: Tensor<4>) -> Tensor<3> {
+    let [b, h, s, d] = x.dims();
+    x.swap_dims(1, 2).reshape([b, s, h * d])
+}
+
+/// Adds the sizes of tensors.
+pub(crate) fn count<const D: usize>(t: &Tensor<D>) -> usize {
+    t.dims().iter().product()
+}
+
+impl Projection {
+    pub(crate) fn num_params(&self) -> usize {
+        count(&self.weight) + self.bias.as_ref().map_or(0, count)
+    }
+}

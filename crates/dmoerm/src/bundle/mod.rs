@@ -1,0 +1,206 @@
+//! Bundles: where a reward model's files come from.
+//!
+//! A bundle is either a directory (a `dmoerm.json` manifest beside the HF backbone files,
+//! PEFT adapter directories and head safetensors), or the same content packed into one
+//! safetensors file for the web ([`pack`]): every tensor stored as `"<file>::<tensor>"`, and
+//! the manifest and text files (configs, tokenizer) in the header's metadata.
+//! `docs/bundle-format.md` specifies both.
+
+pub mod manifest;
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use safetensors::{Dtype, View};
+
+pub use manifest::{Manifest, Pooling};
+
+use crate::error::{Error, Result};
+use crate::weights::{is_float, to_f32, SafetensorsBuffer, TensorFile};
+
+/// Metadata key of the packed format's name.
+const PACKED_FORMAT_KEY: &str = "dmoerm.format";
+const PACKED_FORMAT: &str = "dmoerm-packed";
+const PACKED_VERSION_KEY: &str = "dmoerm.version";
+const PACKED_MANIFEST_KEY: &str = "dmoerm.manifest";
+const PACKED_FILES_KEY: &str = "dmoerm.files";
+
+/// Where the files of a bundle are read from.
+#[derive(Debug)]
+pub(crate) enum Source {
+    Dir { root: PathBuf, cache: HashMap<String, Arc<SafetensorsBuffer>> },
+    Packed { name: String, buffer: Arc<SafetensorsBuffer>, files: HashMap<String, String>, manifest: String },
+}
+
+/// Rejects absolute paths and `..`: a bundle only reads its own files.
+fn check_relative(manifest: &str, path: &str) -> Result<()> {
+    let p = Path::new(path);
+    if path.is_empty() || p.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir)) {
+        return Err(Error::bundle(manifest, format!("path `{path}` must be relative and stay inside the bundle")));
+    }
+    Ok(())
+}
+
+impl Source {
+    /// A bundle directory, or a packed file.
+    pub fn open(path: &Path) -> Result<Self> {
+        if path.is_dir() {
+            return Ok(Source::Dir { root: path.to_path_buf(), cache: HashMap::new() });
+        }
+        let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.display().to_string(), source })?;
+        Self::packed(&path.display().to_string(), bytes)
+    }
+
+    /// A packed bundle from its bytes (`name` is used in errors).
+    pub fn packed(name: &str, bytes: Vec<u8>) -> Result<Self> {
+        let buffer = SafetensorsBuffer::parse(name, bytes)?;
+        let meta = buffer.metadata();
+        if meta.get(PACKED_FORMAT_KEY).map(String::as_str) != Some(PACKED_FORMAT) {
+            return Err(Error::bundle(name, "not a packed dmoerm bundle (no dmoerm.format metadata)"));
+        }
+        if meta.get(PACKED_VERSION_KEY).map(String::as_str) != Some("1") {
+            return Err(Error::unsupported(name, "packed format version (this build reads 1)"));
+        }
+        let manifest = meta
+            .get(PACKED_MANIFEST_KEY)
+            .cloned()
+            .ok_or_else(|| Error::bundle(name, "packed file has no dmoerm.manifest"))?;
+        let files_json = meta.get(PACKED_FILES_KEY).map(String::as_str).unwrap_or("{}");
+        let files: HashMap<String, String> =
+            serde_json::from_str(files_json).map_err(|e| Error::json(&format!("{name} [{PACKED_FILES_KEY}]"), e))?;
+        Ok(Source::Packed { name: name.to_string(), buffer: Arc::new(buffer), files, manifest })
+    }
+
+    /// The manifest, parsed and checked.
+    pub fn manifest(&self) -> Result<Manifest> {
+        let (file, text) = match self {
+            Source::Dir { .. } => (manifest::MANIFEST_FILE.to_string(), self.text(manifest::MANIFEST_FILE)?),
+            Source::Packed { name, manifest, .. } => (format!("{name} [{PACKED_MANIFEST_KEY}]"), manifest.clone()),
+        };
+        let m = Manifest::parse(&file, &text)?;
+        let (texts, tensors) = m.files();
+        for path in texts.iter().chain(&tensors) {
+            check_relative(&file, path)?;
+        }
+        Ok(m)
+    }
+
+    /// A text file of the bundle.
+    pub fn text(&self, path: &str) -> Result<String> {
+        match self {
+            Source::Dir { root, .. } => {
+                let full = root.join(path);
+                std::fs::read_to_string(&full).map_err(|source| Error::Io { path: full.display().to_string(), source })
+            }
+            Source::Packed { files, .. } => {
+                files.get(path).cloned().ok_or_else(|| Error::bundle(path, "file is missing from the packed bundle"))
+            }
+        }
+    }
+
+    /// A safetensors file of the bundle (parsed once, then shared).
+    pub fn tensors(&mut self, path: &str) -> Result<TensorFile> {
+        match self {
+            Source::Dir { root, cache } => {
+                if let Some(b) = cache.get(path) {
+                    return Ok(TensorFile::new(path, b.clone(), String::new()));
+                }
+                let full = root.join(path);
+                let bytes =
+                    std::fs::read(&full).map_err(|source| Error::Io { path: full.display().to_string(), source })?;
+                let buffer = Arc::new(SafetensorsBuffer::parse(path, bytes)?);
+                cache.insert(path.to_string(), buffer.clone());
+                Ok(TensorFile::new(path, buffer, String::new()))
+            }
+            Source::Packed { buffer, .. } => {
+                let prefix = format!("{path}::");
+                if !buffer.names().any(|n| n.starts_with(&prefix)) {
+                    return Err(Error::bundle(path, "file is missing from the packed bundle"));
+                }
+                Ok(TensorFile::new(path, buffer.clone(), prefix))
+            }
+        }
+    }
+}
+
+/// Dtype of the weights in a packed file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PackDtype {
+    /// Keep every tensor's dtype.
+    Keep,
+    /// Convert float tensors to f16 (halves an f32 download).
+    F16,
+}
+
+/// What [`pack`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackReport {
+    /// Number of tensors.
+    pub tensors: usize,
+    /// Size of the packed file in bytes.
+    pub bytes: usize,
+}
+
+struct Owned {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    data: Vec<u8>,
+}
+
+impl View for &Owned {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.data)
+    }
+    fn data_len(&self) -> usize {
+        self.data.len()
+    }
+}
+
+/// Packs a bundle directory into the single-file form, optionally as f16.
+/// The caller should check the bundle loads first ([`crate::RewardModel::load`]).
+pub fn pack_bytes(dir: &Path, dtype: PackDtype) -> Result<(Vec<u8>, PackReport)> {
+    let mut source = Source::open(dir)?;
+    if !matches!(source, Source::Dir { .. }) {
+        return Err(Error::Input(format!("{} is not a bundle directory", dir.display())));
+    }
+    let manifest = source.manifest()?;
+    let manifest_text = serde_json::to_string(&manifest).map_err(|e| Error::json(manifest::MANIFEST_FILE, e))?;
+    let (text_files, tensor_files) = manifest.files();
+    let mut files = BTreeMap::new();
+    for path in &text_files {
+        files.insert(path.clone(), source.text(path)?);
+    }
+    let mut tensors: Vec<(String, Owned)> = Vec::new();
+    for path in &tensor_files {
+        let file = source.tensors(path)?;
+        for name in file.names() {
+            let (entry, bytes) = file.raw(&name)?;
+            let (dtype, data) = match dtype {
+                PackDtype::F16 if is_float(entry.dtype) && entry.dtype != Dtype::F16 => {
+                    let values = to_f32(bytes, entry.dtype).unwrap_or_default();
+                    (Dtype::F16, values.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect())
+                }
+                _ => (entry.dtype, bytes.to_vec()),
+            };
+            tensors.push((format!("{path}::{name}"), Owned { dtype, shape: entry.shape.clone(), data }));
+        }
+    }
+    let mut meta = HashMap::new();
+    meta.insert(PACKED_FORMAT_KEY.to_string(), PACKED_FORMAT.to_string());
+    meta.insert(PACKED_VERSION_KEY.to_string(), "1".to_string());
+    meta.insert(PACKED_MANIFEST_KEY.to_string(), manifest_text);
+    meta.insert(PACKED_FILES_KEY.to_string(), serde_json::to_string(&files).unwrap_or_default());
+    let views = tensors.iter().map(|(n, t)| (n.clone(), t));
+    let bytes = safetensors::serialize(views, Some(meta))
+        .map_err(|e| Error::Safetensors { file: dir.display().to_string(), message: e.to_string() })?;
+    let report = PackReport { tensors: tensors.len(), bytes: bytes.len() };
+    Ok((bytes, report))
+}

@@ -1,0 +1,436 @@
+//! [`RewardModel`]: the double-layer mixture of experts, put together from a bundle.
+//!
+//! ```text
+//! probs = softmax(router_head(pool(backbone[router LoRA](router_text))))      # outer layer
+//! t     = argmax(probs)                                                        # top-1 route
+//! h_e   = pool(backbone[LoRA_e](expert_text)),  e = 1..k of task t            # one batched pass
+//! capability_e = value_head_e(h_e)
+//! reward = aggregator_t([h_1; ...; h_k])     # Linear(kH -> H) -> PReLU -> Linear(H -> 1)
+//! ```
+
+use std::path::Path;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use serde::ser::SerializeMap;
+use serde::{Serialize, Serializer};
+use tokenizers::Tokenizer;
+
+use crate::backbones::{Backbone, TokenBatch};
+use crate::bundle::manifest::{self, split_ref, MANIFEST_FILE};
+use crate::bundle::{Manifest, Pooling, Source};
+use crate::device::DeviceChoice;
+use crate::error::{Error, Result};
+use crate::heads::{Aggregator, RouterHead, ValueHeads};
+use crate::lora::{AdapterGroup, LoraConfig, PeftAdapter};
+use crate::text::{Conversation, Encoded, InputEncoder, Message, Role};
+
+/// The score of one response.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Score {
+    /// The reward (the task's aggregator output).
+    pub reward: f32,
+    /// The task the router chose.
+    pub task: String,
+    /// Router probability of every task, in manifest order.
+    #[serde(serialize_with = "pairs_as_map")]
+    pub task_probs: Vec<(String, f32)>,
+    /// Score of each capability expert of the chosen task, in manifest order.
+    #[serde(serialize_with = "pairs_as_map")]
+    pub capabilities: Vec<(String, f32)>,
+    /// Whether the input was cut to the bundle's `max_length`.
+    pub truncated: bool,
+}
+
+fn pairs_as_map<S: Serializer>(pairs: &[(String, f32)], s: S) -> std::result::Result<S::Ok, S::Error> {
+    let mut map = s.serialize_map(Some(pairs.len()))?;
+    for (k, v) in pairs {
+        map.serialize_entry(k, v)?;
+    }
+    map.end()
+}
+
+/// One candidate of [`RewardModel::rank`]: its index in the input and its score.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Ranked {
+    /// Position of the candidate in the input.
+    pub index: usize,
+    /// Its score.
+    #[serde(flatten)]
+    pub score: Score,
+}
+
+/// What [`RewardModel::encode`] returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encodings {
+    /// The router's input, if the bundle has a router.
+    pub router: Option<Encoded>,
+    /// The experts' input.
+    pub expert: Encoded,
+}
+
+#[derive(Debug, Clone)]
+struct Router {
+    lora: Option<AdapterGroup>,
+    head: RouterHead,
+}
+
+#[derive(Debug, Clone)]
+struct Task {
+    name: String,
+    capabilities: Vec<String>,
+    lora: Option<AdapterGroup>,
+    heads: ValueHeads,
+    aggregator: Option<Aggregator>,
+}
+
+/// A DMoERM reward model (or a plain single reward model) ready to score.
+///
+/// `RewardModel` is `Send + Sync`: share it between threads behind an `Arc`.
+#[derive(Debug, Clone)]
+pub struct RewardModel {
+    manifest: Manifest,
+    device: Device,
+    encoder: InputEncoder,
+    backbone: Backbone,
+    router: Option<Router>,
+    tasks: Vec<Task>,
+    /// Most rows (items x experts) in one forward pass.
+    max_batch_rows: usize,
+}
+
+/// Reads a tensor back (`into_data_async`, so it also works in the browser).
+async fn read(t: Tensor<2>) -> Result<Vec<f32>> {
+    let data = t.into_data_async().await.map_err(|e| Error::Backend(format!("{e:?}")))?;
+    data.try_into_vec::<f32>().map_err(|e| Error::Backend(format!("{e:?}")))
+}
+
+fn load_adapter(source: &mut Source, dir: &Option<String>, backbone: &Backbone) -> Result<Option<PeftAdapter>> {
+    let Some(dir) = dir else { return Ok(None) };
+    let cfg_path = manifest::adapter_config_path(dir);
+    let cfg = LoraConfig::parse(&cfg_path, &source.text(&cfg_path)?)?;
+    let weights = source.tensors(&manifest::adapter_weights_path(dir))?;
+    Ok(Some(PeftAdapter::load(&cfg, &weights, backbone)?))
+}
+
+impl RewardModel {
+    /// Loads a bundle directory or packed file onto the chosen device (native targets; in a
+    /// browser open the device asynchronously and use [`from_packed_bytes`](Self::from_packed_bytes)).
+    #[cfg(not(target_family = "wasm"))]
+    pub fn load(path: impl AsRef<Path>, device: DeviceChoice) -> Result<Self> {
+        // A missing or malformed bundle is reported before any GPU is touched.
+        let source = Source::open(path.as_ref())?;
+        source.manifest()?;
+        Self::from_source(source, crate::device::open(device)?)
+    }
+
+    /// Loads a bundle directory or packed file onto a given burn device.
+    pub fn load_on(path: impl AsRef<Path>, device: Device) -> Result<Self> {
+        Self::from_source(Source::open(path.as_ref())?, device)
+    }
+
+    /// Loads a packed bundle from memory (`name` is used in errors).
+    pub fn from_packed_bytes(name: &str, bytes: Vec<u8>, device: Device) -> Result<Self> {
+        Self::from_source(Source::packed(name, bytes)?, device)
+    }
+
+    fn from_source(mut source: Source, device: Device) -> Result<Self> {
+        let manifest = source.manifest()?;
+        let spec = &manifest.backbone;
+        let config_json = source.text(&spec.config)?;
+        let shards = spec.weights.iter().map(|w| source.tensors(w)).collect::<Result<Vec<_>>>()?;
+        let weights = crate::weights::TensorFile::merge(shards);
+        let backbone = Backbone::load(&spec.config, &config_json, &weights, &device)?;
+        let tokenizer: Tokenizer =
+            source.text(&spec.tokenizer)?.parse().map_err(|e| Error::Tokenizer(format!("{}: {e}", spec.tokenizer)))?;
+        if manifest.input.max_length > backbone.max_positions() {
+            return Err(Error::bundle(
+                MANIFEST_FILE,
+                format!(
+                    "input.max_length {} exceeds the backbone's max_position_embeddings {}",
+                    manifest.input.max_length,
+                    backbone.max_positions()
+                ),
+            ));
+        }
+        let encoder = InputEncoder::new(MANIFEST_FILE, manifest.input.clone(), tokenizer, backbone.vocab_size())?;
+        let hidden = backbone.hidden_size();
+
+        let router = match &manifest.router {
+            Some(r) if manifest.tasks.len() > 1 => {
+                let adapter = load_adapter(&mut source, &r.adapter, &backbone)?;
+                let (file, prefix) = split_ref(&r.head);
+                let head = RouterHead::load(&source.tensors(file)?, &prefix, hidden, manifest.tasks.len(), &device)?;
+                Some(Router { lora: AdapterGroup::stack(&[adapter.as_ref()], &backbone, &device), head })
+            }
+            _ => None,
+        };
+
+        let mut tasks = Vec::with_capacity(manifest.tasks.len());
+        for t in &manifest.tasks {
+            let adapters = t
+                .experts
+                .iter()
+                .map(|e| load_adapter(&mut source, &e.adapter, &backbone))
+                .collect::<Result<Vec<_>>>()?;
+            let head_files = t
+                .experts
+                .iter()
+                .map(|e| {
+                    let (file, prefix) = split_ref(&e.head);
+                    Ok((source.tensors(file)?, prefix))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let refs: Vec<_> = head_files.iter().map(|(f, p)| (f, p.as_str())).collect();
+            let heads = ValueHeads::load(&refs, hidden, &device)?;
+            let aggregator = match &t.aggregator {
+                Some(a) => {
+                    let (file, prefix) = split_ref(a);
+                    Some(Aggregator::load(&source.tensors(file)?, &prefix, t.experts.len(), hidden, &device)?)
+                }
+                None => None,
+            };
+            let adapter_refs: Vec<_> = adapters.iter().map(Option::as_ref).collect();
+            tasks.push(Task {
+                name: t.name.clone(),
+                capabilities: t.experts.iter().map(|e| e.name.clone()).collect(),
+                lora: AdapterGroup::stack(&adapter_refs, &backbone, &device),
+                heads,
+                aggregator,
+            });
+        }
+        Ok(Self { manifest, device, encoder, backbone, router, tasks, max_batch_rows: 64 })
+    }
+
+    /// The manifest the model was loaded from.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The device the model runs on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The backbone.
+    pub fn backbone(&self) -> &Backbone {
+        &self.backbone
+    }
+
+    /// Task names, in manifest order.
+    pub fn tasks(&self) -> Vec<&str> {
+        self.tasks.iter().map(|t| t.name.as_str()).collect()
+    }
+
+    /// Capability points of a task, in manifest order.
+    pub fn capabilities(&self, task: &str) -> Option<Vec<&str>> {
+        self.tasks.iter().find(|t| t.name == task).map(|t| t.capabilities.iter().map(String::as_str).collect())
+    }
+
+    /// The token ids the router and the experts would see for `conversation`
+    /// (`router` is `None` for a bundle without a router).
+    pub fn encode(&self, conversation: &Conversation) -> Result<Encodings> {
+        conversation.validate()?;
+        let router = match self.router {
+            Some(_) => Some(self.encode_for(conversation, Input::Router)?),
+            None => None,
+        };
+        Ok(Encodings { router, expert: self.encode_for(conversation, Input::Expert)? })
+    }
+
+    fn encode_for(&self, conversation: &Conversation, input: Input) -> Result<Encoded> {
+        let (text, query, response) = match input {
+            Input::Router => self.encoder.router_text(conversation),
+            Input::Expert => self.encoder.expert_text(conversation),
+        };
+        self.encoder.encode(&text, query, response)
+    }
+
+    /// Most rows (items x experts of a task) per forward pass; bounds memory. Default 64.
+    pub fn set_max_batch_rows(&mut self, rows: usize) {
+        self.max_batch_rows = rows.max(1);
+    }
+
+    /// Scores one response.
+    pub fn score(&self, conversation: &Conversation) -> Result<Score> {
+        let mut scores = self.score_batch(std::slice::from_ref(conversation))?;
+        scores.pop().ok_or_else(|| Error::Backend("no score came back".into()))
+    }
+
+    /// Scores many responses (each routed on its own).
+    pub fn score_batch(&self, conversations: &[Conversation]) -> Result<Vec<Score>> {
+        block_on(self.score_batch_async(conversations))
+    }
+
+    /// Best-of-n: routes `prompt` once, scores every candidate in the chosen task in one
+    /// batched pass, and returns them best first.
+    pub fn rank(&self, prompt: &str, candidates: &[String]) -> Result<Vec<Ranked>> {
+        let messages = vec![Message { role: Role::User, content: prompt.to_string() }];
+        self.rank_messages(&messages, candidates)
+    }
+
+    /// [`rank`](Self::rank) with a multi-turn history.
+    pub fn rank_messages(&self, messages: &[Message], candidates: &[String]) -> Result<Vec<Ranked>> {
+        block_on(self.rank_messages_async(messages, candidates))
+    }
+
+    /// Async [`score`](Self::score) (the only way in a browser).
+    pub async fn score_async(&self, conversation: &Conversation) -> Result<Score> {
+        let mut scores = self.score_batch_async(std::slice::from_ref(conversation)).await?;
+        scores.pop().ok_or_else(|| Error::Backend("no score came back".into()))
+    }
+
+    /// Async [`score_batch`](Self::score_batch).
+    pub async fn score_batch_async(&self, conversations: &[Conversation]) -> Result<Vec<Score>> {
+        for c in conversations {
+            c.validate()?;
+        }
+        let routes = self.route(conversations).await?;
+        let mut scores: Vec<Option<Score>> = vec![None; conversations.len()];
+        for t in 0..self.tasks.len() {
+            let members: Vec<usize> = (0..conversations.len()).filter(|&i| routes[i].task == t).collect();
+            if members.is_empty() {
+                continue;
+            }
+            let convs: Vec<&Conversation> = members.iter().map(|&i| &conversations[i]).collect();
+            let outputs = self.run_task(t, &convs).await?;
+            for (&i, out) in members.iter().zip(outputs) {
+                scores[i] = Some(self.make_score(t, &routes[i], out));
+            }
+        }
+        scores.into_iter().map(|s| s.ok_or_else(|| Error::Backend("a score is missing".into()))).collect()
+    }
+
+    /// Async [`rank_messages`](Self::rank_messages).
+    pub async fn rank_messages_async(&self, messages: &[Message], candidates: &[String]) -> Result<Vec<Ranked>> {
+        if candidates.is_empty() {
+            return Err(Error::Input("no candidates to rank".into()));
+        }
+        let probe = Conversation::with_messages(messages.to_vec(), "");
+        probe.validate()?;
+        let route = self.route(std::slice::from_ref(&probe)).await?.remove(0);
+        let convs: Vec<Conversation> =
+            candidates.iter().map(|c| Conversation::with_messages(messages.to_vec(), c.clone())).collect();
+        let refs: Vec<&Conversation> = convs.iter().collect();
+        let outputs = self.run_task(route.task, &refs).await?;
+        let mut ranked: Vec<Ranked> = outputs
+            .into_iter()
+            .enumerate()
+            .map(|(index, out)| Ranked { index, score: self.make_score(route.task, &route, out) })
+            .collect();
+        ranked.sort_by(|a, b| b.score.reward.total_cmp(&a.score.reward).then(a.index.cmp(&b.index)));
+        Ok(ranked)
+    }
+
+    fn make_score(&self, t: usize, route: &Route, out: TaskOutput) -> Score {
+        let task = &self.tasks[t];
+        Score {
+            reward: out.reward,
+            task: task.name.clone(),
+            task_probs: self.tasks.iter().map(|t| t.name.clone()).zip(route.probs.iter().copied()).collect(),
+            capabilities: task.capabilities.iter().cloned().zip(out.capabilities).collect(),
+            truncated: route.truncated || out.truncated,
+        }
+    }
+
+    /// The outer layer: task probabilities of each conversation.
+    async fn route(&self, conversations: &[Conversation]) -> Result<Vec<Route>> {
+        let n_tasks = self.tasks.len();
+        let Some(router) = &self.router else {
+            return Ok(conversations
+                .iter()
+                .map(|_| Route { task: 0, probs: vec![1.0; n_tasks], truncated: false })
+                .collect());
+        };
+        let mut routes = Vec::with_capacity(conversations.len());
+        for chunk in conversations.chunks(self.max_batch_rows) {
+            let encoded = chunk.iter().map(|c| self.encode_for(c, Input::Router)).collect::<Result<Vec<_>>>()?;
+            let batch = self.batch(&encoded);
+            let hidden = self.backbone.forward(&batch, router.lora.as_ref());
+            let probs = read(router.head.forward(self.pool(hidden, &batch))).await?;
+            for (row, enc) in probs.chunks(n_tasks).zip(&encoded) {
+                let task = row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i);
+                routes.push(Route { task, probs: row.to_vec(), truncated: enc.truncated });
+            }
+        }
+        Ok(routes)
+    }
+
+    /// The inner layer of task `t`: all k experts over all conversations, k x n rows per pass.
+    async fn run_task(&self, t: usize, conversations: &[&Conversation]) -> Result<Vec<TaskOutput>> {
+        let task = &self.tasks[t];
+        let k = task.capabilities.len();
+        let per_pass = (self.max_batch_rows / k).max(1);
+        let mut outputs = Vec::with_capacity(conversations.len());
+        for chunk in conversations.chunks(per_pass) {
+            let encoded = chunk.iter().map(|c| self.encode_for(c, Input::Expert)).collect::<Result<Vec<_>>>()?;
+            let n = encoded.len();
+            // expert-major: rows e*n .. (e+1)*n run expert e
+            let batch = self.batch(&encoded).repeat(k);
+            let hidden = self.backbone.forward(&batch, task.lora.as_ref());
+            let h = self.backbone.hidden_size();
+            let pooled = self.pool(hidden, &batch).reshape([k, n, h]);
+            let caps = read(task.heads.forward(pooled.clone())).await?; // [k, n]
+            let rewards = match &task.aggregator {
+                Some(agg) => read(agg.forward(pooled).reshape([1, n])).await?,
+                None => caps[..n].to_vec(),
+            };
+            for (j, enc) in encoded.iter().enumerate() {
+                outputs.push(TaskOutput {
+                    reward: rewards[j],
+                    capabilities: (0..k).map(|e| caps[e * n + j]).collect(),
+                    truncated: enc.truncated,
+                });
+            }
+        }
+        Ok(outputs)
+    }
+
+    fn batch(&self, encoded: &[Encoded]) -> TokenBatch {
+        let rows: Vec<Vec<u32>> = encoded.iter().map(|e| e.ids.clone()).collect();
+        TokenBatch::new(&rows, self.encoder.format().pad_token_id, &self.device)
+    }
+
+    /// Pools `[B, S, H]` to `[B, H]` as the bundle says, as one batched product with
+    /// per-row weights over the positions (one-hot for last/CLS, 1/len for mean).
+    fn pool(&self, hidden: Tensor<3>, batch: &TokenBatch) -> Tensor<2> {
+        let [b, s, h] = hidden.dims();
+        let mut w = vec![0.0f32; b * s];
+        for (row, &len) in batch.lengths.iter().enumerate() {
+            let len = len.max(1);
+            match self.manifest.pooling {
+                Pooling::Last => w[row * s + len - 1] = 1.0,
+                Pooling::Cls => w[row * s] = 1.0,
+                Pooling::Mean => w[row * s..row * s + len].iter_mut().for_each(|x| *x = 1.0 / len as f32),
+            }
+        }
+        let w = Tensor::<3>::from_data(TensorData::new(w, [b, 1, s]), &self.device);
+        w.matmul(hidden).reshape([b, h])
+    }
+}
+
+/// Which of the two inputs of a conversation.
+#[derive(Debug, Clone, Copy)]
+enum Input {
+    Router,
+    Expert,
+}
+
+#[derive(Debug, Clone)]
+struct Route {
+    task: usize,
+    probs: Vec<f32>,
+    truncated: bool,
+}
+
+#[derive(Debug, Clone)]
+struct TaskOutput {
+    reward: f32,
+    capabilities: Vec<f32>,
+    truncated: bool,
+}
+
+/// Runs an async scoring call to completion on native targets.
+fn block_on<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    burn::tensor::try_read_sync(f)
+        .unwrap_or_else(|| Err(Error::Backend("blocking reads are not possible here; use the async API".into())))
+}

@@ -1,0 +1,310 @@
+//! From a conversation to token ids: the bundle's prompt template, tokenization, and the
+//! truncation policy.
+//!
+//! # Rendering
+//! - The *query* of the experts is the whole history: every message rendered with its role's
+//!   turn template (`user_turn`, `assistant_turn`, `system_turn`, each with `{content}`),
+//!   joined by `turn_separator`.
+//! - The *query* of the router is the user turns only, rendered the same way.
+//! - The expert input is `template` with `{query}` and `{response}` substituted; the router
+//!   input is `router_template` with `{query}`. Substitution is one pass over the template, so
+//!   braces inside the user's text are never expanded.
+//!
+//! # Truncation
+//! An input longer than `max_length` tokens is truncated, never rejected, and its score says
+//! `truncated: true`. Tokens are classed by their offsets as query, response, or fixed
+//! (template text, special tokens, and tokens straddling a boundary). The policy:
+//! 1. drop query tokens from the left (the oldest context goes first);
+//! 2. then drop response tokens from the right;
+//! 3. if the fixed tokens alone are still too long, keep the first `max_length - 1` tokens
+//!    and the last one.
+
+use std::ops::Range;
+
+use serde::{Deserialize, Serialize};
+use tokenizers::Tokenizer;
+
+use crate::error::{Error, Result};
+
+/// Who wrote a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// A system prompt.
+    System,
+    /// The user.
+    User,
+    /// The assistant (an earlier turn).
+    Assistant,
+}
+
+/// One message of the history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// Author.
+    pub role: Role,
+    /// Text.
+    pub content: String,
+}
+
+/// A dialogue history and the response to score.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conversation {
+    /// Messages before the response, oldest first; the last is usually the user's.
+    pub messages: Vec<Message>,
+    /// The assistant response to score.
+    pub response: String,
+}
+
+impl Conversation {
+    /// A single-turn conversation: one user prompt and a response.
+    pub fn new(prompt: impl Into<String>, response: impl Into<String>) -> Self {
+        Self { messages: vec![Message { role: Role::User, content: prompt.into() }], response: response.into() }
+    }
+
+    /// A multi-turn conversation.
+    pub fn with_messages(messages: Vec<Message>, response: impl Into<String>) -> Self {
+        Self { messages, response: response.into() }
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        if !self.messages.iter().any(|m| m.role == Role::User) {
+            return Err(Error::Input("a conversation needs at least one user message".into()));
+        }
+        Ok(())
+    }
+}
+
+/// How a bundle turns a conversation into text (the `input` section of the manifest).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputFormat {
+    /// Expert input, with `{query}` and `{response}`.
+    #[serde(default = "default_template")]
+    pub template: String,
+    /// Router input, with `{query}` (the user turns).
+    #[serde(default = "default_router_template")]
+    pub router_template: String,
+    /// Rendering of a user message, with `{content}`.
+    #[serde(default = "default_turn")]
+    pub user_turn: String,
+    /// Rendering of an earlier assistant message, with `{content}`.
+    #[serde(default = "default_turn")]
+    pub assistant_turn: String,
+    /// Rendering of a system message, with `{content}`.
+    #[serde(default = "default_turn")]
+    pub system_turn: String,
+    /// Between rendered messages.
+    #[serde(default = "default_separator")]
+    pub turn_separator: String,
+    /// Maximum number of tokens of one input (template and special tokens included).
+    pub max_length: usize,
+    /// Let the tokenizer add its special tokens (`[CLS]`/`[SEP]`, BOS...).
+    #[serde(default = "default_true")]
+    pub add_special_tokens: bool,
+    /// Id used to pad batches (never attended to).
+    #[serde(default)]
+    pub pad_token_id: u32,
+}
+
+fn default_template() -> String {
+    "<extra_0>{query}<extra_1>{response}<extra_2>".into()
+}
+fn default_router_template() -> String {
+    "{query}".into()
+}
+fn default_turn() -> String {
+    "{content}".into()
+}
+fn default_separator() -> String {
+    "\n".into()
+}
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    Query,
+    Response,
+}
+
+/// A template split once into literal text and slots.
+#[derive(Debug, Clone)]
+struct Template {
+    parts: Vec<(String, Option<Slot>)>,
+}
+
+impl Template {
+    fn parse(file: &str, field: &str, text: &str, allowed: &[(&str, Slot)], required: &[&str]) -> Result<Self> {
+        let mut parts = Vec::new();
+        let mut rest = text;
+        let mut seen = Vec::new();
+        while let Some(start) = rest.find('{') {
+            let hit = allowed.iter().find(|(name, _)| rest[start..].starts_with(&format!("{{{name}}}")));
+            match hit {
+                Some((name, slot)) => {
+                    parts.push((rest[..start].to_string(), None));
+                    parts.push((String::new(), Some(*slot)));
+                    seen.push(*name);
+                    rest = &rest[start + name.len() + 2..];
+                }
+                None => {
+                    parts.push((rest[..=start].to_string(), None));
+                    rest = &rest[start + 1..];
+                }
+            }
+        }
+        parts.push((rest.to_string(), None));
+        for r in required {
+            if seen.iter().filter(|s| *s == r).count() != 1 {
+                return Err(Error::bundle(file, format!("input.{field} must contain {{{r}}} exactly once")));
+            }
+        }
+        Ok(Self { parts })
+    }
+
+    /// The text and the byte ranges of the query and the response in it.
+    fn render(&self, query: &str, response: &str) -> (String, Range<usize>, Range<usize>) {
+        let mut out = String::new();
+        let (mut q, mut r) = (0..0, 0..0);
+        for (literal, slot) in &self.parts {
+            match slot {
+                None => out.push_str(literal),
+                Some(Slot::Query) => {
+                    let s = out.len();
+                    out.push_str(query);
+                    q = s..out.len();
+                }
+                Some(Slot::Response) => {
+                    let s = out.len();
+                    out.push_str(response);
+                    r = s..out.len();
+                }
+            }
+        }
+        (out, q, r)
+    }
+}
+
+/// One tokenized input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoded {
+    /// Token ids, at most `max_length`.
+    pub ids: Vec<u32>,
+    /// Whether tokens were dropped.
+    pub truncated: bool,
+}
+
+/// The compiled input format with its tokenizer.
+#[derive(Debug, Clone)]
+pub(crate) struct InputEncoder {
+    format: InputFormat,
+    expert: Template,
+    router: Template,
+    turns: [Template; 3],
+    tokenizer: Tokenizer,
+    vocab_size: usize,
+}
+
+impl InputEncoder {
+    pub fn new(file: &str, format: InputFormat, tokenizer: Tokenizer, vocab_size: usize) -> Result<Self> {
+        let q = ("query", Slot::Query);
+        let r = ("response", Slot::Response);
+        let c = ("content", Slot::Query);
+        if format.max_length < 2 {
+            return Err(Error::bundle(file, "input.max_length must be at least 2"));
+        }
+        Ok(Self {
+            expert: Template::parse(file, "template", &format.template, &[q, r], &["query", "response"])?,
+            router: Template::parse(file, "router_template", &format.router_template, &[q], &["query"])?,
+            turns: [
+                Template::parse(file, "user_turn", &format.user_turn, &[c], &["content"])?,
+                Template::parse(file, "assistant_turn", &format.assistant_turn, &[c], &["content"])?,
+                Template::parse(file, "system_turn", &format.system_turn, &[c], &["content"])?,
+            ],
+            format,
+            tokenizer,
+            vocab_size,
+        })
+    }
+
+    pub fn format(&self) -> &InputFormat {
+        &self.format
+    }
+
+    fn render_turns<'a>(&self, messages: impl Iterator<Item = &'a Message>) -> String {
+        let rendered: Vec<String> = messages
+            .map(|m| {
+                let t = match m.role {
+                    Role::User => &self.turns[0],
+                    Role::Assistant => &self.turns[1],
+                    Role::System => &self.turns[2],
+                };
+                t.render(&m.content, "").0
+            })
+            .collect();
+        rendered.join(&self.format.turn_separator)
+    }
+
+    /// The expert input text, with the byte ranges of query and response.
+    pub fn expert_text(&self, conv: &Conversation) -> (String, Range<usize>, Range<usize>) {
+        let query = self.render_turns(conv.messages.iter());
+        self.expert.render(&query, &conv.response)
+    }
+
+    /// The router input text, with the byte range of the query.
+    pub fn router_text(&self, conv: &Conversation) -> (String, Range<usize>, Range<usize>) {
+        let query = self.render_turns(conv.messages.iter().filter(|m| m.role == Role::User));
+        self.router.render(&query, "")
+    }
+
+    /// Tokenizes and truncates (see the module docs).
+    pub fn encode(&self, text: &str, query: Range<usize>, response: Range<usize>) -> Result<Encoded> {
+        let enc =
+            self.tokenizer.encode(text, self.format.add_special_tokens).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let ids = enc.get_ids();
+        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= self.vocab_size) {
+            return Err(Error::Input(format!(
+                "the tokenizer produced id {bad}, outside the backbone's vocabulary of {}",
+                self.vocab_size
+            )));
+        }
+        let max = self.format.max_length;
+        if ids.len() <= max {
+            return Ok(Encoded { ids: ids.to_vec(), truncated: false });
+        }
+        let inside = |r: &Range<usize>, (s, e): (usize, usize)| e > s && s >= r.start && e <= r.end;
+        let offsets = enc.get_offsets();
+        let mut keep = vec![true; ids.len()];
+        let mut excess = ids.len() - max;
+        // 1. query tokens from the left
+        for (i, &o) in offsets.iter().enumerate() {
+            if excess == 0 {
+                break;
+            }
+            if inside(&query, o) {
+                keep[i] = false;
+                excess -= 1;
+            }
+        }
+        // 2. response tokens from the right
+        for (i, &o) in offsets.iter().enumerate().rev() {
+            if excess == 0 {
+                break;
+            }
+            if inside(&response, o) {
+                keep[i] = false;
+                excess -= 1;
+            }
+        }
+        let mut kept: Vec<u32> = ids.iter().zip(&keep).filter(|(_, k)| **k).map(|(id, _)| *id).collect();
+        // 3. fixed tokens alone too long
+        if kept.len() > max {
+            let last = kept[kept.len() - 1];
+            kept.truncate(max - 1);
+            kept.push(last);
+        }
+        Ok(Encoded { ids: kept, truncated: true })
+    }
+}

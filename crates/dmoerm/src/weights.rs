@@ -1,0 +1,180 @@
+//! Reading tensors out of safetensors files, with errors that name the file and tensor.
+//!
+//! A [`TensorFile`] is one safetensors file of a bundle directory, or the part of a packed
+//! bundle that came from that file (its tensors are stored under `"<file>::<name>"`).
+//! Weights may be f32, f16 or bf16 in the file; the model computes in f32.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use safetensors::{Dtype, SafeTensors};
+
+use crate::error::{Error, Result};
+
+/// Where one tensor's bytes lie in the file.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    start: usize,
+    end: usize,
+}
+
+/// One parsed and validated safetensors buffer.
+#[derive(Debug)]
+pub struct SafetensorsBuffer {
+    bytes: Vec<u8>,
+    entries: HashMap<String, Entry>,
+    metadata: HashMap<String, String>,
+}
+
+impl SafetensorsBuffer {
+    /// Parses `bytes`; `file` names the buffer in errors.
+    pub fn parse(file: &str, bytes: Vec<u8>) -> Result<Self> {
+        let bad =
+            |e: safetensors::SafeTensorError| Error::Safetensors { file: file.to_string(), message: e.to_string() };
+        // `deserialize` checks the header, the offsets and that every tensor fits the buffer.
+        SafeTensors::deserialize(&bytes).map_err(bad)?;
+        let (header_len, meta) = SafeTensors::read_metadata(&bytes).map_err(bad)?;
+        let data_start = 8 + header_len;
+        let entries = meta
+            .tensors()
+            .into_iter()
+            .map(|(name, info)| {
+                let (s, e) = info.data_offsets;
+                let entry =
+                    Entry { dtype: info.dtype, shape: info.shape.clone(), start: data_start + s, end: data_start + e };
+                (name, entry)
+            })
+            .collect();
+        let metadata = meta.metadata().clone().unwrap_or_default();
+        Ok(Self { bytes, entries, metadata })
+    }
+
+    pub fn metadata(&self) -> &HashMap<String, String> {
+        &self.metadata
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(String::as_str)
+    }
+}
+
+/// A view of tensors from one logical file of a bundle.
+#[derive(Debug, Clone)]
+pub struct TensorFile {
+    /// The file's path inside the bundle, used in errors.
+    pub file: String,
+    /// The buffers holding this file's tensors (several for a sharded checkpoint), each with
+    /// the prefix of this file's names in it (`""` for a plain file, `"<file>::"` in a packed
+    /// bundle).
+    parts: Vec<(Arc<SafetensorsBuffer>, String)>,
+}
+
+impl TensorFile {
+    pub fn new(file: &str, buffer: Arc<SafetensorsBuffer>, prefix: String) -> Self {
+        Self { file: file.to_string(), parts: vec![(buffer, prefix)] }
+    }
+
+    /// One logical file from shards (`model-00001-of-00002.safetensors`, ...).
+    pub fn merge(files: Vec<TensorFile>) -> Self {
+        let file = files.iter().map(|f| f.file.as_str()).collect::<Vec<_>>().join(", ");
+        Self { file, parts: files.into_iter().flat_map(|f| f.parts).collect() }
+    }
+
+    /// Names of the tensors in this file (without the packing prefix).
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .parts
+            .iter()
+            .flat_map(|(b, prefix)| b.names().filter_map(|n| n.strip_prefix(prefix.as_str()).map(str::to_string)))
+            .collect();
+        names.sort();
+        names
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.entry(name).is_some()
+    }
+
+    fn entry(&self, name: &str) -> Option<(&Entry, &SafetensorsBuffer)> {
+        self.parts.iter().find_map(|(b, prefix)| b.entries.get(&format!("{prefix}{name}")).map(|e| (e, b.as_ref())))
+    }
+
+    /// Shape of a tensor, or a `MissingTensor` error.
+    pub fn shape(&self, name: &str) -> Result<Vec<usize>> {
+        self.entry(name).map(|(e, _)| e.shape.clone()).ok_or_else(|| self.missing(name))
+    }
+
+    fn missing(&self, name: &str) -> Error {
+        Error::MissingTensor { file: self.file.clone(), tensor: name.to_string() }
+    }
+
+    /// The raw entry (dtype, shape, bytes) of a tensor.
+    pub fn raw(&self, name: &str) -> Result<(&Entry, &[u8])> {
+        let (entry, buffer) = self.entry(name).ok_or_else(|| self.missing(name))?;
+        Ok((entry, &buffer.bytes[entry.start..entry.end]))
+    }
+
+    /// Reads a tensor as f32 values, checking its shape against `expected`
+    /// (`None` accepts any shape). Returns the values and the shape.
+    pub fn read_f32(&self, name: &str, expected: Option<&[usize]>) -> Result<(Vec<f32>, Vec<usize>)> {
+        let (entry, bytes) = self.raw(name)?;
+        if let Some(expected) = expected {
+            if entry.shape != expected {
+                return Err(Error::Shape {
+                    file: self.file.clone(),
+                    tensor: name.to_string(),
+                    expected: expected.to_vec(),
+                    found: entry.shape.clone(),
+                });
+            }
+        }
+        let values = to_f32(bytes, entry.dtype).ok_or_else(|| Error::Dtype {
+            file: self.file.clone(),
+            tensor: name.to_string(),
+            dtype: format!("{:?}", entry.dtype),
+        })?;
+        Ok((values, entry.shape.clone()))
+    }
+
+    /// Reads a tensor of rank `D` with exactly the `expected` shape onto `device`.
+    pub fn tensor<const D: usize>(&self, name: &str, expected: [usize; D], device: &Device) -> Result<Tensor<D>> {
+        let (values, shape) = self.read_f32(name, Some(&expected))?;
+        Ok(Tensor::from_data(TensorData::new(values, shape), device))
+    }
+
+    /// Reads a PyTorch linear weight `[out, in]` and returns it transposed, `[in, out]`,
+    /// the layout burn's matmul wants.
+    pub fn linear_weight(&self, name: &str, d_in: usize, d_out: usize, device: &Device) -> Result<Tensor<2>> {
+        let (values, _) = self.read_f32(name, Some(&[d_out, d_in]))?;
+        Ok(Tensor::from_data(TensorData::new(transpose(&values, d_out, d_in), [d_in, d_out]), device))
+    }
+}
+
+/// Row-major `[rows, cols]` -> `[cols, rows]`.
+pub fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0; values.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = values[r * cols + c];
+        }
+    }
+    out
+}
+
+/// Little-endian f32 / f16 / bf16 bytes to f32; `None` for any other dtype.
+pub fn to_f32(bytes: &[u8], dtype: Dtype) -> Option<Vec<f32>> {
+    match dtype {
+        Dtype::F32 => Some(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()),
+        Dtype::F16 => Some(bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect()),
+        Dtype::BF16 => Some(bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect()),
+        _ => None,
+    }
+}
+
+/// The dtypes a bundle may hold.
+pub fn is_float(dtype: Dtype) -> bool {
+    matches!(dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16)
+}

@@ -1,0 +1,115 @@
+//! Parity with the PyTorch reference (transformers + peft) on every backbone family, on the
+//! CPU (`flex`) and through wgpu, for directory and packed bundles.
+
+mod common;
+
+use common::{check_model, expected, fixture_dir, FIXTURES};
+use dmoerm::{Device, DeviceChoice, PackDtype, RewardModel};
+
+fn cpu(name: &str) -> RewardModel {
+    RewardModel::load_on(fixture_dir(name), Device::flex()).expect("fixture bundle loads")
+}
+
+/// The wgpu device. A missing adapter fails the test: CI installs Mesa's lavapipe.
+/// `DMOERM_SKIP_WGPU=1` is the explicit opt-out for machines without Vulkan.
+fn gpu() -> Option<Device> {
+    if std::env::var("DMOERM_SKIP_WGPU").as_deref() == Ok("1") {
+        eprintln!("DMOERM_SKIP_WGPU=1: wgpu parity NOT checked");
+        return None;
+    }
+    Some(
+        dmoerm::device::open(DeviceChoice::Gpu)
+            .expect("a wgpu adapter (apt-get install mesa-vulkan-drivers libvulkan1)"),
+    )
+}
+
+#[test]
+fn tokenization_and_truncation_match_reference() {
+    for name in FIXTURES {
+        let model = cpu(name);
+        for (i, input) in expected(name).inputs.iter().enumerate() {
+            let enc = model.encode(&input.conversation()).unwrap();
+            assert_eq!(enc.expert.ids, input.expert_ids, "{name} input {i}: expert token ids");
+            assert_eq!(enc.router.map(|r| r.ids), input.router_ids, "{name} input {i}: router token ids");
+            assert!(enc.expert.ids.len() <= model.manifest().input.max_length);
+        }
+    }
+}
+
+macro_rules! parity_tests {
+    ($($name:ident),*) => {
+        mod flex {
+            $(#[test] fn $name() { super::check_model(stringify!($name), &super::cpu(stringify!($name))); })*
+        }
+        mod wgpu {
+            $(#[test] fn $name() {
+                if let Some(device) = super::gpu() {
+                    let model = super::RewardModel::load_on(super::fixture_dir(stringify!($name)), device).unwrap();
+                    super::check_model(stringify!($name), &model);
+                }
+            })*
+        }
+    };
+}
+
+parity_tests!(llama, qwen2, qwen3, bert, bert_mean, plain_rm);
+
+#[test]
+fn packed_bundle_scores_like_its_directory() {
+    for name in ["llama", "bert"] {
+        let (bytes, report) = dmoerm::pack_bytes(&fixture_dir(name), PackDtype::Keep).unwrap();
+        assert_eq!(report.bytes, bytes.len());
+        let packed = RewardModel::from_packed_bytes(name, bytes, Device::flex()).unwrap();
+        let dir = cpu(name);
+        let exp = expected(name);
+        let convs: Vec<_> = exp.inputs.iter().map(|i| i.conversation()).collect();
+        // identical weights, identical code: identical numbers
+        assert_eq!(packed.score_batch(&convs).unwrap(), dir.score_batch(&convs).unwrap(), "{name}");
+        check_model(name, &packed);
+    }
+}
+
+#[test]
+fn f16_packed_bundle_stays_close() {
+    let (bytes, _) = dmoerm::pack_bytes(&fixture_dir("llama"), PackDtype::F16).unwrap();
+    let (full, _) = dmoerm::pack_bytes(&fixture_dir("llama"), PackDtype::Keep).unwrap();
+    // every f32 tensor shrinks to half; text (tokenizer, configs) stays
+    let st = safetensors::SafeTensors::deserialize(&full).unwrap();
+    let f32_bytes: usize =
+        st.tensors().iter().filter(|(_, v)| v.dtype() == safetensors::Dtype::F32).map(|(_, v)| v.data().len()).sum();
+    let saved = (full.len() - bytes.len()) as f64;
+    assert!(
+        (saved - f32_bytes as f64 / 2.0).abs() < 0.01 * f32_bytes as f64,
+        "saved {saved} bytes of {f32_bytes} f32 bytes"
+    );
+    let st16 = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert!(st16.tensors().iter().all(|(_, v)| v.dtype() == safetensors::Dtype::F16));
+    let half = RewardModel::from_packed_bytes("llama-f16", bytes, Device::flex()).unwrap();
+    let exp = expected("llama");
+    for input in &exp.inputs {
+        let got = half.score(&input.conversation()).unwrap();
+        assert!(
+            (got.reward - input.expected.reward).abs() < 0.05,
+            "f16 reward {} vs {}",
+            got.reward,
+            input.expected.reward
+        );
+    }
+}
+
+#[test]
+fn model_is_shared_between_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<RewardModel>();
+    let model = std::sync::Arc::new(cpu("llama"));
+    let exp = expected("llama");
+    std::thread::scope(|s| {
+        for input in &exp.inputs {
+            let model = model.clone();
+            s.spawn(move || {
+                let got = model.score(&input.conversation()).unwrap();
+                common::assert_score("thread", &got, &input.expected, exp.tolerance);
+            });
+        }
+    });
+}
