@@ -13,8 +13,11 @@ mkdir -p "$corpus"
 for f in tests/fixtures/*/dmoerm.json tests/fixtures/*/backbone/config.json tests/fixtures/*/router/adapter_config.json; do
     cp "$f" "$corpus/$(echo "$f" | tr '/' '_')"
 done
-cargo run -q -p dmoerm-cli -- pack --model tests/fixtures/bert_mean --out "$corpus/bert_mean.packed" >/dev/null
-cargo run -q -p dmoerm-cli -- pack --model tests/fixtures/bert_mean --out "$corpus/bert_mean.f16.packed" --dtype f16 >/dev/null
+# (build the whole workspace, as the tests do, so burn is built once with one feature set)
+cargo build -q --workspace
+dmoerm="${CARGO_TARGET_DIR:-target}/debug/dmoerm"
+"$dmoerm" pack --model tests/fixtures/bert_mean --out "$corpus/bert_mean.packed" >/dev/null
+"$dmoerm" pack --model tests/fixtures/bert_mean --out "$corpus/bert_mean.f16.packed" --dtype f16 >/dev/null
 cd fuzz
 RUSTC_BOOTSTRAP=1 cargo fuzz run bundle --dev --sanitizer none "corpus/bundle" -- \
     -max_total_time="$seconds" -rss_limit_mb=4096 -max_len=200000

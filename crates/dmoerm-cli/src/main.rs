@@ -89,6 +89,47 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Capability labels from an OpenAI-compatible chat API, swap-consistency filtered.
+    /// The key comes from DMOERM_API_KEY (or OPENAI_API_KEY). Dropped pairs go to
+    /// OUTPUT.dropped.jsonl. Re-running the same command resumes.
+    Label {
+        /// Ranked multi-response JSONL (`src`, `tgt`, `response`, `rank`, `label`).
+        #[arg(long)]
+        input: PathBuf,
+        /// Capability-labeled pairs JSONL.
+        #[arg(long)]
+        output: PathBuf,
+        /// e.g. https://api.openai.com/v1 or http://127.0.0.1:8080/v1
+        #[arg(long)]
+        api_base: String,
+        /// Model name sent to the API.
+        #[arg(long)]
+        model: String,
+        /// JSON: {"category": ["point", ...]} or {"category": {"point": "description"}}.
+        #[arg(long)]
+        categories: Option<PathBuf>,
+        /// Concurrent requests.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        /// Requests per second (all workers together).
+        #[arg(long)]
+        rps: Option<f64>,
+        /// A text template for all capabilities, or a .json map capability -> template.
+        #[arg(long)]
+        prompt_template: Option<PathBuf>,
+        /// Request timeout in seconds.
+        #[arg(long, default_value_t = 60.0)]
+        timeout: f64,
+        /// Retries of a failed request.
+        #[arg(long, default_value_t = 6)]
+        max_retries: u32,
+        /// First retry delay in milliseconds (doubles each retry, with jitter).
+        #[arg(long, default_value_t = 500)]
+        backoff_ms: u64,
+        /// Only print how many requests the run would make.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Pack a bundle directory into one safetensors file for the web.
     Pack {
         #[arg(long)]
@@ -104,6 +145,8 @@ enum Command {
 enum CliError {
     #[error(transparent)]
     Model(#[from] dmoerm::Error),
+    #[error(transparent)]
+    Label(#[from] dmoerm_label::Error),
     #[error("{path}: {source}")]
     Io { path: String, source: std::io::Error },
     #[error("{path}:{line}: {message}")]
@@ -168,6 +211,59 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Inspect { model, json } => {
             let model = RewardModel::load(&model, DeviceChoice::Cpu)?;
             inspect(&model, json);
+            Ok(())
+        }
+        Command::Label {
+            input,
+            output,
+            api_base,
+            model,
+            categories,
+            concurrency,
+            rps,
+            prompt_template,
+            timeout,
+            max_retries,
+            backoff_ms,
+            dry_run,
+        } => {
+            let path = |p: &Path| p.display().to_string();
+            let api_key = ["DMOERM_API_KEY", "OPENAI_API_KEY"]
+                .iter()
+                .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()));
+            if !(timeout.is_finite() && timeout > 0.0) {
+                return Err(CliError::Usage("--timeout must be a positive number of seconds".into()));
+            }
+            let opts = dmoerm_label::job::Options {
+                input: path(&input),
+                output: path(&output),
+                categories: match categories {
+                    Some(c) => dmoerm_label::categories::load(&path(&c))?,
+                    None => dmoerm_label::categories::defaults(),
+                },
+                templates: match prompt_template {
+                    Some(t) => dmoerm_label::prompt::Templates::load(&path(&t))?,
+                    None => Default::default(),
+                },
+                client: dmoerm_label::client::ClientConfig {
+                    api_base,
+                    model,
+                    api_key,
+                    timeout: std::time::Duration::from_secs_f64(timeout),
+                    max_retries,
+                    backoff: std::time::Duration::from_millis(backoff_ms),
+                    rps,
+                },
+                concurrency,
+                progress: true,
+            };
+            if dry_run {
+                let (items, done, requests) = dmoerm_label::job::dry_run(&opts)?;
+                println!("{items} items (pairs x capability points), {done} already done, {requests} requests to make");
+                return Ok(());
+            }
+            let summary = dmoerm_label::job::run(&opts)?;
+            println!("{}", serde_json::to_string(&summary).unwrap_or_default());
             Ok(())
         }
         Command::Pack { model: dir, out, dtype } => {
