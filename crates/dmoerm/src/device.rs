@@ -67,11 +67,6 @@ fn wgpu_device() -> Result<Device> {
 #[cfg(not(target_family = "wasm"))]
 pub fn has_hardware_gpu() -> bool {
     let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-    let adapters = pollster_block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+    let adapters = burn::tensor::read_sync(instance.enumerate_adapters(wgpu::Backends::all()));
     adapters.iter().any(|a| a.get_info().device_type != wgpu::DeviceType::Cpu)
-}
-
-#[cfg(not(target_family = "wasm"))]
-fn pollster_block_on<F: std::future::Future>(f: F) -> F::Output {
-    burn::tensor::read_sync(f)
 }
