@@ -5,4 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# the core must keep compiling for the browser (wasm32), warning-free
+rustup target list --installed | grep -q wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+RUSTFLAGS="-D warnings" cargo check -p dmoerm --target wasm32-unknown-unknown --locked
 cargo test --workspace --locked

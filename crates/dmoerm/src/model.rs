@@ -18,7 +18,6 @@ use tokenizers::Tokenizer;
 use crate::backbones::{Backbone, TokenBatch};
 use crate::bundle::manifest::{self, split_ref, MANIFEST_FILE};
 use crate::bundle::{Manifest, Pooling, Source};
-use crate::device::DeviceChoice;
 use crate::error::{Error, Result};
 use crate::heads::{Aggregator, RouterHead, ValueHeads};
 use crate::lora::{AdapterGroup, LoraConfig, PeftAdapter};
@@ -116,7 +115,7 @@ impl RewardModel {
     /// Loads a bundle directory or packed file onto the chosen device (native targets; in a
     /// browser open the device asynchronously and use [`from_packed_bytes`](Self::from_packed_bytes)).
     #[cfg(not(target_family = "wasm"))]
-    pub fn load(path: impl AsRef<Path>, device: DeviceChoice) -> Result<Self> {
+    pub fn load(path: impl AsRef<Path>, device: crate::device::DeviceChoice) -> Result<Self> {
         // A missing or malformed bundle is reported before any GPU is touched.
         let source = Source::open(path.as_ref())?;
         source.manifest()?;
