@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use dmoerm::{Conversation, Message, RewardModel, Score};
 use serde::Deserialize;
 
-pub const FIXTURES: [&str; 6] = ["llama", "qwen2", "qwen3", "bert", "bert_mean", "plain_rm"];
+pub const FIXTURES: [&str; 7] = ["llama", "llama3_rope", "qwen2", "qwen3", "bert", "bert_mean", "plain_rm"];
 
 #[derive(Debug, Deserialize)]
 pub struct ExpectedScore {
