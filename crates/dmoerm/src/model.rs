@@ -118,8 +118,8 @@ impl RewardModel {
     pub fn load(path: impl AsRef<Path>, device: crate::device::DeviceChoice) -> Result<Self> {
         // A missing or malformed bundle is reported before any GPU is touched.
         let source = Source::open(path.as_ref())?;
-        source.manifest()?;
-        Self::from_source(source, crate::device::open(device)?)
+        let manifest = source.manifest()?;
+        Self::from_parts(source, manifest, crate::device::open(device)?)
     }
 
     /// Loads a bundle directory or packed file onto a given burn device.
@@ -132,8 +132,12 @@ impl RewardModel {
         Self::from_source(Source::packed(name, bytes)?, device)
     }
 
-    fn from_source(mut source: Source, device: Device) -> Result<Self> {
+    fn from_source(source: Source, device: Device) -> Result<Self> {
         let manifest = source.manifest()?;
+        Self::from_parts(source, manifest, device)
+    }
+
+    fn from_parts(mut source: Source, manifest: Manifest, device: Device) -> Result<Self> {
         let spec = &manifest.backbone;
         let config_json = source.text(&spec.config)?;
         let shards = spec.weights.iter().map(|w| source.tensors(w)).collect::<Result<Vec<_>>>()?;
