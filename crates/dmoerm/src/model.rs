@@ -143,8 +143,7 @@ impl RewardModel {
         let shards = spec.weights.iter().map(|w| source.tensors(w)).collect::<Result<Vec<_>>>()?;
         let weights = crate::weights::TensorFile::merge(shards);
         let backbone = Backbone::load(&spec.config, &config_json, &weights, &device)?;
-        let tokenizer: Tokenizer =
-            source.text(&spec.tokenizer)?.parse().map_err(|e| Error::Tokenizer(format!("{}: {e}", spec.tokenizer)))?;
+        let tokenizer = parse_tokenizer(&spec.tokenizer, &source.text(&spec.tokenizer)?)?;
         if manifest.input.max_length > backbone.max_positions() {
             return Err(Error::bundle(
                 MANIFEST_FILE,
@@ -430,6 +429,18 @@ struct TaskOutput {
     reward: f32,
     capabilities: Vec<f32>,
     truncated: bool,
+}
+
+/// Parses a `tokenizer.json`. tokenizers 0.22 panics instead of failing on a syntax error
+/// inside the `decoder` section (found by `fuzz/`); such a panic becomes a typed error here.
+/// (In wasm a panic aborts, so the browser build cannot catch it.)
+fn parse_tokenizer(file: &str, json: &str) -> Result<Tokenizer> {
+    let parsed = std::panic::catch_unwind(|| json.parse::<Tokenizer>().map_err(|e| e.to_string()));
+    match parsed {
+        Ok(Ok(tokenizer)) => Ok(tokenizer),
+        Ok(Err(e)) => Err(Error::Tokenizer(format!("{file}: {e}"))),
+        Err(_) => Err(Error::Tokenizer(format!("{file}: malformed tokenizer (the tokenizers parser panicked)"))),
+    }
 }
 
 /// Runs an async scoring call to completion on native targets.

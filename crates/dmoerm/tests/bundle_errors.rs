@@ -203,3 +203,20 @@ fn plain_safetensors_is_not_a_packed_bundle() {
     let r = RewardModel::from_packed_bytes("heads.safetensors", bytes, Device::flex());
     assert!(matches!(r, Err(Error::Bundle { message, .. }) if message.contains("not a packed")));
 }
+
+#[test]
+fn malformed_tokenizer_is_an_error_not_a_panic() {
+    // Found by the fuzzer: tokenizers 0.22 panics (`expect("Helper")`) on a JSON syntax error
+    // inside the `decoder` section, where it returns an error everywhere else.
+    let dir = copy_fixture("llama", "tokenizer");
+    let path = dir.join("backbone/tokenizer.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let at = text.find("\"decoder\"").expect("the fixture tokenizer has a decoder");
+    let brace = at + text[at..].find('{').unwrap();
+    let broken = format!("{}{{\"type\": ,{}", &text[..brace], &text[brace + 1..]);
+    std::fs::write(&path, broken).unwrap();
+    match load(&dir) {
+        Err(Error::Tokenizer(message)) => assert!(message.contains("backbone/tokenizer.json"), "{message}"),
+        other => panic!("expected a Tokenizer error, got {other:?}"),
+    }
+}
