@@ -204,11 +204,17 @@ fn read_done(path: &str) -> Result<HashSet<String>> {
     Ok(ids)
 }
 
-/// Counts for `--dry-run`: (items, already done, requests still to make).
-pub fn dry_run(opts: &Options) -> Result<(usize, usize, usize)> {
+/// The work list and the ids already in the label and dropped files.
+fn plan_and_done(opts: &Options) -> Result<(Vec<Item>, HashSet<String>)> {
     let items = plan(&opts.input, &opts.categories)?;
     let mut done = read_done(&opts.output)?;
     done.extend(read_done(&dropped_path(&opts.output))?);
+    Ok((items, done))
+}
+
+/// Counts for `--dry-run`: (items, already done, requests still to make).
+pub fn dry_run(opts: &Options) -> Result<(usize, usize, usize)> {
+    let (items, done) = plan_and_done(opts)?;
     let todo = items.iter().filter(|i| !done.contains(&i.id)).count();
     Ok((items.len(), items.len() - todo, 2 * todo))
 }
@@ -302,10 +308,8 @@ impl Appender {
 
 /// Runs (or resumes) a labeling job.
 pub fn run(opts: &Options) -> Result<Summary> {
-    let items = plan(&opts.input, &opts.categories)?;
+    let (items, done) = plan_and_done(opts)?;
     let dropped_file = dropped_path(&opts.output);
-    let mut done = read_done(&opts.output)?;
-    done.extend(read_done(&dropped_file)?);
     let todo: Vec<&Item> = items.iter().filter(|i| !done.contains(&i.id)).collect();
     let mut summary = Summary { items: items.len(), already_done: items.len() - todo.len(), ..Summary::default() };
     let mut labels = Appender::open(&opts.output)?;
