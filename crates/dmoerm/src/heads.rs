@@ -23,6 +23,11 @@ pub(crate) struct Dense {
 }
 
 impl Dense {
+    /// `weight`: `[in, out]`.
+    pub fn new(weight: Tensor<2>, bias: Option<Tensor<1>>) -> Self {
+        Self { weight, bias }
+    }
+
     /// Reads `<prefix>weight` (`[out, in]`) and `<prefix>bias` if present.
     pub fn load(file: &TensorFile, prefix: &str, d_in: usize, d_out: usize, device: &Device) -> Result<Self> {
         let weight = file.linear_weight(&format!("{prefix}weight"), d_in, d_out, device)?;
@@ -47,10 +52,23 @@ impl RouterHead {
         Ok(Self { dense: Dense::load(file, prefix, hidden, tasks, device)? })
     }
 
+    /// From tensors: `weight` `[H, tasks]` (the transpose of PyTorch's), `bias` `[tasks]`.
+    pub fn new(weight: Tensor<2>, bias: Option<Tensor<1>>) -> Self {
+        Self { dense: Dense::new(weight, bias) }
+    }
+
     /// # Shapes
     /// - pooled: `[N, H]`, output: `[N, tasks]` probabilities
     pub fn forward(&self, pooled: Tensor<2>) -> Tensor<2> {
-        softmax(self.dense.forward(pooled), 1)
+        softmax(self.logits(pooled), 1)
+    }
+
+    /// The scores before the softmax.
+    ///
+    /// # Shapes
+    /// - pooled: `[N, H]`, output: `[N, tasks]`
+    pub fn logits(&self, pooled: Tensor<2>) -> Tensor<2> {
+        self.dense.forward(pooled)
     }
 }
 
@@ -64,6 +82,11 @@ pub struct ValueHeads {
 }
 
 impl ValueHeads {
+    /// From tensors: `weight` `[k, H, 1]`, `bias` `[k, 1, 1]`.
+    pub fn new(weight: Tensor<3>, bias: Tensor<3>) -> Self {
+        Self { weight, bias }
+    }
+
     /// Stacks one `nn.Linear(H, 1)` per expert; `heads[e] = (file, prefix)`.
     pub(crate) fn load(heads: &[(&TensorFile, &str)], hidden: usize, device: &Device) -> Result<Self> {
         let k = heads.len();
@@ -101,6 +124,12 @@ pub struct Aggregator {
 }
 
 impl Aggregator {
+    /// From tensors: `fc1` `[k*H, H]` + `[H]`, PReLU `slope` `[1]` or `[H]`, `fc2` `[H, 1]` + `[1]`
+    /// (weights as `[in, out]`, the transpose of PyTorch's).
+    pub fn new(fc1: (Tensor<2>, Tensor<1>), slope: Tensor<1>, fc2: (Tensor<2>, Tensor<1>)) -> Self {
+        Self { fc1: Dense::new(fc1.0, Some(fc1.1)), slope, fc2: Dense::new(fc2.0, Some(fc2.1)) }
+    }
+
     pub(crate) fn load(
         file: &TensorFile,
         prefix: &str,

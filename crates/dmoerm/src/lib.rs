@@ -31,7 +31,7 @@ pub mod model;
 pub mod text;
 pub mod weights;
 
-pub use bundle::{pack_bytes, Manifest, PackDtype, PackReport, Pooling};
+pub use bundle::{pack_bytes, Combine, HfCheckpoint, Manifest, PackDtype, PackReport, Pooling};
 pub use device::DeviceChoice;
 pub use error::{Error, Result};
 pub use model::{Encodings, Ranked, RewardModel, Score};

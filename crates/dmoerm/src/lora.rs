@@ -243,6 +243,13 @@ impl AdapterGroup {
         Some(Self { experts, modules })
     }
 
+    /// From tensors already stacked, e.g. trainable ones: `modules[path] = (a, b)` with
+    /// `a = [A_e^T]` `[E, in, r]` and `b = [scale_e * B_e^T]` `[E, r, out]`.
+    pub fn from_stacked(experts: usize, modules: impl IntoIterator<Item = (String, (Tensor<3>, Tensor<3>))>) -> Self {
+        let modules = modules.into_iter().map(|(path, (a, b))| (path, StackedLora { a, b })).collect();
+        Self { experts, modules }
+    }
+
     /// Number of stacked adapters.
     pub fn experts(&self) -> usize {
         self.experts

@@ -10,18 +10,17 @@
 
 use std::path::Path;
 
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
-use tokenizers::Tokenizer;
 
 use crate::backbones::{Backbone, TokenBatch};
 use crate::bundle::manifest::{self, split_ref, MANIFEST_FILE};
-use crate::bundle::{Manifest, Pooling, Source};
+use crate::bundle::{Combine, Manifest, Source};
 use crate::error::{Error, Result};
 use crate::heads::{Aggregator, RouterHead, ValueHeads};
 use crate::lora::{AdapterGroup, LoraConfig, PeftAdapter};
-use crate::text::{Conversation, Encoded, InputEncoder, Message, Role};
+use crate::text::{parse_tokenizer, Conversation, Encoded, InputEncoder, Message, Role};
 
 /// The score of one response.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -80,6 +79,7 @@ struct Task {
     lora: Option<AdapterGroup>,
     heads: ValueHeads,
     aggregator: Option<Aggregator>,
+    combine: Option<Combine>,
 }
 
 /// A DMoERM reward model (or a plain single reward model) ready to score.
@@ -198,6 +198,7 @@ impl RewardModel {
                 lora: AdapterGroup::stack(&adapter_refs, &backbone, &device),
                 heads,
                 aggregator,
+                combine: t.combine,
             });
         }
         Ok(Self { manifest, device, encoder, backbone, router, tasks, max_batch_rows: 64 })
@@ -245,6 +246,17 @@ impl RewardModel {
             Input::Expert => self.encoder.expert_text(conversation),
         };
         self.encoder.encode(&text, query, response)
+    }
+
+    /// Replaces the combine rule of every ensemble task (a task with several experts and no
+    /// aggregator); returns how many tasks it changed.
+    pub fn set_combine(&mut self, rule: Combine) -> usize {
+        let mut changed = 0;
+        for t in self.tasks.iter_mut().filter(|t| t.combine.is_some()) {
+            t.combine = Some(rule);
+            changed += 1;
+        }
+        changed
     }
 
     /// Most rows (items x experts of a task) per forward pass; bounds memory. Default 64.
@@ -372,9 +384,12 @@ impl RewardModel {
             let h = self.backbone.hidden_size();
             let pooled = self.pool(hidden, &batch).reshape([k, n, h]);
             let caps = read(task.heads.forward(pooled.clone())).await?; // [k, n]
-            let rewards = match &task.aggregator {
-                Some(agg) => read(agg.forward(pooled).reshape([1, n])).await?,
-                None => caps[..n].to_vec(),
+            let rewards = match (&task.aggregator, task.combine) {
+                (Some(agg), _) => read(agg.forward(pooled).reshape([1, n])).await?,
+                (None, Some(rule)) => {
+                    (0..n).map(|j| rule.apply(&(0..k).map(|e| caps[e * n + j]).collect::<Vec<_>>())).collect()
+                }
+                (None, None) => caps[..n].to_vec(),
             };
             for (j, enc) in encoded.iter().enumerate() {
                 outputs.push(TaskOutput {
@@ -392,21 +407,9 @@ impl RewardModel {
         TokenBatch::new(&rows, self.encoder.format().pad_token_id, &self.device)
     }
 
-    /// Pools `[B, S, H]` to `[B, H]` as the bundle says, as one batched product with
-    /// per-row weights over the positions (one-hot for last/CLS, 1/len for mean).
+    /// Pools `[B, S, H]` to `[B, H]` as the bundle says.
     fn pool(&self, hidden: Tensor<3>, batch: &TokenBatch) -> Tensor<2> {
-        let [b, s, h] = hidden.dims();
-        let mut w = vec![0.0f32; b * s];
-        for (row, &len) in batch.lengths.iter().enumerate() {
-            let len = len.max(1);
-            match self.manifest.pooling {
-                Pooling::Last => w[row * s + len - 1] = 1.0,
-                Pooling::Cls => w[row * s] = 1.0,
-                Pooling::Mean => w[row * s..row * s + len].iter_mut().for_each(|x| *x = 1.0 / len as f32),
-            }
-        }
-        let w = Tensor::<3>::from_data(TensorData::new(w, [b, 1, s]), &self.device);
-        w.matmul(hidden).reshape([b, h])
+        crate::backbones::pool(hidden, &batch.lengths, self.manifest.pooling)
     }
 }
 
@@ -429,18 +432,6 @@ struct TaskOutput {
     reward: f32,
     capabilities: Vec<f32>,
     truncated: bool,
-}
-
-/// Parses a `tokenizer.json`. tokenizers 0.22 panics instead of failing on a syntax error
-/// inside the `decoder` section (found by `fuzz/`); such a panic becomes a typed error here.
-/// (In wasm a panic aborts, so the browser build cannot catch it.)
-fn parse_tokenizer(file: &str, json: &str) -> Result<Tokenizer> {
-    let parsed = std::panic::catch_unwind(|| json.parse::<Tokenizer>().map_err(|e| e.to_string()));
-    match parsed {
-        Ok(Ok(tokenizer)) => Ok(tokenizer),
-        Ok(Err(e)) => Err(Error::Tokenizer(format!("{file}: {e}"))),
-        Err(_) => Err(Error::Tokenizer(format!("{file}: malformed tokenizer (the tokenizers parser panicked)"))),
-    }
 }
 
 /// Runs an async scoring call to completion on native targets.

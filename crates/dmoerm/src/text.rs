@@ -198,7 +198,7 @@ pub struct Encoded {
 
 /// The compiled input format with its tokenizer.
 #[derive(Debug, Clone)]
-pub(crate) struct InputEncoder {
+pub struct InputEncoder {
     format: InputFormat,
     expert: Template,
     router: Template,
@@ -306,5 +306,17 @@ impl InputEncoder {
             kept.push(last);
         }
         Ok(Encoded { ids: kept, truncated: true })
+    }
+}
+
+/// Parses a `tokenizer.json`. tokenizers 0.22 panics instead of failing on a syntax error
+/// inside the `decoder` section (found by `fuzz/`); such a panic becomes a typed error here.
+/// (In wasm a panic aborts, so the browser build cannot catch it.)
+pub fn parse_tokenizer(file: &str, json: &str) -> Result<Tokenizer> {
+    let parsed = std::panic::catch_unwind(|| json.parse::<Tokenizer>().map_err(|e| e.to_string()));
+    match parsed {
+        Ok(Ok(tokenizer)) => Ok(tokenizer),
+        Ok(Err(e)) => Err(Error::Tokenizer(format!("{file}: {e}"))),
+        Err(_) => Err(Error::Tokenizer(format!("{file}: malformed tokenizer (the tokenizers parser panicked)"))),
     }
 }

@@ -9,6 +9,8 @@
 //! ```
 //! The pooler is not used: pooling is the bundle's choice (CLS, mean or last token).
 
+use std::ops::Range;
+
 use burn::tensor::activation::{gelu, gelu_approximate};
 use burn::tensor::module::{attention, embedding};
 use burn::tensor::ops::AttentionModuleOptions;
@@ -173,20 +175,37 @@ impl Bert {
     /// # Shapes
     /// - output: `[B, S, hidden]`
     pub fn forward(&self, batch: &TokenBatch, lora: Option<&AdapterGroup>) -> Tensor<3> {
-        let c = &self.config;
+        let h = self.embed(batch);
+        self.layers(h, batch, 0..self.layers.len(), lora)
+    }
+
+    /// The normed sum of word, position and token-type embeddings, `[B, S, hidden]`.
+    pub fn embed(&self, batch: &TokenBatch) -> Tensor<3> {
         let device = batch.ids.device();
         let [b, seq] = batch.dims();
-        let heads = c.num_attention_heads;
-        let hd = c.hidden_size / heads;
         let positions = Tensor::<1, Int>::arange(0..seq as i64, &device).reshape([1, seq]);
         let types = Tensor::<2, Int>::zeros([b, seq], &device);
         let x = embedding(self.word_embeddings.clone(), batch.ids.clone())
             + embedding(self.position_embeddings.clone(), positions)
             + embedding(self.token_type_embeddings.clone(), types);
-        let mut h = self.embeddings_norm.forward(x);
+        self.embeddings_norm.forward(x)
+    }
+
+    /// Runs the encoder layers `range` on the hidden states `h` (`[B, S, hidden]`).
+    pub fn layers(
+        &self,
+        mut h: Tensor<3>,
+        batch: &TokenBatch,
+        range: Range<usize>,
+        lora: Option<&AdapterGroup>,
+    ) -> Tensor<3> {
+        let c = &self.config;
+        let device = h.device();
+        let heads = c.num_attention_heads;
+        let hd = c.hidden_size / heads;
         let mask = batch.attention_mask(heads, false, &device);
         let options = AttentionModuleOptions { scale: None, softcap: None, is_causal: false };
-        for l in &self.layers {
+        for l in &self.layers[range] {
             let q = split_heads(l.query.forward(h.clone(), lora), heads, hd);
             let k = split_heads(l.key.forward(h.clone(), lora), heads, hd);
             let v = split_heads(l.value.forward(h.clone(), lora), heads, hd);
@@ -201,7 +220,19 @@ impl Bert {
         }
         h
     }
+}
 
+/// The adaptable linear modules of an encoder layer, under `encoder.layer.<i>.`.
+pub const LAYER_PROJECTIONS: [&str; 6] = [
+    "attention.self.query",
+    "attention.self.key",
+    "attention.self.value",
+    "attention.output.dense",
+    "intermediate.dense",
+    "output.dense",
+];
+
+impl Bert {
     pub(crate) fn projection(&self, path: &str) -> Option<(usize, usize)> {
         let rest = path.strip_prefix("encoder.layer.")?;
         let (idx, name) = rest.split_once('.')?;

@@ -10,6 +10,8 @@
 //! out = norm(h)
 //! ```
 
+use std::ops::Range;
+
 use burn::tensor::activation::silu;
 use burn::tensor::module::{attention, embedding};
 use burn::tensor::ops::AttentionModuleOptions;
@@ -281,18 +283,40 @@ impl Llama {
     /// # Shapes
     /// - output: `[B, S, hidden]`
     pub fn forward(&self, batch: &TokenBatch, lora: Option<&AdapterGroup>) -> Tensor<3> {
+        let h = self.embed(batch);
+        let h = self.layers(h, batch, 0..self.layers.len(), lora);
+        self.norm.forward(h)
+    }
+
+    /// Token embeddings, `[B, S, hidden]`.
+    pub fn embed(&self, batch: &TokenBatch) -> Tensor<3> {
+        embedding(self.embed_tokens.clone(), batch.ids.clone())
+    }
+
+    /// Runs the decoder layers `range` on the hidden states `h` (`[B, S, hidden]`).
+    pub fn layers(
+        &self,
+        mut h: Tensor<3>,
+        batch: &TokenBatch,
+        range: Range<usize>,
+        lora: Option<&AdapterGroup>,
+    ) -> Tensor<3> {
         let c = &self.config;
-        let device = batch.ids.device();
+        let device = h.device();
         let [_, seq] = batch.dims();
         let mask = batch.attention_mask(c.num_attention_heads, true, &device);
         let (cos, sin) = self.rope_tables(seq, &device);
-        let mut h = embedding(self.embed_tokens.clone(), batch.ids.clone());
-        for layer in &self.layers {
+        for layer in &self.layers[range] {
             let x = layer.input_layernorm.forward(h.clone());
             h = h + layer.self_attn.forward(x, &mask, &cos, &sin, c, lora);
             let x = layer.post_attention_layernorm.forward(h.clone());
             h = h + layer.mlp.forward(x, lora);
         }
+        h
+    }
+
+    /// The final RMSNorm.
+    pub fn final_norm(&self, h: Tensor<3>) -> Tensor<3> {
         self.norm.forward(h)
     }
 
@@ -314,7 +338,20 @@ impl Llama {
         let t = |v| Tensor::<2>::from_data(TensorData::new(v, [seq, d]), device).unsqueeze::<4>();
         (t(cos), t(sin))
     }
+}
 
+/// The adaptable linear modules of a decoder layer, under `layers.<i>.`.
+pub const LAYER_PROJECTIONS: [&str; 7] = [
+    "self_attn.q_proj",
+    "self_attn.k_proj",
+    "self_attn.v_proj",
+    "self_attn.o_proj",
+    "mlp.gate_proj",
+    "mlp.up_proj",
+    "mlp.down_proj",
+];
+
+impl Llama {
     pub(crate) fn projection(&self, path: &str) -> Option<(usize, usize)> {
         let rest = path.strip_prefix("layers.")?;
         let (idx, name) = rest.split_once('.')?;

@@ -12,6 +12,7 @@ pub mod llama;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use serde::Deserialize;
 
+use crate::bundle::Pooling;
 use crate::error::{Error, Result};
 use crate::lora::{AdapterGroup, Projections};
 use crate::weights::TensorFile;
@@ -202,6 +203,49 @@ impl Backbone {
         }
     }
 
+    /// The hidden states entering layer `layer` (`0` = the embeddings), with `lora` applied
+    /// to the layers before it. With [`forward_from`](Self::forward_from) this splits a pass in
+    /// two, so a trainer can compute the frozen lower layers once and cache them.
+    ///
+    /// # Shapes
+    /// - output: `[B, S, hidden]`
+    pub fn hidden_at(&self, batch: &TokenBatch, layer: usize, lora: Option<&AdapterGroup>) -> Tensor<3> {
+        let layer = layer.min(self.num_layers());
+        match self {
+            Backbone::Llama(m) => m.layers(m.embed(batch), batch, 0..layer, lora),
+            Backbone::Bert(m) => m.layers(m.embed(batch), batch, 0..layer, lora),
+        }
+    }
+
+    /// Runs layers `layer..` on `hidden` (the states entering `layer`) and returns the final
+    /// hidden states: `forward_from(hidden_at(b, l, lora), b, l, lora) == forward(b, lora)`.
+    ///
+    /// # Shapes
+    /// - hidden: `[B, S, hidden]`, output: `[B, S, hidden]`
+    pub fn forward_from(
+        &self,
+        hidden: Tensor<3>,
+        batch: &TokenBatch,
+        layer: usize,
+        lora: Option<&AdapterGroup>,
+    ) -> Tensor<3> {
+        let n = self.num_layers();
+        let layer = layer.min(n);
+        match self {
+            Backbone::Llama(m) => m.final_norm(m.layers(hidden, batch, layer..n, lora)),
+            Backbone::Bert(m) => m.layers(hidden, batch, layer..n, lora),
+        }
+    }
+
+    /// Canonical paths of the linear modules of layer `layer` that LoRA can adapt, e.g.
+    /// `layers.3.self_attn.q_proj` or `encoder.layer.3.attention.self.query`.
+    pub fn layer_projections(&self, layer: usize) -> Vec<String> {
+        match self {
+            Backbone::Llama(_) => llama::LAYER_PROJECTIONS.iter().map(|p| format!("layers.{layer}.{p}")).collect(),
+            Backbone::Bert(_) => bert::LAYER_PROJECTIONS.iter().map(|p| format!("encoder.layer.{layer}.{p}")).collect(),
+        }
+    }
+
     pub fn family(&self) -> Family {
         match self {
             Backbone::Llama(_) => Family::Llama,
@@ -274,6 +318,23 @@ impl Projections for Backbone {
     fn unused_module(&self, path: &str) -> bool {
         matches!(self, Backbone::Bert(_)) && path == "pooler.dense"
     }
+}
+
+/// Pools `[B, S, H]` to `[B, H]` as one batched product with per-row weights over the
+/// positions (one-hot for last/CLS, `1/len` for mean); `lengths` are the real tokens per row.
+pub fn pool(hidden: Tensor<3>, lengths: &[usize], pooling: Pooling) -> Tensor<2> {
+    let [b, s, h] = hidden.dims();
+    let mut w = vec![0.0f32; b * s];
+    for (row, &len) in lengths.iter().enumerate() {
+        let len = len.clamp(1, s);
+        match pooling {
+            Pooling::Last => w[row * s + len - 1] = 1.0,
+            Pooling::Cls => w[row * s] = 1.0,
+            Pooling::Mean => w[row * s..row * s + len].iter_mut().for_each(|x| *x = 1.0 / len as f32),
+        }
+    }
+    let w = Tensor::<3>::from_data(TensorData::new(w, [b, 1, s]), &hidden.device());
+    w.matmul(hidden).reshape([b, h])
 }
 
 /// Which family a `model_type` belongs to.

@@ -62,7 +62,7 @@ pub struct ExpertSpec {
 }
 
 /// One task category (the inner layer).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaskSpec {
     /// Category name, e.g. `chat`.
@@ -77,10 +77,65 @@ pub struct TaskSpec {
     /// expert's value head.
     #[serde(default)]
     pub aggregator: Option<String>,
+    /// Instead of an aggregator: how an ensemble combines its members' value heads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub combine: Option<Combine>,
+}
+
+/// How an ensemble of reward models (a task whose experts are ensemble members and which has
+/// no aggregator) turns the members' scores `s_1..s_M` into one reward.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "rule", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Combine {
+    /// `mean(s)`.
+    Mean,
+    /// Worst case: `min(s)`.
+    Min,
+    /// Uncertainty-weighted: `mean(s) - lambda * var(s)` (population variance).
+    Uncertainty {
+        /// Weight of the variance penalty.
+        lambda: f64,
+    },
+}
+
+impl Combine {
+    /// The combined reward of member scores `scores` (not empty).
+    pub fn apply(&self, scores: &[f32]) -> f32 {
+        let n = scores.len().max(1) as f64;
+        let mean = scores.iter().map(|&s| s as f64).sum::<f64>() / n;
+        match *self {
+            Combine::Mean => mean as f32,
+            Combine::Min => scores.iter().copied().fold(f32::INFINITY, f32::min),
+            Combine::Uncertainty { lambda } => {
+                let var = scores.iter().map(|&s| (s as f64 - mean).powi(2)).sum::<f64>() / n;
+                (mean - lambda * var) as f32
+            }
+        }
+    }
+}
+
+impl std::str::FromStr for Combine {
+    type Err = String;
+
+    /// `mean`, `min`, `uncertainty` (lambda 0.5) or `uncertainty:LAMBDA`.
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.split_once(':') {
+            None if s == "mean" => Ok(Combine::Mean),
+            None if s == "min" => Ok(Combine::Min),
+            None if s == "uncertainty" => Ok(Combine::Uncertainty { lambda: 0.5 }),
+            Some(("uncertainty", l)) => l
+                .parse::<f64>()
+                .ok()
+                .filter(|l| l.is_finite() && *l >= 0.0)
+                .map(|lambda| Combine::Uncertainty { lambda })
+                .ok_or_else(|| format!("bad lambda `{l}` (a number >= 0)")),
+            _ => Err(format!("unknown rule `{s}` (mean, min, uncertainty[:LAMBDA])")),
+        }
+    }
 }
 
 /// The manifest of a bundle.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
     /// Always `"dmoerm-bundle"`.
@@ -141,10 +196,20 @@ impl Manifest {
             if t.experts.is_empty() {
                 return Err(Error::bundle(file, format!("task `{}` has no experts", t.name)));
             }
-            if t.experts.len() > 1 && t.aggregator.is_none() {
+            if t.experts.len() > 1 && t.aggregator.is_none() && t.combine.is_none() {
                 return Err(Error::bundle(
                     file,
-                    format!("task `{}` has {} experts but no aggregator", t.name, t.experts.len()),
+                    format!(
+                        "task `{}` has {} experts but no aggregator (or ensemble combine rule)",
+                        t.name,
+                        t.experts.len()
+                    ),
+                ));
+            }
+            if t.aggregator.is_some() && t.combine.is_some() {
+                return Err(Error::bundle(
+                    file,
+                    format!("task `{}` has both an aggregator and a combine rule", t.name),
                 ));
             }
             let mut experts = std::collections::HashSet::new();

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use safetensors::{Dtype, View};
 
-pub use manifest::{Manifest, Pooling};
+pub use manifest::{BackboneSpec, Combine, ExpertSpec, Manifest, Pooling, RouterSpec, TaskSpec};
 
 use crate::error::{Error, Result};
 use crate::weights::{is_float, to_f32, SafetensorsBuffer, TensorFile};
@@ -203,4 +203,44 @@ pub fn pack_bytes(dir: &Path, dtype: PackDtype) -> Result<(Vec<u8>, PackReport)>
         .map_err(|e| Error::Safetensors { file: dir.display().to_string(), message: e.to_string() })?;
     let report = PackReport { tensors: tensors.len(), bytes: bytes.len() };
     Ok((bytes, report))
+}
+
+/// A Hugging Face checkpoint directory loaded as a backbone, e.g. to train on it.
+#[derive(Debug, Clone)]
+pub struct HfCheckpoint {
+    /// The files, relative to the directory: `config.json`, `model.safetensors` (or the
+    /// `model-*.safetensors` shards, sorted) and `tokenizer.json`.
+    pub spec: BackboneSpec,
+    /// The transformer.
+    pub backbone: crate::backbones::Backbone,
+    /// The tokenizer.
+    pub tokenizer: tokenizers::Tokenizer,
+}
+
+impl HfCheckpoint {
+    /// Loads `dir/config.json`, its safetensors weights and `dir/tokenizer.json`.
+    pub fn load(dir: &Path, device: &burn::tensor::Device) -> Result<Self> {
+        let listing = std::fs::read_dir(dir).map_err(|source| Error::Io { path: dir.display().to_string(), source })?;
+        let mut names: Vec<String> =
+            listing.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        let weights: Vec<String> = if names.iter().any(|n| n == "model.safetensors") {
+            vec!["model.safetensors".to_string()]
+        } else {
+            names.into_iter().filter(|n| n.starts_with("model-") && n.ends_with(".safetensors")).collect()
+        };
+        if weights.is_empty() {
+            return Err(Error::bundle(
+                &dir.display().to_string(),
+                "no model.safetensors (or model-*.safetensors shards)",
+            ));
+        }
+        let spec = BackboneSpec { config: "config.json".into(), weights, tokenizer: "tokenizer.json".into() };
+        let mut source = Source::Dir { root: dir.to_path_buf(), cache: HashMap::new() };
+        let config = source.text(&spec.config)?;
+        let shards = spec.weights.iter().map(|w| source.tensors(w)).collect::<Result<Vec<_>>>()?;
+        let backbone = crate::backbones::Backbone::load(&spec.config, &config, &TensorFile::merge(shards), device)?;
+        let tokenizer = crate::text::parse_tokenizer(&spec.tokenizer, &source.text(&spec.tokenizer)?)?;
+        Ok(Self { spec, backbone, tokenizer })
+    }
 }
