@@ -1,4 +1,7 @@
-//! `dmoerm`: score, rank, inspect and pack DMoERM reward-model bundles.
+//! `dmoerm`: score, rank, inspect and pack DMoERM reward-model bundles; label, train and
+//! evaluate them.
+
+mod train;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
@@ -18,7 +21,7 @@ struct Cli {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum DeviceArg {
+pub(crate) enum DeviceArg {
     Auto,
     Cpu,
     Gpu,
@@ -130,6 +133,27 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Train a DMoERM bundle (router, phases 1-3) or a baseline from a TOML config.
+    Train {
+        #[command(subcommand)]
+        command: train::TrainCommand,
+    },
+    /// Preference accuracy (overall, per task), router accuracy and best-of-n of a bundle.
+    Eval {
+        /// Bundle directory or packed file.
+        #[arg(long)]
+        model: PathBuf,
+        /// Ranked or pairwise preference JSONL.
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        json: bool,
+        /// For an ensemble bundle: mean, min, or uncertainty[:LAMBDA] (mean - lambda * variance, default 0.5).
+        #[arg(long)]
+        combine: Option<dmoerm::Combine>,
+        #[arg(long, value_enum, default_value = "auto")]
+        device: DeviceArg,
+    },
     /// Pack a bundle directory into one safetensors file for the web.
     Pack {
         #[arg(long)]
@@ -142,9 +166,11 @@ enum Command {
 }
 
 #[derive(Debug, thiserror::Error)]
-enum CliError {
+pub(crate) enum CliError {
     #[error(transparent)]
     Model(#[from] dmoerm::Error),
+    #[error(transparent)]
+    Train(#[from] dmoerm_train::Error),
     #[error(transparent)]
     Label(#[from] dmoerm_label::Error),
     #[error("{path}: {source}")]
@@ -171,6 +197,8 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
+        Command::Train { command } => train::train(command),
+        Command::Eval { model, data, json, combine, device } => train::eval(&model, &data, json, combine, device),
         Command::Score { model, prompt, response, input, output, json, device, batch_size } => {
             let model = RewardModel::load(&model, device.into())?;
             match (prompt, response, input, output) {

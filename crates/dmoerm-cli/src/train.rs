@@ -1,0 +1,157 @@
+//! `dmoerm train ...` and `dmoerm eval`: thin wrappers over `dmoerm-train`.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Subcommand, ValueEnum};
+use dmoerm::{Combine, DeviceChoice, RewardModel};
+use dmoerm_train::eval::{evaluate, Report};
+use dmoerm_train::pipeline::Pipeline;
+use dmoerm_train::trainer::Trained;
+use dmoerm_train::TrainConfig;
+
+use crate::{CliError, DeviceArg};
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum BaselineKind {
+    /// One LoRA + value head on every task's overall preference.
+    Single,
+    /// `baseline.members` single RMs with different seeds and data order.
+    Ensemble,
+}
+
+#[derive(Subcommand)]
+pub enum TrainCommand {
+    /// The router: a task classifier on the user turns.
+    Router(TrainArgs),
+    /// Phase 1: per task, a LoRA adapter + value head on the overall preference.
+    Phase1(TrainArgs),
+    /// Phase 2: per capability point, a LoRA expert + value head from phase 1 (runs phase 1 if needed).
+    Phase2(TrainArgs),
+    /// Phase 3: per task, the aggregator MLP over the frozen experts (runs phases 1-2 if needed).
+    Phase3(TrainArgs),
+    /// The whole pipeline, then the bundle in OUT/bundle.
+    All(TrainArgs),
+    /// The paper's baselines, as bundles in OUT/baseline-single or OUT/baseline-ensemble.
+    Baseline {
+        #[arg(long, value_enum)]
+        kind: BaselineKind,
+        #[command(flatten)]
+        args: TrainArgs,
+    },
+}
+
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    /// The training config (TOML).
+    #[arg(long)]
+    config: PathBuf,
+    /// The run directory, instead of the config's `out`.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Where to train: auto = a hardware GPU if there is one, else the CPU.
+    #[arg(long, value_enum, default_value = "auto")]
+    device: DeviceArg,
+}
+
+fn open(args: &TrainArgs) -> Result<Pipeline, CliError> {
+    let mut cfg = TrainConfig::load(&args.config)?;
+    if let Some(out) = &args.out {
+        cfg.out = out.clone();
+    }
+    let device = dmoerm::device::open(DeviceChoice::from(args.device))?;
+    Ok(Pipeline::open(cfg, device)?)
+}
+
+fn report(phases: &[&Trained]) {
+    println!("{:<36} {:>6} {:>10} {:>10} {:>12}", "phase", "steps", "best step", "valid acc", "units/s");
+    for t in phases {
+        let s = &t.summary;
+        println!(
+            "{:<36} {:>6} {:>10} {:>10.4} {:>12.1}",
+            s.label, s.steps, s.best_step, s.best_valid_accuracy, s.train_units_per_second
+        );
+    }
+}
+
+pub fn train(command: TrainCommand) -> Result<(), CliError> {
+    match command {
+        TrainCommand::Router(args) => {
+            let mut p = open(&args)?;
+            match p.router()? {
+                Some(t) => report(&[&t]),
+                None => println!("one task: no router to train"),
+            }
+        }
+        TrainCommand::Phase1(args) => {
+            let ts = open(&args)?.phase1()?;
+            report(&ts.iter().collect::<Vec<_>>());
+        }
+        TrainCommand::Phase2(args) => {
+            let ts = open(&args)?.phase2()?;
+            report(&ts.iter().flatten().collect::<Vec<_>>());
+        }
+        TrainCommand::Phase3(args) => {
+            let ts = open(&args)?.phase3()?;
+            report(&ts.iter().flatten().collect::<Vec<_>>());
+        }
+        TrainCommand::All(args) => {
+            let mut p = open(&args)?;
+            let bundle = p.all()?;
+            let mut all: Vec<Trained> = p.router()?.into_iter().collect();
+            all.extend(p.phase1()?);
+            all.extend(p.phase2()?.into_iter().flatten());
+            all.extend(p.phase3()?.into_iter().flatten());
+            report(&all.iter().collect::<Vec<_>>());
+            println!("bundle: {}", bundle.display());
+        }
+        TrainCommand::Baseline { kind, args } => {
+            let mut p = open(&args)?;
+            let bundle = match kind {
+                BaselineKind::Single => p.baseline_single()?,
+                BaselineKind::Ensemble => p.baseline_ensemble()?,
+            };
+            println!("bundle: {}", bundle.display());
+        }
+    }
+    Ok(())
+}
+
+pub fn eval(
+    model: &Path,
+    data: &Path,
+    json: bool,
+    combine: Option<Combine>,
+    device: DeviceArg,
+) -> Result<(), CliError> {
+    let mut model = RewardModel::load(model, device.into())?;
+    if let Some(rule) = combine {
+        if model.set_combine(rule) == 0 {
+            return Err(CliError::Usage("--combine: the bundle is not an ensemble".into()));
+        }
+    }
+    let data = dmoerm_train::data::read_preferences(data)?;
+    let r = evaluate(&model, &data)?;
+    if json {
+        println!("{}", serde_json::to_string(&r).unwrap_or_default());
+    } else {
+        print_report(&r);
+    }
+    Ok(())
+}
+
+fn print_report(r: &Report) {
+    println!("pairwise accuracy  {:.4}  ({} pairs)", r.accuracy, r.pairs);
+    for (task, acc) in &r.per_task {
+        println!("  {task:<24} {acc:.4}");
+    }
+    match r.router_accuracy {
+        Some(a) => println!("router accuracy    {a:.4}"),
+        None => println!("router accuracy    n/a"),
+    }
+    if let Some(b) = &r.bon {
+        println!(
+            "best-of-n ({} prompts, {:.1} candidates): model {:.4}  oracle {:.4}  random {:.4}",
+            b.prompts, b.mean_candidates, b.model, b.oracle, b.random
+        );
+    }
+}

@@ -1,0 +1,38 @@
+//! # dmoerm-train
+//!
+//! Training and evaluation of DMoERM reward models on burn autodiff (flex CPU or wgpu),
+//! writing bundles that `dmoerm` loads:
+//!
+//! 1. [`pipeline::Pipeline::router`]: the task classifier on the user turns (cross-entropy);
+//! 2. [`pipeline::Pipeline::phase1`]: per task, a LoRA adapter + value head on the overall
+//!    preference (pairwise loss `-log sigmoid(r_better - r_worse)`);
+//! 3. [`pipeline::Pipeline::phase2`]: per capability point, a LoRA expert + value head
+//!    starting from the task's phase-1 ones, on that capability's labels;
+//! 4. [`pipeline::Pipeline::phase3`]: backbone and experts frozen, the aggregator MLP on the
+//!    overall preference;
+//! 5. [`pipeline::Pipeline::export`]: the bundle.
+//!
+//! The paper's baselines (a single RM, ensembles) train in the same harness, and
+//! [`eval::evaluate`] scores any bundle the same way.
+//!
+//! The model code is the inference crate's: the same backbone, LoRA, heads and aggregator
+//! forward, with trainable tensors. Only the top `lora.layers` layers carry LoRA; the layers
+//! below are frozen, so their output is computed once per distinct text and cached.
+
+pub mod config;
+pub mod data;
+pub mod error;
+pub mod eval;
+pub mod export;
+pub mod features;
+pub mod loss;
+pub mod objectives;
+pub mod params;
+pub mod pipeline;
+mod plot;
+mod progress;
+pub mod rng;
+pub mod trainer;
+
+pub use config::TrainConfig;
+pub use error::{Error, Result};
