@@ -208,7 +208,12 @@ pub struct InputEncoder {
 }
 
 impl InputEncoder {
-    pub fn new(file: &str, format: InputFormat, tokenizer: Tokenizer, vocab_size: usize) -> Result<Self> {
+    /// The tokenizer's own padding and truncation settings (sentence-transformers exports
+    /// pad every input to a fixed length, e.g. all-MiniLM-L6-v2's 128) are switched off:
+    /// batching pads, and truncation follows `format.max_length` and the policy above.
+    pub fn new(file: &str, format: InputFormat, mut tokenizer: Tokenizer, vocab_size: usize) -> Result<Self> {
+        tokenizer.with_padding(None);
+        tokenizer.with_truncation(None).map_err(|e| Error::Tokenizer(format!("{file}: {e}")))?;
         let q = ("query", Slot::Query);
         let r = ("response", Slot::Response);
         let c = ("content", Slot::Query);

@@ -36,6 +36,40 @@ fn tokenization_and_truncation_match_reference() {
     }
 }
 
+/// A tokenizer.json with its own padding and truncation (as sentence-transformers exports
+/// have) tokenizes exactly like one without: the bundle's max_length and policy rule.
+#[test]
+fn the_tokenizers_padding_and_truncation_settings_are_ignored() {
+    let src = fixture_dir("bert");
+    let dir = std::env::temp_dir().join(format!("dmoerm-padded-tokenizer-{}", std::process::id()));
+    copy_dir(&src, &dir);
+    let path = dir.join("backbone/tokenizer.json");
+    let mut tok: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    tok["padding"] = serde_json::json!({"strategy": {"Fixed": 60}, "direction": "Right", "pad_to_multiple_of": null,
+        "pad_id": 0, "pad_type_id": 0, "pad_token": "[PAD]"});
+    tok["truncation"] = serde_json::json!({"direction": "Right", "max_length": 5, "strategy": "LongestFirst", "stride": 0});
+    std::fs::write(&path, tok.to_string()).unwrap();
+    let padded = RewardModel::load(&dir, DeviceChoice::Cpu).unwrap();
+    let plain = cpu("bert");
+    for input in &expected("bert").inputs {
+        let conv = input.conversation();
+        assert_eq!(padded.encode(&conv).unwrap(), plain.encode(&conv).unwrap());
+        assert_eq!(padded.score(&conv).unwrap(), plain.score(&conv).unwrap());
+    }
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
 macro_rules! parity_tests {
     ($($name:ident),*) => {
         mod flex {
