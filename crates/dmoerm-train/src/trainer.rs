@@ -6,7 +6,8 @@
 //!   loop state (in the metadata), written atomically at every validation;
 //! - `result.safetensors`: the best parameters, written when the phase ends; a phase with a
 //!   result is done and is not trained again;
-//! - `metrics.json` and `curve.svg`: the train / validation accuracy curve.
+//! - `metrics.json` and `curve.svg`: the train / validation accuracy curve;
+//! - `log.txt`: one line per start, resume, validation and end.
 //!
 //! Resuming continues from the last checkpoint with the same data order, so an interrupted
 //! run ends with the same parameters as an uninterrupted one.
@@ -144,6 +145,14 @@ impl PhaseRun {
             (params.clone(), Adam::new(&params), params, state)
         };
 
+        self.log(&format!(
+            "{} at step {} of {} ({n} training units, lr {}, batch {})",
+            if state.step == 0 { "start" } else { "resume" },
+            state.step,
+            s.max_steps,
+            s.lr,
+            s.batch_size
+        ))?;
         let bar = progress::bar(s.max_steps, &self.label);
         bar.set_position(state.step as u64);
         let mut order = Order::new(n, self.seed);
@@ -181,6 +190,15 @@ impl PhaseRun {
                     state.bad_evals += 1;
                 }
                 bar.set_prefix(format!("valid {:.3} (best {:.3})", acc, state.best_accuracy));
+                let last = &state.history[state.history.len() - 1];
+                self.log(&format!(
+                    "step {} train_loss {} train_accuracy {} valid_accuracy {acc:.4} best {:.4} (step {})",
+                    state.step,
+                    last.train_loss.map_or("-".into(), |l| format!("{l:.4}")),
+                    last.train_accuracy.map_or("-".into(), |a| format!("{a:.4}")),
+                    state.best_accuracy,
+                    state.best_step
+                ))?;
                 state.adam_t = adam.t;
                 self.checkpoint(&ckpt, &params, &adam, &best, &state)?;
             }
@@ -197,6 +215,14 @@ impl PhaseRun {
             history: state.history,
         };
         self.finish(&best, &summary)?;
+        self.log(&format!(
+            "done: {} after {} steps; best valid_accuracy {:.4} at step {}; {:.2} units/s",
+            summary.stopped,
+            summary.steps,
+            summary.best_valid_accuracy,
+            summary.best_step,
+            summary.train_units_per_second
+        ))?;
         Ok(Trained { params: best, summary })
     }
 
@@ -242,6 +268,16 @@ impl PhaseRun {
         let pretty = serde_json::to_string_pretty(summary).map_err(|e| Error::run(&self.dir, e.to_string()))?;
         let path = self.dir.join("metrics.json");
         std::fs::write(&path, pretty + "\n").map_err(Error::io("write", &path))
+    }
+
+    /// Appends a line to the phase's `log.txt`.
+    fn log(&self, line: &str) -> Result<()> {
+        use std::io::Write;
+        let path = self.dir.join("log.txt");
+        std::fs::create_dir_all(&self.dir).map_err(Error::io("create", &self.dir))?;
+        let mut f =
+            std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(Error::io("write", &path))?;
+        writeln!(f, "{line}").map_err(Error::io("write", &path))
     }
 
     fn write_metrics(&self, history: &[Point]) -> Result<()> {

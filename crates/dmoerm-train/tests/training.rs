@@ -258,6 +258,67 @@ fn an_interrupted_phase_resumes_to_the_same_parameters() {
     assert!(init.iter().any(|(k, v)| ca[&format!("p/{k}")] != *v));
 }
 
+/// The wgpu device (Mesa lavapipe in CI); `DMOERM_SKIP_WGPU=1` is the explicit opt-out.
+fn wgpu() -> Option<Device> {
+    if std::env::var("DMOERM_SKIP_WGPU").as_deref() == Ok("1") {
+        eprintln!("DMOERM_SKIP_WGPU=1: training on wgpu NOT checked");
+        return None;
+    }
+    Some(
+        dmoerm::device::open(DeviceChoice::Gpu)
+            .expect("a wgpu adapter (apt-get install mesa-vulkan-drivers libvulkan1)"),
+    )
+}
+
+#[test]
+fn wgpu_gradients_match_flex_and_training_on_wgpu_learns() {
+    let Some(gpu) = wgpu() else { return };
+    // Loss and gradients of the same parameters on both devices.
+    let grads = |device: Device| {
+        let frozen = Frozen::load(&fixture("bert/backbone"), input(), Pooling::Cls, Some(1), &device).unwrap();
+        let layout = LoraLayout::new(&frozen.backbone, frozen.split, &lora()).unwrap();
+        let mut cache = TextCache::default();
+        let texts = [("tell me a joke!", "why did the chicken cross the road?"), ("tell me a joke!", "eight legs.")];
+        let ids = texts.iter().map(|(q, r)| frozen.expert_ids(&user(q), r).unwrap()).collect();
+        let idx = frozen.cache(&mut cache, ids, "texts").unwrap();
+        let obj = pairwise(&frozen, &layout, &cache, vec![Group { texts: idx, pairs: vec![(0, 1)] }]);
+        let host = random_params(&obj, 11).to_host().unwrap();
+        let tracked = Params::from_host(host, &device).tracked();
+        let out = obj.step(&tracked, &[0]).unwrap().unwrap();
+        let loss = read(out.loss.clone()).unwrap()[0];
+        let g = out.loss.backward();
+        let names: Vec<String> = tracked.names().map(str::to_string).collect();
+        let grads: Vec<(String, Vec<f32>)> = names
+            .into_iter()
+            .map(|n| (n.clone(), read(tracked.leaf(&n).unwrap().grad(&g).unwrap()).unwrap()))
+            .collect();
+        // five steps of training on this device lower the loss
+        let run = PhaseRun {
+            dir: temp(&format!("{device:?}").replace(['(', ')', ' ', ':'], "")),
+            label: "wgpu".into(),
+            settings: phase(0.01, 1, 5),
+            seed: 3,
+        };
+        let trained = run.train(&obj, &device).unwrap();
+        let after = read(obj.step(&trained.params, &[0]).unwrap().unwrap().loss).unwrap()[0];
+        (loss, grads, after)
+    };
+    let (cpu_loss, cpu_grads, _) = grads(Device::flex());
+    let (gpu_loss, gpu_grads, gpu_after) = grads(gpu);
+    assert!((cpu_loss - gpu_loss).abs() < 1e-5, "loss: wgpu {gpu_loss} vs flex {cpu_loss}");
+    for ((name, want), (_, got)) in cpu_grads.iter().zip(&gpu_grads) {
+        // lavapipe's f32 kernels differ from flex's by ~1e-4 relative in the forward pass
+        // (see the parity tests); gradients are compared relative to the tensor's scale.
+        let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        // (the pairwise loss does not depend on the head's bias: its gradient is 0)
+        assert!(scale > 0.0 || name == "head.bias", "{name}: no gradient");
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() <= 3e-3 * scale + 1e-7, "{name}: wgpu {g} vs flex {w} (scale {scale})");
+        }
+    }
+    assert!(gpu_after < gpu_loss, "training on wgpu: loss {gpu_loss} -> {gpu_after}");
+}
+
 /// The fixture config with validation = training data, so "validation accuracy" is the
 /// training accuracy.
 fn overfit_config(out: &Path) -> TrainConfig {

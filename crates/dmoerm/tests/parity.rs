@@ -47,7 +47,8 @@ fn the_tokenizers_padding_and_truncation_settings_are_ignored() {
     let mut tok: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     tok["padding"] = serde_json::json!({"strategy": {"Fixed": 60}, "direction": "Right", "pad_to_multiple_of": null,
         "pad_id": 0, "pad_type_id": 0, "pad_token": "[PAD]"});
-    tok["truncation"] = serde_json::json!({"direction": "Right", "max_length": 5, "strategy": "LongestFirst", "stride": 0});
+    tok["truncation"] =
+        serde_json::json!({"direction": "Right", "max_length": 5, "strategy": "LongestFirst", "stride": 0});
     std::fs::write(&path, tok.to_string()).unwrap();
     let padded = RewardModel::load(&dir, DeviceChoice::Cpu).unwrap();
     let plain = cpu("bert");
