@@ -138,6 +138,11 @@ enum Command {
         #[command(subcommand)]
         command: train::TrainCommand,
     },
+    /// Benchmark data.
+    Data {
+        #[command(subcommand)]
+        command: DataCommand,
+    },
     /// Preference accuracy (overall, per task), router accuracy and best-of-n of a bundle.
     Eval {
         /// Bundle directory or packed file.
@@ -165,8 +170,39 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum DataCommand {
+    /// The multi-task capability benchmark from real text (docs/benchmark.md), deterministic
+    /// from --seed: train/valid/test preferences, capability labels, stats.json.
+    Synth {
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Prompts per task in each split.
+        #[arg(long, default_value_t = 300)]
+        train: usize,
+        #[arg(long, default_value_t = 50)]
+        valid: usize,
+        #[arg(long, default_value_t = 100)]
+        test: usize,
+        /// WordNet 3.0 database directory (Debian wordnet-base).
+        #[arg(long, default_value = "/usr/share/wordnet")]
+        wordnet: PathBuf,
+        /// The chitchat dataset's dataset.json (PyPI chitchat-dataset).
+        #[arg(long)]
+        chitchat: PathBuf,
+        /// Fortune files directory (Debian fortunes).
+        #[arg(long, default_value = "/usr/share/games/fortunes")]
+        fortunes: PathBuf,
+    },
+}
+
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum CliError {
+    #[error(transparent)]
+    Synth(#[from] dmoerm_synth::Error),
     #[error(transparent)]
     Model(#[from] dmoerm::Error),
     #[error(transparent)]
@@ -198,6 +234,19 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Train { command } => train::train(command),
+        Command::Data {
+            command: DataCommand::Synth { out, seed, train, valid, test, wordnet, chitchat, fortunes },
+        } => {
+            let sources = dmoerm_synth::read_sources(&wordnet, &chitchat, &fortunes)?;
+            let items = dmoerm_synth::generate::items(&sources);
+            let opts = dmoerm_synth::Options { seed, train, valid, test, ..Default::default() };
+            let bench = dmoerm_synth::synth(&items, &opts)?;
+            dmoerm_synth::write(&out, &bench)?;
+            println!("{}", serde_json::to_string_pretty(&bench.stats["annotation_noise"]).unwrap_or_default());
+            println!("{}", serde_json::to_string_pretty(&bench.stats["capability_labels_train"]).unwrap_or_default());
+            println!("written to {}", out.display());
+            Ok(())
+        }
         Command::Eval { model, data, json, combine, device } => train::eval(&model, &data, json, combine, device),
         Command::Score { model, prompt, response, input, output, json, device, batch_size } => {
             let model = RewardModel::load(&model, device.into())?;
