@@ -50,8 +50,8 @@ fn transpose((v, s): &(Vec<f32>, Vec<usize>)) -> (Vec<f32>, Vec<usize>) {
     (dmoerm::weights::transpose(v, rows, cols), vec![cols, rows])
 }
 
-fn host(p: &Params, name: &str) -> Result<(Vec<f32>, Vec<usize>)> {
-    let mut all = p.to_host()?;
+/// Takes parameter `name` out of a host copy.
+fn take(all: &mut HostParams, name: &str) -> Result<(Vec<f32>, Vec<usize>)> {
     all.remove(name).ok_or_else(|| Error::Run { path: "export".into(), message: format!("no parameter `{name}`") })
 }
 
@@ -93,8 +93,9 @@ pub fn write_bundle(out: &Path, e: &Export) -> Result<()> {
     let mut heads = HostParams::new();
     let router = match e.router {
         Some(p) => {
-            heads.insert("router.weight".into(), transpose(&host(p, "weight")?));
-            heads.insert("router.bias".into(), host(p, "bias")?);
+            let mut p = p.to_host()?;
+            heads.insert("router.weight".into(), transpose(&take(&mut p, "weight")?));
+            heads.insert("router.bias".into(), take(&mut p, "bias")?);
             Some(RouterSpec { adapter: None, head: "heads.safetensors#router".into() })
         }
         None => None,
@@ -104,11 +105,12 @@ pub fn write_bundle(out: &Path, e: &Export) -> Result<()> {
         let mut experts = Vec::new();
         for x in &t.experts {
             let dir = format!("tasks/{}/{}", t.name, x.name);
-            write_adapter(&out.join(&dir), e.layout, x.params)?;
-            let (w, _) = host(x.params, "head.weight")?;
+            let mut params = x.params.to_host()?;
+            write_adapter(&out.join(&dir), e.layout, &params)?;
+            let (w, _) = take(&mut params, "head.weight")?;
             let n = w.len();
             heads.insert(format!("{}.{}.weight", t.name, x.name), (w, vec![1, n]));
-            heads.insert(format!("{}.{}.bias", t.name, x.name), host(x.params, "head.bias")?);
+            heads.insert(format!("{}.{}.bias", t.name, x.name), take(&mut params, "head.bias")?);
             experts.push(ExpertSpec {
                 name: x.name.clone(),
                 adapter: Some(dir),
@@ -118,12 +120,13 @@ pub fn write_bundle(out: &Path, e: &Export) -> Result<()> {
         let aggregator = match t.aggregator {
             Some(p) => {
                 let file = format!("aggregator_{}.safetensors", t.name);
+                let mut p = p.to_host()?;
                 let mut a = HostParams::new();
-                a.insert("0.weight".into(), transpose(&host(p, "0.weight")?));
-                a.insert("0.bias".into(), host(p, "0.bias")?);
-                a.insert("1.weight".into(), host(p, "1.weight")?);
-                a.insert("2.weight".into(), transpose(&host(p, "2.weight")?));
-                a.insert("2.bias".into(), host(p, "2.bias")?);
+                a.insert("0.weight".into(), transpose(&take(&mut p, "0.weight")?));
+                a.insert("0.bias".into(), take(&mut p, "0.bias")?);
+                a.insert("1.weight".into(), take(&mut p, "1.weight")?);
+                a.insert("2.weight".into(), transpose(&take(&mut p, "2.weight")?));
+                a.insert("2.bias".into(), take(&mut p, "2.bias")?);
                 save_safetensors(&out.join(&file), &a, BTreeMap::new())?;
                 Some(file)
             }
@@ -155,8 +158,7 @@ pub fn write_bundle(out: &Path, e: &Export) -> Result<()> {
 
 /// A PEFT adapter directory: `adapter_config.json` and `adapter_model.safetensors` with
 /// `base_model.model.<module>.lora_A.weight` `[r, in]` and `lora_B.weight` `[out, r]`.
-fn write_adapter(dir: &Path, layout: &LoraLayout, params: &Params) -> Result<()> {
-    let all = params.to_host()?;
+fn write_adapter(dir: &Path, layout: &LoraLayout, all: &HostParams) -> Result<()> {
     let mut tensors = HostParams::new();
     for (path, _, _) in &layout.modules {
         let get = |s: &str| {

@@ -41,6 +41,12 @@ pub struct Pipeline {
     device: Device,
 }
 
+/// An error about the data line `source` (`file:line`).
+fn data_error(source: &str, message: String) -> Error {
+    let (file, line) = source.rsplit_once(':').unwrap_or((source, "0"));
+    Error::Data { file: file.to_string(), line: line.parse().unwrap_or(0), message }
+}
+
 /// Expert texts per pass when computing phase-3 features.
 const FEATURE_BATCH: usize = 16;
 
@@ -71,10 +77,7 @@ impl Pipeline {
 
     /// The index of an item's task.
     fn task_of(&self, source: &str, category: Option<&str>) -> Result<usize> {
-        let bad = |message: String| {
-            let (file, line) = source.rsplit_once(':').unwrap_or((source, "0"));
-            Error::Data { file: file.to_string(), line: line.parse().unwrap_or(0), message }
-        };
+        let bad = |message: String| data_error(source, message);
         let Some(c) = category else {
             return Err(bad("no category (`label` / `category`): training needs one".into()));
         };
@@ -87,10 +90,7 @@ impl Pipeline {
     /// `(task, capability)` of a capability pair; without a category the point must belong to
     /// exactly one task.
     fn capability_of(&self, pair: &CapabilityPair) -> Result<(usize, usize)> {
-        let bad = |message: String| {
-            let (file, line) = pair.source.rsplit_once(':').unwrap_or((&pair.source, "0"));
-            Error::Data { file: file.to_string(), line: line.parse().unwrap_or(0), message }
-        };
+        let bad = |message: String| data_error(&pair.source, message);
         let candidates: Vec<usize> = match &pair.category {
             Some(_) => vec![self.task_of(&pair.source, pair.category.as_deref())?],
             None => (0..self.cfg.tasks.len()).collect(),
@@ -258,6 +258,11 @@ impl Pipeline {
     /// the backbone and the experts frozen (their pooled states computed once).
     pub fn phase3(&mut self) -> Result<Vec<Option<Trained>>> {
         let experts = self.phase2()?;
+        self.phase3_on(&experts)
+    }
+
+    /// Phase 3 on the given phase-2 experts of every task.
+    fn phase3_on(&mut self, experts: &[Vec<Trained>]) -> Result<Vec<Option<Trained>>> {
         let mut out = Vec::new();
         for (t, experts) in experts.iter().enumerate() {
             if experts.len() < 2 {
@@ -309,7 +314,7 @@ impl Pipeline {
     pub fn all(&mut self) -> Result<PathBuf> {
         let router = self.router()?;
         let experts = self.phase2()?;
-        let aggregators = self.phase3()?;
+        let aggregators = self.phase3_on(&experts)?;
         let tasks = self
             .cfg
             .tasks
