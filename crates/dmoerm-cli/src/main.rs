@@ -43,6 +43,8 @@ enum DtypeArg {
     Keep,
     /// Store float weights as f16.
     F16,
+    /// Store large matrices as int8 (one scale per row), the rest as f16.
+    Int8,
 }
 
 #[derive(Subcommand)]
@@ -349,6 +351,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             let dtype = match dtype {
                 DtypeArg::Keep => PackDtype::Keep,
                 DtypeArg::F16 => PackDtype::F16,
+                DtypeArg::Int8 => PackDtype::int8(),
             };
             let (bytes, report) = dmoerm::pack_bytes(&dir, dtype)?;
             std::fs::write(&out, &bytes).map_err(io_err(&out))?;

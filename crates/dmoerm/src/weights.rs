@@ -2,7 +2,9 @@
 //!
 //! A [`TensorFile`] is one safetensors file of a bundle directory, or the part of a packed
 //! bundle that came from that file (its tensors are stored under `"<file>::<name>"`).
-//! Weights may be f32, f16 or bf16 in the file; the model computes in f32.
+//! Weights may be f32, f16 or bf16 in the file; the model computes in f32. A packed file may
+//! also hold int8 weights quantised per row: tensor `T` as i8 plus `T::scale` (f32, one per
+//! row of `T`); `T[r, ..] = q[r, ..] * scale[r]`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,6 +13,9 @@ use burn::tensor::{Device, Tensor, TensorData};
 use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{Error, Result};
+
+/// Suffix of the per-row scales of an int8 tensor.
+pub const SCALE_SUFFIX: &str = "::scale";
 
 /// Where one tensor's bytes lie in the file.
 #[derive(Debug, Clone)]
@@ -83,12 +88,14 @@ impl TensorFile {
         Self { file, parts: files.into_iter().flat_map(|f| f.parts).collect() }
     }
 
-    /// Names of the tensors in this file (without the packing prefix).
+    /// Names of the tensors in this file (without the packing prefix; int8 scales are part of
+    /// their tensor, not listed).
     pub fn names(&self) -> Vec<String> {
         let mut names: Vec<String> = self
             .parts
             .iter()
             .flat_map(|(b, prefix)| b.names().filter_map(|n| n.strip_prefix(prefix.as_str()).map(str::to_string)))
+            .filter(|n| !n.ends_with(SCALE_SUFFIX))
             .collect();
         names.sort();
         names
@@ -131,12 +138,33 @@ impl TensorFile {
                 });
             }
         }
-        let values = to_f32(bytes, entry.dtype).ok_or_else(|| Error::Dtype {
-            file: self.file.clone(),
-            tensor: name.to_string(),
-            dtype: format!("{:?}", entry.dtype),
-        })?;
+        let values = if entry.dtype == Dtype::I8 {
+            self.dequantize(name, entry, bytes)?
+        } else {
+            to_f32(bytes, entry.dtype).ok_or_else(|| Error::Dtype {
+                file: self.file.clone(),
+                tensor: name.to_string(),
+                dtype: format!("{:?}", entry.dtype),
+            })?
+        };
         Ok((values, entry.shape.clone()))
+    }
+
+    /// An int8 tensor times its per-row scales.
+    fn dequantize(&self, name: &str, entry: &Entry, bytes: &[u8]) -> Result<Vec<f32>> {
+        let scale_name = format!("{name}{SCALE_SUFFIX}");
+        let rows = entry.shape.first().copied().unwrap_or(1);
+        let (scales, shape) = self.read_f32(&scale_name, None)?;
+        if shape != [rows] {
+            return Err(Error::Shape {
+                file: self.file.clone(),
+                tensor: scale_name,
+                expected: vec![rows],
+                found: shape,
+            });
+        }
+        let per_row = bytes.len().checked_div(rows).unwrap_or(0);
+        Ok(bytes.iter().enumerate().map(|(i, &q)| q as i8 as f32 * scales[i / per_row.max(1)]).collect())
     }
 
     /// Reads a tensor of rank `D` with exactly the `expected` shape onto `device`.
@@ -174,7 +202,45 @@ pub fn to_f32(bytes: &[u8], dtype: Dtype) -> Option<Vec<f32>> {
     }
 }
 
+/// Symmetric int8 quantisation of a row-major `[rows, cols]` matrix, one scale per row
+/// (`max |w| / 127`): returns the codes and the scales.
+pub fn quantize_rows(values: &[f32], rows: usize) -> (Vec<i8>, Vec<f32>) {
+    let cols = values.len().checked_div(rows).unwrap_or(0);
+    let mut codes = Vec::with_capacity(values.len());
+    let mut scales = Vec::with_capacity(rows);
+    for row in values.chunks(cols.max(1)) {
+        let max = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+        codes.extend(row.iter().map(|v| (v / scale).round().clamp(-127.0, 127.0) as i8));
+        scales.push(scale);
+    }
+    (codes, scales)
+}
+
 /// The dtypes a bundle may hold.
 pub fn is_float(dtype: Dtype) -> bool {
     matches!(dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn int8_rows_round_trip_within_half_a_step() {
+        let values: Vec<f32> = (0..24).map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.13 * (1 + i / 8) as f32).collect();
+        let (codes, scales) = quantize_rows(&values, 3);
+        assert_eq!(scales.len(), 3);
+        for (i, (&q, &v)) in codes.iter().zip(&values).enumerate() {
+            let scale = scales[i / 8];
+            assert!((q as f32 * scale - v).abs() <= scale / 2.0 + 1e-6, "{i}: {q} * {scale} vs {v}");
+        }
+        // each row's largest magnitude maps to +-127
+        for row in codes.chunks(8) {
+            assert_eq!(row.iter().map(|q| q.unsigned_abs()).max(), Some(127));
+        }
+        // an all-zero row is representable
+        let (codes, scales) = quantize_rows(&[0.0; 4], 1);
+        assert_eq!((codes, scales), (vec![0; 4], vec![1.0]));
+    }
 }

@@ -105,6 +105,55 @@ fn packed_bundle_scores_like_its_directory() {
 }
 
 #[test]
+fn int8_packed_bundle_stores_each_row_quantised_and_stays_close() {
+    use dmoerm::weights::{quantize_rows, SafetensorsBuffer, TensorFile};
+    use std::sync::Arc;
+    for name in ["llama", "bert"] {
+        // the fixtures' matrices are small: quantise all of them
+        let (bytes, _) = dmoerm::pack_bytes(&fixture_dir(name), PackDtype::Int8 { min_elements: 0 }).unwrap();
+        let (keep, _) = dmoerm::pack_bytes(&fixture_dir(name), PackDtype::Keep).unwrap();
+        let (half, _) = dmoerm::pack_bytes(&fixture_dir(name), PackDtype::F16).unwrap();
+        assert!(bytes.len() < half.len(), "{name}: int8 {} vs f16 {}", bytes.len(), half.len());
+
+        // Every rank-2 tensor reads back as exactly its per-row quantisation; the rest as f16.
+        let packed =
+            TensorFile::new("int8", Arc::new(SafetensorsBuffer::parse("int8", bytes.clone()).unwrap()), "".into());
+        let original = TensorFile::new("keep", Arc::new(SafetensorsBuffer::parse("keep", keep).unwrap()), "".into());
+        let names = original.names();
+        assert_eq!(packed.names(), names, "scales are not listed as tensors");
+        let mut quantised = 0;
+        for tensor in &names {
+            let (want, shape) = original.read_f32(tensor, None).unwrap();
+            let (got, got_shape) = packed.read_f32(tensor, None).unwrap();
+            assert_eq!(got_shape, shape);
+            if shape.len() == 2 {
+                let (codes, scales) = quantize_rows(&want, shape[0]);
+                let cols = shape[1];
+                for (i, (g, q)) in got.iter().zip(&codes).enumerate() {
+                    assert_eq!(*g, *q as f32 * scales[i / cols], "{tensor}[{i}]");
+                }
+                quantised += 1;
+            } else {
+                for (g, w) in got.iter().zip(&want) {
+                    assert!((g - w).abs() <= 1e-3 * w.abs().max(1e-2), "{tensor}: {g} vs {w}");
+                }
+            }
+        }
+        assert!(quantised > 10, "{name}: {quantised} matrices");
+
+        // Scores move by quantisation noise only: within 5% of the range of the rewards.
+        let model = RewardModel::from_packed_bytes(name, bytes, Device::flex()).unwrap();
+        let exp = expected(name);
+        let rewards: Vec<f32> = exp.inputs.iter().map(|i| i.expected.reward).collect();
+        let range = rewards.iter().cloned().fold(f32::MIN, f32::max) - rewards.iter().cloned().fold(f32::MAX, f32::min);
+        for input in &exp.inputs {
+            let (got, want) = (model.score(&input.conversation()).unwrap().reward, input.expected.reward);
+            assert!((got - want).abs() < 0.05 * range, "{name}: int8 reward {got} vs {want} (range {range})");
+        }
+    }
+}
+
+#[test]
 fn f16_packed_bundle_stays_close() {
     let (bytes, _) = dmoerm::pack_bytes(&fixture_dir("llama"), PackDtype::F16).unwrap();
     let (full, _) = dmoerm::pack_bytes(&fixture_dir("llama"), PackDtype::Keep).unwrap();

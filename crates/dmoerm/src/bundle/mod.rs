@@ -18,7 +18,7 @@ use safetensors::{Dtype, View};
 pub use manifest::{BackboneSpec, Combine, ExpertSpec, Manifest, Pooling, RouterSpec, TaskSpec};
 
 use crate::error::{Error, Result};
-use crate::weights::{is_float, to_f32, SafetensorsBuffer, TensorFile};
+use crate::weights::{is_float, quantize_rows, to_f32, SafetensorsBuffer, TensorFile, SCALE_SUFFIX};
 
 /// Metadata key of the packed format's name.
 const PACKED_FORMAT_KEY: &str = "dmoerm.format";
@@ -132,7 +132,22 @@ pub enum PackDtype {
     Keep,
     /// Convert float tensors to f16 (halves an f32 download).
     F16,
+    /// Store matrices (rank 2) of at least `min_elements` values as int8 with one f32 scale
+    /// per row, every other float tensor as f16. With [`INT8_MIN_ELEMENTS`]
+    /// ([`PackDtype::int8`]) that is the embeddings, projections and aggregators: about a
+    /// quarter of an f32 download.
+    Int8 { min_elements: usize },
 }
+
+impl PackDtype {
+    /// Int8 for the large matrices, f16 for the rest.
+    pub fn int8() -> Self {
+        Self::Int8 { min_elements: INT8_MIN_ELEMENTS }
+    }
+}
+
+/// Smallest matrix [`PackDtype::Int8`] quantises; smaller ones (LoRA, heads) stay f16.
+pub const INT8_MIN_ELEMENTS: usize = 16_384;
 
 /// What [`pack`] wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,7 +179,7 @@ impl View for &Owned {
     }
 }
 
-/// Packs a bundle directory into the single-file form, optionally as f16.
+/// Packs a bundle directory into the single-file form, optionally as f16 or int8.
 /// The caller should check the bundle loads first ([`crate::RewardModel::load`]).
 pub fn pack_bytes(dir: &Path, dtype: PackDtype) -> Result<(Vec<u8>, PackReport)> {
     let mut source = Source::open(dir)?;
@@ -183,14 +198,27 @@ pub fn pack_bytes(dir: &Path, dtype: PackDtype) -> Result<(Vec<u8>, PackReport)>
         let file = source.tensors(path)?;
         for name in file.names() {
             let (entry, bytes) = file.raw(&name)?;
+            let key = format!("{path}::{name}");
+            let numel: usize = entry.shape.iter().product();
+            let quantise =
+                matches!(dtype, PackDtype::Int8 { min_elements } if numel >= min_elements) && entry.shape.len() == 2;
             let (dtype, data) = match dtype {
-                PackDtype::F16 if is_float(entry.dtype) && entry.dtype != Dtype::F16 => {
+                _ if !is_float(entry.dtype) => (entry.dtype, bytes.to_vec()),
+                PackDtype::Int8 { .. } if quantise => {
+                    let values = to_f32(bytes, entry.dtype).unwrap_or_default();
+                    let (codes, scales) = quantize_rows(&values, entry.shape[0]);
+                    let scale_data = scales.iter().flat_map(|s| s.to_le_bytes()).collect();
+                    let scale = Owned { dtype: Dtype::F32, shape: vec![entry.shape[0]], data: scale_data };
+                    tensors.push((format!("{key}{SCALE_SUFFIX}"), scale));
+                    (Dtype::I8, codes.iter().map(|&q| q as u8).collect())
+                }
+                PackDtype::F16 | PackDtype::Int8 { .. } if entry.dtype != Dtype::F16 => {
                     let values = to_f32(bytes, entry.dtype).unwrap_or_default();
                     (Dtype::F16, values.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect())
                 }
                 _ => (entry.dtype, bytes.to_vec()),
             };
-            tensors.push((format!("{path}::{name}"), Owned { dtype, shape: entry.shape.clone(), data }));
+            tensors.push((key, Owned { dtype, shape: entry.shape.clone(), data }));
         }
     }
     let mut meta = HashMap::new();
