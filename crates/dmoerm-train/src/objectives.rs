@@ -272,6 +272,10 @@ pub struct AggregatorObjective {
     pub hidden: usize,
     pub train: Vec<Group>,
     pub valid: Vec<Group>,
+    /// The experts' value heads (`[H]` weight, bias), in expert order: when given, the
+    /// aggregator starts as the mean of the experts' scores (see [`Objective::init`]); when
+    /// empty, from PyTorch's default initialisation.
+    pub expert_heads: Vec<(Vec<f32>, f32)>,
     pub device: Device,
 }
 
@@ -299,15 +303,43 @@ impl Objective for AggregatorObjective {
         self.train.len()
     }
 
-    /// `nn.Linear` defaults for both layers, PReLU slope 0.25 (PyTorch's defaults).
+    /// `nn.Linear` defaults for both layers, PReLU slope `a` = 0.25 (PyTorch's defaults).
+    ///
+    /// With expert heads `(v_i, b_i)`, hidden units `i` and `k + i` compute `+s_i` and `-s_i`,
+    /// the expert's own score `s_i = v_i . h_i + b_i`, and the output weights are
+    /// `+-1 / (k (1 + a))`: since `prelu(x) - prelu(-x) = (1 + a) x`, the aggregator then
+    /// starts exactly at `mean_i s_i`, and training moves it from there. The other hidden
+    /// units keep their random input weights and start with output weight 0.
     fn init(&self, rng: &mut Rng) -> Params {
-        let (kh, h) = (self.experts * self.hidden, self.hidden);
+        let (k, h) = (self.experts, self.hidden);
+        let kh = k * h;
+        let slope = 0.25f32;
+        let mut w1 = linear_init(rng, kh * h, kh);
+        let mut b1 = linear_init(rng, h, kh);
+        let mut w2 = linear_init(rng, h, h);
+        let mut b2 = linear_init(rng, 1, h);
+        if self.expert_heads.len() == k && 2 * k <= h {
+            let out = 1.0 / (k as f32 * (1.0 + slope));
+            w2.iter_mut().for_each(|w| *w = 0.0);
+            b2[0] = 0.0;
+            for (i, (v, b)) in self.expert_heads.iter().enumerate() {
+                for (sign, unit) in [(1.0f32, i), (-1.0, k + i)] {
+                    // w1 is [kH, H] (in, out): column `unit` reads only expert i's block
+                    for row in 0..kh {
+                        let inside = row / h == i;
+                        w1[row * h + unit] = if inside { sign * v[row % h] } else { 0.0 };
+                    }
+                    b1[unit] = sign * b;
+                    w2[unit] = sign * out;
+                }
+            }
+        }
         let mut p = Params::new();
-        p.insert("0.weight", linear_init(rng, kh * h, kh), &[kh, h], &self.device);
-        p.insert("0.bias", linear_init(rng, h, kh), &[h], &self.device);
-        p.insert("1.weight", vec![0.25], &[1], &self.device);
-        p.insert("2.weight", linear_init(rng, h, h), &[h, 1], &self.device);
-        p.insert("2.bias", linear_init(rng, 1, h), &[1], &self.device);
+        p.insert("0.weight", w1, &[kh, h], &self.device);
+        p.insert("0.bias", b1, &[h], &self.device);
+        p.insert("1.weight", vec![slope], &[1], &self.device);
+        p.insert("2.weight", w2, &[h, 1], &self.device);
+        p.insert("2.bias", b2, &[1], &self.device);
         p
     }
 

@@ -20,7 +20,7 @@ use burn::tensor::Device;
 use dmoerm::bundle::Combine;
 use dmoerm::RewardModel;
 
-use crate::config::{PhaseSettings, TrainConfig};
+use crate::config::{AggregatorInit, PhaseSettings, TrainConfig};
 use crate::data::{read_capability_pairs, read_preferences, CapabilityPair, Preference};
 use crate::error::{Error, Result};
 use crate::export::{write_bundle, Export, ExportExpert, ExportTask};
@@ -302,8 +302,19 @@ impl Pipeline {
                 bar.inc(n as u64);
             }
             bar.finish_and_clear();
-            let objective =
-                AggregatorObjective { features, experts: k, hidden: h, train, valid, device: self.device.clone() };
+            let expert_heads = match self.cfg.aggregator_init {
+                AggregatorInit::Experts => experts.iter().map(|e| e.value_head()).collect::<Result<_>>()?,
+                AggregatorInit::Random => Vec::new(),
+            };
+            let objective = AggregatorObjective {
+                features,
+                experts: k,
+                hidden: h,
+                train,
+                valid,
+                expert_heads,
+                device: self.device.clone(),
+            };
             out.push(Some(run.train(&objective, &self.device)?));
         }
         Ok(out)

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::PhaseSettings;
 use crate::error::{Error, Result};
+use crate::features::read;
 use crate::objectives::{Objective, Tally};
 use crate::params::{load_safetensors, save_safetensors, Adam, HostParams, Params};
 use crate::rng::Rng;
@@ -60,6 +61,14 @@ pub struct Summary {
 pub struct Trained {
     pub params: Params,
     pub summary: Summary,
+}
+
+impl Trained {
+    /// The value head (`head.weight` `[H]`, `head.bias`) of a LoRA phase's result.
+    pub fn value_head(&self) -> Result<(Vec<f32>, f32)> {
+        let bias = read(self.params.get::<1>("head.bias"))?;
+        Ok((read(self.params.get::<1>("head.weight"))?, bias.first().copied().unwrap_or(0.0)))
+    }
 }
 
 /// Where and how to run one phase.
@@ -153,6 +162,9 @@ impl PhaseRun {
             s.lr,
             s.batch_size
         ))?;
+        if state.step == 0 {
+            self.log(&format!("step 0 valid_accuracy {:.4} (initial parameters)", state.history[0].valid_accuracy))?;
+        }
         let bar = progress::bar(s.max_steps, &self.label);
         bar.set_position(state.step as u64);
         let mut order = Order::new(n, self.seed);

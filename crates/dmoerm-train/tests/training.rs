@@ -163,6 +163,7 @@ fn aggregator_and_router_gradients_match_finite_differences() {
         hidden: h,
         train: groups.clone(),
         valid: groups,
+        expert_heads: Vec::new(),
         device: device.clone(),
     };
     let params = agg.init(&mut Rng::new(2));
@@ -172,6 +173,37 @@ fn aggregator_and_router_gradients_match_finite_differences() {
     let router = RouterObjective { train: rows.clone(), valid: rows, tasks: 3, hidden: h, device };
     let params = router.init(&mut Rng::new(3));
     check_gradients(&router, &params, &[0, 1, 2, 3, 4], &["weight", "bias"]);
+}
+
+#[test]
+fn an_aggregator_started_from_the_experts_scores_their_mean() {
+    let (k, h) = (3, 8);
+    let mut rng = Rng::new(9);
+    let features: Vec<Vec<f32>> = (0..5).map(|_| rng.uniform(k * h, 2.0)).collect();
+    let heads: Vec<(Vec<f32>, f32)> = (0..k).map(|_| (rng.uniform(h, 1.0), rng.uniform(1, 1.0)[0])).collect();
+    let group = Group { texts: (0..5).collect(), pairs: vec![(0, 1)] };
+    let agg = AggregatorObjective {
+        features: features.clone(),
+        experts: k,
+        hidden: h,
+        train: vec![group.clone()],
+        valid: vec![group],
+        expert_heads: heads.clone(),
+        device: Device::flex(),
+    };
+    let params = agg.init(&mut Rng::new(4));
+    let got = read(agg.rewards(&params, &[0, 1, 2, 3, 4])).unwrap();
+    for (f, got) in features.iter().zip(got) {
+        let mean = heads
+            .iter()
+            .enumerate()
+            .map(|(i, (v, b))| v.iter().zip(&f[i * h..(i + 1) * h]).map(|(v, x)| v * x).sum::<f32>() + b)
+            .sum::<f32>()
+            / k as f32;
+        assert!((got - mean).abs() < 1e-5, "aggregator {got} vs mean expert score {mean}");
+    }
+    // Every parameter still gets a gradient from there (the extra hidden units included).
+    check_gradients(&agg, &params, &[0], &["0.weight", "0.bias", "1.weight", "2.weight", "2.bias"]);
 }
 
 #[test]
