@@ -315,9 +315,13 @@ impl InputEncoder {
 }
 
 /// Parses a `tokenizer.json`. tokenizers 0.22 panics instead of failing on a syntax error
-/// inside the `decoder` section (found by `fuzz/`); such a panic becomes a typed error here.
-/// (In wasm a panic aborts, so the browser build cannot catch it.)
+/// inside the `decoder` section (found by `fuzz/`). The JSON syntax is therefore checked
+/// first (the only guard that also holds in wasm, where a panic aborts), and a panic that
+/// still happens natively becomes a typed error.
 pub fn parse_tokenizer(file: &str, json: &str) -> Result<Tokenizer> {
+    if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(json) {
+        return Err(Error::Tokenizer(format!("{file}: not valid JSON: {e}")));
+    }
     let parsed = std::panic::catch_unwind(|| json.parse::<Tokenizer>().map_err(|e| e.to_string()));
     match parsed {
         Ok(Ok(tokenizer)) => Ok(tokenizer),
