@@ -1,0 +1,206 @@
+// dmoerm: DMoERM reward models in the browser (WebGPU, or the wasm CPU backend) and in Node.
+// The model code is the Rust crate `dmoerm`, compiled to wasm (bindings/wasm); this file only
+// loads it, downloads and caches bundles, and shapes the results.
+
+const isNode = typeof process !== 'undefined' && !!process.versions?.node && typeof window === 'undefined';
+const CACHE_NAME = 'dmoerm-models';
+
+// The wasm instance. A trap (a Rust panic, or an allocation that failed) leaves an instance
+// unusable: the next call then starts a fresh one (a new import of the glue module), and the
+// models loaded into the dead one throw.
+let instance = null;
+let generation = 0;
+
+function loadWasm() {
+  if (!instance) {
+    const gen = ++generation;
+    instance = (async () => {
+      const glue = await import(`../wasm/dmoerm_wasm.js${gen > 1 ? `?instance=${gen}` : ''}`);
+      const url = new URL('../wasm/dmoerm_wasm_bg.wasm', import.meta.url);
+      if (isNode) {
+        const { readFile } = await import('node:fs/promises');
+        await glue.default({ module_or_path: await readFile(url) });
+      } else {
+        await glue.default({ module_or_path: url });
+      }
+      return { glue, gen };
+    })();
+    instance.catch(() => {
+      instance = null;
+    });
+  }
+  return instance;
+}
+
+// Runs `fn`; a wasm trap becomes an Error with the panic message, and retires the instance.
+async function guard(what, wasm, fn) {
+  try {
+    return await fn();
+  } catch (e) {
+    if (!(e instanceof WebAssembly.RuntimeError)) {
+      throw e instanceof Error ? e : new Error(`dmoerm: ${what} failed: ${String(e)}`);
+    }
+    let panic = null;
+    try {
+      panic = wasm.glue.lastPanic();
+    } catch {
+      // the instance is too broken to say
+    }
+    if (generation === wasm.gen) instance = null;
+    throw new Error(`dmoerm: ${what} failed inside wasm (${panic ?? e.message}); models loaded before must be loaded again`);
+  }
+}
+
+/** Whether this page or worker can use WebGPU (navigator.gpu gives an adapter). */
+export async function webgpuAvailable() {
+  const wasm = await loadWasm();
+  return wasm.glue.webgpuAdapter();
+}
+
+function cacheKey(url, version) {
+  const u = new URL(url, globalThis.location?.href);
+  if (version) u.searchParams.set('dmoerm-version', version);
+  return u.href;
+}
+
+/** Removes every model this package cached with the Cache API. Resolves to whether it did. */
+/** @internal Panics inside wasm (tests of the recovery from a trap). */
+export async function _panicForTests() {
+  const wasm = await loadWasm();
+  return guard('the test panic', wasm, () => wasm.glue.panicForTests());
+}
+
+export async function clearCache() {
+  if (!globalThis.caches) return false;
+  return caches.delete(CACHE_NAME);
+}
+
+async function download(url, { onProgress, cache = true, version } = {}) {
+  if (isNode && !/^https?:/.test(String(url))) {
+    const { readFile } = await import('node:fs/promises');
+    const bytes = new Uint8Array(await readFile(url instanceof URL ? url : String(url)));
+    onProgress?.({ loaded: bytes.length, total: bytes.length, fraction: 1, cached: false });
+    return bytes;
+  }
+  const key = cacheKey(url, version);
+  const store = cache && globalThis.caches ? await caches.open(CACHE_NAME) : null;
+  let response = store ? await store.match(key) : undefined;
+  const cached = !!response;
+  if (!response) {
+    try {
+      response = await fetch(url);
+    } catch (e) {
+      throw new Error(`dmoerm: could not download the model from ${url}: ${e.message}`);
+    }
+    if (!response.ok) {
+      throw new Error(`dmoerm: could not download the model from ${url}: HTTP ${response.status} ${response.statusText}`);
+    }
+  }
+  const total = Number(response.headers.get('content-length')) || 0;
+  const chunks = [];
+  let loaded = 0;
+  const reader = response.body.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    chunks.push(value);
+    loaded += value.length;
+    onProgress?.({ loaded, total, fraction: total ? loaded / total : 0, cached });
+  }
+  const bytes = new Uint8Array(loaded);
+  let at = 0;
+  for (const c of chunks) {
+    bytes.set(c, at);
+    at += c.length;
+  }
+  onProgress?.({ loaded, total: loaded, fraction: 1, cached });
+  if (store && !cached) {
+    await store.put(key, new Response(bytes, { headers: { 'content-length': String(loaded) } }));
+  }
+  return bytes;
+}
+
+function toScore(s) {
+  return { reward: s.reward, task: s.task, taskProbs: s.task_probs, capabilities: s.capabilities, truncated: s.truncated };
+}
+
+/** A DMoERM reward model. */
+export class RewardModel {
+  #model;
+  #wasm;
+
+  constructor(model, wasm) {
+    this.#model = model;
+    this.#wasm = wasm;
+  }
+
+  /**
+   * Loads a packed bundle (`dmoerm pack`) from a URL (a file path in Node) or from bytes.
+   * options: device 'auto' | 'webgpu' | 'cpu'; onProgress({loaded, total, fraction, cached});
+   * cache (default true: the Cache API keeps downloads, keyed by URL and `version`).
+   */
+  static async load(source, { device = 'auto', onProgress, cache = true, version } = {}) {
+    const wasm = await loadWasm();
+    let bytes;
+    let name = 'model';
+    if (source instanceof Uint8Array) bytes = source;
+    else if (source instanceof ArrayBuffer) bytes = new Uint8Array(source);
+    else if (typeof source === 'string' || source instanceof URL) {
+      name = String(source);
+      bytes = await download(source, { onProgress, cache, version });
+    } else {
+      throw new TypeError('dmoerm: RewardModel.load takes a URL, a path (Node) or the bytes of a packed bundle');
+    }
+    const chosen = await guard('opening the device', wasm, () => wasm.glue.prepareDevice(device));
+    const model = await guard('loading the model', wasm, () => wasm.glue.Model.fromBytes(bytes, chosen, name));
+    return new RewardModel(model, wasm);
+  }
+
+  /** 'webgpu' or 'cpu'. */
+  get device() {
+    return this.#live().device;
+  }
+
+  /** `{name, tasks: {task: [capability, ...]}}`. */
+  get info() {
+    const raw = this.#live().info();
+    return { name: raw.name, tasks: Object.fromEntries(raw.tasks) };
+  }
+
+  /** Scores `{prompt, response}` or `{messages: [{role, content}], response}`. */
+  async score(input) {
+    const m = this.#live();
+    return toScore(await guard('scoring', this.#wasm, () => m.score(input)));
+  }
+
+  /** Scores many inputs in batches. */
+  async scoreBatch(inputs) {
+    const m = this.#live();
+    return (await guard('scoring', this.#wasm, () => m.scoreBatch(inputs))).map(toScore);
+  }
+
+  /** Best-of-n: candidates best first, `{index, response, ...score}`; the router runs once. */
+  async rank(prompt, candidates) {
+    const m = this.#live();
+    const ranked = await guard('ranking', this.#wasm, () => m.rank(prompt, candidates));
+    return ranked.map((r) => ({ index: r.index, response: candidates[r.index], ...toScore(r) }));
+  }
+
+  /** Frees the model's memory; the object cannot be used afterwards. */
+  dispose() {
+    try {
+      this.#model?.free();
+    } catch {
+      // its instance trapped: nothing left to free
+    }
+    this.#model = null;
+  }
+
+  #live() {
+    if (!this.#model) throw new Error('dmoerm: this RewardModel was disposed');
+    if (this.#wasm.gen !== generation || !instance) {
+      throw new Error('dmoerm: this RewardModel lived in a wasm instance that trapped; load it again');
+    }
+    return this.#model;
+  }
+}

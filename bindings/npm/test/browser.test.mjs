@@ -1,0 +1,133 @@
+// The npm package and the demo in real headless Chromium (Debian's /usr/bin/chromium, driven
+// by playwright-core), twice: with WebGPU (SwiftShader) and with WebGPU off (wasm CPU
+// fallback). Screenshots go to $DMOERM_TEST_OUT (default bindings/npm/test-output).
+import test from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { chromium } from 'playwright-core';
+import { serve } from '../../../web-demo/serve.mjs';
+import { FIXTURES, packFixtures, expected, checkScore, root } from './fixtures.mjs';
+
+const packed = packFixtures();
+const out = process.env.DMOERM_TEST_OUT ?? join(root, 'bindings/npm/test-output');
+mkdirSync(out, { recursive: true });
+const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+
+const MODES = {
+  webgpu: ['--enable-unsafe-webgpu', '--enable-features=Vulkan', '--use-vulkan=swiftshader', '--use-webgpu-adapter=swiftshader', '--no-sandbox'],
+  cpu: ['--disable-features=WebGPU', '--no-sandbox'],
+};
+
+for (const [mode, args] of Object.entries(MODES)) {
+  test(`chromium, ${mode}`, async (t) => {
+    const server = await serve({ mounts: { '/fixtures/': dirname(packed.llama) } });
+    const browser = await chromium.launch({ executablePath: CHROMIUM, args, headless: true });
+    t.after(async () => {
+      await browser.close();
+      await server.close();
+    });
+    const page = await browser.newPage();
+    const pageErrors = [];
+    page.on('pageerror', (e) => pageErrors.push(e.message));
+    page.on('console', (m) => m.type() === 'error' && console.log(`[${mode} console] ${m.text()}`));
+
+    await t.test('the device is the expected one', async () => {
+      await page.goto(`${server.url}/bindings/npm/test/harness.html`);
+      await page.waitForFunction(() => window.harnessReady === true);
+      const available = await page.evaluate(() => window.dmoerm.webgpuAvailable());
+      assert.equal(available, mode === 'webgpu', 'navigator.gpu adapter');
+      assert.equal(await page.evaluate(() => crossOriginIsolated), true, 'COOP/COEP');
+    });
+
+    await t.test('fixture bundles score as the reference', async () => {
+      for (const name of FIXTURES) {
+        const exp = expected(name);
+        const inputs = exp.inputs.map((i) => ({ messages: i.messages, response: i.response }));
+        const res = await page.evaluate(
+          async ({ url, inputs }) => {
+            const rm = await window.dmoerm.RewardModel.load(url, { device: 'auto', cache: false });
+            const scores = [];
+            for (const input of inputs) scores.push(await rm.score(input));
+            const device = rm.device;
+            rm.dispose();
+            return { device, scores };
+          },
+          { url: `/fixtures/${name}.dmoerm`, inputs },
+        );
+        assert.equal(res.device, mode, `${name}: device`);
+        for (const [i, input] of exp.inputs.entries()) checkScore(assert, res.scores[i], input.expected, exp.tolerance, `${name} input ${i}`);
+      }
+    });
+
+    await t.test('downloads stream with progress, are cached, and the cache clears', async () => {
+      const r = await page.evaluate(async (url) => {
+        const { RewardModel, clearCache } = window.dmoerm;
+        const last = async (options) => {
+          const seen = [];
+          const rm = await RewardModel.load(url, { device: 'cpu', ...options, onProgress: (p) => seen.push(p) });
+          rm.dispose();
+          return { ...seen.at(-1), events: seen.length };
+        };
+        await clearCache();
+        const first = await last({});
+        const second = await last({});
+        const cleared = await clearCache();
+        const third = await last({});
+        const uncached = await last({ cache: false, version: 'x' });
+        return { first, second, cleared, third, uncached };
+      }, '/fixtures/llama.dmoerm');
+      const size = (await import('node:fs')).statSync(packed.llama).size;
+      assert.deepEqual([r.first.loaded, r.first.fraction, r.first.cached], [size, 1, false]);
+      assert.deepEqual([r.second.loaded, r.second.cached], [size, true]);
+      assert.equal(r.cleared, true);
+      assert.equal(r.third.cached, false, 'after clearCache the model downloads again');
+      assert.equal(r.uncached.cached, false);
+    });
+
+    await t.test('the package works in a Web Worker', async () => {
+      const exp = expected('llama');
+      const input = exp.inputs[0];
+      const res = await page.evaluate(
+        ({ url, input }) =>
+          new Promise((ok) => {
+            const worker = new Worker('/bindings/npm/test/worker.js', { type: 'module' });
+            worker.onmessage = ({ data }) => ok(data);
+            worker.onerror = (e) => ok({ ok: false, error: e.message });
+            worker.postMessage({ url, input });
+          }),
+        { url: '/fixtures/llama.dmoerm', input: { messages: input.messages, response: input.response } },
+      );
+      assert.ok(res.ok, res.error);
+      assert.equal(res.device, mode);
+      checkScore(assert, res.score, input.expected, exp.tolerance, 'worker');
+    });
+
+    await t.test('the demo scores through the UI', async () => {
+      await page.goto(`${server.url}/web-demo/`);
+      await page.waitForSelector('body[data-ready="true"]', { timeout: 300_000 });
+      const deviceText = await page.textContent('#device');
+      assert.match(deviceText, mode === 'webgpu' ? /WebGPU/ : /CPU/);
+      await page.fill('#prompt', 'What is the meaning of the word "ocean"?');
+      await page.fill('.response-text >> nth=0', 'A large body of salt water that covers most of the earth.');
+      await page.click('#score');
+      await page.waitForSelector('body[data-scored="1"]', { timeout: 300_000 });
+      const ranked = await page.$$eval('li.ranked', (lis) => lis.length);
+      assert.equal(ranked, 3);
+      const task = await page.textContent('#task');
+      const caps = await page.$$eval('li.ranked:first-child .caps .bar', (els) => els.map((e) => e.dataset.capability));
+      assert.ok(caps.length >= 4, `capability bars: ${caps}`);
+      assert.ok(task.length > 0);
+      assert.equal(await page.isHidden('#error'), true, await page.textContent('#error'));
+      await page.screenshot({ path: join(out, `demo-${mode}.png`), fullPage: true });
+    });
+
+    await t.test('a bad model URL shows an error, no uncaught exception', async () => {
+      await page.goto(`${server.url}/web-demo/?model=/no/such/model.dmoerm`);
+      await page.waitForSelector('#error:not([hidden])', { timeout: 60_000 });
+      assert.match(await page.textContent('#error'), /HTTP 404/);
+    });
+
+    assert.deepEqual(pageErrors, []);
+  });
+}

@@ -1,0 +1,103 @@
+// The npm package in Node, on the wasm CPU backend: every parity fixture bundle scores as the
+// PyTorch reference (and so as native Rust) within the fixtures' tolerance.
+import test from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { RewardModel, webgpuAvailable, _panicForTests } from '../src/index.js';
+import { FIXTURES, packFixtures, expected, checkScore } from './fixtures.mjs';
+
+const packed = packFixtures();
+
+for (const name of FIXTURES) {
+  test(`${name}: scores match the reference`, async () => {
+    const exp = expected(name);
+    const rm = await RewardModel.load(packed[name], { device: 'cpu' });
+    assert.equal(rm.device, 'cpu');
+    for (const [i, input] of exp.inputs.entries()) {
+      const got = await rm.score({ messages: input.messages, response: input.response });
+      checkScore(assert, got, input.expected, exp.tolerance, `${name} input ${i}`);
+    }
+    // the batch path gives the same numbers
+    const batch = await rm.scoreBatch(exp.inputs.map((i) => ({ messages: i.messages, response: i.response })));
+    for (const [i, input] of exp.inputs.entries()) checkScore(assert, batch[i], input.expected, exp.tolerance, `${name} batch ${i}`);
+    rm.dispose();
+    assert.throws(() => rm.device, /disposed/);
+  });
+}
+
+test('rank: best-of-n order and rewards match the reference', async () => {
+  const exp = expected('llama');
+  const rm = await RewardModel.load(new Uint8Array(readFileSync(packed.llama)), { device: 'cpu' });
+  const ranked = await rm.rank(exp.rank.prompt, exp.rank.candidates);
+  assert.deepEqual(ranked.map((r) => r.index), exp.rank.order);
+  for (const r of ranked) {
+    assert.ok(Math.abs(r.reward - exp.rank.rewards[r.index]) <= exp.tolerance, `${r.reward} vs ${exp.rank.rewards[r.index]}`);
+    assert.equal(r.response, exp.rank.candidates[r.index]);
+    assert.equal(r.task, exp.rank.task);
+  }
+  assert.deepEqual(Object.keys(rm.info.tasks), ['chat', 'obj_qa']);
+});
+
+test('errors reach JS as Error with a message', async () => {
+  await assert.rejects(RewardModel.load(new Uint8Array([1, 2, 3, 4, 5, 6, 7, 8, 9])), (e) => e instanceof Error && /packed dmoerm bundle/.test(e.message));
+  await assert.rejects(RewardModel.load('/nonexistent/model.dmoerm'), (e) => e instanceof Error && /ENOENT/.test(e.message));
+  await assert.rejects(RewardModel.load(packed.llama, { device: 'tpu' }), /expected 'webgpu', 'cpu' or 'auto'/);
+  // Node has no navigator.gpu
+  assert.equal(await webgpuAvailable(), false);
+  await assert.rejects(RewardModel.load(packed.llama, { device: 'webgpu' }), /WebGPU is not available/);
+  const rm = await RewardModel.load(packed.llama, { device: 'auto' });
+  assert.equal(rm.device, 'cpu');
+  await assert.rejects(rm.score({ response: 'x' }), /prompt/);
+  await assert.rejects(rm.score({ promt: 'a', response: 'b' }), /a prompt .* is required/);
+  await assert.rejects(rm.score({ prompt: 'a' }), /bad input: missing field `response`/);
+  await assert.rejects(rm.score({ prompt: 'a', messages: [], response: 'b' }), /not both/);
+  await assert.rejects(rm.score({ messages: [{ role: 'assistant', content: 'hi' }], response: 'b' }), /user message/);
+  await assert.rejects(rm.rank('q', []), /no candidates/);
+  // still usable after errors
+  const ok = await rm.score({ prompt: 'What is the capital of France?', response: 'Paris.' });
+  assert.ok(Number.isFinite(ok.reward));
+});
+
+// tokenizers 0.22 panics on a JSON syntax error inside tokenizer.json's `decoder` section
+// (found by the fuzzer; native code catches it, wasm cannot): a trap must reach JS as an
+// Error with the panic message, and the package must recover with a fresh wasm instance.
+function withBrokenDecoder(bytes) {
+  const view = new DataView(bytes.buffer, bytes.byteOffset);
+  const headerLen = Number(view.getBigUint64(0, true));
+  const header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + headerLen)));
+  const files = JSON.parse(header.__metadata__['dmoerm.files']);
+  const name = Object.keys(files).find((f) => f.endsWith('tokenizer.json'));
+  const text = files[name];
+  const brace = text.indexOf('{', text.indexOf('"decoder"'));
+  files[name] = `${text.slice(0, brace)}{"type": ,${text.slice(brace + 1)}`;
+  header.__metadata__['dmoerm.files'] = JSON.stringify(files);
+  let json = new TextEncoder().encode(JSON.stringify(header));
+  const padded = new Uint8Array(Math.ceil(json.length / 8) * 8).fill(0x20);
+  padded.set(json);
+  json = padded;
+  const out = new Uint8Array(8 + json.length + bytes.length - 8 - headerLen);
+  new DataView(out.buffer).setBigUint64(0, BigInt(json.length), true);
+  out.set(json, 8);
+  out.set(bytes.subarray(8 + headerLen), 8 + json.length);
+  return out;
+}
+
+test('a malformed tokenizer.json is an Error, not a trap', async () => {
+  await assert.rejects(RewardModel.load(withBrokenDecoder(new Uint8Array(readFileSync(packed.llama)))), (e) => {
+    assert.ok(e instanceof Error);
+    assert.match(e.message, /tokenizer\.json: not valid JSON/);
+    return true;
+  });
+});
+
+test('a panic inside wasm is an Error with its message, and the package recovers', async () => {
+  const good = await RewardModel.load(packed.llama, { device: 'cpu' });
+  await assert.rejects(_panicForTests(), /failed inside wasm \([\s\S]*a deliberate test panic/);
+  // models of the trapped instance say so instead of trapping again
+  await assert.rejects(async () => good.score({ prompt: 'a', response: 'b' }), /trapped; load it again/);
+  // a new load gets a fresh instance that scores correctly
+  const exp = expected('llama');
+  const rm = await RewardModel.load(packed.llama, { device: 'cpu' });
+  const input = exp.inputs[0];
+  checkScore(assert, await rm.score({ messages: input.messages, response: input.response }), input.expected, exp.tolerance, 'after recovery');
+});

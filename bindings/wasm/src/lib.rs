@@ -1,0 +1,230 @@
+//! The Rust half of the `dmoerm` npm package: a thin wasm-bindgen layer over `crates/dmoerm`.
+//!
+//! It holds no model logic, only conversions: JS inputs to [`dmoerm::Conversation`]s, scores
+//! back to plain JS objects, and every [`dmoerm::Error`] to a JS `Error` with its message.
+//! The JS wrapper (`bindings/npm/src/index.js`) adds downloading, caching and the public API.
+#![cfg(target_arch = "wasm32")]
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use dmoerm::{Conversation, Device, Message, RewardModel, Role};
+use js_sys::{Promise, Reflect};
+use serde::{Deserialize, Serialize};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::{future_to_promise, JsFuture};
+
+thread_local! {
+    /// The message of the last Rust panic, for the JS wrapper to report (a panic aborts the
+    /// wasm instance with a bare `unreachable`).
+    static LAST_PANIC: RefCell<Option<String>> = const { RefCell::new(None) };
+    /// The WebGPU device: wgpu's runtime is initialised once per wasm instance and shared by
+    /// every model loaded afterwards.
+    static WEBGPU: RefCell<Option<Device>> = const { RefCell::new(None) };
+}
+
+async fn webgpu_device() -> Result<Device, JsValue> {
+    if let Some(dev) = WEBGPU.with(|d| d.borrow().clone()) {
+        return Ok(dev);
+    }
+    let dev = Device::wgpu_options().init_async().await.map_err(|e| js_error(format!("WebGPU: {e}")))?;
+    WEBGPU.with(|d| *d.borrow_mut() = Some(dev.clone()));
+    Ok(dev)
+}
+
+#[wasm_bindgen(start)]
+fn start() {
+    std::panic::set_hook(Box::new(|info| {
+        LAST_PANIC.with(|p| *p.borrow_mut() = Some(info.to_string()));
+    }));
+}
+
+/// The message of the last panic, if one happened (the instance is unusable after it).
+#[wasm_bindgen(js_name = lastPanic)]
+pub fn last_panic() -> Option<String> {
+    LAST_PANIC.with(|p| p.borrow().clone())
+}
+
+fn js_error(e: impl std::fmt::Display) -> JsValue {
+    JsError::new(&e.to_string()).into()
+}
+
+/// Whether `navigator.gpu` exists and gives an adapter. Never throws: any failure is `false`.
+#[wasm_bindgen(js_name = webgpuAdapter)]
+pub async fn webgpu_adapter() -> bool {
+    let Ok(navigator) = Reflect::get(&js_sys::global(), &"navigator".into()) else { return false };
+    if navigator.is_undefined() {
+        return false;
+    }
+    let Ok(gpu) = Reflect::get(&navigator, &"gpu".into()) else { return false };
+    if gpu.is_undefined() || gpu.is_null() {
+        return false;
+    }
+    let Ok(request) = Reflect::get(&gpu, &"requestAdapter".into()).and_then(|f| f.dyn_into::<js_sys::Function>())
+    else {
+        return false;
+    };
+    let Ok(promise) = request.call0(&gpu).and_then(|p| p.dyn_into::<Promise>()) else { return false };
+    matches!(JsFuture::from(promise).await, Ok(adapter) if !adapter.is_null() && !adapter.is_undefined())
+}
+
+/// The wasm32 address space is 4 GiB; loading needs the file, the f32 weights and room to
+/// compute. Refuse early, with a message, instead of aborting when an allocation fails.
+fn check_memory(name: &str, bytes: &[u8]) -> Result<(), JsValue> {
+    let (_, meta) = safetensors::SafeTensors::read_metadata(bytes)
+        .map_err(|e| js_error(format!("{name}: not a packed dmoerm bundle ({e})")))?;
+    let values: usize = meta.tensors().values().map(|t| t.shape.iter().product::<usize>()).sum();
+    let needed = bytes.len() as u64 + 4 * values as u64;
+    const LIMIT: u64 = 3 << 30;
+    if needed > LIMIT {
+        return Err(js_error(format!(
+            "{name}: out of memory: the model needs about {:.1} GB as f32, more than the {:.0} GB a wasm page can address",
+            needed as f64 / 1e9,
+            LIMIT as f64 / 1e9
+        )));
+    }
+    Ok(())
+}
+
+/// Resolves `"webgpu"`, `"cpu"` or `"auto"` (WebGPU when `navigator.gpu` gives an adapter,
+/// else the CPU) to the device to load onto, initialising WebGPU once when it is chosen.
+#[wasm_bindgen(js_name = prepareDevice)]
+pub async fn prepare_device(device: String) -> Result<String, JsValue> {
+    let webgpu = match device.as_str() {
+        "cpu" => false,
+        "webgpu" => {
+            if !webgpu_adapter().await {
+                return Err(js_error(
+                    "WebGPU is not available here (no navigator.gpu adapter); use device 'cpu' or 'auto'",
+                ));
+            }
+            true
+        }
+        "auto" => webgpu_adapter().await,
+        other => return Err(js_error(format!("device '{other}': expected 'webgpu', 'cpu' or 'auto'"))),
+    };
+    if webgpu {
+        webgpu_device().await?;
+    }
+    Ok(if webgpu { "webgpu" } else { "cpu" }.to_string())
+}
+
+/// Panics, for the tests of the JS wrapper's recovery from a trapped instance.
+#[wasm_bindgen(js_name = panicForTests)]
+pub fn panic_for_tests() {
+    panic!("a deliberate test panic");
+}
+
+/// One conversation as JS gives it: `{prompt, response}` or `{messages, response}` (other
+/// keys are ignored, as JS APIs do).
+#[derive(Deserialize)]
+struct Input {
+    prompt: Option<String>,
+    messages: Option<Vec<Message>>,
+    response: String,
+}
+
+fn history(prompt: Option<String>, messages: Option<Vec<Message>>) -> Result<Vec<Message>, JsValue> {
+    match (prompt, messages) {
+        (Some(p), None) => Ok(vec![Message { role: Role::User, content: p }]),
+        (None, Some(m)) => Ok(m),
+        (Some(_), Some(_)) => Err(js_error("give either `prompt` or `messages`, not both")),
+        (None, None) => Err(js_error("a prompt (`prompt` or `messages`) is required")),
+    }
+}
+
+/// serde-wasm-bindgen's errors print as `Error: <message>`; keep the message.
+fn bad(what: &str, e: serde_wasm_bindgen::Error) -> JsValue {
+    let text = e.to_string();
+    js_error(format!("{what}: {}", text.strip_prefix("Error: ").unwrap_or(&text)))
+}
+
+fn conversation(value: JsValue) -> Result<Conversation, JsValue> {
+    let input: Input = serde_wasm_bindgen::from_value(value).map_err(|e| bad("bad input", e))?;
+    Ok(Conversation::with_messages(history(input.prompt, input.messages)?, input.response))
+}
+
+fn to_js<T: Serialize>(value: &T) -> Result<JsValue, JsValue> {
+    value.serialize(&serde_wasm_bindgen::Serializer::json_compatible()).map_err(js_error)
+}
+
+/// A loaded reward model.
+#[wasm_bindgen]
+pub struct Model {
+    inner: Rc<RewardModel>,
+    device: &'static str,
+}
+
+#[wasm_bindgen]
+impl Model {
+    /// Loads a packed bundle onto the device [`prepare_device`] returned (`"webgpu"` or
+    /// `"cpu"`). Synchronous, so that a trap while parsing a bad bundle surfaces in the
+    /// caller's `try`.
+    #[wasm_bindgen(js_name = fromBytes)]
+    pub fn from_bytes(bytes: Vec<u8>, device: &str, name: &str) -> Result<Model, JsValue> {
+        check_memory(name, &bytes)?;
+        let (dev, label) = match device {
+            "webgpu" => (
+                WEBGPU
+                    .with(|d| d.borrow().clone())
+                    .ok_or_else(|| js_error("WebGPU is not initialised: call prepareDevice first"))?,
+                "webgpu",
+            ),
+            "cpu" => (Device::flex(), "cpu"),
+            other => return Err(js_error(format!("device '{other}': expected 'webgpu' or 'cpu'"))),
+        };
+        let inner = RewardModel::from_packed_bytes(name, bytes, dev).map_err(js_error)?;
+        Ok(Model { inner: Rc::new(inner), device: label })
+    }
+
+    /// `"webgpu"` or `"cpu"`.
+    #[wasm_bindgen(getter)]
+    pub fn device(&self) -> String {
+        self.device.to_string()
+    }
+
+    /// `{name, tasks: {task: [capability, ...]}}`.
+    pub fn info(&self) -> Result<JsValue, JsValue> {
+        #[derive(Serialize)]
+        struct Info<'a> {
+            name: Option<&'a str>,
+            tasks: Vec<(&'a str, Vec<&'a str>)>,
+        }
+        let m = &self.inner;
+        let tasks = m.tasks().into_iter().map(|t| (t, m.capabilities(t).unwrap_or_default())).collect();
+        to_js(&Info { name: m.manifest().name.as_deref(), tasks })
+    }
+
+    /// Scores `{prompt | messages, response}`; resolves to the core's `Score`.
+    pub fn score(&self, input: JsValue) -> Promise {
+        let model = self.inner.clone();
+        future_to_promise(async move {
+            let conv = conversation(input)?;
+            to_js(&model.score_async(&conv).await.map_err(js_error)?)
+        })
+    }
+
+    /// Scores an array of inputs in batches.
+    #[wasm_bindgen(js_name = scoreBatch)]
+    pub fn score_batch(&self, inputs: Vec<JsValue>) -> Promise {
+        let model = self.inner.clone();
+        future_to_promise(async move {
+            let convs = inputs.into_iter().map(conversation).collect::<Result<Vec<_>, _>>()?;
+            to_js(&model.score_batch_async(&convs).await.map_err(js_error)?)
+        })
+    }
+
+    /// Best-of-n: ranks `candidates` for a prompt (a string or a messages array), routing once.
+    pub fn rank(&self, prompt: JsValue, candidates: Vec<String>) -> Promise {
+        let model = self.inner.clone();
+        future_to_promise(async move {
+            let messages = if let Some(p) = prompt.as_string() {
+                history(Some(p), None)?
+            } else {
+                let m: Vec<Message> = serde_wasm_bindgen::from_value(prompt).map_err(|e| bad("bad messages", e))?;
+                history(None, Some(m))?
+            };
+            to_js(&model.rank_messages_async(&messages, &candidates).await.map_err(js_error)?)
+        })
+    }
+}

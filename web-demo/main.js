@@ -1,0 +1,119 @@
+// The demo page: loads a packed bundle (models/default by default, or ?model=URL) with the
+// npm package and scores the entered responses.
+import { RewardModel } from '../bindings/npm/src/index.js';
+
+const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
+const modelUrl = params.get('model') ?? '../models/default/model.dmoerm';
+const device = params.get('device') ?? 'auto';
+
+const EXAMPLES = [
+  'Serendipity is the happy accident of finding something good without looking for it.',
+  'serendipity serendipity serendipity serendipity',
+  'Whatever. Look it up yourself.',
+];
+
+function addResponse(text = '') {
+  const n = $('responses').children.length + 1;
+  const wrap = document.createElement('div');
+  wrap.className = 'response';
+  wrap.innerHTML = `<label>Response ${n}</label><textarea rows="2" class="response-text"></textarea>`;
+  wrap.querySelector('textarea').value = text;
+  $('responses').append(wrap);
+}
+
+function showError(message) {
+  $('error').textContent = message;
+  $('error').hidden = false;
+}
+
+// One row of a bar chart: label, bar, value. Capability scores are logits (any sign):
+// the bar shows sigmoid(score), the probability that the response is good at it.
+function barRow(label, value, fraction) {
+  const frag = document.createDocumentFragment();
+  const name = document.createElement('span');
+  name.textContent = label;
+  const bar = document.createElement('div');
+  bar.className = 'bar' + (fraction < 0.5 ? ' neg' : '');
+  bar.dataset.capability = label;
+  const fill = document.createElement('span');
+  fill.style.width = `${(100 * Math.min(1, Math.max(0, fraction))).toFixed(1)}%`;
+  bar.append(fill);
+  const num = document.createElement('span');
+  num.textContent = value.toFixed(3);
+  frag.append(name, bar, num);
+  return frag;
+}
+
+const sigmoid = (x) => 1 / (1 + Math.exp(-x));
+
+async function main() {
+  addResponse(EXAMPLES[0]);
+  addResponse(EXAMPLES[1]);
+  addResponse(EXAMPLES[2]);
+  $('add').onclick = () => addResponse();
+  let rm;
+  try {
+    rm = await RewardModel.load(modelUrl, {
+      device,
+      onProgress: ({ loaded, total, fraction, cached }) => {
+        $('progress').value = fraction;
+        $('progress-text').textContent = `${(loaded / 1e6).toFixed(1)} / ${total ? (total / 1e6).toFixed(1) : '?'} MB${cached ? ' (cached)' : ''}`;
+      },
+    });
+  } catch (e) {
+    $('device').textContent = 'device: none';
+    showError(`Could not load the model from ${modelUrl}: ${e.message}`);
+    return;
+  }
+  $('device').textContent = `device: ${rm.device === 'webgpu' ? 'WebGPU' : 'CPU (wasm)'}`;
+  $('model-name').textContent = rm.info.name ?? 'model';
+  document.body.dataset.ready = 'true';
+  $('score').disabled = false;
+  $('score').onclick = async () => {
+    $('error').hidden = true;
+    const prompt = $('prompt').value.trim();
+    const candidates = [...document.querySelectorAll('.response-text')].map((t) => t.value.trim()).filter(Boolean);
+    if (!prompt || candidates.length === 0) {
+      showError('Enter a prompt and at least one response.');
+      return;
+    }
+    $('score').disabled = true;
+    try {
+      const started = performance.now();
+      const ranked = await rm.rank(prompt, candidates);
+      const ms = performance.now() - started;
+      render(ranked, ms);
+    } catch (e) {
+      showError(e.message);
+    } finally {
+      $('score').disabled = false;
+    }
+  };
+}
+
+function render(ranked, ms) {
+  const best = ranked[0];
+  $('task').textContent = best.task;
+  $('task-probs').replaceChildren(...Object.entries(best.taskProbs).map(([t, p]) => barRow(t, p, p)));
+  $('ranking').replaceChildren(
+    ...ranked.map((r) => {
+      const li = document.createElement('li');
+      li.className = 'ranked';
+      const head = document.createElement('div');
+      head.innerHTML = `<span class="reward"></span> <span class="muted"></span>`;
+      head.querySelector('.reward').textContent = `reward ${r.reward.toFixed(3)}`;
+      head.querySelector('.muted').textContent = `response ${r.index + 1}: ${r.response}`;
+      const caps = document.createElement('div');
+      caps.className = 'caps';
+      for (const [c, s] of Object.entries(r.capabilities)) caps.append(barRow(c, s, sigmoid(s)));
+      li.append(head, caps);
+      return li;
+    }),
+  );
+  $('timing').textContent = `${ranked.length} responses scored in ${ms.toFixed(0)} ms (router once, experts batched)`;
+  $('result').hidden = false;
+  document.body.dataset.scored = String(Number(document.body.dataset.scored ?? 0) + 1);
+}
+
+main().catch((e) => showError(e.message));
