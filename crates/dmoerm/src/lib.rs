@@ -15,7 +15,7 @@
 //! ```no_run
 //! use dmoerm::{Conversation, DeviceChoice, RewardModel};
 //!
-//! let model = RewardModel::load("models/default", DeviceChoice::Auto)?;
+//! let model = RewardModel::load("models/default/model.dmoerm", DeviceChoice::Auto)?;
 //! let score = model.score(&Conversation::new("What is the capital of France?", "Paris."))?;
 //! println!("{} ({}): {:?}", score.reward, score.task, score.capabilities);
 //! # Ok::<(), dmoerm::Error>(())
