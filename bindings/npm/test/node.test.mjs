@@ -4,7 +4,7 @@ import test from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { RewardModel, webgpuAvailable, _panicForTests } from '../src/index.js';
-import { FIXTURES, packFixtures, expected, checkScore } from './fixtures.mjs';
+import { FIXTURES, packFixtures, expected, checkScore, root } from './fixtures.mjs';
 
 const packed = packFixtures();
 
@@ -100,4 +100,26 @@ test('a panic inside wasm is an Error with its message, and the package recovers
   const rm = await RewardModel.load(packed.llama, { device: 'cpu' });
   const input = exp.inputs[0];
   checkScore(assert, await rm.score({ messages: input.messages, response: input.response }), input.expected, exp.tolerance, 'after recovery');
+});
+
+test('the default model loads and ranks its model card examples', async () => {
+  const rm = await RewardModel.load(`${root}/models/default/model.dmoerm`, { device: 'cpu' });
+  assert.deepEqual(Object.keys(rm.info.tasks), ['chat', 'obj_qa', 'sayings', 'text']);
+  const prompt = 'What does the word "harbor" mean?';
+  const good = '"harbor" means a sheltered port where ships can take on or discharge cargo.';
+  const truncated = '"harbor" means a sheltered port where';
+  const wrongWord = '"slum" means a district of a city marked by poverty and inferior living conditions.';
+  const ranked = await rm.rank(prompt, [wrongWord, truncated, good]);
+  assert.deepEqual(ranked.map((r) => r.response), [good, truncated, wrongWord]);
+  assert.equal(ranked[0].task, 'obj_qa');
+  assert.ok(ranked[0].taskProbs.obj_qa > 0.95);
+  // the experts see the defects: truncation costs completeness, another word costs relevance
+  const by = Object.fromEntries(ranked.map((r) => [r.response, r.capabilities]));
+  assert.ok(by[truncated].completeness < by[good].completeness - 1);
+  assert.ok(by[wrongWord].relevance < by[good].relevance - 1);
+  const saying = await rm.score({ prompt: 'Tell me a saying about patience.', response: 'Patience is a virtue.' });
+  const rude = await rm.score({ prompt: 'Tell me a saying about patience.', response: 'Seriously? Whatever. Patience is a virtue.' });
+  assert.equal(saying.task, 'sayings');
+  assert.ok(rude.capabilities.tone < saying.capabilities.tone - 1 && rude.reward < saying.reward);
+  rm.dispose();
 });
