@@ -7,10 +7,12 @@ const params = new URLSearchParams(location.search);
 const modelUrl = params.get('model') ?? '../models/default/model.dmoerm';
 const device = params.get('device') ?? 'auto';
 
+// The default model knows its benchmark's tasks (see models/default/README.md): a good
+// definition, a truncated one, and the definition of another word.
 const EXAMPLES = [
-  'Serendipity is the happy accident of finding something good without looking for it.',
-  'serendipity serendipity serendipity serendipity',
-  'Whatever. Look it up yourself.',
+  '"serendipity" means the faculty of making fortunate discoveries by accident.',
+  '"serendipity" means the faculty of making',
+  '"slum" means a district of a city marked by poverty and inferior living conditions.',
 ];
 
 function addResponse(text = '') {
