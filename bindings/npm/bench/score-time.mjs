@@ -6,7 +6,7 @@
 // Prints the median of REPEATS (default 5) after one warm-up: one score (prompt + response,
 // ~30 tokens) and rank of 4 candidates. A benchmark, not a test: it asserts nothing.
 import { relative } from 'node:path';
-import { chromium } from 'playwright-core';
+import { launch } from '../test/chromium.mjs';
 import { RewardModel } from '../src/index.js';
 import { serve, repoRoot } from '../../../web-demo/serve.mjs';
 
@@ -43,11 +43,11 @@ const rows = [];
 rows.push({ where: 'node', ...(await measure({ RewardModel, url: model, device: 'cpu', repeats, prompt, response, candidates })) });
 const server = await serve();
 const url = `/${relative(repoRoot, model)}`;
-for (const [where, args, device] of [
-  ['chromium webgpu (swiftshader)', ['--enable-unsafe-webgpu', '--enable-features=Vulkan', '--use-vulkan=swiftshader', '--use-webgpu-adapter=swiftshader', '--no-sandbox'], 'webgpu'],
-  ['chromium cpu (wasm)', ['--disable-features=WebGPU', '--no-sandbox'], 'cpu'],
+for (const [where, device] of [
+  ['chromium webgpu (swiftshader)', 'webgpu'],
+  ['chromium cpu (wasm)', 'cpu'],
 ]) {
-  const browser = await chromium.launch({ executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium', args });
+  const browser = await launch(device);
   const page = await browser.newPage();
   await page.goto(`${server.url}/bindings/npm/test/harness.html`);
   await page.waitForFunction(() => window.harnessReady === true);

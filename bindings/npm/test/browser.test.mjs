@@ -5,24 +5,17 @@ import test from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { chromium } from 'playwright-core';
+import { MODES, launch } from './chromium.mjs';
 import { serve } from '../../../web-demo/serve.mjs';
 import { FIXTURES, packFixtures, expected, checkScore, root } from './fixtures.mjs';
 
 const packed = packFixtures();
 const out = process.env.DMOERM_TEST_OUT ?? join(root, 'bindings/npm/test-output');
 mkdirSync(out, { recursive: true });
-const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
-
-const MODES = {
-  webgpu: ['--enable-unsafe-webgpu', '--enable-features=Vulkan', '--use-vulkan=swiftshader', '--use-webgpu-adapter=swiftshader', '--no-sandbox'],
-  cpu: ['--disable-features=WebGPU', '--no-sandbox'],
-};
-
-for (const [mode, args] of Object.entries(MODES)) {
+for (const mode of Object.keys(MODES)) {
   test(`chromium, ${mode}`, async (t) => {
     const server = await serve({ mounts: { '/fixtures/': dirname(packed.llama) } });
-    const browser = await chromium.launch({ executablePath: CHROMIUM, args, headless: true });
+    const browser = await launch(mode);
     t.after(async () => {
       await browser.close();
       await server.close();
