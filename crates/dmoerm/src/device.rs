@@ -70,3 +70,33 @@ pub fn has_hardware_gpu() -> bool {
     let adapters = burn::tensor::read_sync(instance.enumerate_adapters(wgpu::Backends::all()));
     adapters.iter().any(|a| a.get_info().device_type != wgpu::DeviceType::Cpu)
 }
+
+/// Makes glibc keep freed memory for reuse instead of returning each large block to the kernel.
+///
+/// flex allocates a fresh buffer for every tensor op, and glibc serves each buffer over 32 MB
+/// (a MiniLM batch's activations are 20-60 MB) with its own `mmap`, then `munmap`s it when
+/// freed: every op then page-faults its output in again. On a 16 x 128-token MiniLM batch that
+/// was a third of the wall time (3.5 s -> 2.2 s per call, kernel time 5.3 s -> 0.3 s; see
+/// BENCHMARKS.md). This raises `M_MMAP_THRESHOLD` and `M_TRIM_THRESHOLD` to 1 GiB, so freed
+/// buffers stay in the heap (the process keeps its peak footprint).
+///
+/// [`RewardModel`](crate::RewardModel) calls it when it loads onto the CPU; set
+/// `DMOERM_KEEP_MALLOC=1` to leave malloc as it is. Once per process; Linux with glibc only
+/// (elsewhere it does nothing).
+pub fn keep_freed_cpu_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            if std::env::var_os("DMOERM_KEEP_MALLOC").is_some_and(|v| v == "1") {
+                return;
+            }
+            const GIB: libc::c_int = 1 << 30;
+            // SAFETY: mallopt only changes two of glibc's malloc parameters; it is thread-safe.
+            unsafe {
+                libc::mallopt(libc::M_MMAP_THRESHOLD, GIB);
+                libc::mallopt(libc::M_TRIM_THRESHOLD, GIB);
+            }
+        });
+    }
+}

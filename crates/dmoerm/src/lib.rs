@@ -26,6 +26,8 @@ pub mod bundle;
 pub mod device;
 pub mod error;
 pub mod heads;
+#[cfg(not(target_family = "wasm"))]
+pub mod kernels;
 pub mod lora;
 pub mod model;
 pub mod text;

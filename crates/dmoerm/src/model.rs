@@ -138,6 +138,9 @@ impl RewardModel {
     }
 
     fn from_parts(mut source: Source, manifest: Manifest, device: Device) -> Result<Self> {
+        if device == Device::flex() {
+            crate::device::keep_freed_cpu_memory();
+        }
         let spec = &manifest.backbone;
         let config_json = source.text(&spec.config)?;
         let shards = spec.weights.iter().map(|w| source.tensors(w)).collect::<Result<Vec<_>>>()?;
@@ -378,11 +381,7 @@ impl RewardModel {
         for chunk in conversations.chunks(per_pass) {
             let encoded = chunk.iter().map(|c| self.encode_for(c, Input::Expert)).collect::<Result<Vec<_>>>()?;
             let n = encoded.len();
-            // expert-major: rows e*n .. (e+1)*n run expert e
-            let batch = self.batch(&encoded).repeat(k);
-            let hidden = self.backbone.forward(&batch, task.lora.as_ref());
-            let h = self.backbone.hidden_size();
-            let pooled = self.pool(hidden, &batch).reshape([k, n, h]);
+            let pooled = self.expert_pass(task, &encoded);
             let caps = read(task.heads.forward(pooled.clone())).await?; // [k, n]
             let rewards = match (&task.aggregator, task.combine) {
                 (Some(agg), _) => read(agg.forward(pooled).reshape([1, n])).await?,
@@ -400,6 +399,34 @@ impl RewardModel {
             }
         }
         Ok(outputs)
+    }
+
+    /// One batched pass of all k experts of `task` over `encoded`: pooled states `[k, n, H]`.
+    fn expert_pass(&self, task: &Task, encoded: &[Encoded]) -> Tensor<3> {
+        let (k, n, h) = (task.capabilities.len(), encoded.len(), self.backbone.hidden_size());
+        // expert-major: rows e*n .. (e+1)*n run expert e
+        let batch = self.batch(encoded).repeat(k);
+        let hidden = self.backbone.forward(&batch, task.lora.as_ref());
+        self.pool(hidden, &batch).reshape([k, n, h])
+    }
+
+    /// The pooled hidden state that each capability expert of `task` gives each conversation,
+    /// `[k, n, H]` (expert-major), from one batched pass of all k experts: what the value heads
+    /// and the aggregator read. No routing; `conversations` is one pass (no `max_batch_rows` split).
+    pub fn expert_states(&self, task: &str, conversations: &[Conversation]) -> Result<Tensor<3>> {
+        let task = self
+            .tasks
+            .iter()
+            .find(|t| t.name == task)
+            .ok_or_else(|| Error::Input(format!("no task `{task}` in this model")))?;
+        let encoded = conversations
+            .iter()
+            .map(|c| c.validate().and_then(|()| self.encode_for(c, Input::Expert)))
+            .collect::<Result<Vec<_>>>()?;
+        if encoded.is_empty() {
+            return Err(Error::Input("no conversations".into()));
+        }
+        Ok(self.expert_pass(task, &encoded))
     }
 
     fn batch(&self, encoded: &[Encoded]) -> TokenBatch {

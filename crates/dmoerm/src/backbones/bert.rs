@@ -11,7 +11,7 @@
 
 use std::ops::Range;
 
-use burn::tensor::activation::{gelu, gelu_approximate};
+use burn::tensor::activation::gelu_approximate;
 use burn::tensor::module::{attention, embedding};
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Int, Tensor};
@@ -19,6 +19,11 @@ use serde::Deserialize;
 
 use super::{count, detect_prefix, merge_heads, split_heads, LayerNorm, Projection, TokenBatch};
 use crate::error::{Error, Result};
+// exact GELU: natively a vectorised, parallel CPU path on flex (see `kernels`)
+#[cfg(target_family = "wasm")]
+use burn::tensor::activation::gelu;
+#[cfg(not(target_family = "wasm"))]
+use crate::kernels::gelu;
 use crate::lora::AdapterGroup;
 use crate::weights::TensorFile;
 

@@ -1,0 +1,157 @@
+//! This crate's side of the side-by-side benchmark (`benches/compare/run.sh` drives it).
+//!
+//!     bench_compare SPEC.json        # times the cases of SPEC on flex, prints JSON
+//!     bench_compare --memory BUNDLE  # peak resident memory of loading + scoring, prints JSON
+//!
+//! SPEC: `{"bundle": DIR, "warmup": 2, "runs": 10, "cases": [CASE...]}` with CASE one of
+//! `{"name", "kind": "score", "conversations": [..]}` (one `score_batch` call over them) or
+//! `{"name", "kind": "rank", "prompt", "candidates": [..]}` (one `rank` call).
+//! Every timed call is the whole public call: tokenizing, routing, experts, heads, aggregator.
+
+use std::time::Instant;
+
+use dmoerm::{Conversation, DeviceChoice, RewardModel};
+use serde::{Deserialize, Serialize};
+
+#[derive(Deserialize)]
+struct Spec {
+    bundle: String,
+    warmup: usize,
+    runs: usize,
+    cases: Vec<Case>,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+enum Case {
+    Score { name: String, conversations: Vec<Conversation> },
+    Rank { name: String, prompt: String, candidates: Vec<String> },
+}
+
+#[derive(Serialize)]
+struct CaseResult {
+    name: String,
+    /// Seconds of each timed call.
+    times_s: Vec<f64>,
+    /// Rewards in input order.
+    rewards: Vec<f32>,
+    /// Router input tokens (one per routed text).
+    router_tokens: Vec<usize>,
+    /// Expert input tokens per conversation (each runs k experts).
+    expert_tokens: Vec<usize>,
+    experts: usize,
+}
+
+/// One timed public call; returns the rewards in input order.
+type Call<'a> = Box<dyn Fn() -> dmoerm::Result<Vec<f32>> + 'a>;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some("--memory") => memory(args.get(2).ok_or("--memory needs a bundle path")?),
+        Some(spec) => run(&std::fs::read_to_string(spec)?),
+        None => Err("usage: bench_compare SPEC.json | --memory BUNDLE".into()),
+    }
+}
+
+fn run(spec: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let spec: Spec = serde_json::from_str(spec)?;
+    let model = RewardModel::load(&spec.bundle, DeviceChoice::Cpu)?;
+    let mut results = Vec::new();
+    for case in &spec.cases {
+        let (name, call): (&str, Call) = match case {
+            Case::Score { name, conversations } => (
+                name,
+                Box::new(|| Ok(model.score_batch(conversations)?.into_iter().map(|s| s.reward).collect())),
+            ),
+            Case::Rank { name, prompt, candidates } => (
+                name,
+                Box::new(|| {
+                    let ranked = model.rank(prompt, candidates)?;
+                    let mut rewards = vec![0.0; ranked.len()];
+                    for r in ranked {
+                        rewards[r.index] = r.score.reward;
+                    }
+                    Ok(rewards)
+                }),
+            ),
+        };
+        let convs: Vec<Conversation> = match case {
+            Case::Score { conversations, .. } => conversations.clone(),
+            Case::Rank { prompt, candidates, .. } => {
+                candidates.iter().map(|c| Conversation::new(prompt.clone(), c.clone())).collect()
+            }
+        };
+        let encodings = convs.iter().map(|c| model.encode(c)).collect::<dmoerm::Result<Vec<_>>>()?;
+        let routed = match case {
+            Case::Score { .. } => encodings.len(),
+            Case::Rank { .. } => 1,
+        };
+        let router_tokens = encodings.iter().take(routed).filter_map(|e| e.router.as_ref()).map(|r| r.ids.len()).collect();
+        let task = model.score(&convs[0])?.task;
+        let experts = model.capabilities(&task).map_or(0, |c| c.len());
+
+        for _ in 0..spec.warmup {
+            call()?;
+        }
+        let mut times_s = Vec::with_capacity(spec.runs);
+        let mut rewards = Vec::new();
+        for _ in 0..spec.runs {
+            let t = Instant::now();
+            rewards = call()?;
+            times_s.push(t.elapsed().as_secs_f64());
+        }
+        results.push(CaseResult {
+            name: name.to_string(),
+            times_s,
+            rewards,
+            router_tokens,
+            expert_tokens: encodings.iter().map(|e| e.expert.ids.len()).collect(),
+            experts,
+        });
+    }
+    println!("{}", serde_json::to_string(&results)?);
+    Ok(())
+}
+
+/// Resident set size and its peak so far, in bytes (Linux `/proc/self/status`).
+fn rss() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |key: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+fn memory(bundle: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let (before, _) = rss();
+    let model = RewardModel::load(bundle, DeviceChoice::Cpu)?;
+    let (after_load, peak_load) = rss();
+    let conv = Conversation::new(
+        "Tell me about the river and the quiet town, please, in a few sentences?",
+        "The river keeps its promise to a quiet town: every morning it brings the boats, the light and \
+         the sound of water, and every evening it carries them away again.",
+    );
+    for _ in 0..3 {
+        model.score(&conv)?;
+    }
+    let (after_score, peak_score) = rss();
+    let candidates: Vec<String> = (0..16).map(|i| format!("{} ({i})", conv.response)).collect();
+    model.rank(&conv.messages[0].content, &candidates)?;
+    let (after_rank, peak_rank) = rss();
+    println!(
+        "{}",
+        serde_json::json!({
+            "rss_before_load": before, "rss_after_load": after_load, "peak_after_load": peak_load,
+            "rss_after_score": after_score, "peak_after_score": peak_score,
+            "rss_after_rank16": after_rank, "peak_after_rank16": peak_rank,
+            "backbone_params": model.backbone().num_params(),
+        })
+    );
+    Ok(())
+}
