@@ -72,9 +72,7 @@ fn benches_on(c: &mut Criterion, label: &str, device: Device) {
     let (prompt, cands) = candidates(16);
     bon.bench_function("rank_routes_once", |b| b.iter(|| model.rank(black_box(&prompt), &cands).expect("ranks")));
     let convs: Vec<Conversation> = cands.iter().map(|r| Conversation::new(prompt.clone(), r.clone())).collect();
-    bon.bench_function("score_batch_routes_each", |b| {
-        b.iter(|| model.score_batch(black_box(&convs)).expect("scores"))
-    });
+    bon.bench_function("score_batch_routes_each", |b| b.iter(|| model.score_batch(black_box(&convs)).expect("scores")));
     bon.finish();
 }
 

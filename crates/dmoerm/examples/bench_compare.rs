@@ -60,10 +60,9 @@ fn run(spec: &str) -> Result<(), Box<dyn std::error::Error>> {
     let mut results = Vec::new();
     for case in &spec.cases {
         let (name, call): (&str, Call) = match case {
-            Case::Score { name, conversations } => (
-                name,
-                Box::new(|| Ok(model.score_batch(conversations)?.into_iter().map(|s| s.reward).collect())),
-            ),
+            Case::Score { name, conversations } => {
+                (name, Box::new(|| Ok(model.score_batch(conversations)?.into_iter().map(|s| s.reward).collect())))
+            }
             Case::Rank { name, prompt, candidates } => (
                 name,
                 Box::new(|| {
@@ -87,7 +86,8 @@ fn run(spec: &str) -> Result<(), Box<dyn std::error::Error>> {
             Case::Score { .. } => encodings.len(),
             Case::Rank { .. } => 1,
         };
-        let router_tokens = encodings.iter().take(routed).filter_map(|e| e.router.as_ref()).map(|r| r.ids.len()).collect();
+        let router_tokens =
+            encodings.iter().take(routed).filter_map(|e| e.router.as_ref()).map(|r| r.ids.len()).collect();
         let task = model.score(&convs[0])?.task;
         let experts = model.capabilities(&task).map_or(0, |c| c.len());
 

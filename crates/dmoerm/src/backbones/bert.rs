@@ -12,20 +12,19 @@
 use std::ops::Range;
 
 use burn::tensor::activation::gelu_approximate;
-use burn::tensor::module::{attention, embedding};
-use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::module::embedding;
 use burn::tensor::{Device, Int, Tensor};
 use serde::Deserialize;
 
-use super::{count, detect_prefix, merge_heads, split_heads, LayerNorm, Projection, TokenBatch};
+use super::{attend, count, detect_prefix, split_heads, LayerNorm, Projection, TokenBatch};
 use crate::error::{Error, Result};
 // exact GELU: natively a vectorised, parallel CPU path on flex (see `kernels`)
-#[cfg(target_family = "wasm")]
-use burn::tensor::activation::gelu;
 #[cfg(not(target_family = "wasm"))]
 use crate::kernels::gelu;
 use crate::lora::AdapterGroup;
 use crate::weights::TensorFile;
+#[cfg(target_family = "wasm")]
+use burn::tensor::activation::gelu;
 
 #[derive(Debug, Clone, Deserialize)]
 struct RawConfig {
@@ -209,12 +208,11 @@ impl Bert {
         let heads = c.num_attention_heads;
         let hd = c.hidden_size / heads;
         let mask = batch.attention_mask(heads, false, &device);
-        let options = AttentionModuleOptions { scale: None, softcap: None, is_causal: false };
         for l in &self.layers[range] {
             let q = split_heads(l.query.forward(h.clone(), lora), heads, hd);
             let k = split_heads(l.key.forward(h.clone(), lora), heads, hd);
             let v = split_heads(l.value.forward(h.clone(), lora), heads, hd);
-            let a = merge_heads(attention(q, k, v, Some(mask.clone()), None, options));
+            let a = attend(q, k, v, &mask, batch, false);
             h = l.attention_norm.forward(h + l.attention_output.forward(a, lora));
             let i = l.intermediate.forward(h.clone(), lora);
             let i = match c.hidden_act {

@@ -13,12 +13,11 @@
 use std::ops::Range;
 
 use burn::tensor::activation::silu;
-use burn::tensor::module::{attention, embedding};
-use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::module::embedding;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::Deserialize;
 
-use super::{count, detect_prefix, merge_heads, split_heads, Projection, RmsNorm, TokenBatch};
+use super::{attend, count, detect_prefix, split_heads, Projection, RmsNorm, TokenBatch};
 use crate::error::{Error, Result};
 use crate::lora::AdapterGroup;
 use crate::weights::TensorFile;
@@ -305,10 +304,10 @@ impl Llama {
         let device = h.device();
         let [_, seq] = batch.dims();
         let mask = batch.attention_mask(c.num_attention_heads, true, &device);
-        let (cos, sin) = self.rope_tables(seq, &device);
+        let rope = self.rope_tables(seq, &device);
         for layer in &self.layers[range] {
             let x = layer.input_layernorm.forward(h.clone());
-            h = h + layer.self_attn.forward(x, &mask, &cos, &sin, c, lora);
+            h = h + layer.self_attn.forward(x, &mask, batch, &rope, c, lora);
             let x = layer.post_attention_layernorm.forward(h.clone());
             h = h + layer.mlp.forward(x, lora);
         }
@@ -393,8 +392,8 @@ impl Attention {
         &self,
         x: Tensor<3>,
         mask: &Tensor<4, burn::tensor::Bool>,
-        cos: &Tensor<4>,
-        sin: &Tensor<4>,
+        batch: &TokenBatch,
+        (cos, sin): &(Tensor<4>, Tensor<4>),
         c: &LlamaConfig,
         lora: Option<&AdapterGroup>,
     ) -> Tensor<3> {
@@ -409,10 +408,8 @@ impl Attention {
         // q_embed = (q * cos) + (rotate_half(q) * sin)
         let q = q.clone() * cos.clone() + rotate_half(q) * sin.clone();
         let k = k.clone() * cos.clone() + rotate_half(k) * sin.clone();
-        let (k, v) = (repeat_kv(k, heads / kv_heads), repeat_kv(v, heads / kv_heads));
-        let options = AttentionModuleOptions { scale: None, softcap: None, is_causal: false };
-        let out = attention(q, k, v, Some(mask.clone()), None, options); // [B, H, S, hd]
-        self.o_proj.forward(merge_heads(out), lora)
+        let out = attend(q, k, v, mask, batch, true); // [B, S, H * hd]
+        self.o_proj.forward(out, lora)
     }
 }
 
@@ -429,14 +426,4 @@ fn rotate_half(x: Tensor<4>) -> Tensor<4> {
     let x1 = x.clone().narrow(3, 0, d / 2);
     let x2 = x.narrow(3, d / 2, d / 2);
     Tensor::cat(vec![x2.neg(), x1], 3)
-}
-
-/// GQA: `[B, KV, S, hd]` -> `[B, KV * n_rep, S, hd]`, each kv head repeated `n_rep` times in place
-/// (HF `repeat_kv`).
-fn repeat_kv(x: Tensor<4>, n_rep: usize) -> Tensor<4> {
-    if n_rep == 1 {
-        return x;
-    }
-    let [b, kv, s, d] = x.dims();
-    x.unsqueeze_dim::<5>(2).expand([b, kv, n_rep, s, d]).reshape([b, kv * n_rep, s, d])
 }

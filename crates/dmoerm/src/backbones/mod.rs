@@ -9,6 +9,7 @@
 pub mod bert;
 pub mod llama;
 
+use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use serde::Deserialize;
 
@@ -365,6 +366,40 @@ pub(crate) fn detect_prefix(file: &TensorFile, prefix: &str, probe: &str) -> Res
 pub(crate) fn split_heads(x: Tensor<3>, heads: usize, head_dim: usize) -> Tensor<4> {
     let [b, s, _] = x.dims();
     x.reshape([b, s, heads, head_dim]).swap_dims(1, 2)
+}
+
+/// Scaled dot-product attention with the heads merged: `q` `[B, H, S, hd]`, `k` and `v`
+/// `[B, KV, S, hd]` (grouped-query when KV < H), `mask` `[B, H, S, S]` from
+/// [`TokenBatch::attention_mask`] (keys past each row's length, and with `causal` future keys)
+/// -> `[B, S, H * hd]`. On flex (inference) [`crate::kernels::attention`] computes the same
+/// from the row lengths.
+pub(crate) fn attend(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    mask: &Tensor<4, Bool>,
+    batch: &TokenBatch,
+    causal: bool,
+) -> Tensor<3> {
+    #[cfg(not(target_family = "wasm"))]
+    if let Some(out) = crate::kernels::attention(q.clone(), k.clone(), v.clone(), &batch.lengths, causal) {
+        return out;
+    }
+    #[cfg(target_family = "wasm")]
+    let _ = (batch, causal);
+    let n_rep = q.dims()[1] / k.dims()[1];
+    let (k, v) = (repeat_kv(k, n_rep), repeat_kv(v, n_rep));
+    let options = AttentionModuleOptions { scale: None, softcap: None, is_causal: false };
+    merge_heads(burn::tensor::module::attention(q, k, v, Some(mask.clone()), None, options))
+}
+
+/// Repeats each KV head `n_rep` times: `[B, KV, S, d]` -> `[B, KV * n_rep, S, d]`.
+fn repeat_kv(x: Tensor<4>, n_rep: usize) -> Tensor<4> {
+    if n_rep == 1 {
+        return x;
+    }
+    let [b, kv, s, d] = x.dims();
+    x.unsqueeze_dim::<5>(2).expand([b, kv, n_rep, s, d]).reshape([b, kv * n_rep, s, d])
 }
 
 /// Merges heads back: `[B, heads, S, head_dim]` -> `[B, S, heads * head_dim]`.
