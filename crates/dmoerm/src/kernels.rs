@@ -8,8 +8,9 @@
 //! GELU fix): [`attention`] runs each (batch, head) as two gemm calls on rayon, masks from the
 //! row lengths, reads grouped K/V heads in place and writes the merged `[B, S, heads * hd]`.
 //!
-//! The fast paths are taken only for f32 tensors on flex that autodiff does not track;
-//! everything else (wgpu, training) goes through burn's own ops.
+//! The element-wise passes (softmax, GELU) are compiled twice, for the baseline and for AVX2 +
+//! FMA, and pick one at run time. The fast paths are taken only for f32 tensors on flex that
+//! autodiff does not track; everything else (wgpu, training) goes through burn's own ops.
 
 use burn::tensor::{Device, Tensor, TensorData};
 use gemm::{gemm, Parallelism};
@@ -120,15 +121,9 @@ pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, lengths: &[usize], ca
 }
 
 /// Whether the CPU has AVX2 and FMA (the crate's baseline target is SSE2: 4 lanes, no FMA).
+#[cfg(target_arch = "x86_64")]
 fn has_avx2_fma() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
 }
 
 /// Defines `$name(args)`: `$body` (an `#[inline(always)]` fn) compiled for AVX2 + FMA when the
