@@ -8,7 +8,9 @@
 //! GELU fix): [`attention`] runs each (batch, head) as two gemm calls on rayon, masks from the
 //! row lengths, reads grouped K/V heads in place and writes the merged `[B, S, heads * hd]`.
 //!
-//! The element-wise passes (softmax, GELU) are compiled twice, for the baseline and for AVX2 +
+//! SiLU and RMSNorm (Llama family) get the same treatment as GELU.
+//!
+//! The element-wise passes (softmax, GELU, SiLU, RMSNorm) are compiled twice, for the baseline and for AVX2 +
 //! FMA, and pick one at run time. The fast paths are taken only for f32 tensors on flex that
 //! autodiff does not track; everything else (wgpu, training) goes through burn's own ops.
 
@@ -18,17 +20,40 @@ use rayon::prelude::*;
 
 /// GELU, erf form: `x / 2 * (1 + erf(x / sqrt(2)))` (HF `"gelu"`).
 pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    host_map(&x, 1 << 14, gelu_in_place).unwrap_or_else(|| burn::tensor::activation::gelu(x))
+}
+
+/// SiLU, `x * sigmoid(x)` (HF `"silu"`); flex evaluates a scalar `exp` per element.
+pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    host_map(&x, 1 << 14, silu_in_place).unwrap_or_else(|| burn::tensor::activation::silu(x))
+}
+
+/// RMSNorm over the last dimension, `x / sqrt(mean(x^2) + eps) * weight` (HF Llama), or `None`
+/// where the fast path does not apply (flex composes it of six single-threaded ops).
+pub fn rms_norm<const D: usize>(x: &Tensor<D>, weight: &Tensor<1>, eps: f64) -> Option<Tensor<D>> {
+    let dim = x.dims()[D - 1];
+    if weight.is_autodiff() || weight.dims()[0] != dim || dim == 0 {
+        return None;
+    }
+    let w = weight.clone().into_data().try_into_vec::<f32>().ok()?;
+    let rows_per_task = (1 << 14) / dim + 1;
+    host_map(x, rows_per_task * dim, |rows| {
+        for row in rows.chunks_exact_mut(w.len()) {
+            rms_norm_row(row, &w, eps as f32);
+        }
+    })
+}
+
+/// Runs `pass` over the values of `x` in chunks of `chunk` on rayon, or `None` unless `x` is an
+/// f32 tensor on flex that autodiff does not track.
+fn host_map<const D: usize>(x: &Tensor<D>, chunk: usize, pass: impl Fn(&mut [f32]) + Sync + Send) -> Option<Tensor<D>> {
     if x.is_autodiff() || x.device() != Device::flex() {
-        return burn::tensor::activation::gelu(x);
+        return None;
     }
     let (shape, device) = (x.shape(), x.device());
-    let mut values = match x.clone().into_data().try_into_vec::<f32>() {
-        Ok(v) => v,
-        // not f32 (an f16 or bf16 tensor): burn's op handles every dtype
-        Err(_) => return burn::tensor::activation::gelu(x),
-    };
-    values.par_chunks_mut(1 << 14).for_each(gelu_in_place);
-    Tensor::from_data(TensorData::new(values, shape), &device)
+    let mut values = x.clone().into_data().try_into_vec::<f32>().ok()?;
+    values.par_chunks_mut(chunk).for_each(pass);
+    Some(Tensor::from_data(TensorData::new(values, shape), &device))
 }
 
 /// Scaled dot-product attention, softmax over the keys each query may see: keys `j < len` of
@@ -148,10 +173,41 @@ macro_rules! simd_dispatch {
 
 simd_dispatch!(softmax_in_place, softmax_avx2, softmax_passes, r: &mut [f32]);
 simd_dispatch!(gelu_in_place, gelu_avx2, gelu_pass, values: &mut [f32]);
+simd_dispatch!(silu_in_place, silu_avx2, silu_pass, values: &mut [f32]);
+simd_dispatch!(rms_norm_row, rms_norm_avx2, rms_norm_pass, row: &mut [f32], weight: &[f32], eps: f32);
 
 #[inline(always)]
 fn gelu_pass(values: &mut [f32]) {
     values.iter_mut().for_each(|v| *v = gelu_f32(*v));
+}
+
+#[inline(always)]
+fn silu_pass(values: &mut [f32]) {
+    values.iter_mut().for_each(|v| *v = silu_f32(*v));
+}
+
+/// `x * sigmoid(x)`; sigmoid from e = e^-|x| without a branch: 1 / (1 + e) for x >= 0,
+/// e / (1 + e) below.
+#[inline(always)]
+pub fn silu_f32(x: f32) -> f32 {
+    let e = exp_neg(x.abs().min(87.0));
+    let s = 1.0 / (1.0 + e);
+    x * if x >= 0.0 { s } else { e * s }
+}
+
+#[inline(always)]
+fn rms_norm_pass(row: &mut [f32], weight: &[f32], eps: f32) {
+    const L: usize = 8;
+    let mut sums = [0.0f32; L];
+    let mut chunks = row.chunks_exact(L);
+    for c in &mut chunks {
+        for l in 0..L {
+            sums[l] += c[l] * c[l];
+        }
+    }
+    let ss = chunks.remainder().iter().map(|x| x * x).sum::<f32>() + sums.iter().sum::<f32>();
+    let inv = 1.0 / (ss / row.len() as f32 + eps).sqrt();
+    row.iter_mut().zip(weight).for_each(|(x, w)| *x = *x * inv * w);
 }
 
 /// Separate passes with 8 independent lanes, so that each pass vectorises (a scalar `max` or
@@ -285,6 +341,28 @@ mod tests {
             let worst = fast.iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
             assert!(worst < 1e-5, "causal {causal}: worst difference {worst:e}");
         }
+    }
+
+    #[test]
+    fn silu_and_rms_norm_agree_with_burns_ops() {
+        let device = Device::flex();
+        let values: Vec<f32> = (0..4000).map(|i| (i as f32 - 2000.0) * 0.02).collect();
+        let x = Tensor::<2>::from_data(TensorData::new(values, [40, 100]), &device);
+        let worst = |a: Tensor<2>, b: Tensor<2>| {
+            let (a, b) =
+                (a.into_data().try_into_vec::<f32>().expect("f32"), b.into_data().try_into_vec::<f32>().expect("f32"));
+            a.iter().zip(&b).map(|(a, b)| (a - b).abs() / b.abs().max(1.0)).fold(0.0f32, f32::max)
+        };
+        let w = silu(x.clone()).sub(burn::tensor::activation::silu(x.clone()));
+        assert!(worst(w, x.clone().zeros_like()) < 1e-6, "silu");
+        let weight = Tensor::<1>::from_data(
+            TensorData::new((0..100).map(|i| 0.5 + i as f32 * 0.01).collect::<Vec<_>>(), [100]),
+            &device,
+        );
+        let fast = rms_norm(&x, &weight, 1e-6).expect("flex f32");
+        let rms = x.clone().square().mean_dim(1).add_scalar(1e-6).sqrt();
+        let reference = x.div(rms).mul(weight.unsqueeze());
+        assert!(worst(fast, reference) < 1e-6, "rms_norm");
     }
 
     #[test]

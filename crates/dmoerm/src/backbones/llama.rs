@@ -12,6 +12,7 @@
 
 use std::ops::Range;
 
+#[cfg(target_family = "wasm")]
 use burn::tensor::activation::silu;
 use burn::tensor::module::embedding;
 use burn::tensor::{Device, Tensor, TensorData};
@@ -19,6 +20,9 @@ use serde::Deserialize;
 
 use super::{attend, count, detect_prefix, split_heads, Projection, RmsNorm, TokenBatch};
 use crate::error::{Error, Result};
+// SiLU: natively a vectorised, parallel CPU path on flex (see `kernels`)
+#[cfg(not(target_family = "wasm"))]
+use crate::kernels::silu;
 use crate::lora::AdapterGroup;
 use crate::weights::TensorFile;
 

@@ -126,6 +126,10 @@ impl RmsNorm {
 
     /// Normalises over the last dimension.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        #[cfg(not(target_family = "wasm"))]
+        if let Some(y) = crate::kernels::rms_norm(&x, &self.weight, self.eps) {
+            return y;
+        }
         let rms = x.clone().square().mean_dim(D - 1).add_scalar(self.eps).sqrt();
         x.div(rms).mul(self.weight.clone().unsqueeze())
     }
