@@ -1,18 +1,18 @@
-//! CPU fast paths for element-wise ops where burn's `flex` kernel is the bottleneck.
+//! CPU fast paths for ops where burn's `flex` kernel is the bottleneck (found with `perf`;
+//! figures in BENCHMARKS.md).
 //!
-//! flex evaluates `gelu` with a scalar, single-threaded `libm::erff` per element; on a MiniLM
-//! batch that was ~35% of the wall time (perf, see BENCHMARKS.md). Here the exact (erf) GELU is
-//! computed with a branch-free erf that the compiler vectorises, in parallel over rayon's pool.
-//! flex's attention for short sequences runs one (batch, head) at a time with scalar loops over
-//! a materialised `[B, heads, S, S]` mask, after head split copies (~11% of samples after the
-//! GELU fix): [`attention`] runs each (batch, head) as two gemm calls on rayon, masks from the
-//! row lengths, reads grouped K/V heads in place and writes the merged `[B, S, heads * hd]`.
+//! - GELU: flex evaluates a scalar, single-threaded `libm::erff` per element (13.5% of the
+//!   samples of a MiniLM batch). [`gelu`] uses a branch-free erf that vectorises, on rayon.
+//!   [`silu`] and [`rms_norm`] (Llama family) get the same treatment.
+//! - Attention: flex runs short sequences one (batch, head) at a time with scalar loops over a
+//!   materialised `[B, heads, S, S]` mask, after head split copies (~11% of samples).
+//!   [`attention`] runs each (batch, head) as two gemm calls on rayon, masks from the row
+//!   lengths, reads grouped K/V heads in place and writes the merged `[B, S, heads * hd]`.
 //!
-//! SiLU and RMSNorm (Llama family) get the same treatment as GELU.
-//!
-//! The element-wise passes (softmax, GELU, SiLU, RMSNorm) are compiled twice, for the baseline and for AVX2 +
-//! FMA, and pick one at run time. The fast paths are taken only for f32 tensors on flex that
-//! autodiff does not track; everything else (wgpu, training) goes through burn's own ops.
+//! The element-wise passes (softmax, GELU, SiLU, RMSNorm) are compiled twice, for the baseline
+//! and for AVX2 + FMA, and pick one at run time. The fast paths are taken only for f32 tensors
+//! on flex that autodiff does not track; everything else (wgpu, training) goes through burn's
+//! own ops.
 
 use burn::tensor::{Device, Tensor, TensorData};
 use gemm::{gemm, Parallelism};
