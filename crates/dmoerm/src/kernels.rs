@@ -313,7 +313,7 @@ mod tests {
 
     #[test]
     fn attention_matches_burns_masked_attention_with_padding_gqa_and_causality() {
-        use crate::backbones::TokenBatch;
+        use crate::backbones::{merge_heads, repeat_kv, TokenBatch};
         let device = Device::flex();
         let (b, heads, kv, s, d) = (3, 4, 2, 7, 8);
         let rand = |n: usize, seed: u32| -> Vec<f32> {
@@ -326,14 +326,10 @@ mod tests {
         let batch = TokenBatch::new(&rows, 0, &device);
         for causal in [false, true] {
             let fast = attention(q.clone(), k.clone(), v.clone(), &batch.lengths, causal).expect("flex f32");
-            let rep =
-                |x: Tensor<4>| x.unsqueeze_dim::<5>(2).expand([b, kv, heads / kv, s, d]).reshape([b, heads, s, d]);
             let options = burn::tensor::ops::AttentionModuleOptions { scale: None, softcap: None, is_causal: false };
             let mask = batch.attention_mask(heads, causal, &device);
-            let reference =
-                burn::tensor::module::attention(q.clone(), rep(k.clone()), rep(v.clone()), Some(mask), None, options)
-                    .swap_dims(1, 2)
-                    .reshape([b, s, heads * d]);
+            let (k, v) = (repeat_kv(k.clone(), heads / kv), repeat_kv(v.clone(), heads / kv));
+            let reference = merge_heads(burn::tensor::module::attention(q.clone(), k, v, Some(mask), None, options));
             let (fast, reference) = (
                 fast.into_data().try_into_vec::<f32>().expect("f32"),
                 reference.into_data().try_into_vec::<f32>().expect("f32"),

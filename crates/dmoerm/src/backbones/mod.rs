@@ -398,7 +398,7 @@ pub(crate) fn attend(
 }
 
 /// Repeats each KV head `n_rep` times: `[B, KV, S, d]` -> `[B, KV * n_rep, S, d]`.
-fn repeat_kv(x: Tensor<4>, n_rep: usize) -> Tensor<4> {
+pub(crate) fn repeat_kv(x: Tensor<4>, n_rep: usize) -> Tensor<4> {
     if n_rep == 1 {
         return x;
     }
