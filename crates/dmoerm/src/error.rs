@@ -114,6 +114,40 @@ pub enum Error {
     /// The compute backend failed (out of memory, lost device, failed read-back).
     #[error("backend: {0}")]
     Backend(String),
+
+    /// The model gave a NaN or infinite number: a score is never reported as one.
+    #[error("{bundle}: the {stage} gave a non-finite value ({what} = {value}); the weights or the input overflow")]
+    NonFinite {
+        /// The bundle (its path, or the name a packed bundle was loaded under).
+        bundle: String,
+        /// The first stage of the model whose output was not finite.
+        stage: Stage,
+        /// Which output: a task's probability, a capability, the reward.
+        what: String,
+        /// The value (NaN, inf or -inf).
+        value: f32,
+    },
+}
+
+/// A stage of the double-layer mixture, in the order a score passes through them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// The outer layer: the router's task probabilities.
+    Router,
+    /// The inner layer: a capability expert's value head.
+    Expert,
+    /// The task's aggregator (or the ensemble's combine rule).
+    Aggregator,
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Stage::Router => "router",
+            Stage::Expert => "expert",
+            Stage::Aggregator => "aggregator",
+        })
+    }
 }
 
 /// Result alias of the crate.

@@ -35,7 +35,7 @@ pub mod weights;
 
 pub use bundle::{pack_bytes, Combine, HfCheckpoint, Manifest, PackDtype, PackReport, Pooling};
 pub use device::DeviceChoice;
-pub use error::{Error, Result};
+pub use error::{Error, Result, Stage};
 pub use model::{Encodings, Ranked, RewardModel, Score};
 pub use text::{Conversation, Encoded, Message, Role};
 

@@ -17,7 +17,7 @@ use serde::{Serialize, Serializer};
 use crate::backbones::{Backbone, TokenBatch};
 use crate::bundle::manifest::{self, split_ref, MANIFEST_FILE};
 use crate::bundle::{Combine, Manifest, Source};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Stage};
 use crate::heads::{Aggregator, RouterHead, ValueHeads};
 use crate::lora::{AdapterGroup, LoraConfig, PeftAdapter};
 use crate::text::{parse_tokenizer, Conversation, Encoded, InputEncoder, Message, Role};
@@ -87,6 +87,8 @@ struct Task {
 /// `RewardModel` is `Send + Sync`: share it between threads behind an `Arc`.
 #[derive(Debug, Clone)]
 pub struct RewardModel {
+    /// Where the bundle came from (its path, or a packed bundle's name): named in errors.
+    origin: String,
     manifest: Manifest,
     device: Device,
     encoder: InputEncoder,
@@ -138,6 +140,7 @@ impl RewardModel {
     }
 
     fn from_parts(mut source: Source, manifest: Manifest, device: Device) -> Result<Self> {
+        let origin = source.name();
         if device == Device::flex() {
             crate::device::keep_freed_cpu_memory();
         }
@@ -204,7 +207,7 @@ impl RewardModel {
                 combine: t.combine,
             });
         }
-        Ok(Self { manifest, device, encoder, backbone, router, tasks, max_batch_rows: 64 })
+        Ok(Self { origin, manifest, device, encoder, backbone, router, tasks, max_batch_rows: 64 })
     }
 
     /// The manifest the model was loaded from.
@@ -365,6 +368,8 @@ impl RewardModel {
             let hidden = self.backbone.forward(&batch, router.lora.as_ref());
             let probs = read(router.head.forward(self.pool(hidden, &batch))).await?;
             for (row, enc) in probs.chunks(n_tasks).zip(&encoded) {
+                let names = self.tasks.iter().map(|t| format!("probability of task `{}`", t.name));
+                self.check_finite(Stage::Router, names.zip(row.iter().copied()))?;
                 let task = row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i);
                 routes.push(Route { task, probs: row.to_vec(), truncated: enc.truncated });
             }
@@ -391,11 +396,12 @@ impl RewardModel {
                 (None, None) => caps[..n].to_vec(),
             };
             for (j, enc) in encoded.iter().enumerate() {
-                outputs.push(TaskOutput {
-                    reward: rewards[j],
-                    capabilities: (0..k).map(|e| caps[e * n + j]).collect(),
-                    truncated: enc.truncated,
-                });
+                let capabilities: Vec<f32> = (0..k).map(|e| caps[e * n + j]).collect();
+                let names = task.capabilities.iter().map(|c| format!("capability `{c}` of task `{}`", task.name));
+                self.check_finite(Stage::Expert, names.zip(capabilities.iter().copied()))?;
+                let reward = format!("reward of task `{}`", task.name);
+                self.check_finite(Stage::Aggregator, [(reward, rewards[j])])?;
+                outputs.push(TaskOutput { reward: rewards[j], capabilities, truncated: enc.truncated });
             }
         }
         Ok(outputs)
@@ -427,6 +433,14 @@ impl RewardModel {
             return Err(Error::Input("no conversations".into()));
         }
         Ok(self.expert_pass(task, &encoded))
+    }
+
+    /// The first non-finite `(what, value)` of a stage's outputs as [`Error::NonFinite`].
+    fn check_finite(&self, stage: Stage, outputs: impl IntoIterator<Item = (String, f32)>) -> Result<()> {
+        match outputs.into_iter().find(|(_, v)| !v.is_finite()) {
+            Some((what, value)) => Err(Error::NonFinite { bundle: self.origin.clone(), stage, what, value }),
+            None => Ok(()),
+        }
     }
 
     fn batch(&self, encoded: &[Encoded]) -> TokenBatch {

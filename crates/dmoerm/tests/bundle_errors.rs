@@ -2,11 +2,13 @@
 //! never a panic.
 
 mod common;
+mod edit;
 
 use std::path::{Path, PathBuf};
 
 use common::fixture_dir;
-use dmoerm::{Device, Error, PackDtype, RewardModel};
+use dmoerm::{Device, Error, PackDtype, RewardModel, Stage};
+use edit::{copy_dir, fill, rewrite};
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
@@ -18,36 +20,8 @@ fn copy_fixture(name: &str, case: &str) -> PathBuf {
     dst
 }
 
-fn copy_dir(src: &Path, dst: &Path) {
-    std::fs::create_dir_all(dst).unwrap();
-    for entry in std::fs::read_dir(src).unwrap() {
-        let entry = entry.unwrap();
-        let to = dst.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &to);
-        } else {
-            std::fs::copy(entry.path(), to).unwrap();
-        }
-    }
-}
-
 fn load(dir: &Path) -> Result<RewardModel, Error> {
     RewardModel::load_on(dir, Device::flex())
-}
-
-/// Rewrites a safetensors file through `edit(name, dtype, shape, bytes)`, which returns the
-/// new entry or `None` to drop the tensor.
-fn rewrite(path: &Path, edit: impl Fn(&str, Dtype, Vec<usize>, Vec<u8>) -> Option<(Dtype, Vec<usize>, Vec<u8>)>) {
-    let bytes = std::fs::read(path).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    let owned: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = st
-        .tensors()
-        .into_iter()
-        .filter_map(|(n, v)| edit(&n, v.dtype(), v.shape().to_vec(), v.data().to_vec()).map(|(d, s, b)| (n, d, s, b)))
-        .collect();
-    let views: Vec<(String, TensorView)> =
-        owned.iter().map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap())).collect();
-    std::fs::write(path, safetensors::serialize(views, None).unwrap()).unwrap();
 }
 
 #[test]
@@ -218,5 +192,108 @@ fn malformed_tokenizer_is_an_error_not_a_panic() {
     match load(&dir) {
         Err(Error::Tokenizer(message)) => assert!(message.contains("backbone/tokenizer.json"), "{message}"),
         other => panic!("expected a Tokenizer error, got {other:?}"),
+    }
+}
+
+/// A fresh directory outside every bundle, holding `name` copied from the fixture `file`.
+fn outside_copy(case: &str, file: &Path) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("dmoerm-test-{}-outside-{case}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(file, dir.join(file.file_name().unwrap())).unwrap();
+    dir
+}
+
+#[cfg(unix)]
+#[test]
+fn symlink_to_a_file_outside_the_bundle_is_refused() {
+    let dir = copy_fixture("llama", "symlink-file");
+    let config = dir.join("backbone/config.json");
+    let outside = outside_copy("file", &config);
+    std::fs::remove_file(&config).unwrap();
+    std::os::unix::fs::symlink(outside.join("config.json"), &config).unwrap();
+    match load(&dir) {
+        Err(Error::Bundle { file, message }) => {
+            assert_eq!(file, "backbone/config.json");
+            assert!(message.contains("outside the bundle"), "{message}");
+        }
+        other => panic!("expected a Bundle error, got {other:?}"),
+    }
+    // the same link pointing inside the bundle loads
+    std::fs::copy(outside.join("config.json"), dir.join("config-copy.json")).unwrap();
+    std::fs::remove_file(&config).unwrap();
+    std::os::unix::fs::symlink("../config-copy.json", &config).unwrap();
+    load(&dir).expect("a symlink to a file inside the bundle loads");
+}
+
+#[cfg(unix)]
+#[test]
+fn symlink_to_a_directory_outside_the_bundle_is_refused() {
+    let dir = copy_fixture("llama", "symlink-dir");
+    let backbone = dir.join("backbone");
+    let outside = std::env::temp_dir().join(format!("dmoerm-test-{}-outside-dir", std::process::id()));
+    let _ = std::fs::remove_dir_all(&outside);
+    copy_dir(&backbone, &outside);
+    std::fs::remove_dir_all(&backbone).unwrap();
+    std::os::unix::fs::symlink(&outside, &backbone).unwrap();
+    match load(&dir) {
+        Err(Error::Bundle { file, message }) => {
+            assert!(file.starts_with("backbone/"), "{file}");
+            assert!(message.contains("outside the bundle"), "{message}");
+        }
+        other => panic!("expected a Bundle error, got {other:?}"),
+    }
+    // packing reads through the same rule
+    assert!(matches!(dmoerm::pack_bytes(&dir, PackDtype::Keep), Err(Error::Bundle { .. })));
+}
+
+#[cfg(unix)]
+#[test]
+fn a_bundle_reached_through_a_symlink_loads() {
+    // the bundle directory itself may be a link: containment is checked against its real path
+    let dir = copy_fixture("llama", "linked-root");
+    let link = std::env::temp_dir().join(format!("dmoerm-test-{}-link-to-bundle", std::process::id()));
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&dir, &link).unwrap();
+    load(&link).expect("a bundle opened through a symlinked path loads");
+}
+
+#[test]
+fn non_finite_outputs_are_errors_naming_the_first_stage() {
+    type Case = (&'static str, &'static [(&'static str, fn(&str) -> bool)], f32, Stage);
+    let cases: [Case; 5] = [
+        ("backbone-nan", &[("backbone/model.safetensors", |_| true)], f32::NAN, Stage::Router),
+        ("router-nan", &[("heads.safetensors", |n| n.starts_with("router."))], f32::NAN, Stage::Router),
+        ("heads-nan", &[("heads.safetensors", |n| !n.starts_with("router."))], f32::NAN, Stage::Expert),
+        (
+            "heads-inf",
+            &[("heads.safetensors", |n| n.ends_with(".bias") && !n.starts_with("router."))],
+            f32::INFINITY,
+            Stage::Expert,
+        ),
+        (
+            "aggregator-nan",
+            &[("aggregator_chat.safetensors", |_| true), ("aggregator_obj_qa.safetensors", |_| true)],
+            f32::NAN,
+            Stage::Aggregator,
+        ),
+    ];
+    let conversation = dmoerm::Conversation::new("What is the capital of France?", "Paris.");
+    for (case, edits, value, stage) in cases {
+        let dir = copy_fixture("llama", case);
+        for (file, select) in edits {
+            fill(&dir, file, *select, value);
+        }
+        let model = load(&dir).unwrap_or_else(|e| panic!("{case}: the bundle is well-formed and loads: {e}"));
+        let check = |r: Result<_, Error>, call: &str| match r {
+            Err(Error::NonFinite { bundle, stage: s, value: v, what }) => {
+                assert_eq!(s, stage, "{case} {call}: {what}");
+                assert!(!v.is_finite(), "{case} {call}");
+                assert!(bundle.ends_with(&format!("llama-{case}")), "{case} {call}: names the bundle: {bundle}");
+            }
+            other => panic!("{case} {call}: expected a NonFinite error, got {other:?}"),
+        };
+        check(model.score(&conversation).map(|_| ()), "score");
+        check(model.rank("What is the capital of France?", &["Paris.".into(), "Rome.".into()]).map(|_| ()), "rank");
     }
 }

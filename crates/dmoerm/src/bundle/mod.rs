@@ -43,14 +43,34 @@ fn check_relative(manifest: &str, path: &str) -> Result<()> {
     Ok(())
 }
 
+/// The file `path` of the bundle directory `root` (canonical), with every symlink resolved;
+/// an error if it resolves to a file outside `root`.
+fn resolve_inside(root: &Path, path: &str) -> Result<PathBuf> {
+    let full = root.join(path);
+    let real = full.canonicalize().map_err(|source| Error::Io { path: full.display().to_string(), source })?;
+    if !real.starts_with(root) {
+        return Err(Error::bundle(
+            path,
+            format!("resolves to {}, outside the bundle directory {}", real.display(), root.display()),
+        ));
+    }
+    Ok(real)
+}
+
 impl Source {
     /// A bundle directory, or a packed file.
     pub fn open(path: &Path) -> Result<Self> {
         if path.is_dir() {
-            return Ok(Source::Dir { root: path.to_path_buf(), cache: HashMap::new() });
+            return Self::dir(path);
         }
         let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.display().to_string(), source })?;
         Self::packed(&path.display().to_string(), bytes)
+    }
+
+    /// A bundle directory: every file is read through [`resolve_inside`] its canonical path.
+    fn dir(path: &Path) -> Result<Self> {
+        let root = path.canonicalize().map_err(|source| Error::Io { path: path.display().to_string(), source })?;
+        Ok(Source::Dir { root, cache: HashMap::new() })
     }
 
     /// A packed bundle from its bytes (`name` is used in errors).
@@ -73,6 +93,14 @@ impl Source {
         Ok(Source::Packed { name: name.to_string(), buffer: Arc::new(buffer), files, manifest })
     }
 
+    /// What errors call the bundle: its directory, or the packed bundle's name.
+    pub fn name(&self) -> String {
+        match self {
+            Source::Dir { root, .. } => root.display().to_string(),
+            Source::Packed { name, .. } => name.clone(),
+        }
+    }
+
     /// The manifest, parsed and checked.
     pub fn manifest(&self) -> Result<Manifest> {
         let (file, text) = match self {
@@ -91,7 +119,7 @@ impl Source {
     pub fn text(&self, path: &str) -> Result<String> {
         match self {
             Source::Dir { root, .. } => {
-                let full = root.join(path);
+                let full = resolve_inside(root, path)?;
                 std::fs::read_to_string(&full).map_err(|source| Error::Io { path: full.display().to_string(), source })
             }
             Source::Packed { files, .. } => {
@@ -107,7 +135,7 @@ impl Source {
                 if let Some(b) = cache.get(path) {
                     return Ok(TensorFile::new(path, b.clone(), String::new()));
                 }
-                let full = root.join(path);
+                let full = resolve_inside(root, path)?;
                 let bytes =
                     std::fs::read(&full).map_err(|source| Error::Io { path: full.display().to_string(), source })?;
                 let buffer = Arc::new(SafetensorsBuffer::parse(path, bytes)?);
@@ -233,6 +261,42 @@ pub fn pack_bytes(dir: &Path, dtype: PackDtype) -> Result<(Vec<u8>, PackReport)>
     Ok((bytes, report))
 }
 
+/// A tensor of a bundle that holds NaN or infinite values ([`non_finite_tensors`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NonFiniteTensor {
+    /// The file inside the bundle.
+    pub file: String,
+    /// The tensor.
+    pub tensor: String,
+    /// How many of its values are NaN or infinite.
+    pub count: usize,
+    /// How many values it has.
+    pub numel: usize,
+}
+
+/// Scans every float tensor of every file the manifest of the bundle at `path` names for
+/// NaN and infinite values (`dmoerm inspect --check`); returns the tensors that hold any, and
+/// how many tensors were scanned. The int8 codes of a packed file are finite by construction;
+/// their scales are scanned.
+pub fn non_finite_tensors(path: &Path) -> Result<(Vec<NonFiniteTensor>, usize)> {
+    let mut source = Source::open(path)?;
+    let (_, files) = source.manifest()?.files();
+    let (mut found, mut scanned) = (Vec::new(), 0);
+    for file in &files {
+        let tensors = source.tensors(file)?;
+        for name in tensors.names() {
+            let (entry, bytes) = tensors.raw(&name)?;
+            let Some(values) = to_f32(bytes, entry.dtype) else { continue };
+            scanned += 1;
+            let count = values.iter().filter(|v| !v.is_finite()).count();
+            if count > 0 {
+                found.push(NonFiniteTensor { file: file.clone(), tensor: name, count, numel: values.len() });
+            }
+        }
+    }
+    Ok((found, scanned))
+}
+
 /// A Hugging Face checkpoint directory loaded as a backbone, e.g. to train on it.
 #[derive(Debug, Clone)]
 pub struct HfCheckpoint {
@@ -264,7 +328,7 @@ impl HfCheckpoint {
             ));
         }
         let spec = BackboneSpec { config: "config.json".into(), weights, tokenizer: "tokenizer.json".into() };
-        let mut source = Source::Dir { root: dir.to_path_buf(), cache: HashMap::new() };
+        let mut source = Source::dir(dir)?;
         let config = source.text(&spec.config)?;
         let shards = spec.weights.iter().map(|w| source.tensors(w)).collect::<Result<Vec<_>>>()?;
         let backbone = crate::backbones::Backbone::load(&spec.config, &config, &TensorFile::merge(shards), device)?;
