@@ -13,9 +13,5 @@ cd "$(dirname "$0")/../.."
 target="${CARGO_TARGET_DIR:-target}"
 cargo build --profile bench --locked -p dmoerm --example bench_compare
 venv="${DMOERM_COMPARE_VENV:-benches/compare/.venv}"
-if [ ! -x "$venv/bin/python" ]; then
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --no-deps torch==2.15.0
-    "$venv/bin/pip" install --quiet -r benches/compare/requirements.txt
-fi
+./scripts/reference-venv.sh "$venv" benches/compare/requirements.txt
 exec "$venv/bin/python" benches/compare/compare.py --rust "$target/release/examples/bench_compare" "$@"
