@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/work/target}"
 MODEL="$(./scripts/fetch-minilm.sh)"
-cargo build --workspace --quiet
+cargo build --workspace --all-features --locked --quiet
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 python3 benches/train/make_data.py "$WORK/data" 256

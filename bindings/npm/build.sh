@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 root=$(cd ../.. && pwd)
 target=${CARGO_TARGET_DIR:-$root/target}
-cargo build --manifest-path "$root/Cargo.toml" -p dmoerm-wasm --target wasm32-unknown-unknown --profile wasm-release
+cargo build --manifest-path "$root/Cargo.toml" -p dmoerm-wasm --target wasm32-unknown-unknown --profile wasm-release --locked
 rm -rf wasm
 # no name section: -7.9 MB raw, -1.4 MB gzip (panic messages still reach JS)
 wasm-bindgen --target web --remove-name-section --remove-producers-section --out-dir wasm "$target/wasm32-unknown-unknown/wasm-release/dmoerm_wasm.wasm"

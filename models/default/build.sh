@@ -14,7 +14,7 @@ root="$(cd "$here/../.." && pwd)"
 work="${1:-/tmp/dmoerm-default}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
 cd "$root"
-cargo build --workspace --quiet
+cargo build --workspace --all-features --locked --quiet
 dmoerm="$CARGO_TARGET_DIR/debug/dmoerm"
 backbone="$(./scripts/fetch-minilm.sh)"
 sources="$(./scripts/fetch-sources.sh)"

@@ -1,6 +1,7 @@
 //! `dmoerm`: score, rank, inspect and pack DMoERM reward-model bundles; label, train and
 //! evaluate them.
 
+#[cfg(feature = "train")]
 mod train;
 
 use std::fs::File;
@@ -18,6 +19,21 @@ use serde::Deserialize;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Say on stderr which device runs the model, and why.
+    #[arg(short, long, global = true)]
+    verbose: bool,
+}
+
+/// `-v`: set once in `main`.
+static VERBOSE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Opens the device `arg` asks for; with `-v`, says which one it is and why, once.
+pub(crate) fn open_device(arg: DeviceArg) -> Result<dmoerm::Device, CliError> {
+    let (device, why) = dmoerm::device::open_explained(arg.into())?;
+    if VERBOSE.load(std::sync::atomic::Ordering::Relaxed) {
+        eprintln!("device: {why}");
+    }
+    Ok(device)
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -93,6 +109,9 @@ enum Command {
         model: PathBuf,
         #[arg(long)]
         json: bool,
+        /// Also scan every weight for NaN and infinite values; exit non-zero if any.
+        #[arg(long)]
+        check: bool,
     },
     /// Capability labels from an OpenAI-compatible chat API, swap-consistency filtered.
     /// The key comes from DMOERM_API_KEY (or OPENAI_API_KEY). Dropped pairs go to
@@ -136,16 +155,19 @@ enum Command {
         dry_run: bool,
     },
     /// Train a DMoERM bundle (router, phases 1-3) or a baseline from a TOML config.
+    #[cfg(feature = "train")]
     Train {
         #[command(subcommand)]
         command: train::TrainCommand,
     },
     /// Benchmark data.
+    #[cfg(feature = "train")]
     Data {
         #[command(subcommand)]
         command: DataCommand,
     },
     /// Preference accuracy (overall, per task), router accuracy and best-of-n of a bundle.
+    #[cfg(feature = "train")]
     Eval {
         /// Bundle directory or packed file.
         #[arg(long)]
@@ -173,6 +195,7 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+#[cfg(feature = "train")]
 enum DataCommand {
     /// The multi-task capability benchmark from real text (docs/benchmark.md), deterministic
     /// from --seed: train/valid/test preferences, capability labels, stats.json.
@@ -204,10 +227,12 @@ enum DataCommand {
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum CliError {
     #[error(transparent)]
+    #[cfg(feature = "train")]
     Synth(#[from] dmoerm_synth::Error),
     #[error(transparent)]
     Model(#[from] dmoerm::Error),
     #[error(transparent)]
+    #[cfg(feature = "train")]
     Train(#[from] dmoerm_train::Error),
     #[error(transparent)]
     Label(#[from] dmoerm_label::Error),
@@ -224,7 +249,11 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CliError + '_ {
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    // SAFETY: no other thread exists yet.
+    unsafe { dmoerm::device::quiet_vulkan_loader() };
+    let cli = Cli::parse();
+    VERBOSE.store(cli.verbose, std::sync::atomic::Ordering::Relaxed);
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -235,7 +264,9 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
+        #[cfg(feature = "train")]
         Command::Train { command } => train::train(command),
+        #[cfg(feature = "train")]
         Command::Data {
             command: DataCommand::Synth { out, seed, train, valid, test, wordnet, chitchat, fortunes },
         } => {
@@ -249,9 +280,10 @@ fn run(cli: Cli) -> Result<(), CliError> {
             println!("written to {}", out.display());
             Ok(())
         }
+        #[cfg(feature = "train")]
         Command::Eval { model, data, json, combine, device } => train::eval(&model, &data, json, combine, device),
         Command::Score { model, prompt, response, input, output, json, device, batch_size } => {
-            let model = RewardModel::load(&model, device.into())?;
+            let model = RewardModel::load_on(&model, open_device(device)?)?;
             match (prompt, response, input, output) {
                 (Some(p), Some(r), None, None) => {
                     let score = model.score(&Conversation::new(p, r))?;
@@ -267,7 +299,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             }
         }
         Command::Rank { model, prompt, candidates, json, device } => {
-            let model = RewardModel::load(&model, device.into())?;
+            let model = RewardModel::load_on(&model, open_device(device)?)?;
             let candidates = read_candidates(&candidates)?;
             let ranked = model.rank(&prompt, &candidates)?;
             if json {
@@ -287,10 +319,19 @@ fn run(cli: Cli) -> Result<(), CliError> {
             }
             Ok(())
         }
-        Command::Inspect { model, json } => {
-            let model = RewardModel::load(&model, DeviceChoice::Cpu)?;
-            inspect(&model, json);
-            Ok(())
+        Command::Inspect { model: path, json, check } => {
+            let model = RewardModel::load_on(&path, open_device(DeviceArg::Cpu)?)?;
+            let scan = match check {
+                true => Some(dmoerm::bundle::non_finite_tensors(&path)?),
+                false => None,
+            };
+            inspect(&model, scan.as_ref(), json);
+            match scan {
+                Some((bad, _)) if !bad.is_empty() => {
+                    Err(CliError::Usage(format!("{} tensors hold NaN or infinite values", bad.len())))
+                }
+                _ => Ok(()),
+            }
         }
         Command::Label {
             input,
@@ -490,7 +531,10 @@ fn read_candidates(path: &Path) -> Result<Vec<String>, CliError> {
     Ok(out)
 }
 
-fn inspect(model: &RewardModel, json: bool) {
+/// What `inspect --check` found: the tensors with non-finite values, and how many were scanned.
+type Scan = (Vec<dmoerm::bundle::NonFiniteTensor>, usize);
+
+fn inspect(model: &RewardModel, scan: Option<&Scan>, json: bool) {
     let m = model.manifest();
     let b = model.backbone();
     let tasks: Vec<serde_json::Value> = m
@@ -504,7 +548,7 @@ fn inspect(model: &RewardModel, json: bool) {
             })
         })
         .collect();
-    let info = serde_json::json!({
+    let mut info = serde_json::json!({
         "name": m.name,
         "architecture": b.model_type(),
         "layers": b.num_layers(),
@@ -516,6 +560,9 @@ fn inspect(model: &RewardModel, json: bool) {
         "router": m.router.is_some(),
         "tasks": tasks,
     });
+    if let Some((bad, scanned)) = scan {
+        info["check"] = serde_json::json!({"tensors_scanned": scanned, "non_finite": bad});
+    }
     if json {
         println!("{info}");
         return;
@@ -535,5 +582,18 @@ fn inspect(model: &RewardModel, json: bool) {
     for t in &m.tasks {
         let caps: Vec<&str> = t.experts.iter().map(|e| e.name.as_str()).collect();
         println!("task {:<12} {} experts: {}", t.name, caps.len(), caps.join(", "));
+    }
+    if let Some((bad, scanned)) = scan {
+        match bad.is_empty() {
+            true => println!("weights       all finite ({scanned} float tensors scanned)"),
+            false => {
+                for t in bad {
+                    println!(
+                        "weights       {}::{}: {} of {} values NaN or infinite",
+                        t.file, t.tensor, t.count, t.numel
+                    );
+                }
+            }
+        }
     }
 }

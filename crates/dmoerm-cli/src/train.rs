@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use clap::{Subcommand, ValueEnum};
-use dmoerm::{Combine, DeviceChoice, RewardModel};
+use dmoerm::{Combine, RewardModel};
 use dmoerm_train::eval::{evaluate, Report};
 use dmoerm_train::pipeline::Pipeline;
 use dmoerm_train::trainer::Trained;
@@ -58,7 +58,7 @@ fn open(args: &TrainArgs) -> Result<Pipeline, CliError> {
     if let Some(out) = &args.out {
         cfg.out = out.clone();
     }
-    let device = dmoerm::device::open(DeviceChoice::from(args.device))?;
+    let device = crate::open_device(args.device)?;
     Ok(Pipeline::open(cfg, device)?)
 }
 
@@ -123,7 +123,7 @@ pub fn eval(
     combine: Option<Combine>,
     device: DeviceArg,
 ) -> Result<(), CliError> {
-    let mut model = RewardModel::load(model, device.into())?;
+    let mut model = RewardModel::load_on(model, crate::open_device(device)?)?;
     if let Some(rule) = combine {
         if model.set_combine(rule) == 0 {
             return Err(CliError::Usage("--combine: the bundle is not an ensemble".into()));

@@ -5,6 +5,9 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+#[path = "../../dmoerm/tests/edit/mod.rs"]
+mod edit;
+
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures").join(name)
 }
@@ -189,4 +192,87 @@ fn errors_are_one_line_and_a_failure_exit() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     assert!(err.starts_with("error: ") && err.contains("/nonexistent/bundle"), "{err}");
+}
+
+/// `score` on the llama fixture with `--device auto`, as on a machine without a desktop
+/// session (no XDG_RUNTIME_DIR): what a probe of the GPUs must not make noisy.
+fn score_auto(extra: &[&str]) -> Output {
+    let model = fixture("llama");
+    let mut args = vec!["score", "--model", model.to_str().unwrap(), "--prompt", "Hi", "--response", "Hello"];
+    args.extend_from_slice(extra);
+    Command::new(env!("CARGO_BIN_EXE_dmoerm"))
+        .args(&args)
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("NODEVICE_SELECT")
+        .output()
+        .expect("run dmoerm")
+}
+
+#[test]
+fn a_successful_score_prints_nothing_on_stderr() {
+    let out = score_auto(&["--device", "auto"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "", "stderr of a successful score");
+}
+
+#[test]
+fn verbose_says_once_which_device_and_why() {
+    let out = score_auto(&["--device", "auto", "-v"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(lines[0].starts_with("device: "), "{err}");
+    // this machine kind has no hardware GPU; lavapipe, where installed, is named as the reason
+    if !dmoerm::device::has_hardware_gpu() {
+        assert!(lines[0].starts_with("device: the CPU (flex, "), "{err}");
+    }
+    let cpu = score_auto(&["--device", "cpu", "-v"]);
+    assert_eq!(String::from_utf8_lossy(&cpu.stderr).lines().collect::<Vec<_>>().len(), 1);
+    assert!(String::from_utf8_lossy(&cpu.stderr).contains("as asked"));
+}
+
+#[test]
+fn a_non_finite_score_is_an_error_not_null() {
+    // every weight of a copy of the llama fixture's aggregators set to NaN
+    let dir = tmp("nan-bundle");
+    let _ = std::fs::remove_dir_all(&dir);
+    edit::copy_dir(&fixture("llama"), &dir);
+    for file in ["aggregator_chat.safetensors", "aggregator_obj_qa.safetensors"] {
+        edit::fill(&dir, file, |_| true, f32::NAN);
+    }
+    let out = dmoerm(&[
+        "score",
+        "--model",
+        dir.to_str().unwrap(),
+        "--prompt",
+        "a",
+        "--response",
+        "b",
+        "--json",
+        "--device",
+        "cpu",
+    ]);
+    assert!(!out.status.success(), "exit code 0 for a NaN reward");
+    assert!(out.stdout.is_empty(), "{}", String::from_utf8_lossy(&out.stdout));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("error: ") && err.contains("aggregator") && err.contains("non-finite"), "{err}");
+}
+
+#[test]
+fn inspect_check_names_the_non_finite_tensors() {
+    let clean = dmoerm(&["inspect", "--model", fixture("llama").to_str().unwrap(), "--check", "--json"]);
+    let got = stdout_json(&clean);
+    assert_eq!(got["check"]["non_finite"], serde_json::json!([]));
+    assert!(got["check"]["tensors_scanned"].as_u64().unwrap() > 20, "{got}");
+
+    let dir = tmp("inspect-nan");
+    let _ = std::fs::remove_dir_all(&dir);
+    edit::copy_dir(&fixture("llama"), &dir);
+    edit::fill(&dir, "heads.safetensors", |n| n == "router.bias", f32::INFINITY);
+    let out = dmoerm(&["inspect", "--model", dir.to_str().unwrap(), "--check"]);
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("heads.safetensors::router.bias: 2 of 2 values NaN or infinite"), "{text}");
+    assert!(!text.contains("conversational_sense.bias:"), "only the broken tensor is named: {text}");
 }

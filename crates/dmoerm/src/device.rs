@@ -14,7 +14,7 @@ pub enum DeviceChoice {
     /// The CPU (`flex` backend).
     Cpu,
     /// wgpu on its default adapter (Vulkan, Metal, DX12, WebGPU; also a software adapter
-    /// such as Mesa's lavapipe when that is the only one).
+    /// such as Mesa's lavapipe when that is the only one). Needs the `gpu` feature.
     Gpu,
 }
 
@@ -36,20 +36,47 @@ impl std::str::FromStr for DeviceChoice {
 /// every model loaded afterwards.
 #[cfg(not(target_family = "wasm"))]
 pub fn open(choice: DeviceChoice) -> Result<Device> {
+    open_explained(choice).map(|(device, _)| device)
+}
+
+/// [`open`], with the decision in plain words (what the CLI prints with `-v`), e.g. "the CPU
+/// (flex, 2 threads): no hardware GPU found; wgpu sees llvmpipe (Cpu, Vulkan)".
+#[cfg(not(target_family = "wasm"))]
+pub fn open_explained(choice: DeviceChoice) -> Result<(Device, String)> {
+    let cpu = || format!("the CPU (flex, {} threads)", rayon::current_num_threads());
     match choice {
-        DeviceChoice::Cpu => Ok(Device::flex()),
-        DeviceChoice::Gpu => wgpu_device(),
+        DeviceChoice::Cpu => Ok((Device::flex(), format!("{}, as asked", cpu()))),
+        #[cfg(not(feature = "gpu"))]
+        DeviceChoice::Gpu => Err(Error::Device(NO_GPU_SUPPORT.into())),
+        #[cfg(not(feature = "gpu"))]
+        DeviceChoice::Auto => Ok((Device::flex(), format!("{}: {NO_GPU_SUPPORT}", cpu()))),
+        #[cfg(feature = "gpu")]
+        DeviceChoice::Gpu => {
+            let device = wgpu_device()?;
+            Ok((device, format!("a GPU through wgpu, as asked (wgpu sees {})", describe(&adapters()))))
+        }
+        #[cfg(feature = "gpu")]
         DeviceChoice::Auto => {
-            if has_hardware_gpu() {
-                wgpu_device().or_else(|_| Ok(Device::flex()))
-            } else {
-                Ok(Device::flex())
-            }
+            let seen = adapters();
+            let Some(gpu) = seen.iter().find(|a| is_hardware(a)) else {
+                let why = match seen.is_empty() {
+                    true => "no GPU adapter found".to_string(),
+                    false => format!("no hardware GPU found; wgpu sees {}", describe(&seen)),
+                };
+                return Ok((Device::flex(), format!("{}: {why}", cpu())));
+            };
+            Ok(match wgpu_device() {
+                Ok(device) => (device, format!("the GPU {} through wgpu ({:?})", gpu.name, gpu.backend)),
+                Err(e) => (Device::flex(), format!("{}: the GPU {} did not open ({e})", cpu(), gpu.name)),
+            })
         }
     }
 }
 
-#[cfg(not(target_family = "wasm"))]
+#[cfg(not(feature = "gpu"))]
+const NO_GPU_SUPPORT: &str = "this build has no GPU support (build dmoerm with its `gpu` feature)";
+
+#[cfg(all(not(target_family = "wasm"), feature = "gpu"))]
 fn wgpu_device() -> Result<Device> {
     use std::sync::OnceLock;
     static WGPU: OnceLock<std::result::Result<Device, String>> = OnceLock::new();
@@ -66,9 +93,52 @@ fn wgpu_device() -> Result<Device> {
 /// slower than `flex`, so `auto` does not pick them).
 #[cfg(not(target_family = "wasm"))]
 pub fn has_hardware_gpu() -> bool {
+    #[cfg(feature = "gpu")]
+    return adapters().iter().any(is_hardware);
+    #[cfg(not(feature = "gpu"))]
+    false
+}
+
+/// The adapters wgpu sees on every backend.
+#[cfg(all(not(target_family = "wasm"), feature = "gpu"))]
+fn adapters() -> Vec<wgpu::AdapterInfo> {
     let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
     let adapters = burn::tensor::read_sync(instance.enumerate_adapters(wgpu::Backends::all()));
-    adapters.iter().any(|a| a.get_info().device_type != wgpu::DeviceType::Cpu)
+    adapters.iter().map(|a| a.get_info()).collect()
+}
+
+#[cfg(all(not(target_family = "wasm"), feature = "gpu"))]
+fn is_hardware(adapter: &wgpu::AdapterInfo) -> bool {
+    adapter.device_type != wgpu::DeviceType::Cpu
+}
+
+#[cfg(all(not(target_family = "wasm"), feature = "gpu"))]
+fn describe(adapters: &[wgpu::AdapterInfo]) -> String {
+    if adapters.is_empty() {
+        return "no adapter".into();
+    }
+    let each = adapters.iter().map(|a| format!("{} ({:?}, {:?})", a.name, a.device_type, a.backend));
+    each.collect::<Vec<_>>().join(", ")
+}
+
+/// Keeps the Vulkan loader quiet on machines without a desktop session (servers, containers,
+/// CI): call it at the start of `main`, before any thread starts, as the `dmoerm` command does.
+///
+/// Listing adapters loads Mesa's `VK_LAYER_MESA_device_select`, which connects to the
+/// Wayland display to order the GPUs; without `XDG_RUNTIME_DIR`, libwayland prints
+/// `error: XDG_RUNTIME_DIR is invalid or not set in the environment.` on every probe,
+/// although nothing failed. Without a runtime dir there is no display to order GPUs for, so
+/// this turns the layer off (`NODEVICE_SELECT=1`); wgpu ranks the adapters itself. It does
+/// nothing when `XDG_RUNTIME_DIR` or `NODEVICE_SELECT` is set.
+///
+/// # Safety
+/// It sets an environment variable: no other thread may read or write the environment
+/// while it runs (see [`std::env::set_var`]).
+#[cfg(not(target_family = "wasm"))]
+pub unsafe fn quiet_vulkan_loader() {
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() && std::env::var_os("NODEVICE_SELECT").is_none() {
+        std::env::set_var("NODEVICE_SELECT", "1");
+    }
 }
 
 /// Makes glibc keep freed memory for reuse instead of returning each large block to the kernel.
