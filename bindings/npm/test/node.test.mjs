@@ -62,14 +62,20 @@ test('errors reach JS as Error with a message', async () => {
 // (found by the fuzzer; native code catches it, wasm cannot): a trap must reach JS as an
 // Error with the panic message, and the package must recover with a fresh wasm instance.
 function withBrokenDecoder(bytes) {
+  return withTokenizer(bytes, (text) => {
+    const brace = text.indexOf('{', text.indexOf('"decoder"'));
+    return `${text.slice(0, brace)}{"type": ,${text.slice(brace + 1)}`;
+  });
+}
+
+/** The packed bundle `bytes` with its tokenizer.json replaced by `edit(text)`. */
+function withTokenizer(bytes, edit) {
   const view = new DataView(bytes.buffer, bytes.byteOffset);
   const headerLen = Number(view.getBigUint64(0, true));
   const header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + headerLen)));
   const files = JSON.parse(header.__metadata__['dmoerm.files']);
   const name = Object.keys(files).find((f) => f.endsWith('tokenizer.json'));
-  const text = files[name];
-  const brace = text.indexOf('{', text.indexOf('"decoder"'));
-  files[name] = `${text.slice(0, brace)}{"type": ,${text.slice(brace + 1)}`;
+  files[name] = edit(files[name]);
   header.__metadata__['dmoerm.files'] = JSON.stringify(files);
   let json = new TextEncoder().encode(JSON.stringify(header));
   const padded = new Uint8Array(Math.ceil(json.length / 8) * 8).fill(0x20);
@@ -88,6 +94,73 @@ test('a malformed tokenizer.json is an Error, not a trap', async () => {
     assert.match(e.message, /tokenizer\.json: not valid JSON/);
     return true;
   });
+});
+
+// A seeded random walk over tokenizer.json mutations, as the native fuzzer makes them but
+// through the wasm build, where a panic is a trap: every mutation must load or be an Error.
+function mulberry32(seed) {
+  return () => {
+    seed = (seed + 0x6d2b79f5) | 0;
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function mutateTokenizer(text, rand) {
+  const pick = (xs) => xs[Math.floor(rand() * xs.length)];
+  if (rand() < 0.3) {
+    // text level: cut, delete or duplicate a span
+    const at = Math.floor(rand() * text.length);
+    const len = 1 + Math.floor(rand() * 40);
+    return pick([
+      () => text.slice(0, at),
+      () => text.slice(0, at) + text.slice(at + len),
+      () => text.slice(0, at) + text.slice(at, at + len) + text.slice(at),
+    ])();
+  }
+  // structure level: replace one value somewhere in the document
+  const doc = JSON.parse(text);
+  const nodes = [];
+  const walk = (v, parent, key) => {
+    if (parent !== undefined) nodes.push([parent, key, v]);
+    if (v && typeof v === 'object') for (const k of Object.keys(v)) walk(v[k], v, k);
+  };
+  walk(doc);
+  const types = ['BPE', 'WordPiece', 'WordLevel', 'Unigram', 'ByteLevel', 'Metaspace', 'Sequence', 'Split',
+    'Whitespace', 'BertPreTokenizer', 'NFC', 'Lowercase', 'Replace', 'Strip', 'TemplateProcessing',
+    'RobertaProcessing', 'BertProcessing', 'ByteFallback', 'Fuse', 'Prepend', 'Regex', 'String'];
+  const [parent, key, value] = pick(nodes);
+  const other = pick(nodes)[2];
+  parent[key] = pick([
+    () => null, () => 0, () => -1, () => 4294967296, () => 1.5, () => '', () => 'x', () => [], () => ({}), () => true,
+    () => pick(types), () => structuredClone(other), () => [structuredClone(value)], () => ({ type: pick(types) }),
+  ])();
+  return JSON.stringify(doc);
+}
+
+test('mutated tokenizer.json files load or are an Error; none traps', async () => {
+  const bundles = { llama: new Uint8Array(readFileSync(packed.llama)), bert: new Uint8Array(readFileSync(packed.bert)) };
+  const rand = mulberry32(13);
+  let errors = 0;
+  let loaded = 0;
+  for (let i = 0; i < 400; i++) {
+    const name = i % 2 ? 'llama' : 'bert';
+    const bytes = withTokenizer(bundles[name], (t) => mutateTokenizer(t, rand));
+    try {
+      const rm = await RewardModel.load(bytes, { device: 'cpu' });
+      loaded += 1;
+      rm.dispose();
+    } catch (e) {
+      assert.ok(e instanceof Error);
+      assert.doesNotMatch(e.message, /inside wasm/, `mutation ${i} of ${name} trapped`);
+      errors += 1;
+    }
+  }
+  // both outcomes were exercised, and the instance is still the one it was
+  assert.ok(errors > 50 && loaded > 50, `${errors} errors, ${loaded} loads`);
+  const rm = await RewardModel.load(packed.llama, { device: 'cpu' });
+  assert.ok(Number.isFinite((await rm.score({ prompt: 'a', response: 'b' })).reward));
 });
 
 test('a panic inside wasm is an Error with its message, and the package recovers', async () => {
