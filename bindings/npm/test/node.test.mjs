@@ -139,12 +139,12 @@ function mutateTokenizer(text, rand) {
   return JSON.stringify(doc);
 }
 
-test('mutated tokenizer.json files load or are an Error; none traps', async () => {
+test('mutated tokenizer.json files load or are an Error; none traps', async (t) => {
   const bundles = { llama: new Uint8Array(readFileSync(packed.llama)), bert: new Uint8Array(readFileSync(packed.bert)) };
   const rand = mulberry32(13);
   let errors = 0;
   let loaded = 0;
-  for (let i = 0; i < 400; i++) {
+  for (let i = 0; i < 1000; i++) {
     const name = i % 2 ? 'llama' : 'bert';
     const bytes = withTokenizer(bundles[name], (t) => mutateTokenizer(t, rand));
     try {
@@ -158,7 +158,8 @@ test('mutated tokenizer.json files load or are an Error; none traps', async () =
     }
   }
   // both outcomes were exercised, and the instance is still the one it was
-  assert.ok(errors > 50 && loaded > 50, `${errors} errors, ${loaded} loads`);
+  t.diagnostic(`${errors} errors, ${loaded} loads`);
+  assert.ok(errors >= 100 && loaded >= 20, `${errors} errors, ${loaded} loads`);
   const rm = await RewardModel.load(packed.llama, { device: 'cpu' });
   assert.ok(Number.isFinite((await rm.score({ prompt: 'a', response: 'b' })).reward));
 });

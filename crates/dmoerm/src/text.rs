@@ -314,18 +314,65 @@ impl InputEncoder {
     }
 }
 
-/// Parses a `tokenizer.json`. tokenizers 0.22 panics instead of failing on a syntax error
-/// inside the `decoder` section (found by `fuzz/`). The JSON syntax is therefore checked
-/// first (the only guard that also holds in wasm, where a panic aborts), and a panic that
-/// still happens natively becomes a typed error.
+/// Parses a `tokenizer.json`. tokenizers 0.22 panics instead of failing on some malformed
+/// files (found by `fuzz/` and the npm package's mutation test): a syntax error inside the
+/// `decoder` section, and a BPE merge whose second token is shorter than the model's
+/// `continuing_subword_prefix`. Both are checked first (the only guard that also holds in
+/// wasm, where a panic aborts), and a panic that still happens natively becomes a typed error.
 pub fn parse_tokenizer(file: &str, json: &str) -> Result<Tokenizer> {
     if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(json) {
         return Err(Error::Tokenizer(format!("{file}: not valid JSON: {e}")));
     }
+    check_bpe_merges(file, json)?;
     let parsed = std::panic::catch_unwind(|| json.parse::<Tokenizer>().map_err(|e| e.to_string()));
     match parsed {
         Ok(Ok(tokenizer)) => Ok(tokenizer),
         Ok(Err(e)) => Err(Error::Tokenizer(format!("{file}: {e}"))),
         Err(_) => Err(Error::Tokenizer(format!("{file}: malformed tokenizer (the tokenizers parser panicked)"))),
     }
+}
+
+/// The part of a `tokenizer.json` that [`check_bpe_merges`] reads; every other field is
+/// left to tokenizers.
+#[derive(Deserialize)]
+struct TokenizerModel {
+    model: BpeFields,
+}
+
+#[derive(Deserialize)]
+struct BpeFields {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    continuing_subword_prefix: Option<String>,
+    #[serde(default)]
+    merges: Vec<Merge>,
+}
+
+/// A BPE merge: `"a b"` (the older format) or `["a", "b"]`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Merge {
+    Text(String),
+    Pair(serde::de::IgnoredAny, String),
+}
+
+/// tokenizers builds each merged token as `a + b[prefix.len()..]`, slicing without a check.
+/// A file it would fail on for any other reason (a missing or mistyped field) is left to it.
+fn check_bpe_merges(file: &str, json: &str) -> Result<()> {
+    let Ok(TokenizerModel { model }) = serde_json::from_str::<TokenizerModel>(json) else { return Ok(()) };
+    let (Some(prefix), None | Some("BPE")) = (&model.continuing_subword_prefix, model.kind.as_deref()) else {
+        return Ok(());
+    };
+    for merge in &model.merges {
+        let second = match merge {
+            Merge::Text(line) => line.split_once(' ').map_or("", |(_, b)| b),
+            Merge::Pair(_, b) => b,
+        };
+        if second.get(prefix.len()..).is_none() {
+            return Err(Error::Tokenizer(format!(
+                "{file}: BPE merge token `{second}` is shorter than the continuing_subword_prefix `{prefix}`"
+            )));
+        }
+    }
+    Ok(())
 }

@@ -195,6 +195,34 @@ fn malformed_tokenizer_is_an_error_not_a_panic() {
     }
 }
 
+#[test]
+fn bpe_merge_shorter_than_the_subword_prefix_is_an_error_not_a_panic() {
+    // Found by the npm package's tokenizer.json mutation test: tokenizers 0.22 slices each
+    // merge's second token by the prefix length without a check; in wasm that panic is a trap.
+    let dir = copy_fixture("llama", "subword-prefix");
+    let path = dir.join("backbone/tokenizer.json");
+    let mut doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    doc["model"]["continuing_subword_prefix"] = "##x".into();
+    std::fs::write(&path, doc.to_string()).unwrap();
+    match load(&dir) {
+        Err(Error::Tokenizer(message)) => {
+            assert!(message.starts_with("backbone/tokenizer.json: BPE merge token"), "{message}");
+            assert!(message.contains("shorter than the continuing_subword_prefix `##x`"), "{message}");
+        }
+        other => panic!("expected a Tokenizer error, got {other:?}"),
+    }
+    // the older "a b" form of the merges is checked the same way
+    let merges: Vec<serde_json::Value> = doc["model"]["merges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| format!("{} {}", m[0].as_str().unwrap(), m[1].as_str().unwrap()).into())
+        .collect();
+    doc["model"]["merges"] = merges.into();
+    std::fs::write(&path, doc.to_string()).unwrap();
+    assert!(matches!(load(&dir), Err(Error::Tokenizer(m)) if m.contains("shorter than the continuing_subword_prefix")));
+}
+
 /// A fresh directory outside every bundle, holding `name` copied from the fixture `file`.
 fn outside_copy(case: &str, file: &Path) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("dmoerm-test-{}-outside-{case}", std::process::id()));
