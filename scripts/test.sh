@@ -7,6 +7,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --all --check
+# the README's first command stays a small build: the CLI's default features pull in neither
+# burn's GPU stack nor autodiff (and the same pattern finds them in the full build)
+heavy='^(wgpu|cubecl-wgpu|burn-cubecl|burn-autodiff) '
+default_deps=$(cargo tree --locked -p dmoerm-cli -e normal --prefix none -f '{p}')
+full_deps=$(cargo tree --locked -p dmoerm-cli --all-features -e normal --prefix none -f '{p}')
+if grep -Eq "$heavy" <<<"$default_deps"; then echo "the default dmoerm-cli build depends on the GPU or training stack" >&2; exit 1; fi
+grep -Eq "$heavy" <<<"$full_deps"
 rustup target list --installed | grep -q wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
 # Lints ride on the builds: clippy-driver compiles the workspace's own crates with clippy's lints
 # and -D warnings (scripts/clippy-rustc), so the dependencies are compiled once, for the tests.
