@@ -368,8 +368,7 @@ impl RewardModel {
             let hidden = self.backbone.forward(&batch, router.lora.as_ref());
             let probs = read(router.head.forward(self.pool(hidden, &batch))).await?;
             for (row, enc) in probs.chunks(n_tasks).zip(&encoded) {
-                let names = self.tasks.iter().map(|t| format!("probability of task `{}`", t.name));
-                self.check_finite(Stage::Router, names.zip(row.iter().copied()))?;
+                self.check_finite(Stage::Router, row, |i| format!("probability of task `{}`", self.tasks[i].name))?;
                 let task = row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i);
                 routes.push(Route { task, probs: row.to_vec(), truncated: enc.truncated });
             }
@@ -397,10 +396,10 @@ impl RewardModel {
             };
             for (j, enc) in encoded.iter().enumerate() {
                 let capabilities: Vec<f32> = (0..k).map(|e| caps[e * n + j]).collect();
-                let names = task.capabilities.iter().map(|c| format!("capability `{c}` of task `{}`", task.name));
-                self.check_finite(Stage::Expert, names.zip(capabilities.iter().copied()))?;
-                let reward = format!("reward of task `{}`", task.name);
-                self.check_finite(Stage::Aggregator, [(reward, rewards[j])])?;
+                self.check_finite(Stage::Expert, &capabilities, |e| {
+                    format!("capability `{}` of task `{}`", task.capabilities[e], task.name)
+                })?;
+                self.check_finite(Stage::Aggregator, &rewards[j..=j], |_| format!("reward of task `{}`", task.name))?;
                 outputs.push(TaskOutput { reward: rewards[j], capabilities, truncated: enc.truncated });
             }
         }
@@ -435,10 +434,11 @@ impl RewardModel {
         Ok(self.expert_pass(task, &encoded))
     }
 
-    /// The first non-finite `(what, value)` of a stage's outputs as [`Error::NonFinite`].
-    fn check_finite(&self, stage: Stage, outputs: impl IntoIterator<Item = (String, f32)>) -> Result<()> {
-        match outputs.into_iter().find(|(_, v)| !v.is_finite()) {
-            Some((what, value)) => Err(Error::NonFinite { bundle: self.origin.clone(), stage, what, value }),
+    /// The first non-finite value of a stage's outputs as [`Error::NonFinite`]; `what(i)`
+    /// names output `i` (only called for the error).
+    fn check_finite(&self, stage: Stage, values: &[f32], what: impl Fn(usize) -> String) -> Result<()> {
+        match values.iter().position(|v| !v.is_finite()) {
+            Some(i) => Err(Error::NonFinite { bundle: self.origin.clone(), stage, what: what(i), value: values[i] }),
             None => Ok(()),
         }
     }
