@@ -36,7 +36,12 @@ impl std::str::FromStr for DeviceChoice {
 /// every model loaded afterwards.
 #[cfg(not(target_family = "wasm"))]
 pub fn open(choice: DeviceChoice) -> Result<Device> {
-    open_explained(choice).map(|(device, _)| device)
+    match choice {
+        DeviceChoice::Cpu => Ok(Device::flex()),
+        // no adapter listing: that is only for the words of `open_explained`
+        DeviceChoice::Gpu => wgpu_device(),
+        DeviceChoice::Auto => open_explained(choice).map(|(device, _)| device),
+    }
 }
 
 /// [`open`], with the decision in plain words (what the CLI prints with `-v`), e.g. "the CPU
@@ -47,7 +52,7 @@ pub fn open_explained(choice: DeviceChoice) -> Result<(Device, String)> {
     match choice {
         DeviceChoice::Cpu => Ok((Device::flex(), format!("{}, as asked", cpu()))),
         #[cfg(not(feature = "gpu"))]
-        DeviceChoice::Gpu => Err(Error::Device(NO_GPU_SUPPORT.into())),
+        DeviceChoice::Gpu => wgpu_device().map(|device| (device, String::new())),
         #[cfg(not(feature = "gpu"))]
         DeviceChoice::Auto => Ok((Device::flex(), format!("{}: {NO_GPU_SUPPORT}", cpu()))),
         #[cfg(feature = "gpu")]
@@ -75,6 +80,11 @@ pub fn open_explained(choice: DeviceChoice) -> Result<(Device, String)> {
 
 #[cfg(not(feature = "gpu"))]
 const NO_GPU_SUPPORT: &str = "this build has no GPU support (build dmoerm with its `gpu` feature)";
+
+#[cfg(all(not(target_family = "wasm"), not(feature = "gpu")))]
+fn wgpu_device() -> Result<Device> {
+    Err(Error::Device(NO_GPU_SUPPORT.into()))
+}
 
 #[cfg(all(not(target_family = "wasm"), feature = "gpu"))]
 fn wgpu_device() -> Result<Device> {
