@@ -320,10 +320,19 @@ impl InputEncoder {
 /// `continuing_subword_prefix`. Both are checked first (the only guard that also holds in
 /// wasm, where a panic aborts), and a panic that still happens natively becomes a typed error.
 pub fn parse_tokenizer(file: &str, json: &str) -> Result<Tokenizer> {
-    if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(json) {
+    // One pass reads the BPE fields and checks the syntax of the whole file; only when those
+    // fields have other types (an error tokenizers reports itself) is the syntax checked apart.
+    let syntax = match serde_json::from_str::<TokenizerModel>(json) {
+        Ok(TokenizerModel { model }) => {
+            check_bpe_merges(file, &model)?;
+            Ok(())
+        }
+        Err(e) if e.is_data() => serde_json::from_str::<serde::de::IgnoredAny>(json).map(|_| ()),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = syntax {
         return Err(Error::Tokenizer(format!("{file}: not valid JSON: {e}")));
     }
-    check_bpe_merges(file, json)?;
     let parsed = std::panic::catch_unwind(|| json.parse::<Tokenizer>().map_err(|e| e.to_string()));
     match parsed {
         Ok(Ok(tokenizer)) => Ok(tokenizer),
@@ -333,7 +342,7 @@ pub fn parse_tokenizer(file: &str, json: &str) -> Result<Tokenizer> {
 }
 
 /// The part of a `tokenizer.json` that [`check_bpe_merges`] reads; every other field is
-/// left to tokenizers.
+/// only checked for its JSON syntax and left to tokenizers.
 #[derive(Deserialize)]
 struct TokenizerModel {
     model: BpeFields,
@@ -357,9 +366,7 @@ enum Merge {
 }
 
 /// tokenizers builds each merged token as `a + b[prefix.len()..]`, slicing without a check.
-/// A file it would fail on for any other reason (a missing or mistyped field) is left to it.
-fn check_bpe_merges(file: &str, json: &str) -> Result<()> {
-    let Ok(TokenizerModel { model }) = serde_json::from_str::<TokenizerModel>(json) else { return Ok(()) };
+fn check_bpe_merges(file: &str, model: &BpeFields) -> Result<()> {
     let (Some(prefix), None | Some("BPE")) = (&model.continuing_subword_prefix, model.kind.as_deref()) else {
         return Ok(());
     };
