@@ -223,7 +223,7 @@ fn bpe_merge_shorter_than_the_subword_prefix_is_an_error_not_a_panic() {
     assert!(matches!(load(&dir), Err(Error::Tokenizer(m)) if m.contains("shorter than the continuing_subword_prefix")));
 }
 
-/// A fresh directory outside every bundle, holding `name` copied from the fixture `file`.
+/// A fresh directory outside every bundle, holding a copy of `file`.
 fn outside_copy(case: &str, file: &Path) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("dmoerm-test-{}-outside-{case}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
