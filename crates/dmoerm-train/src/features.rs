@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Tensor, TensorData};
-use dmoerm::backbones::{pool, Backbone, TokenBatch};
+use dmoerm::backbones::{Backbone, TokenBatch};
 use dmoerm::bundle::{BackboneSpec, HfCheckpoint, Pooling};
 use dmoerm::lora::AdapterGroup;
 use dmoerm::text::{InputEncoder, InputFormat};
@@ -154,7 +154,7 @@ impl Frozen {
             batch = batch.repeat(experts);
         }
         let out = self.backbone.forward_from(hidden, &batch, self.split, lora);
-        pool(out, &batch.lengths, self.pooling)
+        self.pooling.pool(out, &batch.lengths)
     }
 
     /// Pooled final hidden states of the bare backbone (no LoRA) for token rows, host side:
@@ -166,7 +166,7 @@ impl Frozen {
         for chunk in rows.chunks(CACHE_BATCH) {
             let refs: Vec<&[u32]> = chunk.iter().map(Vec::as_slice).collect();
             let batch = self.token_batch(&refs);
-            let pooled = pool(self.backbone.forward(&batch, None), &batch.lengths, self.pooling);
+            let pooled = self.pooling.pool(self.backbone.forward(&batch, None), &batch.lengths);
             out.extend(read(pooled)?.chunks(h).map(<[f32]>::to_vec));
             bar.inc(chunk.len() as u64);
         }

@@ -11,9 +11,12 @@
 //! - router head: `weight` `[H, tasks]`, `bias` `[tasks]`.
 
 use burn::tensor::{Device, Tensor, TensorData};
+use dmoerm::aggregator::Aggregator;
 use dmoerm::backbones::{Backbone, Family};
-use dmoerm::heads::{Aggregator, RouterHead, ValueHeads};
-use dmoerm::lora::AdapterGroup;
+use dmoerm::expert::ValueHeads;
+use dmoerm::lora::{AdapterGroup, AdapterSettings, LoraAdapter};
+use dmoerm::router::Router;
+use dmoerm::weights::linear;
 
 use crate::config::LoraSettings;
 use crate::error::{Error, Result};
@@ -123,20 +126,29 @@ impl LoraLayout {
         }
     }
 
+    /// The adapter of `params` as the model's module.
+    pub fn adapter(&self, params: &Params) -> LoraAdapter {
+        let settings = AdapterSettings {
+            r: self.r,
+            lora_alpha: self.alpha,
+            target_modules: self.targets.clone(),
+            layers_to_transform: self.layers.clone(),
+        };
+        let projections = self
+            .modules
+            .iter()
+            .map(|(path, _, _)| {
+                (path.clone(), params.get::<2>(&format!("lora.{path}.a")), params.get::<2>(&format!("lora.{path}.b")))
+            })
+            .collect();
+        LoraAdapter::new(settings, projections)
+    }
+
     /// The adapters of `members` stacked expert-major, as the bundle runs them.
     pub fn group(&self, members: &[&Params]) -> AdapterGroup {
-        let scale = self.alpha / self.r as f64;
-        let modules = self.modules.iter().map(|(path, _, _)| {
-            let stack = |suffix: &str, scale: f64| {
-                let parts: Vec<Tensor<3>> = members
-                    .iter()
-                    .map(|p| p.get::<2>(&format!("lora.{path}.{suffix}")).mul_scalar(scale).unsqueeze::<3>())
-                    .collect();
-                Tensor::cat(parts, 0)
-            };
-            (path.clone(), (stack("a", 1.0), stack("b", scale)))
-        });
-        AdapterGroup::from_stacked(members.len(), modules)
+        let adapters: Vec<LoraAdapter> = members.iter().map(|p| self.adapter(p)).collect();
+        let refs: Vec<&LoraAdapter> = adapters.iter().collect();
+        AdapterGroup::stack_adapters(&refs).expect("a LoRA layout has at least one module")
     }
 }
 
@@ -283,9 +295,9 @@ impl AggregatorObjective {
     /// The aggregator of `params` (names `0.weight` ... `2.bias`).
     pub fn aggregator(params: &Params) -> Aggregator {
         Aggregator::new(
-            (params.get::<2>("0.weight"), params.get::<1>("0.bias")),
+            linear(params.get::<2>("0.weight"), Some(params.get::<1>("0.bias"))),
             params.get::<1>("1.weight"),
-            (params.get::<2>("2.weight"), params.get::<1>("2.bias")),
+            linear(params.get::<2>("2.weight"), Some(params.get::<1>("2.bias"))),
         )
     }
 
@@ -364,14 +376,15 @@ pub struct RouterObjective {
 }
 
 impl RouterObjective {
-    pub fn head(params: &Params) -> RouterHead {
-        RouterHead::new(params.get::<2>("weight"), Some(params.get::<1>("bias")))
+    /// The router of `params` (a head on the bare backbone).
+    pub fn router(params: &Params) -> Router {
+        Router::from_head(linear(params.get::<2>("weight"), Some(params.get::<1>("bias"))))
     }
 
     fn logits(&self, params: &Params, rows: &[&(Vec<f32>, usize)]) -> Tensor<2> {
         let flat: Vec<f32> = rows.iter().flat_map(|r| r.0.iter().copied()).collect();
         let x = Tensor::<2>::from_data(TensorData::new(flat, [rows.len(), self.hidden]), &self.device);
-        Self::head(params).logits(x)
+        Self::router(params).logits(x)
     }
 }
 

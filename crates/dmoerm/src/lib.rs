@@ -4,13 +4,18 @@
 //! Modeling*, arXiv 2403.01197), on [burn](https://burn.dev): the CPU (`flex`) and GPUs
 //! (`wgpu`: Vulkan, Metal, DX12, WebGPU) run the same code.
 //!
-//! The pipeline, one module per part:
+//! The method, one file per part (ARCHITECTURE.md draws the data flow):
 //! 1. [`text`]: the conversation rendered by the bundle's template, tokenized, truncated;
-//! 2. [`backbones`]: a shared transformer (Llama family or BERT family) read from HF files;
-//! 3. [`lora`]: PEFT LoRA adapters, all experts of a task batched in one pass;
-//! 4. [`heads`]: the router, the capability value heads and the aggregator MLP;
+//! 2. [`backbones`]: a shared transformer (Llama family or BERT family) read from HF files,
+//!    and [`pooling`]: the hidden state that stands for a sequence;
+//! 3. [`router`]: the outer layer, a classifier of the user turns over the task categories;
+//! 4. [`task`]: the inner layer, one task's [`expert`]s (a LoRA adapter from [`lora`] and a
+//!    value head each, all `k` run in one batched pass) and its [`aggregator`] MLP;
 //! 5. [`model`]: [`RewardModel`], which routes, scores and ranks;
-//! 6. [`bundle`]: the manifest, directory and packed single-file bundles.
+//! 6. [`bundle`]: the manifest, reading and writing directory and packed single-file bundles.
+//!
+//! The router, experts and aggregator are burn modules (`Module` + `Config` with `init`),
+//! which load and save themselves under a key prefix; the trainer trains the same types.
 //!
 //! ```no_run
 //! use dmoerm::{Conversation, DeviceChoice, RewardModel};
@@ -21,15 +26,19 @@
 //! # Ok::<(), dmoerm::Error>(())
 //! ```
 
+pub mod aggregator;
 pub mod backbones;
 pub mod bundle;
 pub mod device;
 pub mod error;
-pub mod heads;
+pub mod expert;
 #[cfg(not(target_family = "wasm"))]
 pub mod kernels;
 pub mod lora;
 pub mod model;
+pub mod pooling;
+pub mod router;
+pub mod task;
 pub mod text;
 pub mod weights;
 

@@ -12,8 +12,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use burn::module::{Module, Param, ParamId};
 use burn::tensor::{Device, Tensor, TensorData};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::weights::TensorFile;
@@ -193,19 +194,29 @@ impl PeftAdapter {
 }
 
 /// The stacked low-rank weights of one projection for `E` adapters.
-#[derive(Debug, Clone)]
-struct StackedLora {
-    /// `[E, in, r_max]`.
-    a: Tensor<3>,
-    /// `[E, r_max, out]`, scale folded in.
-    b: Tensor<3>,
+#[derive(Module, Debug)]
+pub struct StackedLora {
+    /// `[E, in, r_max]`: `A_e^T`.
+    pub a: Param<Tensor<3>>,
+    /// `[E, r_max, out]`: `scale_e * B_e^T`.
+    pub b: Param<Tensor<3>>,
 }
 
-/// `E` adapters stacked so that they run side by side in one batched forward pass.
-#[derive(Debug, Clone)]
+/// `E` adapters stacked so that they run side by side in one batched forward pass: a burn
+/// module whose parameters are the stacked `A` and `B` of every adapted projection.
+#[derive(Module, Debug)]
 pub struct AdapterGroup {
+    /// One per adapted projection, in the order of `paths`.
+    projections: Vec<StackedLora>,
+    /// The canonical module path of each entry of `projections`.
+    #[module(skip)]
+    paths: Vec<String>,
     experts: usize,
-    modules: HashMap<String, StackedLora>,
+}
+
+/// A parameter holding `t` as it is (an autodiff tensor keeps its graph).
+pub(crate) fn param<const D: usize>(t: Tensor<D>) -> Param<Tensor<D>> {
+    Param::initialized(ParamId::new(), t)
 }
 
 impl AdapterGroup {
@@ -218,8 +229,8 @@ impl AdapterGroup {
         if paths.is_empty() {
             return None;
         }
-        let mut modules = HashMap::new();
-        for path in paths {
+        let mut projections = Vec::with_capacity(paths.len());
+        for &path in &paths {
             let (d_in, d_out) = backbone.projection(path).unwrap_or_default();
             let r_max =
                 adapters.iter().flatten().filter_map(|a| a.modules.get(path).map(|m| m.rank)).max().unwrap_or(1);
@@ -238,16 +249,17 @@ impl AdapterGroup {
             }
             let a = Tensor::from_data(TensorData::new(a, [experts, d_in, r_max]), device);
             let b = Tensor::from_data(TensorData::new(b, [experts, r_max, d_out]), device);
-            modules.insert(path.to_string(), StackedLora { a, b });
+            projections.push(StackedLora { a: param(a), b: param(b) });
         }
-        Some(Self { experts, modules })
+        Some(Self { projections, paths: paths.into_iter().map(str::to_string).collect(), experts })
     }
 
     /// From tensors already stacked, e.g. trainable ones: `modules[path] = (a, b)` with
     /// `a = [A_e^T]` `[E, in, r]` and `b = [scale_e * B_e^T]` `[E, r, out]`.
     pub fn from_stacked(experts: usize, modules: impl IntoIterator<Item = (String, (Tensor<3>, Tensor<3>))>) -> Self {
-        let modules = modules.into_iter().map(|(path, (a, b))| (path, StackedLora { a, b })).collect();
-        Self { experts, modules }
+        let (paths, projections) =
+            modules.into_iter().map(|(path, (a, b))| (path, StackedLora { a: param(a), b: param(b) })).unzip();
+        Self { projections, paths, experts }
     }
 
     /// Number of stacked adapters.
@@ -262,12 +274,124 @@ impl AdapterGroup {
     /// - x: `[E * m, S, in]`
     /// - output: `[E * m, S, out]`
     pub fn delta(&self, path: &str, x: Tensor<3>) -> Option<Tensor<3>> {
-        let lora = self.modules.get(path)?;
+        let lora = &self.projections[self.paths.iter().position(|p| p == path)?];
         let [batch, seq, d_in] = x.dims();
         let rows = batch / self.experts;
-        let d_out = lora.b.dims()[2];
+        let b = lora.b.val();
+        let d_out = b.dims()[2];
         let x = x.reshape([self.experts, rows * seq, d_in]); // [E, m*S, in]
-        let delta = x.matmul(lora.a.clone()).matmul(lora.b.clone()); // [E, m*S, out]
+        let delta = x.matmul(lora.a.val()).matmul(b); // [E, m*S, out]
         Some(delta.reshape([batch, seq, d_out]))
+    }
+}
+
+/// What PEFT's `adapter_config.json` says about an adapter this crate writes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AdapterSettings {
+    /// LoRA rank.
+    pub r: usize,
+    /// LoRA alpha; the scale is `alpha / r`.
+    pub lora_alpha: f64,
+    /// The projection names adapted (`q_proj`, `value`, ...).
+    pub target_modules: Vec<String>,
+    /// The adapted layers.
+    pub layers_to_transform: Vec<usize>,
+}
+
+impl AdapterSettings {
+    /// The scale `alpha / r`.
+    pub fn scale(&self) -> f64 {
+        self.lora_alpha / self.r as f64
+    }
+
+    /// `adapter_config.json`.
+    pub fn config_json(&self) -> String {
+        let config = serde_json::json!({
+            "peft_type": "LORA",
+            "r": self.r,
+            "lora_alpha": self.lora_alpha,
+            "target_modules": self.target_modules,
+            "layers_to_transform": self.layers_to_transform,
+            "lora_dropout": 0.0,
+            "bias": "none",
+            "use_rslora": false,
+            "use_dora": false,
+        });
+        serde_json::to_string_pretty(&config).unwrap_or_default() + "\n"
+    }
+}
+
+/// The low-rank factors of one adapted projection, unscaled.
+#[derive(Module, Debug)]
+pub struct LoraProjection {
+    /// `A^T`, `[in, r]` (PEFT's `lora_A.weight` transposed).
+    pub a: Param<Tensor<2>>,
+    /// `B^T`, `[r, out]` (PEFT's `lora_B.weight` transposed).
+    pub b: Param<Tensor<2>>,
+}
+
+/// One LoRA adapter (one expert's, or the router's) as a module: what a trainer trains and
+/// what is written as a PEFT adapter directory. [`AdapterGroup`] stacks several to run them.
+#[derive(Module, Debug)]
+pub struct LoraAdapter {
+    projections: Vec<LoraProjection>,
+    /// The canonical module path of each entry of `projections`.
+    #[module(skip)]
+    paths: Vec<String>,
+    #[module(skip)]
+    settings: AdapterSettings,
+}
+
+impl LoraAdapter {
+    /// From `(path, A^T [in, r], B^T [r, out])` per adapted projection.
+    pub fn new(settings: AdapterSettings, projections: Vec<(String, Tensor<2>, Tensor<2>)>) -> Self {
+        let (paths, projections) =
+            projections.into_iter().map(|(path, a, b)| (path, LoraProjection { a: param(a), b: param(b) })).unzip();
+        Self { projections, paths, settings }
+    }
+
+    /// Its settings.
+    pub fn settings(&self) -> &AdapterSettings {
+        &self.settings
+    }
+
+    /// `(path, A^T, scale * B^T)` of every projection, as [`AdapterGroup::stack_adapters`] stacks them.
+    fn scaled(&self) -> impl Iterator<Item = (&str, Tensor<2>, Tensor<2>)> {
+        let scale = self.settings.scale();
+        self.paths.iter().zip(&self.projections).map(move |(p, m)| (p.as_str(), m.a.val(), m.b.val().mul_scalar(scale)))
+    }
+
+    /// The PEFT adapter directory's two files: `adapter_config.json` and the weights
+    /// (`base_model.model.<path>.lora_A.weight` `[r, in]`, `lora_B.weight` `[out, r]`).
+    pub fn to_peft(&self) -> Result<(String, crate::weights::TensorWriter)> {
+        use crate::bundle::keys::peft;
+        let mut out = crate::weights::TensorWriter::new();
+        for (path, m) in self.paths.iter().zip(&self.projections) {
+            out.insert_tensor(peft::lora_a(path), m.a.val().transpose())?;
+            out.insert_tensor(peft::lora_b(path), m.b.val().transpose())?;
+        }
+        Ok((self.settings.config_json(), out))
+    }
+}
+
+impl AdapterGroup {
+    /// Stacks adapter modules expert-major (all with the same projections and rank, as one
+    /// trainer makes them), folding each one's scale into `B`; `None` when there are none.
+    ///
+    /// # Shapes
+    /// - each projection: `a` `[E, in, r]`, `b` `[E, r, out]`
+    pub fn stack_adapters(adapters: &[&LoraAdapter]) -> Option<Self> {
+        let first = adapters.first()?;
+        let mut per_path: Vec<(Vec<Tensor<3>>, Vec<Tensor<3>>)> =
+            first.paths.iter().map(|_| Default::default()).collect();
+        for adapter in adapters {
+            for (slot, (_, a, b)) in per_path.iter_mut().zip(adapter.scaled()) {
+                slot.0.push(a.unsqueeze::<3>());
+                slot.1.push(b.unsqueeze::<3>());
+            }
+        }
+        let modules =
+            first.paths.iter().cloned().zip(per_path.into_iter().map(|(a, b)| (Tensor::cat(a, 0), Tensor::cat(b, 0))));
+        Some(Self::from_stacked(adapters.len(), modules))
     }
 }

@@ -14,13 +14,13 @@ use burn::tensor::{Device, Tensor};
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
+use crate::aggregator::Combine;
 use crate::backbones::{Backbone, TokenBatch};
-use crate::bundle::manifest::{self, split_ref, MANIFEST_FILE};
-use crate::bundle::{Combine, Manifest, Source};
+use crate::bundle::{read, Manifest, Source};
 use crate::error::{Error, Result, Stage};
-use crate::heads::{Aggregator, RouterHead, ValueHeads};
-use crate::lora::{AdapterGroup, LoraConfig, PeftAdapter};
-use crate::text::{parse_tokenizer, Conversation, Encoded, InputEncoder, Message, Role};
+use crate::router::Router;
+use crate::task::Task;
+use crate::text::{Conversation, Encoded, InputEncoder, Message, Role};
 
 /// The score of one response.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -66,22 +66,6 @@ pub struct Encodings {
     pub expert: Encoded,
 }
 
-#[derive(Debug, Clone)]
-struct Router {
-    lora: Option<AdapterGroup>,
-    head: RouterHead,
-}
-
-#[derive(Debug, Clone)]
-struct Task {
-    name: String,
-    capabilities: Vec<String>,
-    lora: Option<AdapterGroup>,
-    heads: ValueHeads,
-    aggregator: Option<Aggregator>,
-    combine: Option<Combine>,
-}
-
 /// A DMoERM reward model (or a plain single reward model) ready to score.
 ///
 /// `RewardModel` is `Send + Sync`: share it between threads behind an `Arc`.
@@ -100,17 +84,9 @@ pub struct RewardModel {
 }
 
 /// Reads a tensor back (`into_data_async`, so it also works in the browser).
-async fn read(t: Tensor<2>) -> Result<Vec<f32>> {
+async fn read_back(t: Tensor<2>) -> Result<Vec<f32>> {
     let data = t.into_data_async().await.map_err(|e| Error::Backend(format!("{e:?}")))?;
     data.try_into_vec::<f32>().map_err(|e| Error::Backend(format!("{e:?}")))
-}
-
-fn load_adapter(source: &mut Source, dir: &Option<String>, backbone: &Backbone) -> Result<Option<PeftAdapter>> {
-    let Some(dir) = dir else { return Ok(None) };
-    let cfg_path = manifest::adapter_config_path(dir);
-    let cfg = LoraConfig::parse(&cfg_path, &source.text(&cfg_path)?)?;
-    let weights = source.tensors(&manifest::adapter_weights_path(dir))?;
-    Ok(Some(PeftAdapter::load(&cfg, &weights, backbone)?))
 }
 
 impl RewardModel {
@@ -139,74 +115,11 @@ impl RewardModel {
         Self::from_parts(source, manifest, device)
     }
 
-    fn from_parts(mut source: Source, manifest: Manifest, device: Device) -> Result<Self> {
-        let origin = source.name();
+    fn from_parts(source: Source, manifest: Manifest, device: Device) -> Result<Self> {
         if device == Device::flex() {
             crate::device::keep_freed_cpu_memory();
         }
-        let spec = &manifest.backbone;
-        let config_json = source.text(&spec.config)?;
-        let shards = spec.weights.iter().map(|w| source.tensors(w)).collect::<Result<Vec<_>>>()?;
-        let weights = crate::weights::TensorFile::merge(shards);
-        let backbone = Backbone::load(&spec.config, &config_json, &weights, &device)?;
-        let tokenizer = parse_tokenizer(&spec.tokenizer, &source.text(&spec.tokenizer)?)?;
-        if manifest.input.max_length > backbone.max_positions() {
-            return Err(Error::bundle(
-                MANIFEST_FILE,
-                format!(
-                    "input.max_length {} exceeds the backbone's max_position_embeddings {}",
-                    manifest.input.max_length,
-                    backbone.max_positions()
-                ),
-            ));
-        }
-        let encoder = InputEncoder::new(MANIFEST_FILE, manifest.input.clone(), tokenizer, backbone.vocab_size())?;
-        let hidden = backbone.hidden_size();
-
-        let router = match &manifest.router {
-            Some(r) if manifest.tasks.len() > 1 => {
-                let adapter = load_adapter(&mut source, &r.adapter, &backbone)?;
-                let (file, prefix) = split_ref(&r.head);
-                let head = RouterHead::load(&source.tensors(file)?, &prefix, hidden, manifest.tasks.len(), &device)?;
-                Some(Router { lora: AdapterGroup::stack(&[adapter.as_ref()], &backbone, &device), head })
-            }
-            _ => None,
-        };
-
-        let mut tasks = Vec::with_capacity(manifest.tasks.len());
-        for t in &manifest.tasks {
-            let adapters = t
-                .experts
-                .iter()
-                .map(|e| load_adapter(&mut source, &e.adapter, &backbone))
-                .collect::<Result<Vec<_>>>()?;
-            let head_files = t
-                .experts
-                .iter()
-                .map(|e| {
-                    let (file, prefix) = split_ref(&e.head);
-                    Ok((source.tensors(file)?, prefix))
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let refs: Vec<_> = head_files.iter().map(|(f, p)| (f, p.as_str())).collect();
-            let heads = ValueHeads::load(&refs, hidden, &device)?;
-            let aggregator = match &t.aggregator {
-                Some(a) => {
-                    let (file, prefix) = split_ref(a);
-                    Some(Aggregator::load(&source.tensors(file)?, &prefix, t.experts.len(), hidden, &device)?)
-                }
-                None => None,
-            };
-            let adapter_refs: Vec<_> = adapters.iter().map(Option::as_ref).collect();
-            tasks.push(Task {
-                name: t.name.clone(),
-                capabilities: t.experts.iter().map(|e| e.name.clone()).collect(),
-                lora: AdapterGroup::stack(&adapter_refs, &backbone, &device),
-                heads,
-                aggregator,
-                combine: t.combine,
-            });
-        }
+        let read::Parts { origin, manifest, encoder, backbone, router, tasks } = read::read(source, manifest, &device)?;
         Ok(Self { origin, manifest, device, encoder, backbone, router, tasks, max_batch_rows: 64 })
     }
 
@@ -365,8 +278,7 @@ impl RewardModel {
         for chunk in conversations.chunks(self.max_batch_rows) {
             let encoded = chunk.iter().map(|c| self.encode_for(c, Input::Router)).collect::<Result<Vec<_>>>()?;
             let batch = self.batch(&encoded);
-            let hidden = self.backbone.forward(&batch, router.lora.as_ref());
-            let probs = read(router.head.forward(self.pool(hidden, &batch))).await?;
+            let probs = read_back(router.forward(&self.backbone, &batch, self.manifest.pooling)).await?;
             for (row, enc) in probs.chunks(n_tasks).zip(&encoded) {
                 self.check_finite(Stage::Router, row, |i| format!("probability of task `{}`", self.tasks[i].name))?;
                 let task = row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i);
@@ -385,14 +297,11 @@ impl RewardModel {
         for chunk in conversations.chunks(per_pass) {
             let encoded = chunk.iter().map(|c| self.encode_for(c, Input::Expert)).collect::<Result<Vec<_>>>()?;
             let n = encoded.len();
-            let pooled = self.expert_pass(task, &encoded);
-            let caps = read(task.heads.forward(pooled.clone())).await?; // [k, n]
-            let rewards = match (&task.aggregator, task.combine) {
-                (Some(agg), _) => read(agg.forward(pooled).reshape([1, n])).await?,
-                (None, Some(rule)) => {
-                    (0..n).map(|j| rule.apply(&(0..k).map(|e| caps[e * n + j]).collect::<Vec<_>>())).collect()
-                }
-                (None, None) => caps[..n].to_vec(),
+            let (caps, rewards) = task.forward(self.expert_pass(task, &encoded));
+            let caps = read_back(caps).await?; // [k, n]
+            let rewards = match rewards {
+                Some(r) => read_back(r.reshape([1, n])).await?,
+                None => task.combine_rewards(&caps, n),
             };
             for (j, enc) in encoded.iter().enumerate() {
                 let capabilities: Vec<f32> = (0..k).map(|e| caps[e * n + j]).collect();
@@ -408,11 +317,7 @@ impl RewardModel {
 
     /// One batched pass of all k experts of `task` over `encoded`: pooled states `[k, n, H]`.
     fn expert_pass(&self, task: &Task, encoded: &[Encoded]) -> Tensor<3> {
-        let (k, n, h) = (task.capabilities.len(), encoded.len(), self.backbone.hidden_size());
-        // expert-major: rows e*n .. (e+1)*n run expert e
-        let batch = self.batch(encoded).repeat(k);
-        let hidden = self.backbone.forward(&batch, task.lora.as_ref());
-        self.pool(hidden, &batch).reshape([k, n, h])
+        task.pooled(&self.backbone, &self.batch(encoded), self.manifest.pooling)
     }
 
     /// The pooled hidden state that each capability expert of `task` gives each conversation,
@@ -446,11 +351,6 @@ impl RewardModel {
     fn batch(&self, encoded: &[Encoded]) -> TokenBatch {
         let rows: Vec<Vec<u32>> = encoded.iter().map(|e| e.ids.clone()).collect();
         TokenBatch::new(&rows, self.encoder.format().pad_token_id, &self.device)
-    }
-
-    /// Pools `[B, S, H]` to `[B, H]` as the bundle says.
-    fn pool(&self, hidden: Tensor<3>, batch: &TokenBatch) -> Tensor<2> {
-        crate::backbones::pool(hidden, &batch.lengths, self.manifest.pooling)
     }
 }
 

@@ -1,4 +1,6 @@
-//! Reading tensors out of safetensors files, with errors that name the file and tensor.
+//! Tensors in and out of safetensors files, with errors that name the file and tensor:
+//! [`TensorFile`] reads, [`TensorWriter`] writes, and [`load_linear`] / [`save_linear`] convert
+//! between PyTorch's `nn.Linear` layout (`weight` `[out, in]`) and burn's (`[in, out]`).
 //!
 //! A [`TensorFile`] is one safetensors file of a bundle directory, or the part of a packed
 //! bundle that came from that file (its tensors are stored under `"<file>::<name>"`).
@@ -6,10 +8,13 @@
 //! also hold int8 weights quantised per row: tensor `T` as i8 plus `T::scale` (f32, one per
 //! row of `T`); `T[r, ..] = q[r, ..] * scale[r]`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 use std::sync::Arc;
 
+use burn::nn::Linear;
 use burn::tensor::{Device, Tensor, TensorData};
+use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{Error, Result};
@@ -179,6 +184,102 @@ impl TensorFile {
         let (values, _) = self.read_f32(name, Some(&[d_out, d_in]))?;
         Ok(Tensor::from_data(TensorData::new(transpose(&values, d_out, d_in), [d_in, d_out]), device))
     }
+}
+
+/// Named f32 tensors on the host, written as one safetensors file: what a module's `save`
+/// fills under its key prefix.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TensorWriter {
+    tensors: BTreeMap<String, (Vec<f32>, Vec<usize>)>,
+}
+
+impl TensorWriter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds (or replaces) a tensor.
+    pub fn insert(&mut self, name: impl Into<String>, values: Vec<f32>, shape: Vec<usize>) {
+        self.tensors.insert(name.into(), (values, shape));
+    }
+
+    /// Reads `tensor` back to the host and adds it as `name`.
+    pub fn insert_tensor<const D: usize>(&mut self, name: impl Into<String>, tensor: Tensor<D>) -> Result<()> {
+        let shape = tensor.dims().to_vec();
+        let values = tensor.into_data().try_into_vec::<f32>().map_err(|e| Error::Backend(format!("{e:?}")))?;
+        self.insert(name, values, shape);
+        Ok(())
+    }
+
+    /// The tensors added so far: name -> (values, shape).
+    pub fn tensors(&self) -> &BTreeMap<String, (Vec<f32>, Vec<usize>)> {
+        &self.tensors
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tensors.is_empty()
+    }
+
+    /// The safetensors bytes, with `metadata` in the header.
+    pub fn to_bytes(&self, metadata: BTreeMap<String, String>) -> Result<Vec<u8>> {
+        let bytes: Vec<(&String, Vec<u8>, &Vec<usize>)> =
+            self.tensors.iter().map(|(k, (v, s))| (k, v.iter().flat_map(|x| x.to_le_bytes()).collect(), s)).collect();
+        let views = bytes
+            .iter()
+            .map(|(k, b, s)| {
+                TensorView::new(Dtype::F32, s.to_vec(), b)
+                    .map(|v| (k.to_string(), v))
+                    .map_err(|e| Error::Safetensors { file: k.to_string(), message: e.to_string() })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let meta: HashMap<String, String> = metadata.into_iter().collect();
+        safetensors::serialize(views, Some(meta))
+            .map_err(|e| Error::Safetensors { file: "(writing)".into(), message: e.to_string() })
+    }
+
+    /// Writes the file atomically (a temporary file renamed over `path`), creating its directory.
+    pub fn save(&self, path: &Path, metadata: BTreeMap<String, String>) -> Result<()> {
+        let data = self.to_bytes(metadata)?;
+        write_atomic(path, &data)
+    }
+}
+
+/// Writes `data` to `path` through a temporary file renamed over it, creating the directory.
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let io = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| Error::Io { path, source }
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, data).map_err(io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io(path))
+}
+
+/// Reads a PyTorch `nn.Linear(d_in, d_out)` stored as `<prefix>weight` `[out, in]` and, when
+/// the file has it, `<prefix>bias` `[out]`, as a burn [`Linear`] (`weight` `[in, out]`).
+pub fn load_linear(file: &TensorFile, prefix: &str, d_in: usize, d_out: usize, device: &Device) -> Result<Linear> {
+    let weight = file.linear_weight(&format!("{prefix}{}", crate::bundle::keys::WEIGHT), d_in, d_out, device)?;
+    let bias_name = format!("{prefix}{}", crate::bundle::keys::BIAS);
+    let bias = if file.contains(&bias_name) { Some(file.tensor(&bias_name, [d_out], device)?) } else { None };
+    Ok(linear(weight, bias))
+}
+
+/// A [`Linear`] from its tensors: `weight` `[in, out]`, `bias` `[out]`.
+pub fn linear(weight: Tensor<2>, bias: Option<Tensor<1>>) -> Linear {
+    Linear { weight: crate::lora::param(weight), bias: bias.map(crate::lora::param) }
+}
+
+/// Adds a [`Linear`] in PyTorch's layout under `prefix`: `<prefix>weight` `[out, in]` and
+/// `<prefix>bias` `[out]` (when it has one).
+pub fn save_linear(linear: &Linear, prefix: &str, out: &mut TensorWriter) -> Result<()> {
+    out.insert_tensor(format!("{prefix}{}", crate::bundle::keys::WEIGHT), linear.weight.val().transpose())?;
+    if let Some(b) = &linear.bias {
+        out.insert_tensor(format!("{prefix}{}", crate::bundle::keys::BIAS), b.val())?;
+    }
+    Ok(())
 }
 
 /// Row-major `[rows, cols]` -> `[cols, rows]`.

@@ -13,7 +13,6 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use serde::Deserialize;
 
-use crate::bundle::Pooling;
 use crate::error::{Error, Result};
 use crate::lora::{AdapterGroup, Projections};
 use crate::weights::TensorFile;
@@ -323,23 +322,6 @@ impl Projections for Backbone {
     fn unused_module(&self, path: &str) -> bool {
         matches!(self, Backbone::Bert(_)) && path == "pooler.dense"
     }
-}
-
-/// Pools `[B, S, H]` to `[B, H]` as one batched product with per-row weights over the
-/// positions (one-hot for last/CLS, `1/len` for mean); `lengths` are the real tokens per row.
-pub fn pool(hidden: Tensor<3>, lengths: &[usize], pooling: Pooling) -> Tensor<2> {
-    let [b, s, h] = hidden.dims();
-    let mut w = vec![0.0f32; b * s];
-    for (row, &len) in lengths.iter().enumerate() {
-        let len = len.clamp(1, s);
-        match pooling {
-            Pooling::Last => w[row * s + len - 1] = 1.0,
-            Pooling::Cls => w[row * s] = 1.0,
-            Pooling::Mean => w[row * s..row * s + len].iter_mut().for_each(|x| *x = 1.0 / len as f32),
-        }
-    }
-    let w = Tensor::<3>::from_data(TensorData::new(w, [b, 1, s]), &hidden.device());
-    w.matmul(hidden).reshape([b, h])
 }
 
 /// Which family a `model_type` belongs to.

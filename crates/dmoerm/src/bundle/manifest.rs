@@ -2,7 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::keys::{adapter_config_path, adapter_weights_path, split_ref};
+pub use crate::aggregator::Combine;
 use crate::error::{Error, Result};
+pub use crate::pooling::Pooling;
 use crate::text::InputFormat;
 
 /// The value of `format` in every manifest.
@@ -11,18 +14,6 @@ pub const FORMAT: &str = "dmoerm-bundle";
 pub const VERSION: u32 = 1;
 /// The manifest's file name in a bundle directory.
 pub const MANIFEST_FILE: &str = "dmoerm.json";
-
-/// Which hidden state stands for the whole sequence.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Pooling {
-    /// The last non-padding token (the DMoERM reference; decoder backbones).
-    Last,
-    /// The first token (`[CLS]` of BERT).
-    Cls,
-    /// The mean over the non-padding tokens.
-    Mean,
-}
 
 /// The shared transformer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,58 +71,6 @@ pub struct TaskSpec {
     /// Instead of an aggregator: how an ensemble combines its members' value heads.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub combine: Option<Combine>,
-}
-
-/// How an ensemble of reward models (a task whose experts are ensemble members and which has
-/// no aggregator) turns the members' scores `s_1..s_M` into one reward.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "rule", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Combine {
-    /// `mean(s)`.
-    Mean,
-    /// Worst case: `min(s)`.
-    Min,
-    /// Uncertainty-weighted: `mean(s) - lambda * var(s)` (population variance).
-    Uncertainty {
-        /// Weight of the variance penalty.
-        lambda: f64,
-    },
-}
-
-impl Combine {
-    /// The combined reward of member scores `scores` (not empty).
-    pub fn apply(&self, scores: &[f32]) -> f32 {
-        let n = scores.len().max(1) as f64;
-        let mean = scores.iter().map(|&s| s as f64).sum::<f64>() / n;
-        match *self {
-            Combine::Mean => mean as f32,
-            Combine::Min => scores.iter().copied().fold(f32::INFINITY, f32::min),
-            Combine::Uncertainty { lambda } => {
-                let var = scores.iter().map(|&s| (s as f64 - mean).powi(2)).sum::<f64>() / n;
-                (mean - lambda * var) as f32
-            }
-        }
-    }
-}
-
-impl std::str::FromStr for Combine {
-    type Err = String;
-
-    /// `mean`, `min`, `uncertainty` (lambda 0.5) or `uncertainty:LAMBDA`.
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s.split_once(':') {
-            None if s == "mean" => Ok(Combine::Mean),
-            None if s == "min" => Ok(Combine::Min),
-            None if s == "uncertainty" => Ok(Combine::Uncertainty { lambda: 0.5 }),
-            Some(("uncertainty", l)) => l
-                .parse::<f64>()
-                .ok()
-                .filter(|l| l.is_finite() && *l >= 0.0)
-                .map(|lambda| Combine::Uncertainty { lambda })
-                .ok_or_else(|| format!("bad lambda `{l}` (a number >= 0)")),
-            _ => Err(format!("unknown rule `{s}` (mean, min, uncertainty[:LAMBDA])")),
-        }
-    }
 }
 
 /// The manifest of a bundle.
@@ -250,23 +189,4 @@ impl Manifest {
         tensors.retain(|f| seen.insert(f.clone()));
         (text, tensors)
     }
-}
-
-/// `"file#name"` -> (`"file"`, `"name."`); `"file"` -> (`"file"`, `""`).
-pub fn split_ref(reference: &str) -> (&str, String) {
-    match reference.split_once('#') {
-        Some((file, name)) if !name.is_empty() => (file, format!("{name}.")),
-        Some((file, _)) => (file, String::new()),
-        None => (reference, String::new()),
-    }
-}
-
-/// `<dir>/adapter_config.json`
-pub fn adapter_config_path(dir: &str) -> String {
-    format!("{}/adapter_config.json", dir.trim_end_matches('/'))
-}
-
-/// `<dir>/adapter_model.safetensors`
-pub fn adapter_weights_path(dir: &str) -> String {
-    format!("{}/adapter_model.safetensors", dir.trim_end_matches('/'))
 }

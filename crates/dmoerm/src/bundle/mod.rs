@@ -6,7 +6,10 @@
 //! the manifest and text files (configs, tokenizer) in the header's metadata.
 //! `docs/bundle-format.md` specifies both.
 
+pub mod keys;
 pub mod manifest;
+pub(crate) mod read;
+pub mod write;
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};

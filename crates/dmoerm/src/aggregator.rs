@@ -1,0 +1,147 @@
+//! How a task turns its experts into one reward.
+//!
+//! DMoERM's [`Aggregator`] is an MLP over the `k` experts' concatenated pooled states:
+//!
+//! ```text
+//! reward = Linear(H -> 1)(PReLU(Linear(k*H -> H)([h_1; ...; h_k])))
+//! ```
+//!
+//! stored as PyTorch's `nn.Sequential(Linear, PReLU, Linear)` state dict (key names in
+//! [`crate::bundle::keys::aggregator`]). An ensemble of reward models has no MLP: [`Combine`]
+//! merges its members' scores.
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::{Linear, LinearConfig, PRelu, PReluConfig};
+use burn::tensor::{Device, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use crate::bundle::keys::{
+    self,
+    aggregator::{ACT, FC1, FC2},
+};
+use crate::error::{Error, Result};
+use crate::lora::param;
+use crate::weights::{load_linear, save_linear, TensorFile, TensorWriter};
+
+/// The aggregator's sizes.
+#[derive(Config, Debug)]
+pub struct AggregatorConfig {
+    /// Number of experts `k`.
+    pub experts: usize,
+    /// The backbone's hidden size `H`.
+    pub hidden: usize,
+}
+
+impl AggregatorConfig {
+    /// PyTorch's defaults: both `nn.Linear` uniform with bound `1/sqrt(fan_in)`, one PReLU
+    /// slope of 0.25.
+    pub fn init(&self, device: &Device) -> Aggregator {
+        let (k, h) = (self.experts, self.hidden);
+        Aggregator {
+            fc1: LinearConfig::new(k * h, h).init(device),
+            act: PReluConfig::new().init(device),
+            fc2: LinearConfig::new(h, 1).init(device),
+        }
+    }
+
+    /// Reads `<prefix>0.*` (`Linear(k*H, H)`), `<prefix>1.weight` (PReLU, 1 or H slopes) and
+    /// `<prefix>2.*` (`Linear(H, 1)`) from `file`.
+    pub fn load(&self, file: &TensorFile, prefix: &str, device: &Device) -> Result<Aggregator> {
+        let (k, h) = (self.experts, self.hidden);
+        let fc1 = load_linear(file, &format!("{prefix}{FC1}"), k * h, h, device)?;
+        let slope_name = format!("{prefix}{ACT}{}", keys::WEIGHT);
+        let (slopes, shape) = file.read_f32(&slope_name, None)?;
+        if !(shape == [1] || shape == [h]) {
+            return Err(Error::Shape { file: file.file.clone(), tensor: slope_name, expected: vec![h], found: shape });
+        }
+        let n = slopes.len();
+        let slope = Tensor::from_data(TensorData::new(slopes, [n]), device);
+        let fc2 = load_linear(file, &format!("{prefix}{FC2}"), h, 1, device)?;
+        Ok(Aggregator::new(fc1, slope, fc2))
+    }
+}
+
+/// A task's aggregator MLP.
+#[derive(Module, Debug)]
+pub struct Aggregator {
+    fc1: Linear,
+    act: PRelu,
+    fc2: Linear,
+}
+
+impl Aggregator {
+    /// From its layers: `fc1` `Linear(k*H, H)`, PReLU `slope` `[1]` or `[H]`, `fc2` `Linear(H, 1)`.
+    pub fn new(fc1: Linear, slope: Tensor<1>, fc2: Linear) -> Self {
+        let alpha_value = 0.25; // PReluConfig's default; only its init uses it
+        Self { fc1, act: PRelu { alpha: param(slope), alpha_value }, fc2 }
+    }
+
+    /// Adds the MLP under `prefix` in PyTorch's `nn.Sequential` layout.
+    pub fn save(&self, prefix: &str, out: &mut TensorWriter) -> Result<()> {
+        save_linear(&self.fc1, &format!("{prefix}{FC1}"), out)?;
+        out.insert_tensor(format!("{prefix}{ACT}{}", keys::WEIGHT), self.act.alpha.val())?;
+        save_linear(&self.fc2, &format!("{prefix}{FC2}"), out)
+    }
+
+    /// # Shapes
+    /// - pooled: `[k, n, H]` (expert-major), output: `[n]` rewards
+    pub fn forward(&self, pooled: Tensor<3>) -> Tensor<1> {
+        let [k, n, h] = pooled.dims();
+        // concat over experts in manifest order: row j = [h_0(j), h_1(j), ..., h_{k-1}(j)]
+        let x = pooled.swap_dims(0, 1).reshape([n, k * h]);
+        self.fc2.forward(self.act.forward(self.fc1.forward(x))).reshape([n])
+    }
+}
+
+/// How an ensemble of reward models (a task whose experts are ensemble members and which has
+/// no aggregator) turns the members' scores `s_1..s_M` into one reward.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "rule", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Combine {
+    /// `mean(s)`.
+    Mean,
+    /// Worst case: `min(s)`.
+    Min,
+    /// Uncertainty-weighted: `mean(s) - lambda * var(s)` (population variance).
+    Uncertainty {
+        /// Weight of the variance penalty.
+        lambda: f64,
+    },
+}
+
+impl Combine {
+    /// The combined reward of member scores `scores` (not empty).
+    pub fn apply(&self, scores: &[f32]) -> f32 {
+        let n = scores.len().max(1) as f64;
+        let mean = scores.iter().map(|&s| s as f64).sum::<f64>() / n;
+        match *self {
+            Combine::Mean => mean as f32,
+            Combine::Min => scores.iter().copied().fold(f32::INFINITY, f32::min),
+            Combine::Uncertainty { lambda } => {
+                let var = scores.iter().map(|&s| (s as f64 - mean).powi(2)).sum::<f64>() / n;
+                (mean - lambda * var) as f32
+            }
+        }
+    }
+}
+
+impl std::str::FromStr for Combine {
+    type Err = String;
+
+    /// `mean`, `min`, `uncertainty` (lambda 0.5) or `uncertainty:LAMBDA`.
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.split_once(':') {
+            None if s == "mean" => Ok(Combine::Mean),
+            None if s == "min" => Ok(Combine::Min),
+            None if s == "uncertainty" => Ok(Combine::Uncertainty { lambda: 0.5 }),
+            Some(("uncertainty", l)) => l
+                .parse::<f64>()
+                .ok()
+                .filter(|l| l.is_finite() && *l >= 0.0)
+                .map(|lambda| Combine::Uncertainty { lambda })
+                .ok_or_else(|| format!("bad lambda `{l}` (a number >= 0)")),
+            _ => Err(format!("unknown rule `{s}` (mean, min, uncertainty[:LAMBDA])")),
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! The capability experts of one task: expert `e` is a PEFT LoRA adapter on the shared
+//! backbone plus a value head, an `nn.Linear(H, 1)` on the pooled state:
+//!
+//! ```text
+//! h_e          = pool(backbone[LoRA_e](query, response))    # [H]
+//! capability_e = v_e . h_e + b_e                             # one scalar per expert
+//! ```
+//!
+//! An [`ExpertGroup`] holds the `k` experts of a task so that they run in ONE batched pass:
+//! the batch is laid out expert-major (rows `e*n .. (e+1)*n` run expert `e`), the adapters are
+//! stacked ([`AdapterGroup`]) and so are the heads ([`ValueHeads`]).
+
+use burn::config::Config;
+use burn::module::{Module, Param};
+use burn::tensor::{Device, Tensor, TensorData};
+
+use crate::backbones::{Backbone, TokenBatch};
+use crate::bundle::keys;
+use crate::error::Result;
+use crate::lora::{param, AdapterGroup};
+use crate::pooling::Pooling;
+use crate::weights::{TensorFile, TensorWriter};
+
+/// The sizes of a task's experts.
+#[derive(Config, Debug)]
+pub struct ExpertGroupConfig {
+    /// The backbone's hidden size `H`.
+    pub hidden: usize,
+    /// Number of experts `k`.
+    pub experts: usize,
+}
+
+impl ExpertGroupConfig {
+    /// `k` experts on the bare backbone whose heads have `nn.Linear`'s default initialisation
+    /// (uniform with bound `1/sqrt(H)`).
+    pub fn init(&self, device: &Device) -> ExpertGroup {
+        let (k, h) = (self.experts, self.hidden);
+        let bound = 1.0 / (h as f64).sqrt();
+        let uniform = burn::tensor::Distribution::Uniform(-bound, bound);
+        let heads = ValueHeads {
+            weight: param(Tensor::random([k, h, 1], uniform, device)),
+            bias: param(Tensor::random([k, 1, 1], uniform, device)),
+        };
+        ExpertGroup { adapter: None, heads }
+    }
+
+    /// Reads the `k` value heads, `heads[e] = (file, prefix)` (each `<prefix>weight` `[1, H]`
+    /// and, when present, `<prefix>bias` `[1]`), and puts them beside the stacked adapters.
+    pub fn load(
+        &self,
+        adapter: Option<AdapterGroup>,
+        heads: &[(&TensorFile, &str)],
+        device: &Device,
+    ) -> Result<ExpertGroup> {
+        let (k, h) = (heads.len(), self.hidden);
+        let mut w = Vec::with_capacity(k * h);
+        let mut b = Vec::with_capacity(k);
+        for (file, prefix) in heads {
+            w.extend(file.read_f32(&format!("{prefix}{}", keys::WEIGHT), Some(&[1, h]))?.0);
+            let bias_name = format!("{prefix}{}", keys::BIAS);
+            b.push(if file.contains(&bias_name) { file.read_f32(&bias_name, Some(&[1]))?.0[0] } else { 0.0 });
+        }
+        let heads = ValueHeads {
+            weight: param(Tensor::from_data(TensorData::new(w, [k, h, 1]), device)),
+            bias: param(Tensor::from_data(TensorData::new(b, [k, 1, 1]), device)),
+        };
+        Ok(ExpertGroup { adapter, heads })
+    }
+}
+
+/// The `k` value heads of a task's experts, stacked.
+#[derive(Module, Debug)]
+pub struct ValueHeads {
+    /// `[k, H, 1]`
+    weight: Param<Tensor<3>>,
+    /// `[k, 1, 1]`
+    bias: Param<Tensor<3>>,
+}
+
+impl ValueHeads {
+    /// From tensors: `weight` `[k, H, 1]`, `bias` `[k, 1, 1]`.
+    pub fn new(weight: Tensor<3>, bias: Tensor<3>) -> Self {
+        Self { weight: param(weight), bias: param(bias) }
+    }
+
+    /// Each expert's score of its own rows.
+    ///
+    /// # Shapes
+    /// - pooled: `[k, n, H]` (expert-major), output: `[k, n]`
+    pub fn forward(&self, pooled: Tensor<3>) -> Tensor<2> {
+        let [k, n, _] = pooled.dims();
+        (pooled.matmul(self.weight.val()) + self.bias.val()).reshape([k, n])
+    }
+
+    /// Expert `e`'s head as PyTorch's `nn.Linear(H, 1)`: `<prefix>weight` `[1, H]`,
+    /// `<prefix>bias` `[1]`.
+    pub fn save(&self, e: usize, prefix: &str, out: &mut TensorWriter) -> Result<()> {
+        let [_, h, _] = self.weight.dims();
+        let w = self.weight.val().narrow(0, e, 1).reshape([1, h]);
+        out.insert_tensor(format!("{prefix}{}", keys::WEIGHT), w)?;
+        out.insert_tensor(format!("{prefix}{}", keys::BIAS), self.bias.val().narrow(0, e, 1).reshape([1]))
+    }
+}
+
+/// The `k` capability experts of one task, run side by side.
+#[derive(Module, Debug)]
+pub struct ExpertGroup {
+    adapter: Option<AdapterGroup>,
+    heads: ValueHeads,
+}
+
+impl ExpertGroup {
+    /// From stacked adapters (`None`: every expert on the bare backbone) and heads.
+    pub fn new(adapter: Option<AdapterGroup>, heads: ValueHeads) -> Self {
+        Self { adapter, heads }
+    }
+
+    /// Number of experts `k`.
+    pub fn experts(&self) -> usize {
+        self.heads.weight.dims()[0]
+    }
+
+    /// The value heads.
+    pub fn heads(&self) -> &ValueHeads {
+        &self.heads
+    }
+
+    /// The pooled state each expert gives each row of `batch`: one pass of `k x n` rows.
+    ///
+    /// # Shapes
+    /// - batch: `[n, S]` token ids, output: `[k, n, H]` (expert-major)
+    pub fn pooled(&self, backbone: &Backbone, batch: &TokenBatch, pooling: Pooling) -> Tensor<3> {
+        let (k, n, h) = (self.experts(), batch.lengths.len(), backbone.hidden_size());
+        // expert-major: rows e*n .. (e+1)*n run expert e
+        let batch = batch.repeat(k);
+        let hidden = backbone.forward(&batch, self.adapter.as_ref());
+        pooling.pool(hidden, &batch.lengths).reshape([k, n, h])
+    }
+
+    /// Each expert's capability score.
+    ///
+    /// # Shapes
+    /// - pooled: `[k, n, H]` (from [`pooled`](Self::pooled)), output: `[k, n]`
+    pub fn forward(&self, pooled: Tensor<3>) -> Tensor<2> {
+        self.heads.forward(pooled)
+    }
+}
