@@ -6,7 +6,7 @@ use clap::{Subcommand, ValueEnum};
 use dmoerm::{Combine, RewardModel};
 use dmoerm_train::eval::{evaluate, Report};
 use dmoerm_train::pipeline::Pipeline;
-use dmoerm_train::trainer::Trained;
+use dmoerm_train::trainer::Summary;
 use dmoerm_train::TrainConfig;
 
 use crate::{CliError, DeviceArg};
@@ -62,10 +62,9 @@ fn open(args: &TrainArgs) -> Result<Pipeline, CliError> {
     Ok(Pipeline::open(cfg, device)?)
 }
 
-fn report(phases: &[&Trained]) {
+fn report(phases: &[&Summary]) {
     println!("{:<36} {:>6} {:>10} {:>10} {:>12}", "phase", "steps", "best step", "valid acc", "units/s");
-    for t in phases {
-        let s = &t.summary;
+    for s in phases {
         println!(
             "{:<36} {:>6} {:>10} {:>10.4} {:>12.1}",
             s.label, s.steps, s.best_step, s.best_valid_accuracy, s.train_units_per_second
@@ -78,29 +77,29 @@ pub fn train(command: TrainCommand) -> Result<(), CliError> {
         TrainCommand::Router(args) => {
             let mut p = open(&args)?;
             match p.router()? {
-                Some(t) => report(&[&t]),
+                Some(t) => report(&[&t.summary]),
                 None => println!("one task: no router to train"),
             }
         }
         TrainCommand::Phase1(args) => {
             let ts = open(&args)?.phase1()?;
-            report(&ts.iter().collect::<Vec<_>>());
+            report(&ts.iter().map(|t| &t.summary).collect::<Vec<_>>());
         }
         TrainCommand::Phase2(args) => {
             let ts = open(&args)?.phase2()?;
-            report(&ts.iter().flatten().collect::<Vec<_>>());
+            report(&ts.iter().flatten().map(|t| &t.summary).collect::<Vec<_>>());
         }
         TrainCommand::Phase3(args) => {
             let ts = open(&args)?.phase3()?;
-            report(&ts.iter().flatten().collect::<Vec<_>>());
+            report(&ts.iter().flatten().map(|t| &t.summary).collect::<Vec<_>>());
         }
         TrainCommand::All(args) => {
             let mut p = open(&args)?;
             let bundle = p.all()?;
-            let mut all: Vec<Trained> = p.router()?.into_iter().collect();
-            all.extend(p.phase1()?);
-            all.extend(p.phase2()?.into_iter().flatten());
-            all.extend(p.phase3()?.into_iter().flatten());
+            let mut all: Vec<Summary> = p.router()?.into_iter().map(|t| t.summary).collect();
+            all.extend(p.phase1()?.into_iter().map(|t| t.summary));
+            all.extend(p.phase2()?.into_iter().flatten().map(|t| t.summary));
+            all.extend(p.phase3()?.into_iter().flatten().map(|t| t.summary));
             report(&all.iter().collect::<Vec<_>>());
             println!("bundle: {}", bundle.display());
         }

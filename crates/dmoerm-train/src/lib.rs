@@ -10,24 +10,24 @@
 //!    starting from the task's phase-1 ones, on that capability's labels;
 //! 4. [`pipeline::Pipeline::phase3`]: backbone and experts frozen, the aggregator MLP on the
 //!    overall preference;
-//! 5. [`pipeline::Pipeline::export`]: the bundle.
+//! 5. [`pipeline::Pipeline::all`]: the bundle, written by `dmoerm::bundle::write`.
 //!
 //! The paper's baselines (a single RM, ensembles) train in the same harness, and
 //! [`eval::evaluate`] scores any bundle the same way.
 //!
-//! The model code is the inference crate's: the same backbone, LoRA, heads and aggregator
-//! forward, with trainable tensors. Only the top `lora.layers` layers carry LoRA; the layers
+//! The model code is the scoring crate's: the same burn modules (`dmoerm::router::Router`,
+//! `dmoerm::expert::Expert`, `dmoerm::aggregator::Aggregator`) in training mode, updated by
+//! `burn::optim`'s Adam, checkpointed as burn records. Only the top `lora.layers` layers carry LoRA; the layers
 //! below are frozen, so their output is computed once per distinct text and cached.
 
 pub mod config;
 pub mod data;
 pub mod error;
 pub mod eval;
-pub mod export;
 pub mod features;
+pub mod host;
 pub mod loss;
 pub mod objectives;
-pub mod params;
 pub mod pipeline;
 mod plot;
 mod progress;

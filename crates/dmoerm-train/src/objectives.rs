@@ -1,20 +1,17 @@
-//! What each phase optimises. An [`Objective`] owns its data and knows how to build its
-//! parameters, compute the loss of a batch of training units and validate; the loop in
-//! [`crate::trainer`] is the same for all of them.
+//! What each phase optimises. An [`Objective`] owns its data and knows how to initialise its
+//! model (one of the scoring crate's modules: an [`Expert`], an [`Aggregator`], a [`Router`]),
+//! compute the loss of a batch of training units and validate; the loop in [`crate::trainer`]
+//! is the same for all of them.
 //!
-//! Parameter names (flat, see [`Params`]):
-//! - LoRA: `lora.<module path>.a` `[in, r]` (= PEFT `lora_A^T`) and `lora.<module path>.b`
-//!   `[r, out]` (= PEFT `lora_B^T`, unscaled);
-//! - value head: `head.weight` `[H]`, `head.bias` `[1]`;
-//! - aggregator: `0.weight` `[kH, H]`, `0.bias` `[H]`, `1.weight` `[1]` (PReLU), `2.weight`
-//!   `[H, 1]`, `2.bias` `[1]` (weights `[in, out]`);
-//! - router head: `weight` `[H, tasks]`, `bias` `[tasks]`.
+//! Initialisation draws from the trainer's own seeded [`Rng`] (PyTorch's `nn.Linear` and PEFT
+//! LoRA defaults), so a run depends only on its seed.
 
+use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
 use dmoerm::aggregator::Aggregator;
 use dmoerm::backbones::{Backbone, Family};
-use dmoerm::expert::ValueHeads;
-use dmoerm::lora::{AdapterGroup, AdapterSettings, LoraAdapter};
+use dmoerm::expert::{Expert, ExpertGroup};
+use dmoerm::lora::{AdapterSettings, LoraAdapter};
 use dmoerm::router::Router;
 use dmoerm::weights::linear;
 
@@ -22,7 +19,6 @@ use crate::config::LoraSettings;
 use crate::error::{Error, Result};
 use crate::features::{read, Frozen, TextCache};
 use crate::loss::{classification_accuracy, cross_entropy, pairwise_accuracy, pairwise_loss};
-use crate::params::Params;
 use crate::rng::Rng;
 
 /// Counts of one pass over some units.
@@ -56,15 +52,17 @@ pub struct StepOutput {
 
 /// One phase's optimisation problem.
 pub trait Objective {
+    /// The module trained.
+    type Model: Module;
     /// Number of training units (prompts, pairs, queries).
     fn train_size(&self) -> usize;
-    /// Initial parameters.
-    fn init(&self, rng: &mut Rng) -> Params;
-    /// The loss over training units `units` (with `params` tracked); `None` when they hold
-    /// nothing to learn from (e.g. only tied responses).
-    fn step(&self, params: &Params, units: &[usize]) -> Result<Option<StepOutput>>;
+    /// The initial model.
+    fn init(&self, rng: &mut Rng) -> Self::Model;
+    /// The loss over training units `units` (with `model` in training mode); `None` when they
+    /// hold nothing to learn from (e.g. only tied responses).
+    fn step(&self, model: &Self::Model, units: &[usize]) -> Result<Option<StepOutput>>;
     /// Validation accuracy counts.
-    fn validate(&self, params: &Params) -> Result<Tally>;
+    fn validate(&self, model: &Self::Model) -> Result<Tally>;
 }
 
 /// Where LoRA goes: the target projections of the top layers, rank and scale.
@@ -112,43 +110,29 @@ impl LoraLayout {
         })
     }
 
-    /// PEFT's initialisation: `A` Kaiming-uniform (bound `1/sqrt(in)`), `B` zero, so a new
-    /// adapter starts as the identity.
-    pub fn init(&self, params: &mut Params, rng: &mut Rng, device: &Device) {
-        for (path, i, o) in &self.modules {
-            params.insert(
-                format!("lora.{path}.a"),
-                rng.uniform(i * self.r, 1.0 / (*i as f64).sqrt()),
-                &[*i, self.r],
-                device,
-            );
-            params.insert(format!("lora.{path}.b"), vec![0.0; self.r * o], &[self.r, *o], device);
-        }
-    }
-
-    /// The adapter of `params` as the model's module.
-    pub fn adapter(&self, params: &Params) -> LoraAdapter {
-        let settings = AdapterSettings {
+    /// What the adapters' `adapter_config.json` says.
+    pub fn settings(&self) -> AdapterSettings {
+        AdapterSettings {
             r: self.r,
             lora_alpha: self.alpha,
             target_modules: self.targets.clone(),
             layers_to_transform: self.layers.clone(),
-        };
+        }
+    }
+
+    /// PEFT's initialisation: `A` Kaiming-uniform (bound `1/sqrt(in)`), `B` zero, so a new
+    /// adapter starts as the identity.
+    pub fn init(&self, rng: &mut Rng, device: &Device) -> LoraAdapter {
         let projections = self
             .modules
             .iter()
-            .map(|(path, _, _)| {
-                (path.clone(), params.get::<2>(&format!("lora.{path}.a")), params.get::<2>(&format!("lora.{path}.b")))
+            .map(|(path, i, o)| {
+                let a = rng.uniform(i * self.r, 1.0 / (*i as f64).sqrt());
+                let a = Tensor::from_data(TensorData::new(a, [*i, self.r]), device);
+                (path.clone(), a, Tensor::zeros([self.r, *o], device))
             })
             .collect();
-        LoraAdapter::new(settings, projections)
-    }
-
-    /// The adapters of `members` stacked expert-major, as the bundle runs them.
-    pub fn group(&self, members: &[&Params]) -> AdapterGroup {
-        let adapters: Vec<LoraAdapter> = members.iter().map(|p| self.adapter(p)).collect();
-        let refs: Vec<&LoraAdapter> = adapters.iter().collect();
-        AdapterGroup::stack_adapters(&refs).expect("a LoRA layout has at least one module")
+        LoraAdapter::new(self.settings(), projections)
     }
 }
 
@@ -157,17 +141,15 @@ fn linear_init(rng: &mut Rng, n: usize, fan_in: usize) -> Vec<f32> {
     rng.uniform(n, 1.0 / (fan_in as f64).sqrt())
 }
 
-/// Adds a value head `nn.Linear(H, 1)`.
-pub fn init_value_head(params: &mut Params, hidden: usize, rng: &mut Rng, device: &Device) {
-    params.insert("head.weight", linear_init(rng, hidden, hidden), &[hidden], device);
-    params.insert("head.bias", linear_init(rng, 1, hidden), &[1], device);
+fn tensor<const D: usize>(values: Vec<f32>, shape: [usize; D], device: &Device) -> Tensor<D> {
+    Tensor::from_data(TensorData::new(values, shape), device)
 }
 
-/// The value heads of `members`, stacked.
-pub fn value_heads(members: &[&Params], hidden: usize) -> ValueHeads {
-    let w: Vec<Tensor<3>> = members.iter().map(|p| p.get::<1>("head.weight").reshape([1, hidden, 1])).collect();
-    let b: Vec<Tensor<3>> = members.iter().map(|p| p.get::<1>("head.bias").reshape([1, 1, 1])).collect();
-    ValueHeads::new(Tensor::cat(w, 0), Tensor::cat(b, 0))
+/// A value head `nn.Linear(H, 1)` with PyTorch's default initialisation.
+pub fn init_value_head(hidden: usize, rng: &mut Rng, device: &Device) -> burn::nn::Linear {
+    let weight = tensor(linear_init(rng, hidden, hidden), [hidden, 1], device);
+    let bias = tensor(linear_init(rng, 1, hidden), [1], device);
+    linear(weight, Some(bias))
 }
 
 /// A group of texts of one prompt and the ordered pairs among them to learn.
@@ -237,42 +219,42 @@ pub struct PairwiseLora<'a> {
     pub layout: &'a LoraLayout,
     pub train: Vec<Group>,
     pub valid: Vec<Group>,
-    /// Start from these parameters (phase 2: the task's phase-1 adapter and head) instead of
-    /// a fresh adapter and a random head.
-    pub start: Option<Params>,
+    /// Start from this expert (phase 2: the task's phase-1 adapter and head) instead of a
+    /// fresh adapter and a random head.
+    pub start: Option<Expert>,
 }
 
 impl PairwiseLora<'_> {
-    /// `[N]` rewards of cached texts.
-    pub fn rewards(&self, params: &Params, texts: &[usize]) -> Tensor<1> {
-        let group = self.layout.group(&[params]);
-        let pooled = self.frozen.pooled(self.cache, texts, Some(&group), 1);
-        let heads = value_heads(&[params], self.frozen.hidden_size());
-        heads.forward(pooled.unsqueeze::<3>()).reshape([texts.len()])
+    /// `[N]` rewards of cached texts: the expert run as the bundle runs it.
+    pub fn rewards(&self, expert: &Expert, texts: &[usize]) -> Tensor<1> {
+        let group = ExpertGroup::stack(&[expert]);
+        let pooled = self.frozen.pooled(self.cache, texts, group.adapter(), 1);
+        group.forward(pooled.unsqueeze::<3>()).reshape([texts.len()])
     }
 }
 
 impl Objective for PairwiseLora<'_> {
+    type Model = Expert;
+
     fn train_size(&self) -> usize {
         self.train.len()
     }
 
-    fn init(&self, rng: &mut Rng) -> Params {
-        if let Some(p) = &self.start {
-            return p.clone();
+    fn init(&self, rng: &mut Rng) -> Expert {
+        if let Some(e) = &self.start {
+            return e.clone();
         }
-        let mut p = Params::new();
-        self.layout.init(&mut p, rng, &self.frozen.device);
-        init_value_head(&mut p, self.frozen.hidden_size(), rng, &self.frozen.device);
-        p
+        let device = &self.frozen.device;
+        let adapter = self.layout.init(rng, device);
+        Expert::new(adapter, init_value_head(self.frozen.hidden_size(), rng, device))
     }
 
-    fn step(&self, params: &Params, units: &[usize]) -> Result<Option<StepOutput>> {
-        pairwise_step(&self.train, units, |texts| self.rewards(params, texts))
+    fn step(&self, expert: &Expert, units: &[usize]) -> Result<Option<StepOutput>> {
+        pairwise_step(&self.train, units, |texts| self.rewards(expert, texts))
     }
 
-    fn validate(&self, params: &Params) -> Result<Tally> {
-        validate_groups(&self.valid, |texts| read(self.rewards(params, texts)))
+    fn validate(&self, expert: &Expert) -> Result<Tally> {
+        validate_groups(&self.valid, |texts| read(self.rewards(expert, texts)))
     }
 }
 
@@ -292,25 +274,18 @@ pub struct AggregatorObjective {
 }
 
 impl AggregatorObjective {
-    /// The aggregator of `params` (names `0.weight` ... `2.bias`).
-    pub fn aggregator(params: &Params) -> Aggregator {
-        Aggregator::new(
-            linear(params.get::<2>("0.weight"), Some(params.get::<1>("0.bias"))),
-            params.get::<1>("1.weight"),
-            linear(params.get::<2>("2.weight"), Some(params.get::<1>("2.bias"))),
-        )
-    }
-
     /// `[N]` rewards; `texts` index `features`.
-    pub fn rewards(&self, params: &Params, texts: &[usize]) -> Tensor<1> {
+    pub fn rewards(&self, aggregator: &Aggregator, texts: &[usize]) -> Tensor<1> {
         let (k, h) = (self.experts, self.hidden);
         let flat: Vec<f32> = texts.iter().flat_map(|&t| self.features[t].iter().copied()).collect();
-        let x = Tensor::<3>::from_data(TensorData::new(flat, [texts.len(), k, h]), &self.device);
-        Self::aggregator(params).forward(x.swap_dims(0, 1))
+        let x = tensor(flat, [texts.len(), k, h], &self.device);
+        aggregator.forward(x.swap_dims(0, 1))
     }
 }
 
 impl Objective for AggregatorObjective {
+    type Model = Aggregator;
+
     fn train_size(&self) -> usize {
         self.train.len()
     }
@@ -322,7 +297,7 @@ impl Objective for AggregatorObjective {
     /// `+-1 / (k (1 + a))`: since `prelu(x) - prelu(-x) = (1 + a) x`, the aggregator then
     /// starts exactly at `mean_i s_i`, and training moves it from there. The other hidden
     /// units keep their random input weights and start with output weight 0.
-    fn init(&self, rng: &mut Rng) -> Params {
+    fn init(&self, rng: &mut Rng) -> Aggregator {
         let (k, h) = (self.experts, self.hidden);
         let kh = k * h;
         let slope = 0.25f32;
@@ -346,21 +321,20 @@ impl Objective for AggregatorObjective {
                 }
             }
         }
-        let mut p = Params::new();
-        p.insert("0.weight", w1, &[kh, h], &self.device);
-        p.insert("0.bias", b1, &[h], &self.device);
-        p.insert("1.weight", vec![slope], &[1], &self.device);
-        p.insert("2.weight", w2, &[h, 1], &self.device);
-        p.insert("2.bias", b2, &[1], &self.device);
-        p
+        let d = &self.device;
+        Aggregator::new(
+            linear(tensor(w1, [kh, h], d), Some(tensor(b1, [h], d))),
+            tensor(vec![slope], [1], d),
+            linear(tensor(w2, [h, 1], d), Some(tensor(b2, [1], d))),
+        )
     }
 
-    fn step(&self, params: &Params, units: &[usize]) -> Result<Option<StepOutput>> {
-        pairwise_step(&self.train, units, |texts| self.rewards(params, texts))
+    fn step(&self, aggregator: &Aggregator, units: &[usize]) -> Result<Option<StepOutput>> {
+        pairwise_step(&self.train, units, |texts| self.rewards(aggregator, texts))
     }
 
-    fn validate(&self, params: &Params) -> Result<Tally> {
-        validate_groups(&self.valid, |texts| read(self.rewards(params, texts)))
+    fn validate(&self, aggregator: &Aggregator) -> Result<Tally> {
+        validate_groups(&self.valid, |texts| read(self.rewards(aggregator, texts)))
     }
 }
 
@@ -376,47 +350,43 @@ pub struct RouterObjective {
 }
 
 impl RouterObjective {
-    /// The router of `params` (a head on the bare backbone).
-    pub fn router(params: &Params) -> Router {
-        Router::from_head(linear(params.get::<2>("weight"), Some(params.get::<1>("bias"))))
-    }
-
-    fn logits(&self, params: &Params, rows: &[&(Vec<f32>, usize)]) -> Tensor<2> {
+    fn logits(&self, router: &Router, rows: &[&(Vec<f32>, usize)]) -> Tensor<2> {
         let flat: Vec<f32> = rows.iter().flat_map(|r| r.0.iter().copied()).collect();
-        let x = Tensor::<2>::from_data(TensorData::new(flat, [rows.len(), self.hidden]), &self.device);
-        Self::router(params).logits(x)
+        router.logits(tensor(flat, [rows.len(), self.hidden], &self.device))
     }
 }
 
 impl Objective for RouterObjective {
+    type Model = Router;
+
     fn train_size(&self) -> usize {
         self.train.len()
     }
 
-    fn init(&self, rng: &mut Rng) -> Params {
+    /// A head on the bare backbone with `nn.Linear`'s default initialisation.
+    fn init(&self, rng: &mut Rng) -> Router {
         let (h, t) = (self.hidden, self.tasks);
-        let mut p = Params::new();
-        p.insert("weight", linear_init(rng, h * t, h), &[h, t], &self.device);
-        p.insert("bias", linear_init(rng, t, h), &[t], &self.device);
-        p
+        let weight = tensor(linear_init(rng, h * t, h), [h, t], &self.device);
+        let bias = tensor(linear_init(rng, t, h), [t], &self.device);
+        Router::from_head(linear(weight, Some(bias)))
     }
 
-    fn step(&self, params: &Params, units: &[usize]) -> Result<Option<StepOutput>> {
+    fn step(&self, router: &Router, units: &[usize]) -> Result<Option<StepOutput>> {
         let rows: Vec<_> = units.iter().map(|&u| &self.train[u]).collect();
         let labels: Vec<usize> = rows.iter().map(|r| r.1).collect();
-        let logits = self.logits(params, &rows);
+        let logits = self.logits(router, &rows);
         let host = read(logits.clone())?;
         let mut tally = Tally::default();
         tally.add(classification_accuracy(&host, self.tasks, &labels));
         Ok(Some(StepOutput { loss: cross_entropy(logits, &labels), tally }))
     }
 
-    fn validate(&self, params: &Params) -> Result<Tally> {
+    fn validate(&self, router: &Router) -> Result<Tally> {
         let mut tally = Tally::default();
         for chunk in self.valid.chunks(256) {
             let rows: Vec<_> = chunk.iter().collect();
             let labels: Vec<usize> = rows.iter().map(|r| r.1).collect();
-            tally.add(classification_accuracy(&read(self.logits(params, &rows))?, self.tasks, &labels));
+            tally.add(classification_accuracy(&read(self.logits(router, &rows))?, self.tasks, &labels));
         }
         Ok(tally)
     }

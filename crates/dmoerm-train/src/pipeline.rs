@@ -16,16 +16,20 @@
 
 use std::path::PathBuf;
 
-use burn::tensor::Device;
-use dmoerm::bundle::Combine;
+use burn::tensor::{Device, Tensor};
+use dmoerm::aggregator::{Aggregator, AggregatorConfig, Combine};
+use dmoerm::bundle::write::{write_bundle, BackboneFiles, BundleOut, ExpertOut, TaskOut};
+use dmoerm::expert::{Expert, ExpertGroup};
+use dmoerm::router::Router;
+use dmoerm::weights::linear;
 use dmoerm::RewardModel;
 
 use crate::config::{AggregatorInit, PhaseSettings, TrainConfig};
 use crate::data::{read_capability_pairs, read_preferences, CapabilityPair, Preference};
 use crate::error::{Error, Result};
-use crate::export::{write_bundle, Export, ExportExpert, ExportTask};
 use crate::features::{read, Frozen, TextCache};
-use crate::objectives::{AggregatorObjective, Group, LoraLayout, PairwiseLora, RouterObjective};
+use crate::objectives::{init_value_head, AggregatorObjective, Group, LoraLayout, PairwiseLora, RouterObjective};
+use crate::rng::Rng;
 use crate::trainer::{PhaseRun, Trained};
 
 /// A loaded config: the frozen backbone, the data, the text cache.
@@ -151,14 +155,30 @@ impl Pipeline {
         Ok(index.chunks(2).map(|c| Group { texts: c.to_vec(), pairs: vec![(0, 1)] }).collect())
     }
 
+    /// Models of the right shapes, for reading finished phases (their values are replaced).
+    fn router_shape(&self) -> Router {
+        let (h, t) = (self.frozen.hidden_size(), self.cfg.tasks.len());
+        Router::from_head(linear(Tensor::zeros([h, t], &self.device), Some(Tensor::zeros([t], &self.device))))
+    }
+
+    fn expert_shape(&self) -> Expert {
+        let mut rng = Rng::new(0);
+        let adapter = self.layout.init(&mut rng, &self.device);
+        Expert::new(adapter, init_value_head(self.frozen.hidden_size(), &mut rng, &self.device))
+    }
+
+    fn aggregator_shape(&self, experts: usize) -> Aggregator {
+        AggregatorConfig::new(experts, self.frozen.hidden_size()).init(&self.device)
+    }
+
     /// The router; `None` with a single task (no router needed).
-    pub fn router(&mut self) -> Result<Option<Trained>> {
+    pub fn router(&mut self) -> Result<Option<Trained<Router>>> {
         let tasks = self.cfg.tasks.len();
         if tasks < 2 {
             return Ok(None);
         }
         let run = self.run("router", "router".into(), &self.cfg.router, self.cfg.seed);
-        if let Some(done) = run.result(&self.device)? {
+        if let Some(done) = run.result(self.router_shape())? {
             return Ok(Some(done));
         }
         let mut sets = Vec::new();
@@ -176,7 +196,7 @@ impl Pipeline {
         let train = sets.pop().unwrap_or_default();
         let objective =
             RouterObjective { train, valid, tasks, hidden: self.frozen.hidden_size(), device: self.device.clone() };
-        run.train(&objective, &self.device).map(Some)
+        run.train(&objective).map(Some)
     }
 
     fn phase1_run(&self, task: usize) -> PhaseRun {
@@ -185,13 +205,13 @@ impl Pipeline {
     }
 
     /// Phase 1: per task, a LoRA adapter + value head on the task's overall preference.
-    pub fn phase1(&mut self) -> Result<Vec<Trained>> {
+    pub fn phase1(&mut self) -> Result<Vec<Trained<Expert>>> {
         (0..self.cfg.tasks.len()).map(|t| self.phase1_task(t)).collect()
     }
 
-    fn phase1_task(&mut self, t: usize) -> Result<Trained> {
+    fn phase1_task(&mut self, t: usize) -> Result<Trained<Expert>> {
         let run = self.phase1_run(t);
-        if let Some(done) = run.result(&self.device)? {
+        if let Some(done) = run.result(self.expert_shape())? {
             return Ok(done);
         }
         let name = self.cfg.tasks[t].name.clone();
@@ -205,14 +225,14 @@ impl Pipeline {
         run: &PhaseRun,
         train: Vec<Group>,
         valid: Vec<Group>,
-        start: Option<crate::params::Params>,
-    ) -> Result<Trained> {
+        start: Option<Expert>,
+    ) -> Result<Trained<Expert>> {
         if valid.is_empty() {
             return Err(Error::run(&run.dir, format!("{}: no validation data", run.label)));
         }
         let objective =
             PairwiseLora { frozen: &self.frozen, cache: &self.cache, layout: &self.layout, train, valid, start };
-        run.train(&objective, &self.device)
+        run.train(&objective)
     }
 
     fn phase2_run(&self, task: usize, cap: usize) -> PhaseRun {
@@ -223,7 +243,7 @@ impl Pipeline {
 
     /// Phase 2: per capability point, an expert starting from the task's phase-1 adapter and
     /// head, on that capability's labels.
-    pub fn phase2(&mut self) -> Result<Vec<Vec<Trained>>> {
+    pub fn phase2(&mut self) -> Result<Vec<Vec<Trained<Expert>>>> {
         if self.caps_train.is_empty() || self.caps_valid.is_empty() {
             return Err(Error::Config {
                 file: self.cfg.out.join("config.toml").display().to_string(),
@@ -232,11 +252,11 @@ impl Pipeline {
         }
         let mut all = Vec::new();
         for t in 0..self.cfg.tasks.len() {
-            let start = self.phase1_task(t)?.params;
+            let start = self.phase1_task(t)?.model;
             let mut experts = Vec::new();
             for c in 0..self.cfg.tasks[t].capabilities.len() {
                 let run = self.phase2_run(t, c);
-                if let Some(done) = run.result(&self.device)? {
+                if let Some(done) = run.result(self.expert_shape())? {
                     experts.push(done);
                     continue;
                 }
@@ -256,13 +276,13 @@ impl Pipeline {
 
     /// Phase 3: per task with several experts, the aggregator on the overall preference, with
     /// the backbone and the experts frozen (their pooled states computed once).
-    pub fn phase3(&mut self) -> Result<Vec<Option<Trained>>> {
+    pub fn phase3(&mut self) -> Result<Vec<Option<Trained<Aggregator>>>> {
         let experts = self.phase2()?;
         self.phase3_on(&experts)
     }
 
     /// Phase 3 on the given phase-2 experts of every task.
-    fn phase3_on(&mut self, experts: &[Vec<Trained>]) -> Result<Vec<Option<Trained>>> {
+    fn phase3_on(&mut self, experts: &[Vec<Trained<Expert>>]) -> Result<Vec<Option<Trained<Aggregator>>>> {
         let mut out = Vec::new();
         for (t, experts) in experts.iter().enumerate() {
             if experts.len() < 2 {
@@ -270,7 +290,7 @@ impl Pipeline {
                 continue;
             }
             let run = self.phase3_run(t);
-            if let Some(done) = run.result(&self.device)? {
+            if let Some(done) = run.result(self.aggregator_shape(experts.len()))? {
                 out.push(Some(done));
                 continue;
             }
@@ -288,14 +308,14 @@ impl Pipeline {
                     });
                 }
             }
-            let members: Vec<&crate::params::Params> = experts.iter().map(|e| &e.params).collect();
-            let group = self.layout.group(&members);
+            let members: Vec<&Expert> = experts.iter().map(|e| &e.model).collect();
+            let group = ExpertGroup::stack(&members);
             let (k, h) = (members.len(), self.frozen.hidden_size());
             let mut features = Vec::with_capacity(local.len());
             let bar = crate::progress::bar(local.len(), &format!("expert states {name}"));
             for chunk in local.chunks(FEATURE_BATCH) {
                 let n = chunk.len();
-                let pooled = read(self.frozen.pooled(&self.cache, chunk, Some(&group), k))?; // [k*n, H]
+                let pooled = read(self.frozen.pooled(&self.cache, chunk, group.adapter(), k))?; // [k*n, H]
                 for j in 0..n {
                     features.push((0..k).flat_map(|e| pooled[(e * n + j) * h..(e * n + j + 1) * h].to_vec()).collect());
                 }
@@ -315,7 +335,7 @@ impl Pipeline {
                 expert_heads,
                 device: self.device.clone(),
             };
-            out.push(Some(run.train(&objective, &self.device)?));
+            out.push(Some(run.train(&objective)?));
         }
         Ok(out)
     }
@@ -326,55 +346,53 @@ impl Pipeline {
         let router = self.router()?;
         let experts = self.phase2()?;
         let aggregators = self.phase3_on(&experts)?;
+        let groups: Vec<ExpertGroup> =
+            experts.iter().map(|ex| ExpertGroup::stack(&ex.iter().map(|e| &e.model).collect::<Vec<_>>())).collect();
         let tasks = self
             .cfg
             .tasks
             .iter()
             .zip(&experts)
+            .zip(&groups)
             .zip(&aggregators)
-            .map(|((t, ex), agg)| ExportTask {
+            .map(|(((t, ex), group), agg)| TaskOut {
                 name: t.name.clone(),
                 description: t.description.clone(),
                 experts: t
                     .capabilities
                     .iter()
                     .zip(ex)
-                    .map(|(c, e)| ExportExpert { name: c.clone(), params: &e.params })
+                    .map(|(c, e)| ExpertOut { name: c.clone(), adapter: Some(e.model.adapter()) })
                     .collect(),
-                aggregator: agg.as_ref().map(|a| &a.params),
+                heads: group.heads(),
+                aggregator: agg.as_ref().map(|a| &a.model),
                 combine: None,
             })
             .collect();
         let description = "DMoERM: router, capability LoRA experts, aggregators (dmoerm train all)".to_string();
-        self.export("bundle", router.as_ref().map(|r| &r.params), tasks, description)
+        self.export("bundle", router.as_ref().map(|r| &r.model), tasks, description)
     }
 
-    fn export(
-        &self,
-        sub: &str,
-        router: Option<&crate::params::Params>,
-        tasks: Vec<ExportTask>,
-        description: String,
-    ) -> Result<PathBuf> {
+    fn export(&self, sub: &str, router: Option<&Router>, tasks: Vec<TaskOut>, description: String) -> Result<PathBuf> {
         let out = self.cfg.out.join(sub);
-        let export = Export {
-            frozen: &self.frozen,
-            layout: &self.layout,
-            input: self.cfg.input.clone(),
-            pooling: self.cfg.pooling,
+        let backbone = BackboneFiles { dir: self.frozen.dir.clone(), spec: self.frozen.spec.clone() };
+        let bundle = BundleOut {
             name: self.cfg.name.clone(),
             description: Some(description),
+            backbone: &backbone,
+            input: self.cfg.input.clone(),
+            pooling: self.cfg.pooling,
             router,
             tasks,
         };
-        write_bundle(&out, &export)?;
+        write_bundle(&out, &bundle)?;
         RewardModel::load_on(&out, self.device.clone())?;
         Ok(out)
     }
 
-    fn single_run(&mut self, sub: &str, label: String, seed: u64) -> Result<Trained> {
+    fn single_run(&mut self, sub: &str, label: String, seed: u64) -> Result<Trained<Expert>> {
         let run = self.run(sub, label, &self.cfg.phase1.clone(), seed);
-        if let Some(done) = run.result(&self.device)? {
+        if let Some(done) = run.result(self.expert_shape())? {
             return Ok(done);
         }
         let train = self.preference_groups(false, |_| true)?;
@@ -386,10 +404,12 @@ impl Pipeline {
     /// (phase-1 settings), written to `<out>/baseline-single`.
     pub fn baseline_single(&mut self) -> Result<PathBuf> {
         let single = self.single_run("baseline/single", "single RM".into(), self.cfg.seed)?;
-        let task = ExportTask {
+        let group = ExpertGroup::stack(&[&single.model]);
+        let task = TaskOut {
             name: "all".into(),
             description: Some("every task".into()),
-            experts: vec![ExportExpert { name: "overall".into(), params: &single.params }],
+            experts: vec![ExpertOut { name: "overall".into(), adapter: Some(single.model.adapter()) }],
+            heads: group.heads(),
             aggregator: None,
             combine: None,
         };
@@ -409,14 +429,16 @@ impl Pipeline {
                 seed,
             )?);
         }
-        let task = ExportTask {
+        let group = ExpertGroup::stack(&members.iter().map(|m| &m.model).collect::<Vec<_>>());
+        let task = TaskOut {
             name: "all".into(),
             description: Some("every task".into()),
             experts: members
                 .iter()
                 .enumerate()
-                .map(|(i, m)| ExportExpert { name: format!("member_{}", i + 1), params: &m.params })
+                .map(|(i, m)| ExpertOut { name: format!("member_{}", i + 1), adapter: Some(m.model.adapter()) })
                 .collect(),
+            heads: group.heads(),
             aggregator: None,
             combine: Some(Combine::Mean),
         };

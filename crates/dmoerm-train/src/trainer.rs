@@ -1,11 +1,13 @@
-//! The training loop shared by every phase: Adam, validation accuracy every `eval_every`
-//! steps, early stopping, the best parameters kept, and resumption.
+//! The training loop shared by every phase: the objective's module trained with
+//! `burn::optim`'s Adam, validation accuracy every `eval_every` steps, early stopping, the best
+//! model kept, and resumption.
 //!
 //! A phase's directory holds:
-//! - `checkpoint.safetensors`: parameters, Adam moments, the best parameters so far and the
-//!   loop state (in the metadata), written atomically at every validation;
-//! - `result.safetensors`: the best parameters, written when the phase ends; a phase with a
-//!   result is done and is not trained again;
+//! - `checkpoint.safetensors`: burn's records of the model, of Adam's state and of the best
+//!   model so far (burnpack bytes, one tensor each) and the loop state (in the metadata),
+//!   written atomically at every validation;
+//! - `result.safetensors`: the best model's record and the summary, written when the phase
+//!   ends; a phase with a result is done and is not trained again;
 //! - `metrics.json` and `curve.svg`: the train / validation accuracy curve;
 //! - `log.txt`: one line per start, resume, validation and end.
 //!
@@ -16,14 +18,22 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use burn::tensor::Device;
+use burn::module::{Module, ParamGroup};
+use burn::optim::{
+    Adam, AdamConfig, DynOptimizer, DynState, GradientsParams, LearningRate, ModuleOptimizer, StateSink, StateSource,
+};
+use burn::store::ModuleRecord;
+use burn::tensor::kind::BridgeTensor;
+use burn::tensor::{Bytes, Device};
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 
 use crate::config::PhaseSettings;
 use crate::error::{Error, Result};
 use crate::features::read;
+use crate::host::renumber;
 use crate::objectives::{Objective, Tally};
-use crate::params::{load_safetensors, save_safetensors, Adam, HostParams, Params};
 use crate::rng::Rng;
 use crate::{plot, progress};
 
@@ -56,18 +66,22 @@ pub struct Summary {
     pub history: Vec<Point>,
 }
 
-/// A phase's outcome: its best parameters.
+/// A phase's outcome: its best model.
 #[derive(Debug, Clone)]
-pub struct Trained {
-    pub params: Params,
+pub struct Trained<M> {
+    pub model: M,
     pub summary: Summary,
 }
 
-impl Trained {
-    /// The value head (`head.weight` `[H]`, `head.bias`) of a LoRA phase's result.
+impl Trained<dmoerm::expert::Expert> {
+    /// The value head (`weight` `[H]`, `bias`) of a LoRA phase's result.
     pub fn value_head(&self) -> Result<(Vec<f32>, f32)> {
-        let bias = read(self.params.get::<1>("head.bias"))?;
-        Ok((read(self.params.get::<1>("head.weight"))?, bias.first().copied().unwrap_or(0.0)))
+        let head = self.model.head();
+        let bias = match &head.bias {
+            Some(b) => read(b.val())?.first().copied().unwrap_or(0.0),
+            None => 0.0,
+        };
+        Ok((read(head.weight.val())?, bias))
     }
 }
 
@@ -88,7 +102,6 @@ struct State {
     best_step: usize,
     best_accuracy: f64,
     bad_evals: usize,
-    adam_t: u64,
     /// Optimisation time so far and the units it processed.
     seconds: f64,
     units: usize,
@@ -97,6 +110,51 @@ struct State {
 
 const CHECKPOINT: &str = "checkpoint.safetensors";
 const RESULT: &str = "result.safetensors";
+
+/// Adam (Kingma & Ba) with bias correction; beta1 0.9, beta2 0.999, eps 1e-8 (PyTorch's
+/// defaults), no weight decay; a resumed state is placed on `device`.
+fn adam(device: &Device) -> ModuleOptimizer {
+    let config = AdamConfig::new().with_epsilon(1e-8);
+    ModuleOptimizer::from(config.build()).with_group(
+        ParamGroup::all(),
+        AdamOn { adam: config.build(), device: device.clone() },
+        None,
+    )
+}
+
+/// burn's Adam, except that a state read back from a record goes to the training device.
+/// (`ModuleOptimizer::load_record` materialises the states on `Device::default()`, which is the
+/// wgpu device whenever wgpu is compiled in: resuming a CPU run would start a GPU runtime, or
+/// fail on a machine without one.)
+struct AdamOn {
+    adam: Adam,
+    device: Device,
+}
+
+impl DynOptimizer for AdamOn {
+    fn step_dyn(
+        &self,
+        rank: usize,
+        lr: LearningRate,
+        tensor: BridgeTensor,
+        grad: BridgeTensor,
+        state: Option<DynState>,
+    ) -> (BridgeTensor, Option<DynState>) {
+        self.adam.step_dyn(rank, lr, tensor, grad, state)
+    }
+
+    fn to_device_dyn(&self, state: DynState, device: &Device) -> DynState {
+        self.adam.to_device_dyn(state, device)
+    }
+
+    fn state_flatten(&self, prefix: &str, state: &DynState, out: &mut StateSink) {
+        self.adam.state_flatten(prefix, state, out)
+    }
+
+    fn state_unflatten(&self, rank: usize, prefix: &str, src: &mut StateSource, _: &Device) -> Option<DynState> {
+        self.adam.state_unflatten(rank, prefix, src, &self.device)
+    }
+}
 
 impl PhaseRun {
     /// The settings that must match for a checkpoint to be resumed (`max_steps` and
@@ -109,23 +167,28 @@ impl PhaseRun {
         )
     }
 
-    /// The finished result of this phase, if there is one.
-    pub fn result(&self, device: &Device) -> Result<Option<Trained>> {
+    /// The finished result of this phase, if there is one; `skeleton` is a model of the right
+    /// shape, whose values the result replaces.
+    pub fn result<M: Module>(&self, skeleton: M) -> Result<Option<Trained<M>>> {
         let path = self.dir.join(RESULT);
         if !path.exists() {
             return Ok(None);
         }
-        let (host, meta) = load_safetensors(&path)?;
+        let (mut records, meta) = read_records(&path)?;
         let summary = meta
             .get("summary")
             .and_then(|s| serde_json::from_str(s).ok())
             .ok_or_else(|| Error::run(&path, "no summary in the metadata"))?;
-        Ok(Some(Trained { params: Params::from_host(host, device), summary }))
+        let model = load_model(&path, skeleton, records.remove("best"))?;
+        Ok(Some(Trained { model, summary }))
     }
 
     /// Trains `objective` (or returns the phase's result if it already finished).
-    pub fn train(&self, objective: &dyn Objective, device: &Device) -> Result<Trained> {
-        if let Some(done) = self.result(device)? {
+    pub fn train<O: Objective>(&self, objective: &O) -> Result<Trained<O::Model>> {
+        // The shape of the model, for reading records; a fixed seed, as init may draw.
+        let skeleton = || objective.init(&mut Rng::new(self.seed));
+        let device = model_device(&skeleton());
+        if let Some(done) = self.result(skeleton())? {
             return Ok(done);
         }
         let n = objective.train_size();
@@ -135,23 +198,22 @@ impl PhaseRun {
         let s = &self.settings;
         let fingerprint = self.fingerprint(n);
         let ckpt = self.dir.join(CHECKPOINT);
-        let (mut params, mut adam, mut best, mut state) = if ckpt.exists() {
-            self.resume(&ckpt, &fingerprint, device)?
+        let (mut model, mut optim, mut best, mut state) = if ckpt.exists() {
+            self.resume(&ckpt, &fingerprint, skeleton(), &device)?
         } else {
-            let params = objective.init(&mut Rng::new(self.seed));
-            let acc = objective.validate(&params)?.accuracy();
+            let model = renumber(objective.init(&mut Rng::new(self.seed)));
+            let acc = objective.validate(&model)?.accuracy();
             let state = State {
                 fingerprint,
                 step: 0,
                 best_step: 0,
                 best_accuracy: acc,
                 bad_evals: 0,
-                adam_t: 0,
                 seconds: 0.0,
                 units: 0,
                 history: vec![Point { step: 0, train_loss: None, train_accuracy: None, valid_accuracy: acc }],
             };
-            (params.clone(), Adam::new(&params), params, state)
+            (model.clone(), adam(&device), model, state)
         };
 
         self.log(&format!(
@@ -172,20 +234,20 @@ impl PhaseRun {
         while state.step < s.max_steps && state.bad_evals < s.patience {
             let units = order.units(state.step, s.batch_size);
             let started = Instant::now();
-            let tracked = params.tracked();
+            let tracked = model.clone().train();
             if let Some(out) = objective.step(&tracked, &units)? {
-                loss_sum += crate::features::read(out.loss.clone())?[0] as f64;
+                loss_sum += read(out.loss.clone())?[0] as f64;
                 loss_steps += 1;
                 tally.add((out.tally.correct, out.tally.total));
-                let grads = out.loss.backward();
-                adam.step(&mut params, &tracked, &grads, s.lr);
+                let grads = GradientsParams::from_grads(out.loss.backward(), &tracked);
+                model = optim.step(s.lr, tracked, grads).valid();
             }
             state.seconds += started.elapsed().as_secs_f64();
             state.units += units.len();
             state.step += 1;
             bar.set_position(state.step as u64);
             if state.step % s.eval_every == 0 || state.step == s.max_steps {
-                let acc = objective.validate(&params)?.accuracy();
+                let acc = objective.validate(&model)?.accuracy();
                 state.history.push(Point {
                     step: state.step,
                     train_loss: (loss_steps > 0).then(|| loss_sum / loss_steps as f64),
@@ -197,7 +259,7 @@ impl PhaseRun {
                     state.best_accuracy = acc;
                     state.best_step = state.step;
                     state.bad_evals = 0;
-                    best = params.clone();
+                    best = model.clone();
                 } else {
                     state.bad_evals += 1;
                 }
@@ -211,8 +273,7 @@ impl PhaseRun {
                     state.best_accuracy,
                     state.best_step
                 ))?;
-                state.adam_t = adam.t;
-                self.checkpoint(&ckpt, &params, &adam, &best, &state)?;
+                self.checkpoint(&ckpt, &model, &optim, &best, &state)?;
             }
         }
         bar.finish_and_clear();
@@ -235,11 +296,17 @@ impl PhaseRun {
             summary.best_step,
             summary.train_units_per_second
         ))?;
-        Ok(Trained { params: best, summary })
+        Ok(Trained { model: best, summary })
     }
 
-    fn resume(&self, ckpt: &Path, fingerprint: &str, device: &Device) -> Result<(Params, Adam, Params, State)> {
-        let (host, meta) = load_safetensors(ckpt)?;
+    fn resume<M: Module>(
+        &self,
+        ckpt: &Path,
+        fingerprint: &str,
+        skeleton: M,
+        device: &Device,
+    ) -> Result<(M, ModuleOptimizer, M, State)> {
+        let (mut records, meta) = read_records(ckpt)?;
         let state: State = meta
             .get("state")
             .and_then(|s| serde_json::from_str(s).ok())
@@ -254,28 +321,42 @@ impl PhaseRun {
                 ),
             ));
         }
-        let part = |prefix: &str| {
-            let sub: HostParams =
-                host.iter().filter_map(|(k, v)| k.strip_prefix(prefix).map(|n| (n.to_string(), v.clone()))).collect();
-            Params::from_host(sub, device)
-        };
-        let adam = Adam { m: part("m/"), v: part("v/"), t: state.adam_t };
-        Ok((part("p/"), adam, part("best/"), state))
+        let model = load_model(ckpt, skeleton.clone(), records.remove("model"))?;
+        let best = load_model(ckpt, skeleton, records.remove("best"))?;
+        let optim_bytes = records.remove("optimizer").ok_or_else(|| Error::run(ckpt, "no optimizer record"))?;
+        let optim = adam(device)
+            .from_bytes(Bytes::from_bytes_vec(optim_bytes))
+            .map_err(|e| Error::run(ckpt, format!("optimizer record: {e:?}")))?;
+        Ok((model, optim, best, state))
     }
 
-    fn checkpoint(&self, path: &Path, params: &Params, adam: &Adam, best: &Params, state: &State) -> Result<()> {
-        let mut host = HostParams::new();
-        for (prefix, p) in [("p/", params), ("m/", &adam.m), ("v/", &adam.v), ("best/", best)] {
-            host.extend(p.to_host()?.into_iter().map(|(k, v)| (format!("{prefix}{k}"), v)));
-        }
+    fn checkpoint<M: Module>(
+        &self,
+        path: &Path,
+        model: &M,
+        optim: &ModuleOptimizer,
+        best: &M,
+        state: &State,
+    ) -> Result<()> {
+        let bytes = |r: std::result::Result<Bytes, burn::store::RecordError>| {
+            r.map(|b| b.to_vec()).map_err(|e| Error::run(path, format!("record: {e:?}")))
+        };
+        let records = [
+            ("model", bytes(model.clone().into_record().into_bytes())?),
+            ("optimizer", bytes(optim.into_bytes())?),
+            ("best", bytes(best.clone().into_record().into_bytes())?),
+        ];
         let state_json = serde_json::to_string(state).map_err(|e| Error::run(path, e.to_string()))?;
-        save_safetensors(path, &host, BTreeMap::from([("state".to_string(), state_json)]))?;
+        write_records(path, &records, BTreeMap::from([("state".to_string(), state_json)]))?;
         self.write_metrics(&state.history)
     }
 
-    fn finish(&self, best: &Params, summary: &Summary) -> Result<()> {
+    fn finish<M: Module>(&self, best: &M, summary: &Summary) -> Result<()> {
+        let path = self.dir.join(RESULT);
+        let record =
+            best.clone().into_record().into_bytes().map_err(|e| Error::run(&path, format!("record: {e:?}")))?;
         let json = serde_json::to_string(summary).map_err(|e| Error::run(&self.dir, e.to_string()))?;
-        save_safetensors(&self.dir.join(RESULT), &best.to_host()?, BTreeMap::from([("summary".to_string(), json)]))?;
+        write_records(&path, &[("best", record.to_vec())], BTreeMap::from([("summary".to_string(), json)]))?;
         self.write_metrics(&summary.history)?;
         let pretty = serde_json::to_string_pretty(summary).map_err(|e| Error::run(&self.dir, e.to_string()))?;
         let path = self.dir.join("metrics.json");
@@ -295,6 +376,73 @@ impl PhaseRun {
     fn write_metrics(&self, history: &[Point]) -> Result<()> {
         plot::accuracy_curve(&self.dir.join("curve.svg"), &self.label, history)
     }
+}
+
+/// The device of a model's parameters (flex for a model without any).
+fn model_device<M: Module>(model: &M) -> Device {
+    model.devices().into_iter().next().unwrap_or_else(Device::flex)
+}
+
+/// `model` with the values of the burn record `bytes` (a record of the same module).
+fn load_model<M: Module>(path: &Path, model: M, bytes: Option<Vec<u8>>) -> Result<M> {
+    let bytes = bytes.ok_or_else(|| Error::run(path, "a model record is missing"))?;
+    let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes))
+        .map_err(|e| Error::run(path, format!("record: {e:?}")))?;
+    model.try_load_record(record).map_err(|e| Error::run(path, format!("record: {e:?}")))
+}
+
+/// Writes named byte blobs (burn records) as U8 tensors of one safetensors file with string
+/// metadata, atomically: the checkpoint is whole or absent.
+fn write_records(path: &Path, records: &[(&str, Vec<u8>)], metadata: BTreeMap<String, String>) -> Result<()> {
+    let views = records
+        .iter()
+        .map(|(name, bytes)| {
+            TensorView::new(Dtype::U8, vec![bytes.len()], bytes)
+                .map(|v| (name.to_string(), v))
+                .map_err(|e| Error::run(path, e.to_string()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let meta: std::collections::HashMap<String, String> = metadata.into_iter().collect();
+    let data = safetensors::serialize(views, Some(meta)).map_err(|e| Error::run(path, e.to_string()))?;
+    dmoerm::weights::write_atomic(path, &data)?;
+    Ok(())
+}
+
+/// Named byte blobs (burn records) and string metadata: what [`write_records`] writes.
+type Records = (BTreeMap<String, Vec<u8>>, BTreeMap<String, String>);
+
+/// The byte blobs and metadata of a file written by [`write_records`].
+fn read_records(path: &Path) -> Result<Records> {
+    let bytes = std::fs::read(path).map_err(Error::io("read", path))?;
+    let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| Error::run(path, e.to_string()))?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::run(path, e.to_string()))?;
+    let records = st.tensors().into_iter().map(|(name, view)| (name, view.data().to_vec())).collect();
+    let metadata = meta.metadata().clone().unwrap_or_default().into_iter().collect();
+    Ok((records, metadata))
+}
+
+/// What the burn records of a checkpoint or result hold, in a canonical order: every tensor
+/// (by record and name), scalar and metadata entry. Two runs that reached the same state give
+/// equal contents (a record's byte layout may differ: the optimiser lists its states in hash
+/// order). The loop state beside the records (with its timings) is not part of it.
+pub fn record_contents(path: &Path) -> Result<BTreeMap<String, Vec<u8>>> {
+    let (records, _) = read_records(path)?;
+    let mut out = BTreeMap::new();
+    for (record, bytes) in records {
+        let reader = burn_pack::Reader::from_bytes(Bytes::from_bytes_vec(bytes))
+            .map_err(|e| Error::run(path, format!("{record}: {e:?}")))?;
+        for name in reader.tensor_names() {
+            let data = reader.tensor_data(name).map_err(|e| Error::run(path, format!("{record}: {e:?}")))?;
+            out.insert(format!("{record}/tensor/{name}"), data);
+        }
+        for (k, v) in reader.scalars() {
+            out.insert(format!("{record}/scalar/{k}"), format!("{v:?}").into_bytes());
+        }
+        for (k, v) in reader.metadata() {
+            out.insert(format!("{record}/metadata/{k}"), v.clone().into_bytes());
+        }
+    }
+    Ok(out)
 }
 
 /// The data order: a fresh seeded permutation per epoch; step `s` takes positions

@@ -4,18 +4,21 @@
 
 use std::path::{Path, PathBuf};
 
+use burn::module::Module;
+use burn::optim::GradientsParams;
 use burn::tensor::Device;
+use dmoerm::bundle::write::{write_bundle, BackboneFiles, BundleOut, ExpertOut, TaskOut};
 use dmoerm::bundle::Pooling;
+use dmoerm::expert::ExpertGroup;
 use dmoerm::text::InputFormat;
 use dmoerm::{Conversation, DeviceChoice, Message, RewardModel, Role};
 use dmoerm_train::config::{LoraSettings, PhaseSettings, TrainConfig};
-use dmoerm_train::export::{write_bundle, Export, ExportExpert, ExportTask};
 use dmoerm_train::features::{read, Frozen, TextCache};
+use dmoerm_train::host::{grads_by_path, to_host, with_values};
 use dmoerm_train::objectives::{AggregatorObjective, Group, LoraLayout, Objective, PairwiseLora, RouterObjective};
-use dmoerm_train::params::{load_safetensors, Params};
 use dmoerm_train::pipeline::Pipeline;
 use dmoerm_train::rng::Rng;
-use dmoerm_train::trainer::PhaseRun;
+use dmoerm_train::trainer::{record_contents, PhaseRun};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -76,9 +79,10 @@ fn pairwise<'a>(
     PairwiseLora { frozen, cache, layout, train: groups.clone(), valid: groups, start: None }
 }
 
-/// Parameters with a non-zero LoRA `B` (a fresh adapter has `B = 0`, where `A` gets no gradient).
-fn random_params(obj: &dyn Objective, seed: u64) -> Params {
-    let host = obj.init(&mut Rng::new(seed)).to_host().unwrap();
+/// A model with a non-zero LoRA `B` (a fresh adapter has `B = 0`, where `A` gets no gradient).
+fn random_params<O: Objective>(obj: &O, seed: u64) -> O::Model {
+    let model = obj.init(&mut Rng::new(seed));
+    let host = to_host(&model).unwrap();
     let mut rng = Rng::new(seed + 100);
     let host = host
         .into_iter()
@@ -87,28 +91,34 @@ fn random_params(obj: &dyn Objective, seed: u64) -> Params {
             (k, (v, s))
         })
         .collect();
-    Params::from_host(host, &Device::flex())
+    with_values(model, &host)
 }
 
-fn loss_of(obj: &dyn Objective, params: &Params, units: &[usize]) -> f64 {
-    read(obj.step(params, units).unwrap().unwrap().loss).unwrap()[0] as f64
+fn loss_of<O: Objective>(obj: &O, model: &O::Model, units: &[usize]) -> f64 {
+    read(obj.step(model, units).unwrap().unwrap().loss).unwrap()[0] as f64
+}
+
+/// The LoRA parameter `a` or `b` of projection `path` in an expert of `layout`.
+fn lora_param(layout: &LoraLayout, path: &str, which: &str) -> String {
+    let i = layout.modules.iter().position(|(p, _, _)| p == path).unwrap_or_else(|| panic!("no LoRA on {path}"));
+    format!("adapter.projections.{i}.{which}")
 }
 
 /// Central differences on `entries` of each named parameter against the autodiff gradient.
-fn check_gradients(obj: &dyn Objective, params: &Params, units: &[usize], names: &[&str]) {
-    let tracked = params.tracked();
+fn check_gradients<O: Objective>(obj: &O, model: &O::Model, units: &[usize], names: &[&str]) {
+    let tracked = model.clone().train();
     let grads = obj.step(&tracked, units).unwrap().unwrap().loss.backward();
+    let grads = grads_by_path(&tracked, &GradientsParams::from_grads(grads, &tracked)).unwrap();
     let eps = 1e-2f32;
     let mut checked = 0;
     for name in names {
-        let leaf = tracked.leaf(name).unwrap_or_else(|| panic!("no parameter {name}"));
-        let grad = read(leaf.grad(&grads).unwrap_or_else(|| panic!("no grad for {name}"))).unwrap();
+        let grad = &grads.get(*name).unwrap_or_else(|| panic!("no grad for {name}")).0;
         let n = grad.len();
         for idx in [0, n / 3, n - 1] {
             let shifted = |delta: f32| {
-                let mut host = params.to_host().unwrap();
-                host.get_mut(*name).unwrap().0[idx] += delta;
-                loss_of(obj, &Params::from_host(host, &Device::flex()), units)
+                let mut host = to_host(model).unwrap();
+                host.get_mut(*name).unwrap_or_else(|| panic!("no parameter {name}")).0[idx] += delta;
+                loss_of(obj, &with_values(model.clone(), &host), units)
             };
             let numeric = (shifted(eps) - shifted(-eps)) / (2.0 * eps as f64);
             let analytic = grad[idx] as f64;
@@ -133,18 +143,14 @@ fn lora_and_value_head_gradients_match_finite_differences() {
     ];
     let obj = pairwise(&frozen, &layout, &cache, groups);
     let params = random_params(&obj, 1);
-    check_gradients(
-        &obj,
-        &params,
-        &[0, 1],
-        &[
-            "lora.encoder.layer.1.attention.self.query.a",
-            "lora.encoder.layer.1.attention.self.value.b",
-            "lora.encoder.layer.1.output.dense.a",
-            "head.weight",
-            "head.bias",
-        ],
-    );
+    let names = [
+        lora_param(&layout, "encoder.layer.1.attention.self.query", "a"),
+        lora_param(&layout, "encoder.layer.1.attention.self.value", "b"),
+        lora_param(&layout, "encoder.layer.1.output.dense", "a"),
+        "head.weight".into(),
+        "head.bias".into(),
+    ];
+    check_gradients(&obj, &params, &[0, 1], &names.iter().map(String::as_str).collect::<Vec<_>>());
 }
 
 #[test]
@@ -167,12 +173,12 @@ fn aggregator_and_router_gradients_match_finite_differences() {
         device: device.clone(),
     };
     let params = agg.init(&mut Rng::new(2));
-    check_gradients(&agg, &params, &[0, 1], &["0.weight", "0.bias", "1.weight", "2.weight", "2.bias"]);
+    check_gradients(&agg, &params, &[0, 1], &["fc1.weight", "fc1.bias", "act.alpha", "fc2.weight", "fc2.bias"]);
 
     let rows: Vec<(Vec<f32>, usize)> = (0..5).map(|i| (rng.uniform(h, 1.0), i % 3)).collect();
     let router = RouterObjective { train: rows.clone(), valid: rows, tasks: 3, hidden: h, device };
     let params = router.init(&mut Rng::new(3));
-    check_gradients(&router, &params, &[0, 1, 2, 3, 4], &["weight", "bias"]);
+    check_gradients(&router, &params, &[0, 1, 2, 3, 4], &["head.weight", "head.bias"]);
 }
 
 #[test]
@@ -203,7 +209,7 @@ fn an_aggregator_started_from_the_experts_scores_their_mean() {
         assert!((got - mean).abs() < 1e-5, "aggregator {got} vs mean expert score {mean}");
     }
     // Every parameter still gets a gradient from there (the extra hidden units included).
-    check_gradients(&agg, &params, &[0], &["0.weight", "0.bias", "1.weight", "2.weight", "2.bias"]);
+    check_gradients(&agg, &params, &[0], &["fc1.weight", "fc1.bias", "act.alpha", "fc2.weight", "fc2.bias"]);
 }
 
 #[test]
@@ -215,20 +221,22 @@ fn an_exported_adapter_and_head_score_in_the_bundle_as_in_the_trainer() {
     let trainer_rewards = read(obj.rewards(&params, &idx)).unwrap();
 
     let out = temp("export").join("bundle");
-    let task = ExportTask {
+    let group = ExpertGroup::stack(&[&params]);
+    let task = TaskOut {
         name: "all".into(),
         description: None,
-        experts: vec![ExportExpert { name: "overall".into(), params: &params }],
+        experts: vec![ExpertOut { name: "overall".into(), adapter: Some(params.adapter()) }],
+        heads: group.heads(),
         aggregator: None,
         combine: None,
     };
-    let export = Export {
-        frozen: &frozen,
-        layout: &layout,
-        input: input(),
-        pooling: Pooling::Cls,
+    let backbone = BackboneFiles { dir: frozen.dir.clone(), spec: frozen.spec.clone() };
+    let export = BundleOut {
         name: None,
         description: None,
+        backbone: &backbone,
+        input: input(),
+        pooling: Pooling::Cls,
         router: None,
         tasks: vec![task],
     };
@@ -262,7 +270,6 @@ fn an_interrupted_phase_resumes_to_the_same_parameters() {
         Group { texts: vec![idx[0], idx[3]], pairs: vec![(1, 0)] },
     ];
     let obj = pairwise(&frozen, &layout, &cache, groups);
-    let device = Device::flex();
     let run = |dir: &Path, steps: usize| PhaseRun {
         dir: dir.to_path_buf(),
         label: "resume test".into(),
@@ -270,24 +277,25 @@ fn an_interrupted_phase_resumes_to_the_same_parameters() {
         seed: 9,
     };
     let straight = temp("straight");
-    let a = run(&straight, 20).train(&obj, &device).unwrap();
+    let a = run(&straight, 20).train(&obj).unwrap();
 
     let broken = temp("broken");
-    run(&broken, 10).train(&obj, &device).unwrap();
+    run(&broken, 10).train(&obj).unwrap();
     // Killed after the step-10 checkpoint, before the phase finished:
     std::fs::remove_file(broken.join("result.safetensors")).unwrap();
-    let b = run(&broken, 20).train(&obj, &device).unwrap();
+    let b = run(&broken, 20).train(&obj).unwrap();
 
     assert_eq!(b.summary.steps, 20);
-    assert_eq!(a.params.to_host().unwrap(), b.params.to_host().unwrap());
+    assert_eq!(to_host(&a.model).unwrap(), to_host(&b.model).unwrap());
     assert_eq!(a.summary.history, b.summary.history);
-    // The last checkpoints (parameters, Adam moments, best parameters) are identical too.
-    let (ca, _) = load_safetensors(&straight.join("checkpoint.safetensors")).unwrap();
-    let (cb, _) = load_safetensors(&broken.join("checkpoint.safetensors")).unwrap();
+    // The last checkpoints (model, Adam moments, best model) are identical too.
+    let ca = record_contents(&straight.join("checkpoint.safetensors")).unwrap();
+    let cb = record_contents(&broken.join("checkpoint.safetensors")).unwrap();
     assert_eq!(ca, cb);
     // Training moved the parameters.
-    let init = obj.init(&mut Rng::new(9)).to_host().unwrap();
-    assert!(init.iter().any(|(k, v)| ca[&format!("p/{k}")] != *v));
+    let init = to_host(&obj.init(&mut Rng::new(9))).unwrap();
+    let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    assert!(init.iter().any(|(k, (v, _))| ca[&format!("model/tensor/{k}")] != bytes(v)));
 }
 
 /// The wgpu device (Mesa lavapipe in CI); `DMOERM_SKIP_WGPU=1` is the explicit opt-out.
@@ -314,16 +322,12 @@ fn wgpu_gradients_match_flex_and_training_on_wgpu_learns() {
         let ids = texts.iter().map(|(q, r)| frozen.expert_ids(&user(q), r).unwrap()).collect();
         let idx = frozen.cache(&mut cache, ids, "texts").unwrap();
         let obj = pairwise(&frozen, &layout, &cache, vec![Group { texts: idx, pairs: vec![(0, 1)] }]);
-        let host = random_params(&obj, 11).to_host().unwrap();
-        let tracked = Params::from_host(host, &device).tracked();
+        let tracked = random_params(&obj, 11).train();
         let out = obj.step(&tracked, &[0]).unwrap().unwrap();
         let loss = read(out.loss.clone()).unwrap()[0];
-        let g = out.loss.backward();
-        let names: Vec<String> = tracked.names().map(str::to_string).collect();
-        let grads: Vec<(String, Vec<f32>)> = names
-            .into_iter()
-            .map(|n| (n.clone(), read(tracked.leaf(&n).unwrap().grad(&g).unwrap()).unwrap()))
-            .collect();
+        let g = GradientsParams::from_grads(out.loss.backward(), &tracked);
+        let grads: Vec<(String, Vec<f32>)> =
+            grads_by_path(&tracked, &g).unwrap().into_iter().map(|(n, (v, _))| (n, v)).collect();
         // five steps of training on this device lower the loss
         let run = PhaseRun {
             dir: temp(&format!("{device:?}").replace(['(', ')', ' ', ':'], "")),
@@ -331,8 +335,8 @@ fn wgpu_gradients_match_flex_and_training_on_wgpu_learns() {
             settings: phase(0.01, 1, 5),
             seed: 3,
         };
-        let trained = run.train(&obj, &device).unwrap();
-        let after = read(obj.step(&trained.params, &[0]).unwrap().unwrap().loss).unwrap()[0];
+        let trained = run.train(&obj).unwrap();
+        let after = read(obj.step(&trained.model, &[0]).unwrap().unwrap().loss).unwrap()[0];
         (loss, grads, after)
     };
     let (cpu_loss, cpu_grads, _) = grads(Device::flex());

@@ -12,12 +12,13 @@
 
 use burn::config::Config;
 use burn::module::{Module, Param};
+use burn::nn::Linear;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::backbones::{Backbone, TokenBatch};
 use crate::bundle::keys;
 use crate::error::Result;
-use crate::lora::{param, AdapterGroup};
+use crate::lora::{derived, param, AdapterGroup, LoraAdapter};
 use crate::pooling::Pooling;
 use crate::weights::{TensorFile, TensorWriter};
 
@@ -78,9 +79,10 @@ pub struct ValueHeads {
 }
 
 impl ValueHeads {
-    /// From tensors: `weight` `[k, H, 1]`, `bias` `[k, 1, 1]`.
+    /// From tensors: `weight` `[k, H, 1]`, `bias` `[k, 1, 1]` (they may be computed from
+    /// trainable ones, see [`ExpertGroup::stack`]).
     pub fn new(weight: Tensor<3>, bias: Tensor<3>) -> Self {
-        Self { weight: param(weight), bias: param(bias) }
+        Self { weight: derived(weight), bias: derived(bias) }
     }
 
     /// Each expert's score of its own rows.
@@ -102,6 +104,28 @@ impl ValueHeads {
     }
 }
 
+/// One capability expert as it is trained: a LoRA adapter and a value head `nn.Linear(H, 1)`.
+#[derive(Module, Debug)]
+pub struct Expert {
+    adapter: LoraAdapter,
+    head: Linear,
+}
+
+impl Expert {
+    /// From its adapter and value head (`weight` `[H, 1]`, `bias` `[1]`).
+    pub fn new(adapter: LoraAdapter, head: Linear) -> Self {
+        Self { adapter, head }
+    }
+
+    pub fn adapter(&self) -> &LoraAdapter {
+        &self.adapter
+    }
+
+    pub fn head(&self) -> &Linear {
+        &self.head
+    }
+}
+
 /// The `k` capability experts of one task, run side by side.
 #[derive(Module, Debug)]
 pub struct ExpertGroup {
@@ -113,6 +137,29 @@ impl ExpertGroup {
     /// From stacked adapters (`None`: every expert on the bare backbone) and heads.
     pub fn new(adapter: Option<AdapterGroup>, heads: ValueHeads) -> Self {
         Self { adapter, heads }
+    }
+
+    /// Experts stacked to run in one pass (the result keeps the autodiff graph back to them).
+    pub fn stack(experts: &[&Expert]) -> Self {
+        let adapters: Vec<&LoraAdapter> = experts.iter().map(|e| &e.adapter).collect();
+        let h = experts.first().map_or(0, |e| e.head.weight.dims()[0]);
+        let weight = experts.iter().map(|e| e.head.weight.val().reshape([1, h, 1])).collect();
+        let bias = experts
+            .iter()
+            .map(|e| match &e.head.bias {
+                Some(b) => b.val().reshape([1, 1, 1]),
+                None => Tensor::zeros([1, 1, 1], &e.head.weight.device()),
+            })
+            .collect();
+        Self {
+            adapter: AdapterGroup::stack_adapters(&adapters),
+            heads: ValueHeads::new(Tensor::cat(weight, 0), Tensor::cat(bias, 0)),
+        }
+    }
+
+    /// The stacked adapters (`None`: every expert on the bare backbone).
+    pub fn adapter(&self) -> Option<&AdapterGroup> {
+        self.adapter.as_ref()
     }
 
     /// Number of experts `k`.

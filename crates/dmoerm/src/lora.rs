@@ -214,8 +214,15 @@ pub struct AdapterGroup {
     experts: usize,
 }
 
-/// A parameter holding `t` as it is (an autodiff tensor keeps its graph).
+/// A parameter: a loaded or initialised weight, trainable once the module is put in training
+/// mode (`Module::train`).
 pub(crate) fn param<const D: usize>(t: Tensor<D>) -> Param<Tensor<D>> {
+    Param::from_tensor(t)
+}
+
+/// A parameter computed from other parameters for one pass (e.g. adapters stacked for a
+/// batched forward): it keeps the autodiff graph back to them.
+pub(crate) fn derived<const D: usize>(t: Tensor<D>) -> Param<Tensor<D>> {
     Param::initialized(ParamId::new(), t)
 }
 
@@ -249,16 +256,16 @@ impl AdapterGroup {
             }
             let a = Tensor::from_data(TensorData::new(a, [experts, d_in, r_max]), device);
             let b = Tensor::from_data(TensorData::new(b, [experts, r_max, d_out]), device);
-            projections.push(StackedLora { a: param(a), b: param(b) });
+            projections.push(StackedLora { a: derived(a), b: derived(b) });
         }
         Some(Self { projections, paths: paths.into_iter().map(str::to_string).collect(), experts })
     }
 
-    /// From tensors already stacked, e.g. trainable ones: `modules[path] = (a, b)` with
+    /// From tensors already stacked (they may be computed from trainable ones): `modules[path] = (a, b)` with
     /// `a = [A_e^T]` `[E, in, r]` and `b = [scale_e * B_e^T]` `[E, r, out]`.
     pub fn from_stacked(experts: usize, modules: impl IntoIterator<Item = (String, (Tensor<3>, Tensor<3>))>) -> Self {
         let (paths, projections) =
-            modules.into_iter().map(|(path, (a, b))| (path, StackedLora { a: param(a), b: param(b) })).unzip();
+            modules.into_iter().map(|(path, (a, b))| (path, StackedLora { a: derived(a), b: derived(b) })).unzip();
         Self { projections, paths, experts }
     }
 
