@@ -1,6 +1,7 @@
 //! `dmoerm`: score, rank, inspect and pack DMoERM reward-model bundles; label, train and
 //! evaluate them.
 
+mod eval;
 #[cfg(feature = "train")]
 mod train;
 
@@ -161,13 +162,11 @@ enum Command {
         command: train::TrainCommand,
     },
     /// Benchmark data.
-    #[cfg(feature = "train")]
     Data {
         #[command(subcommand)]
         command: DataCommand,
     },
     /// Preference accuracy (overall, per task), router accuracy and best-of-n of a bundle.
-    #[cfg(feature = "train")]
     Eval {
         /// Bundle directory or packed file.
         #[arg(long)]
@@ -195,7 +194,6 @@ enum Command {
 }
 
 #[derive(Subcommand)]
-#[cfg(feature = "train")]
 enum DataCommand {
     /// The multi-task capability benchmark from real text (docs/benchmark.md), deterministic
     /// from --seed: train/valid/test preferences, capability labels, stats.json.
@@ -227,8 +225,9 @@ enum DataCommand {
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum CliError {
     #[error(transparent)]
-    #[cfg(feature = "train")]
     Synth(#[from] dmoerm_synth::Error),
+    #[error(transparent)]
+    Data(#[from] dmoerm_data::Error),
     #[error(transparent)]
     Model(#[from] dmoerm::Error),
     #[error(transparent)]
@@ -266,7 +265,6 @@ fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         #[cfg(feature = "train")]
         Command::Train { command } => train::train(command),
-        #[cfg(feature = "train")]
         Command::Data {
             command: DataCommand::Synth { out, seed, train, valid, test, wordnet, chitchat, fortunes },
         } => {
@@ -280,8 +278,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             println!("written to {}", out.display());
             Ok(())
         }
-        #[cfg(feature = "train")]
-        Command::Eval { model, data, json, combine, device } => train::eval(&model, &data, json, combine, device),
+        Command::Eval { model, data, json, combine, device } => eval::eval(&model, &data, json, combine, device),
         Command::Score { model, prompt, response, input, output, json, device, batch_size } => {
             let model = RewardModel::load_on(&model, open_device(device)?)?;
             match (prompt, response, input, output) {

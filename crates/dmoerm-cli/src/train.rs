@@ -1,10 +1,8 @@
-//! `dmoerm train ...` and `dmoerm eval`: thin wrappers over `dmoerm-train`.
+//! `dmoerm train ...`: a thin wrapper over `dmoerm-train`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::{Subcommand, ValueEnum};
-use dmoerm::{Combine, RewardModel};
-use dmoerm_train::eval::{evaluate, Report};
 use dmoerm_train::pipeline::Pipeline;
 use dmoerm_train::trainer::Summary;
 use dmoerm_train::TrainConfig;
@@ -113,44 +111,4 @@ pub fn train(command: TrainCommand) -> Result<(), CliError> {
         }
     }
     Ok(())
-}
-
-pub fn eval(
-    model: &Path,
-    data: &Path,
-    json: bool,
-    combine: Option<Combine>,
-    device: DeviceArg,
-) -> Result<(), CliError> {
-    let mut model = RewardModel::load_on(model, crate::open_device(device)?)?;
-    if let Some(rule) = combine {
-        if model.set_combine(rule) == 0 {
-            return Err(CliError::Usage("--combine: the bundle is not an ensemble".into()));
-        }
-    }
-    let data = dmoerm_train::data::read_preferences(data)?;
-    let r = evaluate(&model, &data)?;
-    if json {
-        println!("{}", serde_json::to_string(&r).unwrap_or_default());
-    } else {
-        print_report(&r);
-    }
-    Ok(())
-}
-
-fn print_report(r: &Report) {
-    println!("pairwise accuracy  {:.4}  ({} pairs)", r.accuracy, r.pairs);
-    for (task, acc) in &r.per_task {
-        println!("  {task:<24} {acc:.4}");
-    }
-    match r.router_accuracy {
-        Some(a) => println!("router accuracy    {a:.4}"),
-        None => println!("router accuracy    n/a"),
-    }
-    if let Some(b) = &r.bon {
-        println!(
-            "best-of-n ({} prompts, {:.1} candidates): model {:.4}  oracle {:.4}  random {:.4}",
-            b.prompts, b.mean_candidates, b.model, b.oracle, b.random
-        );
-    }
 }

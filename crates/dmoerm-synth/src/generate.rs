@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use dmoerm_train::rng::Rng;
+use dmoerm_data::rng::Rng;
 use serde::Serialize;
 use serde_json::json;
 
@@ -364,7 +364,7 @@ pub fn synth(items: &BTreeMap<&'static str, Vec<Item>>, opts: &Options) -> Resul
 }
 
 fn pair_count(records: &[Record]) -> usize {
-    records.iter().map(|r| dmoerm_train::data::ordered_pairs(&r.rank).len()).sum()
+    records.iter().map(|r| dmoerm_data::preferences::ordered_pairs(&r.rank).len()).sum()
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -6,7 +6,7 @@
 //! capability is `1 - s`, and 1 on the others. The true overall score of a response is the
 //! task's weighted sum of its capability qualities ([`Task::weights`]).
 
-use dmoerm_train::rng::Rng;
+use dmoerm_data::rng::Rng;
 
 /// Every capability point of the benchmark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

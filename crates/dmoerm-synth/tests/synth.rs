@@ -122,12 +122,12 @@ fn the_files_read_back_with_the_trainer_readers() {
     let dir = std::env::temp_dir().join(format!("dmoerm-synth-{}", std::process::id()));
     let b = bench(4);
     dmoerm_synth::write(&dir, &b).unwrap();
-    let train = dmoerm_train::data::read_preferences(&dir.join("train.jsonl")).unwrap();
+    let train = dmoerm_data::preferences::read_preferences(&dir.join("train.jsonl")).unwrap();
     assert_eq!(train.len(), b.train.len());
     assert!(train.iter().all(|p| p.gold.is_none()), "train carries no truth");
-    let test = dmoerm_train::data::read_preferences(&dir.join("test.jsonl")).unwrap();
+    let test = dmoerm_data::preferences::read_preferences(&dir.join("test.jsonl")).unwrap();
     assert!(test.iter().all(|p| p.gold.is_some()));
-    let caps = dmoerm_train::data::read_capability_pairs(&dir.join("caps_train.jsonl")).unwrap();
+    let caps = dmoerm_data::preferences::read_capability_pairs(&dir.join("caps_train.jsonl")).unwrap();
     assert_eq!(caps.len(), b.caps_train.len());
     let names: BTreeSet<&str> = TASKS.iter().map(|t| t.name()).collect();
     assert!(test.iter().all(|p| names.contains(p.category.as_deref().unwrap())));

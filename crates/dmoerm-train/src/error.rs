@@ -9,6 +9,10 @@ pub enum Error {
     #[error(transparent)]
     Model(#[from] dmoerm::Error),
 
+    /// Reading a data file.
+    #[error(transparent)]
+    Read(#[from] dmoerm_data::Error),
+
     /// A line of a data file is not valid.
     #[error("{file}:{line}: {message}")]
     Data {

@@ -13,7 +13,8 @@
 //! 5. [`pipeline::Pipeline::all`]: the bundle, written by `dmoerm::bundle::write`.
 //!
 //! The paper's baselines (a single RM, ensembles) train in the same harness, and
-//! [`eval::evaluate`] scores any bundle the same way.
+//! `dmoerm_data::evaluate` scores any bundle the same way. Data files are read by
+//! `dmoerm-data`.
 //!
 //! The model code is the scoring crate's: the same burn modules (`dmoerm::router::Router`,
 //! `dmoerm::expert::Expert`, `dmoerm::aggregator::Aggregator`) in training mode, updated by
@@ -21,9 +22,7 @@
 //! below are frozen, so their output is computed once per distinct text and cached.
 
 pub mod config;
-pub mod data;
 pub mod error;
-pub mod eval;
 pub mod features;
 pub mod host;
 pub mod loss;
@@ -31,7 +30,6 @@ pub mod objectives;
 pub mod pipeline;
 mod plot;
 mod progress;
-pub mod rng;
 pub mod trainer;
 
 pub use config::TrainConfig;

@@ -22,11 +22,6 @@ pub fn pairwise_loss(rewards: Tensor<1>, pairs: &[(usize, usize)]) -> Option<Ten
     Some(log_sigmoid(better - worse).mean().neg())
 }
 
-/// `(correct, total)`: pairs the rewards order strictly the same way (a tie is wrong).
-pub fn pairwise_accuracy(rewards: &[f32], pairs: &[(usize, usize)]) -> (usize, usize) {
-    (pairs.iter().filter(|&&(b, w)| rewards[b] > rewards[w]).count(), pairs.len())
-}
-
 /// Mean cross-entropy of `logits` (`[N, C]`) against class `labels`.
 pub fn cross_entropy(logits: Tensor<2>, labels: &[usize]) -> Tensor<1> {
     let [n, c] = logits.dims();
@@ -66,8 +61,6 @@ mod tests {
         let want = ((1.0 + (-2.0f64).exp()).ln() + (1.0 + (-1.0f64).exp()).ln() + (1.0 + 2.0f64.exp()).ln()) / 3.0;
         let got = scalar(pairwise_loss(r, &pairs).unwrap());
         assert!((got - want).abs() < 1e-6, "{got} vs {want}");
-        assert_eq!(pairwise_accuracy(&[2.0, 0.0, 1.0], &pairs), (2, 3));
-        assert_eq!(pairwise_accuracy(&[1.0, 1.0], &[(0, 1)]), (0, 1));
         assert!(pairwise_loss(Tensor::<1>::zeros([2], &device), &[]).is_none());
     }
 

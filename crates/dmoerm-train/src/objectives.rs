@@ -18,31 +18,9 @@ use dmoerm::weights::linear;
 use crate::config::LoraSettings;
 use crate::error::{Error, Result};
 use crate::features::{read, Frozen, TextCache};
-use crate::loss::{classification_accuracy, cross_entropy, pairwise_accuracy, pairwise_loss};
-use crate::rng::Rng;
-
-/// Counts of one pass over some units.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Tally {
-    pub correct: usize,
-    pub total: usize,
-}
-
-impl Tally {
-    pub fn add(&mut self, (correct, total): (usize, usize)) {
-        self.correct += correct;
-        self.total += total;
-    }
-
-    /// `correct / total`, 0 when empty.
-    pub fn accuracy(&self) -> f64 {
-        if self.total == 0 {
-            0.0
-        } else {
-            self.correct as f64 / self.total as f64
-        }
-    }
-}
+use crate::loss::{classification_accuracy, cross_entropy, pairwise_loss};
+pub use dmoerm_data::eval::{pairwise_accuracy, Tally};
+use dmoerm_data::rng::Rng;
 
 /// The loss of one step and what it got right.
 pub struct StepOutput {

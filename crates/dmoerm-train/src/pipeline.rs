@@ -25,12 +25,12 @@ use dmoerm::weights::linear;
 use dmoerm::RewardModel;
 
 use crate::config::{AggregatorInit, PhaseSettings, TrainConfig};
-use crate::data::{read_capability_pairs, read_preferences, CapabilityPair, Preference};
 use crate::error::{Error, Result};
 use crate::features::{read, Frozen, TextCache};
 use crate::objectives::{init_value_head, AggregatorObjective, Group, LoraLayout, PairwiseLora, RouterObjective};
-use crate::rng::Rng;
 use crate::trainer::{PhaseRun, Trained};
+use dmoerm_data::preferences::{read_capability_pairs, read_preferences, CapabilityPair, Preference};
+use dmoerm_data::rng::Rng;
 
 /// A loaded config: the frozen backbone, the data, the text cache.
 pub struct Pipeline {

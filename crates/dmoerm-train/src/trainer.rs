@@ -34,8 +34,8 @@ use crate::error::{Error, Result};
 use crate::features::read;
 use crate::host::renumber;
 use crate::objectives::{Objective, Tally};
-use crate::rng::Rng;
 use crate::{plot, progress};
+use dmoerm_data::rng::Rng;
 
 /// One validation point of the curve.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -12,12 +12,12 @@ use dmoerm::bundle::Pooling;
 use dmoerm::expert::ExpertGroup;
 use dmoerm::text::InputFormat;
 use dmoerm::{Conversation, DeviceChoice, Message, RewardModel, Role};
+use dmoerm_data::rng::Rng;
 use dmoerm_train::config::{LoraSettings, PhaseSettings, TrainConfig};
 use dmoerm_train::features::{read, Frozen, TextCache};
 use dmoerm_train::host::{grads_by_path, to_host, with_values};
 use dmoerm_train::objectives::{AggregatorObjective, Group, LoraLayout, Objective, PairwiseLora, RouterObjective};
 use dmoerm_train::pipeline::Pipeline;
-use dmoerm_train::rng::Rng;
 use dmoerm_train::trainer::{record_contents, PhaseRun};
 
 fn root() -> PathBuf {
@@ -395,8 +395,8 @@ fn a_tiny_model_overfits_tiny_data_in_every_phase_and_the_bundle_agrees() {
 
     // The bundle routes and orders the training data as the phases did.
     let model = RewardModel::load(&bundle, DeviceChoice::Cpu).unwrap();
-    let data = dmoerm_train::data::read_preferences(&fixture("train/train.jsonl")).unwrap();
-    let report = dmoerm_train::eval::evaluate(&model, &data).unwrap();
+    let data = dmoerm_data::read_preferences(&fixture("train/train.jsonl")).unwrap();
+    let report = dmoerm_data::evaluate(&model, &data, |_, _| {}).unwrap();
     assert_eq!(report.router_accuracy, Some(1.0));
     assert_eq!(report.accuracy, 1.0, "{report:?}");
     let bon = report.bon.unwrap();

@@ -14,10 +14,36 @@ use std::collections::BTreeMap;
 use dmoerm::RewardModel;
 use serde::Serialize;
 
-use crate::data::Preference;
-use crate::error::Result;
-use crate::loss::pairwise_accuracy;
-use crate::objectives::Tally;
+use crate::preferences::Preference;
+use crate::Result;
+
+/// Counts of one pass over some units.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Tally {
+    pub correct: usize,
+    pub total: usize,
+}
+
+impl Tally {
+    pub fn add(&mut self, (correct, total): (usize, usize)) {
+        self.correct += correct;
+        self.total += total;
+    }
+
+    /// `correct / total`, 0 when empty.
+    pub fn accuracy(&self) -> f64 {
+        if self.total == 0 {
+            0.0
+        } else {
+            self.correct as f64 / self.total as f64
+        }
+    }
+}
+
+/// `(correct, total)`: pairs the rewards order strictly the same way (a tie is wrong).
+pub fn pairwise_accuracy(rewards: &[f32], pairs: &[(usize, usize)]) -> (usize, usize) {
+    (pairs.iter().filter(|&&(b, w)| rewards[b] > rewards[w]).count(), pairs.len())
+}
 
 /// Best-of-n results: mean gold score of the pick.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -45,15 +71,15 @@ pub struct Report {
     pub pairs: usize,
 }
 
-/// Scores every item (router once per prompt, all candidates batched) and reports.
-pub fn evaluate(model: &RewardModel, data: &[Preference]) -> Result<Report> {
+/// Scores every item (router once per prompt, all candidates batched) and reports;
+/// `progress(done, total)` is called after each item.
+pub fn evaluate(model: &RewardModel, data: &[Preference], mut progress: impl FnMut(usize, usize)) -> Result<Report> {
     let routed_tasks = model.tasks().len() > 1;
     let mut overall = Tally::default();
     let mut per_task: BTreeMap<String, Tally> = BTreeMap::new();
     let mut router = Tally::default();
     let (mut bon_n, mut cands, mut pick, mut oracle, mut random) = (0usize, 0usize, 0.0, 0.0, 0.0);
-    let bar = crate::progress::bar(data.len(), "evaluating");
-    for item in data {
+    for (done, item) in data.iter().enumerate() {
         let ranked = model.rank_messages(&item.messages, &item.responses)?;
         let mut rewards = vec![0.0f32; item.responses.len()];
         for r in &ranked {
@@ -78,9 +104,8 @@ pub fn evaluate(model: &RewardModel, data: &[Preference]) -> Result<Report> {
             oracle += gold.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             random += gold.iter().sum::<f64>() / gold.len() as f64;
         }
-        bar.inc(1);
+        progress(done + 1, data.len());
     }
-    bar.finish_and_clear();
     let n = bon_n.max(1) as f64;
     Ok(Report {
         accuracy: overall.accuracy(),
@@ -95,4 +120,20 @@ pub fn evaluate(model: &RewardModel, data: &[Preference]) -> Result<Report> {
         }),
         pairs: overall.total,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tie_is_wrong_and_order_counts() {
+        assert_eq!(pairwise_accuracy(&[2.0, 0.0, 1.0], &[(0, 1), (2, 1), (1, 0)]), (2, 3));
+        assert_eq!(pairwise_accuracy(&[1.0, 1.0], &[(0, 1)]), (0, 1));
+        let mut t = Tally::default();
+        t.add((2, 3));
+        t.add((0, 1));
+        assert_eq!(t.accuracy(), 0.5);
+        assert_eq!(Tally::default().accuracy(), 0.0);
+    }
 }

@@ -16,7 +16,7 @@ use std::path::Path;
 use dmoerm::{Message, Role};
 use serde::Deserialize;
 
-use crate::error::{Error, Result};
+use crate::{Error, Result};
 
 /// Responses to one conversation, ranked (an overall preference).
 #[derive(Debug, Clone, PartialEq)]
@@ -221,7 +221,8 @@ fn from_value<T: serde::de::DeserializeOwned>(file: &str, line: usize, v: serde_
 
 /// Calls `f(file, line_number, text)` for every non-blank line.
 fn read_lines<T>(path: &Path, mut f: impl FnMut(&str, usize, &str) -> Result<T>) -> Result<Vec<T>> {
-    let text = std::fs::read_to_string(path).map_err(Error::io("read", path))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.display().to_string(), source })?;
     let file = path.display().to_string();
     let out = text
         .lines()
