@@ -58,9 +58,15 @@ async function main() {
   try {
     rm = await RewardModel.load(modelUrl, {
       device,
-      onProgress: ({ loaded, total, fraction, cached }) => {
-        $('progress').value = fraction;
-        $('progress-text').textContent = `${(loaded / 1e6).toFixed(1)} / ${total ? (total / 1e6).toFixed(1) : '?'} MB${cached ? ' (cached)' : ''}`;
+      onProgress: (e) => {
+        if (e.status === 'download') {
+          $('progress').value = e.fraction;
+          $('progress-text').textContent = `${(e.loaded / 1e6).toFixed(1)} / ${e.total ? (e.total / 1e6).toFixed(1) : '?'} MB${e.cached ? ' (cached)' : ''}`;
+        } else if (e.status === 'load') {
+          $('progress-text').textContent = `reading the model onto the device (${(e.bytes / 1e6).toFixed(1)} MB)`;
+        } else if (e.status === 'ready') {
+          $('progress-text').textContent = 'ready';
+        }
       },
     });
   } catch (e) {
@@ -97,7 +103,7 @@ async function main() {
 function render(ranked, ms) {
   const best = ranked[0];
   $('task').textContent = best.task;
-  $('task-probs').replaceChildren(...Object.entries(best.taskProbs).map(([t, p]) => barRow(t, p, p)));
+  $('task-probs').replaceChildren(...Object.entries(best.task_probs).map(([t, p]) => barRow(t, p, p)));
   $('ranking').replaceChildren(
     ...ranked.map((r) => {
       const li = document.createElement('li');

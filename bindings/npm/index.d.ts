@@ -1,44 +1,47 @@
-/** A message of a multi-turn history. */
-export interface Message {
-  role: 'system' | 'user' | 'assistant';
-  content: string;
+// The result and input types are the Rust crate's own (`dmoerm::Score`, `Ranked`, `Message`,
+// `ConversationInput`): tsify writes their declarations into the wasm build, so they cannot
+// drift from what the code returns. This file declares only the JavaScript wrapper.
+import type { ConversationInput, Message, Ranked as RankedCore, Role, Score as ScoreCore } from './wasm/dmoerm_wasm.js';
+
+export type { ConversationInput, Message, Role };
+
+/** What to score: `{prompt, response}` or `{messages, response}` (exactly one of the two). */
+export type ScoreInput = ConversationInput;
+
+/** 0.1's name for `task_probs`, kept as an alias. */
+interface TaskProbsAlias {
+  /** @deprecated use `task_probs` (the name in every other binding and in the CLI's JSON). */
+  readonly taskProbs: Record<string, number>;
 }
 
-/** What to score: one prompt, or a history, and the response. */
-export type ScoreInput = { prompt: string; response: string } | { messages: Message[]; response: string };
+/** The score of one response (the same fields as the CLI's JSON). */
+export type Score = ScoreCore & TaskProbsAlias;
+/** A candidate of `rank`: its index and text, and its score. */
+export type Ranked = RankedCore & TaskProbsAlias;
 
-export interface Score {
-  /** The reward (the routed task's aggregator output). */
-  reward: number;
-  /** The task the router chose. */
-  task: string;
-  /** Router probability of every task. */
-  taskProbs: Record<string, number>;
-  /** Score of each capability expert of the chosen task. */
-  capabilities: Record<string, number>;
-  /** Whether the input was cut to the model's maximum length. */
-  truncated: boolean;
-}
+/** What `onProgress` receives while a model loads. */
+export type ProgressEvent =
+  | {
+      status: 'download';
+      loaded: number;
+      /** Bytes expected (0 when the server does not say). */
+      total: number;
+      fraction: number;
+      /** Whether the bytes came from the Cache API. */
+      cached: boolean;
+    }
+  /** The bundle's bytes are being read onto the device. */
+  | { status: 'load'; bytes: number }
+  /** The model can score. */
+  | { status: 'ready'; device: 'webgpu' | 'cpu' };
 
-export interface Ranked extends Score {
-  /** Position of the candidate in the input. */
-  index: number;
-  response: string;
-}
-
-export interface Progress {
-  loaded: number;
-  /** Bytes expected (0 when the server does not say). */
-  total: number;
-  fraction: number;
-  /** Whether the bytes came from the Cache API. */
-  cached: boolean;
-}
+/** @deprecated the download events of `ProgressEvent`. */
+export type Progress = Extract<ProgressEvent, { status: 'download' }>;
 
 export interface LoadOptions {
   /** 'auto' (default): WebGPU when navigator.gpu gives an adapter, else the wasm CPU backend. */
   device?: 'auto' | 'webgpu' | 'cpu';
-  onProgress?: (p: Progress) => void;
+  onProgress?: (event: ProgressEvent) => void;
   /** Keep the download in the Cache API (default true). */
   cache?: boolean;
   /** Part of the cache key: a new version downloads again. */

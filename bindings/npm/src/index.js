@@ -1,6 +1,7 @@
 // dmoerm: DMoERM reward models in the browser (WebGPU, or the wasm CPU backend) and in Node.
 // The model code is the Rust crate `dmoerm`, compiled to wasm (bindings/wasm); this file only
-// loads it, downloads and caches bundles, and shapes the results.
+// loads it, downloads and caches bundles, and reports progress. Results are the Rust types as
+// they serialise (the same JSON as the CLI's), typed by the declarations tsify generates.
 
 const isNode = typeof process !== 'undefined' && !!process.versions?.node && typeof window === 'undefined';
 const CACHE_NAME = 'dmoerm-models';
@@ -79,7 +80,7 @@ async function download(url, { onProgress, cache = true, version } = {}) {
   if (isNode && !/^https?:/.test(String(url))) {
     const { readFile } = await import('node:fs/promises');
     const bytes = new Uint8Array(await readFile(url instanceof URL ? url : String(url)));
-    onProgress?.({ loaded: bytes.length, total: bytes.length, fraction: 1, cached: false });
+    onProgress?.({ status: 'download', loaded: bytes.length, total: bytes.length, fraction: 1, cached: false });
     return bytes;
   }
   const key = cacheKey(url, version);
@@ -105,7 +106,7 @@ async function download(url, { onProgress, cache = true, version } = {}) {
     if (done) break;
     chunks.push(value);
     loaded += value.length;
-    onProgress?.({ loaded, total, fraction: total ? loaded / total : 0, cached });
+    onProgress?.({ status: 'download', loaded, total, fraction: total ? loaded / total : 0, cached });
   }
   const bytes = new Uint8Array(loaded);
   let at = 0;
@@ -113,15 +114,18 @@ async function download(url, { onProgress, cache = true, version } = {}) {
     bytes.set(c, at);
     at += c.length;
   }
-  onProgress?.({ loaded, total: loaded, fraction: 1, cached });
+  onProgress?.({ status: 'download', loaded, total: loaded, fraction: 1, cached });
   if (store && !cached) {
     await store.put(key, new Response(bytes, { headers: { 'content-length': String(loaded) } }));
   }
   return bytes;
 }
 
-function toScore(s) {
-  return { reward: s.reward, task: s.task, taskProbs: s.task_probs, capabilities: s.capabilities, truncated: s.truncated };
+// A result as the Rust `Score` serialises, plus `taskProbs`: the name 0.1 of this package used
+// for `task_probs`, kept as a getter that JSON.stringify does not repeat.
+function withAlias(s) {
+  Object.defineProperty(s, 'taskProbs', { get: () => s.task_probs, enumerable: false });
+  return s;
 }
 
 /** A DMoERM reward model. */
@@ -136,8 +140,10 @@ export class RewardModel {
 
   /**
    * Loads a packed bundle (`dmoerm pack`) from a URL (a file path in Node) or from bytes.
-   * options: device 'auto' | 'webgpu' | 'cpu'; onProgress({loaded, total, fraction, cached});
-   * cache (default true: the Cache API keeps downloads, keyed by URL and `version`).
+   * options: device 'auto' | 'webgpu' | 'cpu'; onProgress(event) with `event.status`
+   * 'download' ({loaded, total, fraction, cached}, as bytes arrive), 'load' ({bytes}: the bundle is
+   * being read onto the device) and 'ready' ({device}); cache (default true: the Cache API keeps
+   * downloads, keyed by URL and `version`).
    */
   static async load(source, { device = 'auto', onProgress, cache = true, version } = {}) {
     const wasm = await loadWasm();
@@ -151,8 +157,10 @@ export class RewardModel {
     } else {
       throw new TypeError('dmoerm: RewardModel.load takes a URL, a path (Node) or the bytes of a packed bundle');
     }
+    onProgress?.({ status: 'load', bytes: bytes.length });
     const chosen = await guard('opening the device', wasm, () => wasm.glue.prepareDevice(device));
     const model = await guard('loading the model', wasm, () => wasm.glue.Model.fromBytes(bytes, chosen, name));
+    onProgress?.({ status: 'ready', device: model.device });
     return new RewardModel(model, wasm);
   }
 
@@ -170,20 +178,19 @@ export class RewardModel {
   /** Scores `{prompt, response}` or `{messages: [{role, content}], response}`. */
   async score(input) {
     const m = this.#live();
-    return toScore(await guard('scoring', this.#wasm, () => m.score(input)));
+    return withAlias(await guard('scoring', this.#wasm, () => m.score(input)));
   }
 
   /** Scores many inputs in batches. */
   async scoreBatch(inputs) {
     const m = this.#live();
-    return (await guard('scoring', this.#wasm, () => m.scoreBatch(inputs))).map(toScore);
+    return (await guard('scoring', this.#wasm, () => m.scoreBatch(inputs))).map(withAlias);
   }
 
   /** Best-of-n: candidates best first, `{index, response, ...score}`; the router runs once. */
   async rank(prompt, candidates) {
     const m = this.#live();
-    const ranked = await guard('ranking', this.#wasm, () => m.rank(prompt, candidates));
-    return ranked.map((r) => ({ index: r.index, response: candidates[r.index], ...toScore(r) }));
+    return (await guard('ranking', this.#wasm, () => m.rank(prompt, candidates))).map(withAlias);
   }
 
   /** Frees the model's memory; the object cannot be used afterwards. */

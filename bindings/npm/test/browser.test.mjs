@@ -60,7 +60,8 @@ for (const mode of Object.keys(MODES)) {
           const seen = [];
           const rm = await RewardModel.load(url, { device: 'cpu', ...options, onProgress: (p) => seen.push(p) });
           rm.dispose();
-          return { ...seen.at(-1), events: seen.length };
+          const downloads = seen.filter((e) => e.status === 'download');
+          return { ...downloads.at(-1), events: seen.length, after: seen.slice(downloads.length) };
         };
         await clearCache();
         const first = await last({});
@@ -72,6 +73,8 @@ for (const mode of Object.keys(MODES)) {
       }, '/fixtures/llama.dmoerm');
       const size = (await import('node:fs')).statSync(packed.llama).size;
       assert.deepEqual([r.first.loaded, r.first.fraction, r.first.cached], [size, 1, false]);
+      // after the download: the bundle is read onto the device, then the model is ready
+      assert.deepEqual(r.first.after, [{ status: 'load', bytes: size }, { status: 'ready', device: 'cpu' }]);
       assert.deepEqual([r.second.loaded, r.second.cached], [size, true]);
       assert.equal(r.cleared, true);
       assert.equal(r.third.cached, false, 'after clearCache the model downloads again');

@@ -40,6 +40,6 @@ export function checkScore(assert, got, want, tol, what) {
   close(got.reward, want.reward, 'reward');
   assert.deepEqual(Object.keys(got.capabilities), Object.keys(want.capabilities), `${what}: capabilities`);
   for (const [k, v] of Object.entries(want.capabilities)) close(got.capabilities[k], v, k);
-  assert.deepEqual(Object.keys(got.taskProbs), Object.keys(want.task_probs), `${what}: tasks`);
-  for (const [k, v] of Object.entries(want.task_probs)) close(got.taskProbs[k], v, `p(${k})`);
+  assert.deepEqual(Object.keys(got.task_probs), Object.keys(want.task_probs), `${what}: tasks`);
+  for (const [k, v] of Object.entries(want.task_probs)) close(got.task_probs[k], v, `p(${k})`);
 }

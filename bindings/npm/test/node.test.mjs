@@ -197,3 +197,40 @@ test('the default model loads and ranks its model card examples', async () => {
   assert.ok(rude.capabilities.tone < saying.capabilities.tone - 1 && rude.reward < saying.reward);
   rm.dispose();
 });
+
+test('results have the one JSON shape of the CLI (score --json, rank --json)', async () => {
+  const { execFileSync } = await import('node:child_process');
+  const { writeFileSync, mkdtempSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { dmoermBin } = await import('./fixtures.mjs');
+  const model = `${root}/models/default/model.dmoerm`;
+  const rm = await RewardModel.load(model, { device: 'cpu' });
+  const prompt = 'What does the word "harbor" mean?';
+  const response = 'A harbor is a sheltered port where ships can dock.';
+  const cli = (args) => JSON.parse(execFileSync(dmoermBin(), [...args, '--model', model, '--device', 'cpu', '--json'], { encoding: 'utf8' }));
+  const same = (got, want, what) => {
+    // the same keys in the same order, nested maps included; numbers within the fixtures' tolerance
+    const shape = (v) => (typeof v === 'number' ? 'number' : v && typeof v === 'object' ? Object.fromEntries(Object.entries(v).map(([k, x]) => [k, shape(x)])) : v);
+    assert.deepEqual(JSON.stringify(shape(got)), JSON.stringify(shape(want)), `${what}: shape`);
+    assert.ok(Math.abs(got.reward - want.reward) < 1e-3, `${what}: reward ${got.reward} vs ${want.reward}`);
+  };
+  const score = await rm.score({ prompt, response });
+  same(JSON.parse(JSON.stringify(score)), cli(['score', '--prompt', prompt, '--response', response]), 'score');
+  // 0.1's camelCase name is an alias of the same object, not a second key
+  assert.equal(score.taskProbs, score.task_probs);
+  assert.ok(!Object.keys(score).includes('taskProbs'));
+  const candidates = [response, 'A port.'];
+  const ranked = await rm.rank(prompt, candidates);
+  const file = `${mkdtempSync(`${tmpdir()}/dmoerm-rank-`)}/candidates.txt`;
+  writeFileSync(file, candidates.join('\n') + '\n');
+  const cliRanked = cli(['rank', '--prompt', prompt, '--candidates', file]);
+  ranked.forEach((r, i) => same(JSON.parse(JSON.stringify(r)), cliRanked[i], `rank ${i}`));
+  rm.dispose();
+});
+
+test('the TypeScript declarations (generated from the Rust types + the wrapper) compile against their use', async () => {
+  const { execFileSync } = await import('node:child_process');
+  const dir = `${root}/bindings/npm`;
+  // throws with tsc's diagnostics on a type error (or on an @ts-expect-error that no longer errs)
+  execFileSync(`${dir}/node_modules/.bin/tsc`, ['-p', 'test/types/tsconfig.json'], { cwd: dir, encoding: 'utf8' });
+});

@@ -8,9 +8,10 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use dmoerm::{Conversation, Device, Message, RewardModel, Role};
+use dmoerm::text::history;
+use dmoerm::{Conversation, ConversationInput, Device, Message, RewardModel};
 use js_sys::{Promise, Reflect};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{future_to_promise, JsFuture};
 
@@ -115,33 +116,17 @@ pub fn panic_for_tests() {
     panic!("a deliberate test panic");
 }
 
-/// One conversation as JS gives it: `{prompt, response}` or `{messages, response}` (other
-/// keys are ignored, as JS APIs do).
-#[derive(Deserialize)]
-struct Input {
-    prompt: Option<String>,
-    messages: Option<Vec<Message>>,
-    response: String,
-}
-
-fn history(prompt: Option<String>, messages: Option<Vec<Message>>) -> Result<Vec<Message>, JsValue> {
-    match (prompt, messages) {
-        (Some(p), None) => Ok(vec![Message { role: Role::User, content: p }]),
-        (None, Some(m)) => Ok(m),
-        (Some(_), Some(_)) => Err(js_error("give either `prompt` or `messages`, not both")),
-        (None, None) => Err(js_error("a prompt (`prompt` or `messages`) is required")),
-    }
-}
-
 /// serde-wasm-bindgen's errors print as `Error: <message>`; keep the message.
 fn bad(what: &str, e: serde_wasm_bindgen::Error) -> JsValue {
     let text = e.to_string();
     js_error(format!("{what}: {}", text.strip_prefix("Error: ").unwrap_or(&text)))
 }
 
+/// One conversation as JS gives it: `{prompt | messages, response}` (other keys are ignored,
+/// as JS APIs do).
 fn conversation(value: JsValue) -> Result<Conversation, JsValue> {
-    let input: Input = serde_wasm_bindgen::from_value(value).map_err(|e| bad("bad input", e))?;
-    Ok(Conversation::with_messages(history(input.prompt, input.messages)?, input.response))
+    let input: ConversationInput = serde_wasm_bindgen::from_value(value).map_err(|e| bad("bad input", e))?;
+    Conversation::try_from(input).map_err(js_error)
 }
 
 fn to_js<T: Serialize>(value: &T) -> Result<JsValue, JsValue> {
@@ -219,11 +204,12 @@ impl Model {
         let model = self.inner.clone();
         future_to_promise(async move {
             let messages = if let Some(p) = prompt.as_string() {
-                history(Some(p), None)?
+                history(Some(p), None)
             } else {
                 let m: Vec<Message> = serde_wasm_bindgen::from_value(prompt).map_err(|e| bad("bad messages", e))?;
-                history(None, Some(m))?
-            };
+                history(None, Some(m))
+            }
+            .map_err(js_error)?;
             to_js(&model.rank_messages_async(&messages, &candidates).await.map_err(js_error)?)
         })
     }

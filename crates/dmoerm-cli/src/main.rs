@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use dmoerm::{Conversation, DeviceChoice, Message, PackDtype, RewardModel, Role, Score};
+use dmoerm::{Conversation, DeviceChoice, Message, PackDtype, RewardModel, Score};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Deserialize;
 
@@ -443,14 +443,7 @@ struct InputLine {
 fn parse_line(path: &Path, line_no: usize, text: &str) -> Result<(Conversation, Option<serde_json::Value>), CliError> {
     let bad = |message: String| CliError::Line { path: path.display().to_string(), line: line_no, message };
     let line: InputLine = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
-    let conv = match (line.prompt, line.messages) {
-        (Some(p), None) => Conversation::new(p, line.response),
-        (None, Some(m)) => Conversation::with_messages(m, line.response),
-        _ => return Err(bad("give exactly one of `prompt` and `messages`".into())),
-    };
-    if !conv.messages.iter().any(|m| m.role == Role::User) {
-        return Err(bad("no user message".into()));
-    }
+    let conv = Conversation::from_parts(line.prompt, line.messages, line.response).map_err(|e| bad(e.to_string()))?;
     Ok((conv, line.id))
 }
 

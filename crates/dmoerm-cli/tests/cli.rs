@@ -5,8 +5,7 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-#[path = "../../dmoerm/tests/edit/mod.rs"]
-mod edit;
+use dmoerm_testkit::edit;
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures").join(name)

@@ -236,7 +236,10 @@ fn outcomes(files: &Files, out: &str) -> BTreeSet<(String, String)> {
     for line in files.read(out).lines() {
         let v: Value = serde_json::from_str(line).unwrap();
         assert_eq!(v["responses"].as_array().unwrap().len(), 2);
-        assert!(v["query"].as_str().unwrap().starts_with("User: "));
+        // the conversation stays messages (rendered by the bundle's template when training)
+        let messages = v["messages"].as_array().unwrap();
+        assert_eq!(messages[0]["role"], "user");
+        assert_eq!(messages.len() % 2, 1, "user and assistant turns alternate, ending with the user");
         got.insert((v["id"].as_str().unwrap().to_string(), v["rank"].to_string()));
     }
     for line in files.read(&format!("{out}.dropped.jsonl")).lines() {

@@ -6,8 +6,9 @@
 //!   optionally `"gold": [scores]` (true quality, for best-of-n evaluation);
 //! - **pairwise** (the common HF preference layout): `{"prompt": text | "messages": [{"role",
 //!   "content"}], "chosen": text, "rejected": text, "category"?: name}`;
-//! - **capability pairs** (what `dmoerm label` writes): `{"query": text, "responses": [a, b],
-//!   "rank": [1, 2] | [2, 1], "point": capability, "category"?: name}`.
+//! - **capability pairs** (what `dmoerm label` writes): `{"messages": [{"role", "content"}] |
+//!   "query": text, "responses": [a, b], "rank": [1, 2] | [2, 1], "point": capability,
+//!   "category"?: name}` (`query` is a single user prompt).
 //!
 //! Ranked and pairwise lines may be mixed in one file; both become [`Preference`]s.
 
@@ -104,7 +105,11 @@ struct PairwiseLine {
 
 #[derive(Deserialize)]
 struct CapabilityLine {
-    query: String,
+    /// A single user prompt (the layout's name for `prompt`).
+    #[serde(default, alias = "query")]
+    prompt: Option<String>,
+    #[serde(default)]
+    messages: Option<Vec<Message>>,
     responses: Vec<String>,
     rank: Vec<i64>,
     point: String,
@@ -146,11 +151,7 @@ pub fn read_preferences(path: &Path) -> Result<Vec<Preference>> {
             Ok(Preference { source, messages, responses: r.response, rank, category: r.label, gold: r.gold })
         } else if value.get("chosen").is_some() {
             let p: PairwiseLine = from_value(file, line, value)?;
-            let messages = match (p.prompt, p.messages) {
-                (Some(prompt), None) => vec![Message { role: Role::User, content: prompt }],
-                (None, Some(m)) => m,
-                _ => return Err(bad("a pairwise line needs exactly one of `prompt` and `messages`".into())),
-            };
+            let messages = dmoerm::text::history(p.prompt, p.messages).map_err(|e| bad(e.to_string()))?;
             if !messages.iter().any(|m| m.role == Role::User) {
                 return Err(bad("`messages` has no user message".into()));
             }
@@ -186,9 +187,13 @@ pub fn read_capability_pairs(path: &Path) -> Result<Vec<CapabilityPair>> {
         if c.point.is_empty() {
             return Err(bad("`point` is empty"));
         }
+        let messages = dmoerm::text::history(c.prompt, c.messages).map_err(|e| bad(&e.to_string()))?;
+        if !messages.iter().any(|m| m.role == Role::User) {
+            return Err(bad("`messages` has no user message"));
+        }
         Ok(CapabilityPair {
             source: format!("{file}:{line}"),
-            messages: vec![Message { role: Role::User, content: c.query }],
+            messages,
             better,
             worse,
             point: c.point,
@@ -313,6 +318,15 @@ mod tests {
         );
         let d = read_capability_pairs(&p).unwrap();
         assert_eq!((d[0].better.as_str(), d[0].worse.as_str()), ("b", "a"));
+        assert_eq!(d[0].messages, [Message { role: Role::User, content: "q".into() }]);
+        // what `dmoerm label` writes: the history as messages, kept turn by turn
+        let p = write(
+            "caps-messages",
+            "{\"point\": \"e\", \"messages\": [{\"role\": \"user\", \"content\": \"hi\"}, {\"role\": \"assistant\", \"content\": \"hello\"}, {\"role\": \"user\", \"content\": \"q\"}], \"responses\": [\"a\", \"b\"], \"rank\": [1, 2]}\n",
+        );
+        let d = read_capability_pairs(&p).unwrap();
+        let roles: Vec<Role> = d[0].messages.iter().map(|m| m.role).collect();
+        assert_eq!(roles, [Role::User, Role::Assistant, Role::User]);
         let p = write(
             "caps-bad",
             "{\"point\": \"e\", \"query\": \"q\", \"responses\": [\"a\", \"b\"], \"rank\": [1, 1]}\n",

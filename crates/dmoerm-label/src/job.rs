@@ -54,7 +54,10 @@ pub struct Item {
     pub category: String,
     /// The capability point.
     pub point: Point,
-    /// The rendered conversation.
+    /// The conversation before the responses, as `[{role, content}]` messages (what the
+    /// output line keeps, so training renders it as scoring does).
+    pub messages: serde_json::Value,
+    /// The same conversation as text for the judge (`User: ...` / `Assistant: ...` lines).
     pub query: String,
     /// Response i.
     pub a: String,
@@ -115,6 +118,19 @@ pub fn dropped_path(output: &str) -> String {
     format!("{output}.dropped.jsonl")
 }
 
+/// The conversation as messages: user turns `src` interleaved with the assistant turns `tgt`.
+fn messages(src: &[String], tgt: &[String]) -> serde_json::Value {
+    let mut out = Vec::with_capacity(src.len() + tgt.len());
+    for (i, user) in src.iter().enumerate() {
+        out.push(json!({"role": "user", "content": user}));
+        if let Some(assistant) = tgt.get(i) {
+            out.push(json!({"role": "assistant", "content": assistant}));
+        }
+    }
+    serde_json::Value::Array(out)
+}
+
+/// The conversation as the judge reads it.
 fn render_query(src: &[String], tgt: &[String]) -> String {
     let mut turns = Vec::with_capacity(src.len() + tgt.len());
     for (i, user) in src.iter().enumerate() {
@@ -155,6 +171,7 @@ pub fn plan(input: &str, categories: &Categories) -> Result<Vec<Item>> {
             ))
         })?;
         let query = render_query(&r.src, &r.tgt);
+        let history = messages(&r.src, &r.tgt);
         for i in 0..r.response.len() {
             for j in i + 1..r.response.len() {
                 for point in points {
@@ -162,6 +179,7 @@ pub fn plan(input: &str, categories: &Categories) -> Result<Vec<Item>> {
                         id: format!("{line_no}:{i}:{j}:{}", point.name),
                         category: r.label.clone(),
                         point: point.clone(),
+                        messages: history.clone(),
                         query: query.clone(),
                         a: r.response[i].clone(),
                         b: r.response[j].clone(),
@@ -244,7 +262,7 @@ fn label(client: &Client, templates: &Templates, item: &Item, stats: &Stats) -> 
         "id": item.id,
         "category": item.category,
         "point": item.point.name,
-        "query": item.query,
+        "messages": item.messages,
         "responses": [item.a, item.b],
     });
     let outcome = match (verdicts[0], verdicts[1]) {

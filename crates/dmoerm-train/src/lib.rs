@@ -28,7 +28,7 @@ pub mod host;
 pub mod loss;
 pub mod objectives;
 pub mod pipeline;
-mod plot;
+pub mod plot;
 mod progress;
 pub mod trainer;
 

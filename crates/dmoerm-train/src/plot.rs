@@ -1,11 +1,23 @@
-//! The accuracy curves of a phase, as SVG (plotters).
+//! The accuracy curve of a phase: its points, and the curve as SVG (plotters).
 
 use std::path::Path;
 
 use plotters::prelude::*;
 
+use serde::{Deserialize, Serialize};
+
 use crate::error::{Error, Result};
-use crate::trainer::Point;
+
+/// One validation point of the curve.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Point {
+    pub step: usize,
+    /// Mean training loss since the previous point (none at step 0).
+    pub train_loss: Option<f64>,
+    /// Training accuracy since the previous point.
+    pub train_accuracy: Option<f64>,
+    pub valid_accuracy: f64,
+}
 
 /// Draws train and validation accuracy against the step.
 pub fn accuracy_curve(path: &Path, title: &str, history: &[Point]) -> Result<()> {

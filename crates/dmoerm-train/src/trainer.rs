@@ -34,19 +34,9 @@ use crate::error::{Error, Result};
 use crate::features::read;
 use crate::host::renumber;
 use crate::objectives::{Objective, Tally};
+pub use crate::plot::Point;
 use crate::{plot, progress};
 use dmoerm_data::rng::Rng;
-
-/// One validation point of the curve.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Point {
-    pub step: usize,
-    /// Mean training loss since the previous point (none at step 0).
-    pub train_loss: Option<f64>,
-    /// Training accuracy since the previous point.
-    pub train_accuracy: Option<f64>,
-    pub valid_accuracy: f64,
-}
 
 /// What a finished phase reports (`metrics.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

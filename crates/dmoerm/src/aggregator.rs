@@ -21,8 +21,7 @@ use crate::bundle::keys::{
     aggregator::{ACT, FC1, FC2},
 };
 use crate::error::{Error, Result};
-use crate::lora::param;
-use crate::weights::{load_linear, save_linear, TensorFile, TensorWriter};
+use crate::weights::{load_linear, param, save_linear, TensorFile, TensorWriter};
 
 /// The aggregator's sizes.
 #[derive(Config, Debug)]

@@ -18,9 +18,9 @@ use burn::tensor::{Device, Tensor, TensorData};
 use crate::backbones::{Backbone, TokenBatch};
 use crate::bundle::keys;
 use crate::error::Result;
-use crate::lora::{derived, param, AdapterGroup, LoraAdapter};
+use crate::lora::{AdapterGroup, LoraAdapter};
 use crate::pooling::Pooling;
-use crate::weights::{TensorFile, TensorWriter};
+use crate::weights::{derived, param, TensorFile, TensorWriter};
 
 /// The sizes of a task's experts.
 #[derive(Config, Debug)]

@@ -46,7 +46,7 @@ pub use bundle::{pack_bytes, Combine, HfCheckpoint, Manifest, PackDtype, PackRep
 pub use device::DeviceChoice;
 pub use error::{Error, Result, Stage};
 pub use model::{Encodings, Ranked, RewardModel, Score};
-pub use text::{Conversation, Encoded, Message, Role};
+pub use text::{Conversation, ConversationInput, Encoded, Message, Role};
 
 /// The burn device type, re-exported for [`RewardModel::load_on`].
 pub use burn::tensor::Device;

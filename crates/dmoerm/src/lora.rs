@@ -12,12 +12,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use burn::module::{Module, Param, ParamId};
+use burn::module::{Module, Param};
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::weights::TensorFile;
+use crate::weights::{derived, param, TensorFile};
 
 /// The fields of PEFT's `adapter_config.json` that change the math.
 #[derive(Debug, Clone, Deserialize)]
@@ -212,18 +212,6 @@ pub struct AdapterGroup {
     #[module(skip)]
     paths: Vec<String>,
     experts: usize,
-}
-
-/// A parameter: a loaded or initialised weight, trainable once the module is put in training
-/// mode (`Module::train`).
-pub(crate) fn param<const D: usize>(t: Tensor<D>) -> Param<Tensor<D>> {
-    Param::from_tensor(t)
-}
-
-/// A parameter computed from other parameters for one pass (e.g. adapters stacked for a
-/// batched forward): it keeps the autodiff graph back to them.
-pub(crate) fn derived<const D: usize>(t: Tensor<D>) -> Param<Tensor<D>> {
-    Param::initialized(ParamId::new(), t)
 }
 
 impl AdapterGroup {

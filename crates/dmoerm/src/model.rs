@@ -22,8 +22,11 @@ use crate::router::Router;
 use crate::task::Task;
 use crate::text::{Conversation, Encoded, InputEncoder, Message, Role};
 
-/// The score of one response.
+/// The score of one response. Its JSON (CLI, JSONL, npm, Python) is this struct with
+/// snake_case keys: `{"reward", "task", "task_probs": {task: p}, "capabilities": {name: s},
+/// "truncated"}`, maps in manifest order.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "typescript", derive(tsify::Tsify))]
 pub struct Score {
     /// The reward (the task's aggregator output).
     pub reward: f32,
@@ -31,9 +34,11 @@ pub struct Score {
     pub task: String,
     /// Router probability of every task, in manifest order.
     #[serde(serialize_with = "pairs_as_map")]
+    #[cfg_attr(feature = "typescript", tsify(type = "Record<string, number>"))]
     pub task_probs: Vec<(String, f32)>,
     /// Score of each capability expert of the chosen task, in manifest order.
     #[serde(serialize_with = "pairs_as_map")]
+    #[cfg_attr(feature = "typescript", tsify(type = "Record<string, number>"))]
     pub capabilities: Vec<(String, f32)>,
     /// Whether the input was cut to the bundle's `max_length`.
     pub truncated: bool,
@@ -47,11 +52,15 @@ fn pairs_as_map<S: Serializer>(pairs: &[(String, f32)], s: S) -> std::result::Re
     map.end()
 }
 
-/// One candidate of [`RewardModel::rank`]: its index in the input and its score.
+/// One candidate of [`RewardModel::rank`]: its index in the input, its text and its score
+/// (in JSON the score's fields sit beside `index` and `response`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "typescript", derive(tsify::Tsify))]
 pub struct Ranked {
     /// Position of the candidate in the input.
     pub index: usize,
+    /// The candidate.
+    pub response: String,
     /// Its score.
     #[serde(flatten)]
     pub score: Score,
@@ -248,7 +257,11 @@ impl RewardModel {
         let mut ranked: Vec<Ranked> = outputs
             .into_iter()
             .enumerate()
-            .map(|(index, out)| Ranked { index, score: self.make_score(route.task, &route, out) })
+            .map(|(index, out)| Ranked {
+                index,
+                response: candidates[index].clone(),
+                score: self.make_score(route.task, &route, out),
+            })
             .collect();
         ranked.sort_by(|a, b| b.score.reward.total_cmp(&a.score.reward).then(a.index.cmp(&b.index)));
         Ok(ranked)

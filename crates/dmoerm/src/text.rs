@@ -28,6 +28,7 @@ use crate::error::{Error, Result};
 
 /// Who wrote a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "typescript", derive(tsify::Tsify))]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// A system prompt.
@@ -40,6 +41,7 @@ pub enum Role {
 
 /// One message of the history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "typescript", derive(tsify::Tsify))]
 pub struct Message {
     /// Author.
     pub role: Role,
@@ -67,11 +69,61 @@ impl Conversation {
         Self { messages, response: response.into() }
     }
 
+    /// From what callers give (a JSONL line, a JS object, a Python dict, an HTTP body):
+    /// `prompt` or `messages`, exactly one of them (see [`history`]), and the response.
+    pub fn from_parts(
+        prompt: Option<String>,
+        messages: Option<Vec<Message>>,
+        response: impl Into<String>,
+    ) -> Result<Self> {
+        let c = Self { messages: history(prompt, messages)?, response: response.into() };
+        c.validate()?;
+        Ok(c)
+    }
+
     pub(crate) fn validate(&self) -> Result<()> {
         if !self.messages.iter().any(|m| m.role == Role::User) {
             return Err(Error::Input("a conversation needs at least one user message".into()));
         }
         Ok(())
+    }
+}
+
+/// The one rule for "prompt or messages": the history before a response is either a single
+/// user `prompt` or a list of `messages`, exactly one of the two.
+pub fn history(prompt: Option<String>, messages: Option<Vec<Message>>) -> Result<Vec<Message>> {
+    match (prompt, messages) {
+        (Some(p), None) => Ok(vec![Message { role: Role::User, content: p }]),
+        (None, Some(m)) => Ok(m),
+        (Some(_), Some(_)) => Err(Error::Input("give exactly one of `prompt` and `messages`, not both".into())),
+        (None, None) => Err(Error::Input(
+            "a prompt (`prompt` or `messages`) is required: give exactly one of `prompt` and `messages`".into(),
+        )),
+    }
+}
+
+/// One conversation as JSON, JS and Python give it: `{"prompt" | "messages", "response"}`.
+/// Turn it into a [`Conversation`] with `try_into` (which applies [`history`]).
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "typescript", derive(tsify::Tsify))]
+pub struct ConversationInput {
+    /// A single user message.
+    #[serde(default)]
+    #[cfg_attr(feature = "typescript", tsify(optional))]
+    pub prompt: Option<String>,
+    /// Or a history, oldest first.
+    #[serde(default)]
+    #[cfg_attr(feature = "typescript", tsify(optional))]
+    pub messages: Option<Vec<Message>>,
+    /// The assistant response to score.
+    pub response: String,
+}
+
+impl TryFrom<ConversationInput> for Conversation {
+    type Error = Error;
+
+    fn try_from(input: ConversationInput) -> Result<Self> {
+        Conversation::from_parts(input.prompt, input.messages, input.response)
     }
 }
 

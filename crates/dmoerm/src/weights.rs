@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
+use burn::module::{Param, ParamId};
 use burn::nn::Linear;
 use burn::tensor::{Device, Tensor, TensorData};
 use safetensors::tensor::TensorView;
@@ -269,7 +270,19 @@ pub fn load_linear(file: &TensorFile, prefix: &str, d_in: usize, d_out: usize, d
 
 /// A [`Linear`] from its tensors: `weight` `[in, out]`, `bias` `[out]`.
 pub fn linear(weight: Tensor<2>, bias: Option<Tensor<1>>) -> Linear {
-    Linear { weight: crate::lora::param(weight), bias: bias.map(crate::lora::param) }
+    Linear { weight: param(weight), bias: bias.map(param) }
+}
+
+/// A parameter: a loaded or initialised weight, trainable once the module is put in training
+/// mode (`Module::train`).
+pub(crate) fn param<const D: usize>(t: Tensor<D>) -> Param<Tensor<D>> {
+    Param::from_tensor(t)
+}
+
+/// A parameter computed from other parameters for one pass (e.g. adapters stacked for a
+/// batched forward): it keeps the autodiff graph back to them.
+pub(crate) fn derived<const D: usize>(t: Tensor<D>) -> Param<Tensor<D>> {
+    Param::initialized(ParamId::new(), t)
 }
 
 /// Adds a [`Linear`] in PyTorch's layout under `prefix`: `<prefix>weight` `[out, in]` and

@@ -1,14 +1,11 @@
 //! A broken bundle is answered with a typed error that names the file (and the tensor),
 //! never a panic.
 
-mod common;
-mod edit;
-
 use std::path::{Path, PathBuf};
 
-use common::fixture_dir;
 use dmoerm::{Device, Error, PackDtype, RewardModel, Stage};
-use edit::{copy_dir, fill, rewrite};
+use dmoerm_testkit::edit::{copy_dir, fill, rewrite};
+use dmoerm_testkit::fixtures::fixture_dir;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 

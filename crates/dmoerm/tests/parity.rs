@@ -1,10 +1,8 @@
 //! Parity with the PyTorch reference (transformers + peft) on every backbone family, on the
 //! CPU (`flex`) and through wgpu, for directory and packed bundles.
 
-mod common;
-
-use common::{check_model, expected, fixture_dir, FIXTURES};
 use dmoerm::{Device, DeviceChoice, PackDtype, RewardModel};
+use dmoerm_testkit::fixtures::{self as common, check_model, expected, fixture_dir, FIXTURES};
 
 fn cpu(name: &str) -> RewardModel {
     RewardModel::load_on(fixture_dir(name), Device::flex()).expect("fixture bundle loads")

@@ -87,7 +87,13 @@ pub struct LlamaConfig {
 impl LlamaConfig {
     /// Parses and resolves a `config.json`.
     pub fn parse(file: &str, json: &str) -> Result<Self> {
-        let raw: RawConfig = serde_json::from_str(json).map_err(|e| Error::json(file, e))?;
+        let value: serde_json::Value = serde_json::from_str(json).map_err(|e| Error::json(file, e))?;
+        Self::from_value(file, &value)
+    }
+
+    /// From the parsed `config.json` (`file` names it in errors).
+    pub fn from_value(file: &str, value: &serde_json::Value) -> Result<Self> {
+        let raw = RawConfig::deserialize(value).map_err(|e| Error::json(file, e))?;
         if let Some(act) = &raw.hidden_act {
             if act != "silu" {
                 return Err(Error::unsupported(file, format!("hidden_act `{act}` (only silu)")));

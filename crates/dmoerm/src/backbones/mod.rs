@@ -183,14 +183,16 @@ pub enum Backbone {
 impl Backbone {
     /// Reads `config.json` (`config_file` names it in errors) and the weights.
     pub fn load(config_file: &str, config_json: &str, weights: &TensorFile, device: &Device) -> Result<Self> {
-        let ty: ModelType = serde_json::from_str(config_json).map_err(|e| Error::json(config_file, e))?;
+        // parsed once; the family's config reads its fields from the same value
+        let config: serde_json::Value = serde_json::from_str(config_json).map_err(|e| Error::json(config_file, e))?;
+        let ty = ModelType::deserialize(&config).map_err(|e| Error::json(config_file, e))?;
         match family_of(config_file, ty.model_type.as_deref())? {
             Family::Llama => {
-                let cfg = llama::LlamaConfig::parse(config_file, config_json)?;
+                let cfg = llama::LlamaConfig::from_value(config_file, &config)?;
                 Ok(Backbone::Llama(Box::new(llama::Llama::load(cfg, weights, device)?)))
             }
             Family::Bert => {
-                let cfg = bert::BertConfig::parse(config_file, config_json)?;
+                let cfg = bert::BertConfig::from_value(config_file, &config)?;
                 Ok(Backbone::Bert(Box::new(bert::Bert::load(cfg, weights, device)?)))
             }
         }

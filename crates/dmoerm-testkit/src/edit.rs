@@ -1,6 +1,4 @@
-//! Editing copies of fixture bundles, to break them: shared by the core's and the CLI's tests
-//! (the CLI's include this file by path).
-#![allow(dead_code)]
+//! Editing copies of fixture bundles, to break them.
 
 use std::path::Path;
 

@@ -1,6 +1,5 @@
-//! Shared by the integration tests: the parity fixtures of `tests/fixtures` and their
-//! reference outputs (computed by `tests/fixtures/generate.py` with torch + transformers + peft).
-#![allow(dead_code)]
+//! The parity fixtures of `tests/fixtures` and their reference outputs (computed by
+//! `tests/fixtures/generate.py` with torch + transformers + peft).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
