@@ -8,7 +8,7 @@
 import { relative } from 'node:path';
 import { launch } from '../test/chromium.mjs';
 import { RewardModel } from '../src/index.js';
-import { serve, repoRoot } from '../../../web-demo/serve.mjs';
+import { serve, repoRoot } from '../../../scripts/serve.mjs';
 
 const model = process.argv[2] ?? `${repoRoot}/models/default/model.dmoerm`;
 const repeats = Number(process.argv[3] ?? 5);

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { MODES, launch } from './chromium.mjs';
-import { serve } from '../../../web-demo/serve.mjs';
+import { serve } from '../../../scripts/serve.mjs';
 import { FIXTURES, packFixtures, expected, checkScore, root } from './fixtures.mjs';
 
 const packed = packFixtures();

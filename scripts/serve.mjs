@@ -1,7 +1,7 @@
 // A static file server for the demo and the browser tests: serves the repository root with
 // the COOP/COEP headers that cross-origin isolation (wasm threads, SharedArrayBuffer) needs.
 //
-//   node web-demo/serve.mjs [--port 8080]      then open http://localhost:8080/web-demo/
+//   node scripts/serve.mjs [--port 8080]      then open http://localhost:8080/web-demo/
 import { createServer } from 'node:http';
 import { createReadStream, statSync } from 'node:fs';
 import { extname, join, normalize, resolve, sep, dirname } from 'node:path';
