@@ -15,7 +15,17 @@ pub type HostParams = BTreeMap<String, (Vec<f32>, Vec<usize>)>;
 
 /// Every float parameter of `module`, read back.
 pub fn to_host<M: Module>(module: &M) -> Result<HostParams> {
-    let mut v = Collect { path: Vec::new(), out: BTreeMap::new(), error: None };
+    collect(module, None)
+}
+
+/// The gradient of every float parameter of `module` that has one in `grads`, by path.
+pub fn grads_by_path<M: Module>(module: &M, grads: &burn::optim::GradientsParams) -> Result<HostParams> {
+    collect(module, Some(grads))
+}
+
+/// Each parameter's value (`grads` `None`) or gradient, read back under its path.
+fn collect<M: Module>(module: &M, grads: Option<&burn::optim::GradientsParams>) -> Result<HostParams> {
+    let mut v = Collect { path: Vec::new(), grads, out: BTreeMap::new(), error: None };
     module.visit(&mut v);
     match v.error {
         Some(e) => Err(e),
@@ -34,13 +44,14 @@ pub fn renumber<M: Module>(module: M) -> M {
     module.map(&mut Renumber(0))
 }
 
-struct Collect {
+struct Collect<'a> {
     path: Vec<String>,
+    grads: Option<&'a burn::optim::GradientsParams>,
     out: HostParams,
     error: Option<crate::error::Error>,
 }
 
-impl ModuleVisitor for Collect {
+impl ModuleVisitor for Collect<'_> {
     fn enter_module(&mut self, name: &str, _container_type: &str) {
         self.path.push(name.to_string());
     }
@@ -50,7 +61,13 @@ impl ModuleVisitor for Collect {
     }
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let t = param.val();
+        let t = match self.grads {
+            None => param.val(),
+            Some(grads) => match grads.get::<D>(param.id) {
+                Some(g) => g,
+                None => return,
+            },
+        };
         let shape = t.dims().to_vec();
         match read(t) {
             Ok(values) => {
@@ -90,43 +107,5 @@ impl ModuleMapper for Renumber {
         let (_, tensor, mapper) = param.consume();
         self.0 += 1;
         Param::from_mapped_value(ParamId::from(self.0 - 1), tensor, mapper)
-    }
-}
-
-/// The gradient of every float parameter of `module` that has one in `grads`, by path.
-pub fn grads_by_path<M: Module>(module: &M, grads: &burn::optim::GradientsParams) -> Result<HostParams> {
-    let mut v = Grads { path: Vec::new(), grads, out: BTreeMap::new(), error: None };
-    module.visit(&mut v);
-    match v.error {
-        Some(e) => Err(e),
-        None => Ok(v.out),
-    }
-}
-
-struct Grads<'a> {
-    path: Vec<String>,
-    grads: &'a burn::optim::GradientsParams,
-    out: HostParams,
-    error: Option<crate::error::Error>,
-}
-
-impl ModuleVisitor for Grads<'_> {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.path.push(name.to_string());
-    }
-
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
-    }
-
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let Some(g) = self.grads.get::<D>(param.id) else { return };
-        let shape = g.dims().to_vec();
-        match read(g) {
-            Ok(values) => {
-                self.out.insert(self.path.join("."), (values, shape));
-            }
-            Err(e) => self.error = Some(e),
-        }
     }
 }

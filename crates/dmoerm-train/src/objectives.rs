@@ -123,6 +123,13 @@ fn tensor<const D: usize>(values: Vec<f32>, shape: [usize; D], device: &Device) 
     Tensor::from_data(TensorData::new(values, shape), device)
 }
 
+/// A fresh expert: a new adapter of `layout` (PEFT's initialisation) and a value head with
+/// PyTorch's.
+pub fn init_expert(layout: &LoraLayout, hidden: usize, rng: &mut Rng, device: &Device) -> Expert {
+    let adapter = layout.init(rng, device);
+    Expert::new(adapter, init_value_head(hidden, rng, device))
+}
+
 /// A value head `nn.Linear(H, 1)` with PyTorch's default initialisation.
 pub fn init_value_head(hidden: usize, rng: &mut Rng, device: &Device) -> burn::nn::Linear {
     let weight = tensor(linear_init(rng, hidden, hidden), [hidden, 1], device);
@@ -222,9 +229,7 @@ impl Objective for PairwiseLora<'_> {
         if let Some(e) = &self.start {
             return e.clone();
         }
-        let device = &self.frozen.device;
-        let adapter = self.layout.init(rng, device);
-        Expert::new(adapter, init_value_head(self.frozen.hidden_size(), rng, device))
+        init_expert(self.layout, self.frozen.hidden_size(), rng, &self.frozen.device)
     }
 
     fn step(&self, expert: &Expert, units: &[usize]) -> Result<Option<StepOutput>> {

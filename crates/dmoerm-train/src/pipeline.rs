@@ -16,21 +16,20 @@
 
 use std::path::PathBuf;
 
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Device;
 use dmoerm::aggregator::{Aggregator, AggregatorConfig, Combine};
 use dmoerm::bundle::write::{write_bundle, BackboneFiles, BundleOut, ExpertOut, TaskOut};
 use dmoerm::expert::{Expert, ExpertGroup};
-use dmoerm::router::Router;
-use dmoerm::weights::linear;
+use dmoerm::router::{Router, RouterConfig};
 use dmoerm::RewardModel;
+use dmoerm_data::preferences::{read_capability_pairs, read_preferences, CapabilityPair, Preference};
+use dmoerm_data::rng::Rng;
 
 use crate::config::{AggregatorInit, PhaseSettings, TrainConfig};
 use crate::error::{Error, Result};
 use crate::features::{read, Frozen, TextCache};
-use crate::objectives::{init_value_head, AggregatorObjective, Group, LoraLayout, PairwiseLora, RouterObjective};
+use crate::objectives::{init_expert, AggregatorObjective, Group, LoraLayout, PairwiseLora, RouterObjective};
 use crate::trainer::{PhaseRun, Trained};
-use dmoerm_data::preferences::{read_capability_pairs, read_preferences, CapabilityPair, Preference};
-use dmoerm_data::rng::Rng;
 
 /// A loaded config: the frozen backbone, the data, the text cache.
 pub struct Pipeline {
@@ -157,14 +156,11 @@ impl Pipeline {
 
     /// Models of the right shapes, for reading finished phases (their values are replaced).
     fn router_shape(&self) -> Router {
-        let (h, t) = (self.frozen.hidden_size(), self.cfg.tasks.len());
-        Router::from_head(linear(Tensor::zeros([h, t], &self.device), Some(Tensor::zeros([t], &self.device))))
+        RouterConfig::new(self.frozen.hidden_size(), self.cfg.tasks.len()).init(&self.device)
     }
 
     fn expert_shape(&self) -> Expert {
-        let mut rng = Rng::new(0);
-        let adapter = self.layout.init(&mut rng, &self.device);
-        Expert::new(adapter, init_value_head(self.frozen.hidden_size(), &mut rng, &self.device))
+        init_expert(&self.layout, self.frozen.hidden_size(), &mut Rng::new(0), &self.device)
     }
 
     fn aggregator_shape(&self, experts: usize) -> Aggregator {

@@ -105,6 +105,8 @@ const RESULT: &str = "result.safetensors";
 /// defaults), no weight decay; a resumed state is placed on `device`.
 fn adam(device: &Device) -> ModuleOptimizer {
     let config = AdamConfig::new().with_epsilon(1e-8);
+    // `from` needs a plain optimiser as the fallback group; the group over every parameter
+    // added after it takes precedence, so AdamOn is what runs.
     ModuleOptimizer::from(config.build()).with_group(
         ParamGroup::all(),
         AdamOn { adam: config.build(), device: device.clone() },
@@ -175,10 +177,10 @@ impl PhaseRun {
 
     /// Trains `objective` (or returns the phase's result if it already finished).
     pub fn train<O: Objective>(&self, objective: &O) -> Result<Trained<O::Model>> {
-        // The shape of the model, for reading records; a fixed seed, as init may draw.
-        let skeleton = || objective.init(&mut Rng::new(self.seed));
-        let device = model_device(&skeleton());
-        if let Some(done) = self.result(skeleton())? {
+        // The initial model: where a fresh run starts, and the shape records are read into.
+        let init = renumber(objective.init(&mut Rng::new(self.seed)));
+        let device = model_device(&init);
+        if let Some(done) = self.result(init.clone())? {
             return Ok(done);
         }
         let n = objective.train_size();
@@ -189,9 +191,9 @@ impl PhaseRun {
         let fingerprint = self.fingerprint(n);
         let ckpt = self.dir.join(CHECKPOINT);
         let (mut model, mut optim, mut best, mut state) = if ckpt.exists() {
-            self.resume(&ckpt, &fingerprint, skeleton(), &device)?
+            self.resume(&ckpt, &fingerprint, init, &device)?
         } else {
-            let model = renumber(objective.init(&mut Rng::new(self.seed)));
+            let model = init;
             let acc = objective.validate(&model)?.accuracy();
             let state = State {
                 fingerprint,

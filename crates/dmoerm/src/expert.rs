@@ -13,14 +13,14 @@
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::Linear;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 
 use crate::backbones::{Backbone, TokenBatch};
 use crate::bundle::keys;
 use crate::error::Result;
 use crate::lora::{AdapterGroup, LoraAdapter};
 use crate::pooling::Pooling;
-use crate::weights::{derived, param, TensorFile, TensorWriter};
+use crate::weights::{derived, load_linear, param, TensorFile, TensorWriter};
 
 /// The sizes of a task's experts.
 #[derive(Config, Debug)]
@@ -45,27 +45,20 @@ impl ExpertGroupConfig {
         ExpertGroup { adapter: None, heads }
     }
 
-    /// Reads the `k` value heads, `heads[e] = (file, prefix)` (each `<prefix>weight` `[1, H]`
-    /// and, when present, `<prefix>bias` `[1]`), and puts them beside the stacked adapters.
+    /// Reads the `k` value heads, `heads[e] = (file, prefix)` (each an `nn.Linear(H, 1)`:
+    /// `<prefix>weight` `[1, H]` and, when present, `<prefix>bias` `[1]`), and puts them beside
+    /// the stacked adapters.
     pub fn load(
         &self,
         adapter: Option<AdapterGroup>,
         heads: &[(&TensorFile, &str)],
         device: &Device,
     ) -> Result<ExpertGroup> {
-        let (k, h) = (heads.len(), self.hidden);
-        let mut w = Vec::with_capacity(k * h);
-        let mut b = Vec::with_capacity(k);
-        for (file, prefix) in heads {
-            w.extend(file.read_f32(&format!("{prefix}{}", keys::WEIGHT), Some(&[1, h]))?.0);
-            let bias_name = format!("{prefix}{}", keys::BIAS);
-            b.push(if file.contains(&bias_name) { file.read_f32(&bias_name, Some(&[1]))?.0[0] } else { 0.0 });
-        }
-        let heads = ValueHeads {
-            weight: param(Tensor::from_data(TensorData::new(w, [k, h, 1]), device)),
-            bias: param(Tensor::from_data(TensorData::new(b, [k, 1, 1]), device)),
-        };
-        Ok(ExpertGroup { adapter, heads })
+        let heads = heads
+            .iter()
+            .map(|(file, prefix)| load_linear(file, prefix, self.hidden, 1, device))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ExpertGroup { adapter, heads: ValueHeads::stack(&heads.iter().collect::<Vec<_>>()) })
     }
 }
 
@@ -79,10 +72,19 @@ pub struct ValueHeads {
 }
 
 impl ValueHeads {
-    /// From tensors: `weight` `[k, H, 1]`, `bias` `[k, 1, 1]` (they may be computed from
-    /// trainable ones, see [`ExpertGroup::stack`]).
-    pub fn new(weight: Tensor<3>, bias: Tensor<3>) -> Self {
-        Self { weight: derived(weight), bias: derived(bias) }
+    /// `k` heads `nn.Linear(H, 1)` (`weight` `[H, 1]`, `bias` `[1]` or none: 0) stacked; the
+    /// result keeps the autodiff graph back to them.
+    pub fn stack(heads: &[&Linear]) -> Self {
+        let h = heads.first().map_or(0, |l| l.weight.dims()[0]);
+        let weight = heads.iter().map(|l| l.weight.val().reshape([1, h, 1])).collect();
+        let bias = heads
+            .iter()
+            .map(|l| match &l.bias {
+                Some(b) => b.val().reshape([1, 1, 1]),
+                None => Tensor::zeros([1, 1, 1], &l.weight.device()),
+            })
+            .collect();
+        Self { weight: derived(Tensor::cat(weight, 0)), bias: derived(Tensor::cat(bias, 0)) }
     }
 
     /// Each expert's score of its own rows.
@@ -134,27 +136,11 @@ pub struct ExpertGroup {
 }
 
 impl ExpertGroup {
-    /// From stacked adapters (`None`: every expert on the bare backbone) and heads.
-    pub fn new(adapter: Option<AdapterGroup>, heads: ValueHeads) -> Self {
-        Self { adapter, heads }
-    }
-
     /// Experts stacked to run in one pass (the result keeps the autodiff graph back to them).
     pub fn stack(experts: &[&Expert]) -> Self {
         let adapters: Vec<&LoraAdapter> = experts.iter().map(|e| &e.adapter).collect();
-        let h = experts.first().map_or(0, |e| e.head.weight.dims()[0]);
-        let weight = experts.iter().map(|e| e.head.weight.val().reshape([1, h, 1])).collect();
-        let bias = experts
-            .iter()
-            .map(|e| match &e.head.bias {
-                Some(b) => b.val().reshape([1, 1, 1]),
-                None => Tensor::zeros([1, 1, 1], &e.head.weight.device()),
-            })
-            .collect();
-        Self {
-            adapter: AdapterGroup::stack_adapters(&adapters),
-            heads: ValueHeads::new(Tensor::cat(weight, 0), Tensor::cat(bias, 0)),
-        }
+        let heads: Vec<&Linear> = experts.iter().map(|e| &e.head).collect();
+        Self { adapter: AdapterGroup::stack_adapters(&adapters), heads: ValueHeads::stack(&heads) }
     }
 
     /// The stacked adapters (`None`: every expert on the bare backbone).

@@ -251,7 +251,7 @@ impl AdapterGroup {
 
     /// From tensors already stacked (they may be computed from trainable ones): `modules[path] = (a, b)` with
     /// `a = [A_e^T]` `[E, in, r]` and `b = [scale_e * B_e^T]` `[E, r, out]`.
-    pub fn from_stacked(experts: usize, modules: impl IntoIterator<Item = (String, (Tensor<3>, Tensor<3>))>) -> Self {
+    fn from_stacked(experts: usize, modules: impl IntoIterator<Item = (String, (Tensor<3>, Tensor<3>))>) -> Self {
         let (paths, projections) =
             modules.into_iter().map(|(path, (a, b))| (path, StackedLora { a: derived(a), b: derived(b) })).unzip();
         Self { projections, paths, experts }
@@ -343,11 +343,6 @@ impl LoraAdapter {
         let (paths, projections) =
             projections.into_iter().map(|(path, a, b)| (path, LoraProjection { a: param(a), b: param(b) })).unzip();
         Self { projections, paths, settings }
-    }
-
-    /// Its settings.
-    pub fn settings(&self) -> &AdapterSettings {
-        &self.settings
     }
 
     /// `(path, A^T, scale * B^T)` of every projection, as [`AdapterGroup::stack_adapters`] stacks them.

@@ -212,15 +212,6 @@ impl TensorWriter {
         Ok(())
     }
 
-    /// The tensors added so far: name -> (values, shape).
-    pub fn tensors(&self) -> &BTreeMap<String, (Vec<f32>, Vec<usize>)> {
-        &self.tensors
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.tensors.is_empty()
-    }
-
     /// The safetensors bytes, with `metadata` in the header.
     pub fn to_bytes(&self, metadata: BTreeMap<String, String>) -> Result<Vec<u8>> {
         let bytes: Vec<(&String, Vec<u8>, &Vec<usize>)> =

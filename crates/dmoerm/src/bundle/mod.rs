@@ -131,6 +131,19 @@ impl Source {
         }
     }
 
+    /// The backbone `spec` names (its `config.json`, weight shards and `tokenizer.json`).
+    pub fn backbone(
+        &mut self,
+        spec: &BackboneSpec,
+        device: &burn::tensor::Device,
+    ) -> Result<(crate::backbones::Backbone, tokenizers::Tokenizer)> {
+        let config = self.text(&spec.config)?;
+        let shards = spec.weights.iter().map(|w| self.tensors(w)).collect::<Result<Vec<_>>>()?;
+        let backbone = crate::backbones::Backbone::load(&spec.config, &config, &TensorFile::merge(shards), device)?;
+        let tokenizer = crate::text::parse_tokenizer(&spec.tokenizer, &self.text(&spec.tokenizer)?)?;
+        Ok((backbone, tokenizer))
+    }
+
     /// A safetensors file of the bundle (parsed once, then shared).
     pub fn tensors(&mut self, path: &str) -> Result<TensorFile> {
         match self {
@@ -331,11 +344,7 @@ impl HfCheckpoint {
             ));
         }
         let spec = BackboneSpec { config: "config.json".into(), weights, tokenizer: "tokenizer.json".into() };
-        let mut source = Source::dir(dir)?;
-        let config = source.text(&spec.config)?;
-        let shards = spec.weights.iter().map(|w| source.tensors(w)).collect::<Result<Vec<_>>>()?;
-        let backbone = crate::backbones::Backbone::load(&spec.config, &config, &TensorFile::merge(shards), device)?;
-        let tokenizer = crate::text::parse_tokenizer(&spec.tokenizer, &source.text(&spec.tokenizer)?)?;
+        let (backbone, tokenizer) = Source::dir(dir)?.backbone(&spec, device)?;
         Ok(Self { spec, backbone, tokenizer })
     }
 }

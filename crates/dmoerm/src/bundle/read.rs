@@ -13,8 +13,7 @@ use crate::expert::ExpertGroupConfig;
 use crate::lora::{AdapterGroup, LoraConfig, PeftAdapter};
 use crate::router::{Router, RouterConfig};
 use crate::task::Task;
-use crate::text::{parse_tokenizer, InputEncoder};
-use crate::weights::TensorFile;
+use crate::text::InputEncoder;
 
 /// A bundle's parts, ready to run.
 #[derive(Debug)]
@@ -40,12 +39,7 @@ fn load_adapter(source: &mut Source, dir: &Option<String>, backbone: &Backbone) 
 /// Reads every part of the bundle `source` (whose checked manifest is `manifest`) onto `device`.
 pub(crate) fn read(mut source: Source, manifest: Manifest, device: &Device) -> Result<Parts> {
     let origin = source.name();
-    let spec = &manifest.backbone;
-    let config_json = source.text(&spec.config)?;
-    let shards = spec.weights.iter().map(|w| source.tensors(w)).collect::<Result<Vec<_>>>()?;
-    let weights = TensorFile::merge(shards);
-    let backbone = Backbone::load(&spec.config, &config_json, &weights, device)?;
-    let tokenizer = parse_tokenizer(&spec.tokenizer, &source.text(&spec.tokenizer)?)?;
+    let (backbone, tokenizer) = source.backbone(&manifest.backbone, device)?;
     if manifest.input.max_length > backbone.max_positions() {
         return Err(Error::bundle(
             MANIFEST_FILE,
