@@ -21,7 +21,7 @@ use crate::bundle::keys::{
     aggregator::{ACT, FC1, FC2},
 };
 use crate::error::{Error, Result};
-use crate::weights::{load_linear, param, save_linear, TensorFile, TensorWriter};
+use crate::weights::{load_linear, param, save_linear, Scope, WriteScope};
 
 /// The aggregator's sizes.
 #[derive(Config, Debug)]
@@ -44,19 +44,20 @@ impl AggregatorConfig {
         }
     }
 
-    /// Reads `<prefix>0.*` (`Linear(k*H, H)`), `<prefix>1.weight` (PReLU, 1 or H slopes) and
-    /// `<prefix>2.*` (`Linear(H, 1)`) from `file`.
-    pub fn load(&self, file: &TensorFile, prefix: &str, device: &Device) -> Result<Aggregator> {
+    /// Reads, at `w`, `0.*` (`Linear(k*H, H)`), `1.weight` (PReLU, 1 or H slopes) and `2.*`
+    /// (`Linear(H, 1)`).
+    pub fn load(&self, w: &Scope, device: &Device) -> Result<Aggregator> {
         let (k, h) = (self.experts, self.hidden);
-        let fc1 = load_linear(file, &format!("{prefix}{FC1}"), k * h, h, device)?;
-        let slope_name = format!("{prefix}{ACT}{}", keys::WEIGHT);
-        let (slopes, shape) = file.read_f32(&slope_name, None)?;
+        let fc1 = load_linear(&w.at(FC1), k * h, h, device)?;
+        let act = w.at(ACT);
+        let (slopes, shape) = act.read_f32(keys::WEIGHT, None)?;
         if !(shape == [1] || shape == [h]) {
-            return Err(Error::Shape { file: file.file.clone(), tensor: slope_name, expected: vec![h], found: shape });
+            let (file, tensor) = (act.file().file.clone(), act.key(keys::WEIGHT));
+            return Err(Error::Shape { file, tensor, expected: vec![h], found: shape });
         }
         let n = slopes.len();
         let slope = Tensor::from_data(TensorData::new(slopes, [n]), device);
-        let fc2 = load_linear(file, &format!("{prefix}{FC2}"), h, 1, device)?;
+        let fc2 = load_linear(&w.at(FC2), h, 1, device)?;
         Ok(Aggregator::new(fc1, slope, fc2))
     }
 }
@@ -76,11 +77,11 @@ impl Aggregator {
         Self { fc1, act: PRelu { alpha: param(slope), alpha_value }, fc2 }
     }
 
-    /// Adds the MLP under `prefix` in PyTorch's `nn.Sequential` layout.
-    pub fn save(&self, prefix: &str, out: &mut TensorWriter) -> Result<()> {
-        save_linear(&self.fc1, &format!("{prefix}{FC1}"), out)?;
-        out.insert_tensor(format!("{prefix}{ACT}{}", keys::WEIGHT), self.act.alpha.val())?;
-        save_linear(&self.fc2, &format!("{prefix}{FC2}"), out)
+    /// Adds the MLP at `out` in PyTorch's `nn.Sequential` layout.
+    pub fn save(&self, out: &mut WriteScope) -> Result<()> {
+        save_linear(&self.fc1, &mut out.at(FC1))?;
+        out.at(ACT).insert_tensor(keys::WEIGHT, self.act.alpha.val())?;
+        save_linear(&self.fc2, &mut out.at(FC2))
     }
 
     /// # Shapes

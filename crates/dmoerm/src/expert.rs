@@ -20,7 +20,7 @@ use crate::bundle::keys;
 use crate::error::Result;
 use crate::lora::{AdapterGroup, LoraAdapter};
 use crate::pooling::Pooling;
-use crate::weights::{derived, load_linear, param, TensorFile, TensorWriter};
+use crate::weights::{derived, load_linear, param, Scope, WriteScope};
 
 /// The sizes of a task's experts.
 #[derive(Config, Debug)]
@@ -45,19 +45,11 @@ impl ExpertGroupConfig {
         ExpertGroup { adapter: None, heads }
     }
 
-    /// Reads the `k` value heads, `heads[e] = (file, prefix)` (each an `nn.Linear(H, 1)`:
-    /// `<prefix>weight` `[1, H]` and, when present, `<prefix>bias` `[1]`), and puts them beside
-    /// the stacked adapters.
-    pub fn load(
-        &self,
-        adapter: Option<AdapterGroup>,
-        heads: &[(&TensorFile, &str)],
-        device: &Device,
-    ) -> Result<ExpertGroup> {
-        let heads = heads
-            .iter()
-            .map(|(file, prefix)| load_linear(file, prefix, self.hidden, 1, device))
-            .collect::<Result<Vec<_>>>()?;
+    /// Reads the `k` value heads, `heads[e]` the place of expert `e`'s `nn.Linear(H, 1)`
+    /// (`weight` `[1, H]` and, when present, `bias` `[1]`), and puts them beside the stacked
+    /// adapters.
+    pub fn load(&self, adapter: Option<AdapterGroup>, heads: &[Scope], device: &Device) -> Result<ExpertGroup> {
+        let heads = heads.iter().map(|w| load_linear(w, self.hidden, 1, device)).collect::<Result<Vec<_>>>()?;
         Ok(ExpertGroup { adapter, heads: ValueHeads::stack(&heads.iter().collect::<Vec<_>>()) })
     }
 }
@@ -96,13 +88,11 @@ impl ValueHeads {
         (pooled.matmul(self.weight.val()) + self.bias.val()).reshape([k, n])
     }
 
-    /// Expert `e`'s head as PyTorch's `nn.Linear(H, 1)`: `<prefix>weight` `[1, H]`,
-    /// `<prefix>bias` `[1]`.
-    pub fn save(&self, e: usize, prefix: &str, out: &mut TensorWriter) -> Result<()> {
+    /// Expert `e`'s head at `out` as PyTorch's `nn.Linear(H, 1)`: `weight` `[1, H]`, `bias` `[1]`.
+    pub fn save(&self, e: usize, out: &mut WriteScope) -> Result<()> {
         let [_, h, _] = self.weight.dims();
-        let w = self.weight.val().narrow(0, e, 1).reshape([1, h]);
-        out.insert_tensor(format!("{prefix}{}", keys::WEIGHT), w)?;
-        out.insert_tensor(format!("{prefix}{}", keys::BIAS), self.bias.val().narrow(0, e, 1).reshape([1]))
+        out.insert_tensor(keys::WEIGHT, self.weight.val().narrow(0, e, 1).reshape([1, h]))?;
+        out.insert_tensor(keys::BIAS, self.bias.val().narrow(0, e, 1).reshape([1]))
     }
 }
 

@@ -18,7 +18,7 @@ use crate::backbones::{Backbone, TokenBatch};
 use crate::error::Result;
 use crate::lora::AdapterGroup;
 use crate::pooling::Pooling;
-use crate::weights::{load_linear, save_linear, TensorFile, TensorWriter};
+use crate::weights::{load_linear, save_linear, Scope, WriteScope};
 
 /// The router's sizes.
 #[derive(Config, Debug)]
@@ -36,15 +36,9 @@ impl RouterConfig {
         Router { adapter: None, head: LinearConfig::new(self.hidden, self.tasks).init(device) }
     }
 
-    /// Reads the head `<prefix>weight` `[tasks, H]` and `<prefix>bias` `[tasks]` from `file`.
-    pub fn load(
-        &self,
-        adapter: Option<AdapterGroup>,
-        file: &TensorFile,
-        prefix: &str,
-        device: &Device,
-    ) -> Result<Router> {
-        Ok(Router { adapter, head: load_linear(file, prefix, self.hidden, self.tasks, device)? })
+    /// Reads the head at `w`: `weight` `[tasks, H]` and `bias` `[tasks]`.
+    pub fn load(&self, adapter: Option<AdapterGroup>, w: &Scope, device: &Device) -> Result<Router> {
+        Ok(Router { adapter, head: load_linear(w, self.hidden, self.tasks, device)? })
     }
 }
 
@@ -66,9 +60,9 @@ impl Router {
         &self.head
     }
 
-    /// Adds the head under `prefix` in PyTorch's layout (`<prefix>weight` `[tasks, H]`).
-    pub fn save(&self, prefix: &str, out: &mut TensorWriter) -> Result<()> {
-        save_linear(&self.head, prefix, out)
+    /// Adds the head at `out` in PyTorch's layout (`weight` `[tasks, H]`).
+    pub fn save(&self, out: &mut WriteScope) -> Result<()> {
+        save_linear(&self.head, out)
     }
 
     /// Task probabilities of each row of `batch`.

@@ -2,6 +2,10 @@
 //! [`TensorFile`] reads, [`TensorWriter`] writes, and [`load_linear`] / [`save_linear`] convert
 //! between PyTorch's `nn.Linear` layout (`weight` `[out, in]`) and burn's (`[in, out]`).
 //!
+//! Modules never spell a full key: each reads and writes its own tensors by their short names
+//! through a [`Scope`] (reading) or [`WriteScope`] (writing), and hands each child
+//! `scope.at("child")`, the way PyTorch's `state_dict` nests names.
+//!
 //! A [`TensorFile`] is one safetensors file of a bundle directory, or the part of a packed
 //! bundle that came from that file (its tensors are stored under `"<file>::<name>"`).
 //! Weights may be f32, f16 or bf16 in the file; the model computes in f32. A packed file may
@@ -9,6 +13,7 @@
 //! row of `T`); `T[r, ..] = q[r, ..] * scale[r]`.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fmt::Display;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -187,6 +192,85 @@ impl TensorFile {
     }
 }
 
+/// `path.name`, or `name` at the top.
+fn join(path: &str, name: &str) -> String {
+    match (path.is_empty(), name.is_empty()) {
+        (true, _) => name.to_string(),
+        (_, true) => path.to_string(),
+        _ => format!("{path}.{name}"),
+    }
+}
+
+/// One module's view of a [`TensorFile`]. A key is `<root><path>.<name>`: `root` is the
+/// checkpoint's own prefix (`model.` in a `*ForCausalLM` file, `bert.` in a `BertFor*` one),
+/// `path` the module's canonical path (`layers.3.self_attn.q_proj`, the name LoRA adapters
+/// use), `name` the tensor's short name (`weight`, `bias`).
+#[derive(Debug, Clone)]
+pub struct Scope<'a> {
+    file: &'a TensorFile,
+    root: String,
+    path: String,
+}
+
+impl<'a> Scope<'a> {
+    /// The top of `file`.
+    pub fn new(file: &'a TensorFile) -> Self {
+        Self { file, root: String::new(), path: String::new() }
+    }
+
+    /// The top of a checkpoint whose names may carry `root` (e.g. `model.`): `root` when the
+    /// file has `<root><probe>`, none when it has `<probe>`, else a `MissingTensor` error.
+    pub fn detect_root(file: &'a TensorFile, root: &str, probe: &str) -> Result<Self> {
+        let root = if file.contains(&format!("{root}{probe}")) {
+            root
+        } else if file.contains(probe) {
+            ""
+        } else {
+            return Err(Error::MissingTensor { file: file.file.clone(), tensor: format!("{root}{probe}") });
+        };
+        Ok(Self { file, root: root.to_string(), path: String::new() })
+    }
+
+    /// The child module `child` (a name, an index, or a dotted path; `""` is this module).
+    pub fn at(&self, child: impl Display) -> Self {
+        Self { file: self.file, root: self.root.clone(), path: join(&self.path, &child.to_string()) }
+    }
+
+    /// The module's canonical path (without the checkpoint's root).
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The file, for errors.
+    pub fn file(&self) -> &'a TensorFile {
+        self.file
+    }
+
+    /// The full key of this module's tensor `name`.
+    pub fn key(&self, name: &str) -> String {
+        format!("{}{}", self.root, join(&self.path, name))
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.file.contains(&self.key(name))
+    }
+
+    /// This module's tensor `name`, with exactly the `expected` shape, onto `device`.
+    pub fn tensor<const D: usize>(&self, name: &str, expected: [usize; D], device: &Device) -> Result<Tensor<D>> {
+        self.file.tensor(&self.key(name), expected, device)
+    }
+
+    /// This module's tensor `name` as f32 values and its shape (`None` accepts any shape).
+    pub fn read_f32(&self, name: &str, expected: Option<&[usize]>) -> Result<(Vec<f32>, Vec<usize>)> {
+        self.file.read_f32(&self.key(name), expected)
+    }
+
+    /// This module's `weight` as a PyTorch linear weight `[out, in]`, transposed to `[in, out]`.
+    pub fn linear_weight(&self, d_in: usize, d_out: usize, device: &Device) -> Result<Tensor<2>> {
+        self.file.linear_weight(&self.key(crate::bundle::keys::WEIGHT), d_in, d_out, device)
+    }
+}
+
 /// Named f32 tensors on the host, written as one safetensors file: what a module's `save`
 /// fills under its key prefix.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -236,6 +320,31 @@ impl TensorWriter {
     }
 }
 
+/// One module's place in a [`TensorWriter`]: the writing side of [`Scope`]. A key is
+/// `<path>.<name>`.
+#[derive(Debug)]
+pub struct WriteScope<'a> {
+    out: &'a mut TensorWriter,
+    path: String,
+}
+
+impl<'a> WriteScope<'a> {
+    /// The top of `out`.
+    pub fn new(out: &'a mut TensorWriter) -> Self {
+        Self { out, path: String::new() }
+    }
+
+    /// The child module `child` (a name, an index, or a dotted path; `""` is this module).
+    pub fn at(&mut self, child: impl Display) -> WriteScope<'_> {
+        WriteScope { path: join(&self.path, &child.to_string()), out: &mut *self.out }
+    }
+
+    /// Reads `tensor` back to the host and adds it as this module's `name`.
+    pub fn insert_tensor<const D: usize>(&mut self, name: &str, tensor: Tensor<D>) -> Result<()> {
+        self.out.insert_tensor(join(&self.path, name), tensor)
+    }
+}
+
 /// Writes `data` to `path` through a temporary file renamed over it, creating the directory.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let io = |path: &Path| {
@@ -250,12 +359,12 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     std::fs::rename(&tmp, path).map_err(io(path))
 }
 
-/// Reads a PyTorch `nn.Linear(d_in, d_out)` stored as `<prefix>weight` `[out, in]` and, when
-/// the file has it, `<prefix>bias` `[out]`, as a burn [`Linear`] (`weight` `[in, out]`).
-pub fn load_linear(file: &TensorFile, prefix: &str, d_in: usize, d_out: usize, device: &Device) -> Result<Linear> {
-    let weight = file.linear_weight(&format!("{prefix}{}", crate::bundle::keys::WEIGHT), d_in, d_out, device)?;
-    let bias_name = format!("{prefix}{}", crate::bundle::keys::BIAS);
-    let bias = if file.contains(&bias_name) { Some(file.tensor(&bias_name, [d_out], device)?) } else { None };
+/// Reads the PyTorch `nn.Linear(d_in, d_out)` at `w`: `weight` `[out, in]` and, when the file
+/// has it, `bias` `[out]`, as a burn [`Linear`] (`weight` `[in, out]`).
+pub fn load_linear(w: &Scope, d_in: usize, d_out: usize, device: &Device) -> Result<Linear> {
+    let weight = w.linear_weight(d_in, d_out, device)?;
+    let bias = crate::bundle::keys::BIAS;
+    let bias = if w.contains(bias) { Some(w.tensor(bias, [d_out], device)?) } else { None };
     Ok(linear(weight, bias))
 }
 
@@ -276,12 +385,12 @@ pub(crate) fn derived<const D: usize>(t: Tensor<D>) -> Param<Tensor<D>> {
     Param::initialized(ParamId::new(), t)
 }
 
-/// Adds a [`Linear`] in PyTorch's layout under `prefix`: `<prefix>weight` `[out, in]` and
-/// `<prefix>bias` `[out]` (when it has one).
-pub fn save_linear(linear: &Linear, prefix: &str, out: &mut TensorWriter) -> Result<()> {
-    out.insert_tensor(format!("{prefix}{}", crate::bundle::keys::WEIGHT), linear.weight.val().transpose())?;
+/// Adds a [`Linear`] at `out` in PyTorch's layout: `weight` `[out, in]` and `bias` `[out]`
+/// (when it has one).
+pub fn save_linear(linear: &Linear, out: &mut WriteScope) -> Result<()> {
+    out.insert_tensor(crate::bundle::keys::WEIGHT, linear.weight.val().transpose())?;
     if let Some(b) = &linear.bias {
-        out.insert_tensor(format!("{prefix}{}", crate::bundle::keys::BIAS), b.val())?;
+        out.insert_tensor(crate::bundle::keys::BIAS, b.val())?;
     }
     Ok(())
 }
@@ -330,6 +439,31 @@ pub fn is_float(dtype: Dtype) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scopes_nest_names_as_pytorch_state_dicts_do() {
+        let device = Device::flex();
+        let mut out = TensorWriter::new();
+        let mut top = WriteScope::new(&mut out);
+        let mut layer = top.at("model.layers.3");
+        layer.at("self_attn.q_proj").insert_tensor("weight", Tensor::<1>::from_floats([1.0, 2.0], &device)).unwrap();
+        layer.insert_tensor("scale", Tensor::<1>::from_floats([3.0], &device)).unwrap();
+        let bytes = out.to_bytes(BTreeMap::new()).unwrap();
+        let file = TensorFile::new("f", Arc::new(SafetensorsBuffer::parse("f", bytes).unwrap()), String::new());
+        assert_eq!(file.names(), ["model.layers.3.scale", "model.layers.3.self_attn.q_proj.weight"]);
+
+        // the checkpoint's root is found and kept out of the canonical path
+        let w = Scope::detect_root(&file, "model.", "layers.3.scale").unwrap();
+        let q = w.at("layers").at(3).at("self_attn.q_proj");
+        assert_eq!(q.path(), "layers.3.self_attn.q_proj");
+        assert_eq!(q.key("weight"), "model.layers.3.self_attn.q_proj.weight");
+        assert_eq!(q.read_f32("weight", Some(&[2])).unwrap().0, [1.0, 2.0]);
+        assert_eq!(w.at("layers.3").at("").read_f32("scale", None).unwrap().0, [3.0]);
+        // a file without the root reads the same names bare; a file with neither is an error
+        assert_eq!(Scope::detect_root(&file, "bert.", "model.layers.3.scale").unwrap().key("x"), "x");
+        let missing = Scope::detect_root(&file, "model.", "embed_tokens.weight").unwrap_err();
+        assert!(matches!(missing, Error::MissingTensor { tensor, .. } if tensor == "model.embed_tokens.weight"));
+    }
 
     #[test]
     fn int8_rows_round_trip_within_half_a_step() {

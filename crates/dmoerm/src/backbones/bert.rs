@@ -16,13 +16,14 @@ use burn::tensor::module::embedding;
 use burn::tensor::{Device, Int, Tensor};
 use serde::Deserialize;
 
-use super::{attend, count, detect_prefix, split_heads, LayerNorm, Projection, TokenBatch};
+use super::{attend, count, split_heads, LayerNorm, Projection, TokenBatch};
+use crate::bundle::keys;
 use crate::error::{Error, Result};
 // exact GELU: natively a vectorised, parallel CPU path on flex (see `kernels`)
 #[cfg(not(target_family = "wasm"))]
 use crate::kernels::gelu;
 use crate::lora::AdapterGroup;
-use crate::weights::TensorFile;
+use crate::weights::{Scope, TensorFile};
 #[cfg(target_family = "wasm")]
 use burn::tensor::activation::gelu;
 
@@ -147,34 +148,45 @@ pub struct Bert {
     layers: Vec<Layer>,
 }
 
+/// The names `BertFor*` checkpoints put before the encoder's (`bert.embeddings...`).
+pub const ROOT: &str = "bert.";
+/// The encoder layers' path: layer `i` is `encoder.layer.<i>`.
+const LAYERS: &str = "encoder.layer";
+
+impl Layer {
+    /// Loads layer `w` (`encoder.layer.<i>`).
+    fn load(w: &Scope, c: &BertConfig, device: &Device) -> Result<Self> {
+        let (h, i_dim) = (c.hidden_size, c.intermediate_size);
+        let proj = |name: &str, dims| Projection::load(&w.at(name), dims, true, device);
+        let norm = |name: &str| LayerNorm::load(&w.at(name), h, c.layer_norm_eps, device);
+        Ok(Self {
+            query: proj("attention.self.query", (h, h))?,
+            key: proj("attention.self.key", (h, h))?,
+            value: proj("attention.self.value", (h, h))?,
+            attention_output: proj("attention.output.dense", (h, h))?,
+            attention_norm: norm("attention.output.LayerNorm")?,
+            intermediate: proj("intermediate.dense", (h, i_dim))?,
+            output: proj("output.dense", (i_dim, h))?,
+            output_norm: norm("output.LayerNorm")?,
+        })
+    }
+}
+
 impl Bert {
-    /// Loads the weights, with or without the `bert.` prefix of `BertFor*` checkpoints.
+    /// Loads the weights, with or without the [`ROOT`] prefix of `BertFor*` checkpoints.
     pub fn load(config: BertConfig, file: &TensorFile, device: &Device) -> Result<Self> {
         let c = &config;
-        let p = detect_prefix(file, "bert.", "embeddings.word_embeddings.weight")?;
-        let (h, i_dim, eps) = (c.hidden_size, c.intermediate_size, c.layer_norm_eps);
-        let proj = |path: String, dims| Projection::load(file, &p, path, dims, true, device);
-        let norm = |name: String| LayerNorm::load(file, &format!("{p}{name}"), h, eps, device);
-        let mut layers = Vec::with_capacity(c.num_hidden_layers);
-        for i in 0..c.num_hidden_layers {
-            let l = format!("encoder.layer.{i}");
-            layers.push(Layer {
-                query: proj(format!("{l}.attention.self.query"), (h, h))?,
-                key: proj(format!("{l}.attention.self.key"), (h, h))?,
-                value: proj(format!("{l}.attention.self.value"), (h, h))?,
-                attention_output: proj(format!("{l}.attention.output.dense"), (h, h))?,
-                attention_norm: norm(format!("{l}.attention.output.LayerNorm"))?,
-                intermediate: proj(format!("{l}.intermediate.dense"), (h, i_dim))?,
-                output: proj(format!("{l}.output.dense"), (i_dim, h))?,
-                output_norm: norm(format!("{l}.output.LayerNorm"))?,
-            });
-        }
-        let e = |name: &str, rows| file.tensor(&format!("{p}embeddings.{name}.weight"), [rows, h], device);
+        let w = Scope::detect_root(file, ROOT, "embeddings.word_embeddings.weight")?;
+        let layers = (0..c.num_hidden_layers)
+            .map(|i| Layer::load(&w.at(LAYERS).at(i), c, device))
+            .collect::<Result<Vec<_>>>()?;
+        let e = w.at("embeddings");
+        let table = |name: &str, rows| e.at(name).tensor(keys::WEIGHT, [rows, c.hidden_size], device);
         Ok(Self {
-            word_embeddings: e("word_embeddings", c.vocab_size)?,
-            position_embeddings: e("position_embeddings", c.max_position_embeddings)?,
-            token_type_embeddings: e("token_type_embeddings", c.type_vocab_size)?,
-            embeddings_norm: norm("embeddings.LayerNorm".into())?,
+            word_embeddings: table("word_embeddings", c.vocab_size)?,
+            position_embeddings: table("position_embeddings", c.max_position_embeddings)?,
+            token_type_embeddings: table("token_type_embeddings", c.type_vocab_size)?,
+            embeddings_norm: LayerNorm::load(&e.at("LayerNorm"), c.hidden_size, c.layer_norm_eps, device)?,
             layers,
             config,
         })
@@ -231,46 +243,28 @@ impl Bert {
     }
 }
 
-/// The adaptable linear modules of an encoder layer, under `encoder.layer.<i>.`.
-pub const LAYER_PROJECTIONS: [&str; 6] = [
-    "attention.self.query",
-    "attention.self.key",
-    "attention.self.value",
-    "attention.output.dense",
-    "intermediate.dense",
-    "output.dense",
-];
+impl Layer {
+    /// Its linear modules, in the order LoRA layouts list them.
+    fn projections(&self) -> [&Projection; 6] {
+        [&self.query, &self.key, &self.value, &self.attention_output, &self.intermediate, &self.output]
+    }
+}
 
 impl Bert {
+    /// Canonical paths of layer `layer`'s linear modules (`encoder.layer.<i>.attention.self.query`, ...).
+    pub(crate) fn layer_projections(&self, layer: usize) -> Vec<String> {
+        self.layers.get(layer).map_or_else(Vec::new, |l| l.projections().iter().map(|p| p.path.clone()).collect())
+    }
+
+    /// `(in, out)` of the linear module at canonical `path`.
     pub(crate) fn projection(&self, path: &str) -> Option<(usize, usize)> {
-        let rest = path.strip_prefix("encoder.layer.")?;
-        let (idx, name) = rest.split_once('.')?;
-        let l = self.layers.get(idx.parse::<usize>().ok()?)?;
-        let p = match name {
-            "attention.self.query" => &l.query,
-            "attention.self.key" => &l.key,
-            "attention.self.value" => &l.value,
-            "attention.output.dense" => &l.attention_output,
-            "intermediate.dense" => &l.intermediate,
-            "output.dense" => &l.output,
-            _ => return None,
-        };
-        Some(p.dims())
+        self.layers.iter().flat_map(Layer::projections).find(|p| p.path == path).map(Projection::dims)
     }
 
     pub(crate) fn num_params(&self) -> usize {
         let h = self.config.hidden_size;
-        let layers: usize = self
-            .layers
-            .iter()
-            .map(|l| {
-                [&l.query, &l.key, &l.value, &l.attention_output, &l.intermediate, &l.output]
-                    .iter()
-                    .map(|p| p.num_params())
-                    .sum::<usize>()
-                    + 4 * h
-            })
-            .sum();
+        let layers: usize = self.layers.iter().flat_map(Layer::projections).map(Projection::num_params).sum::<usize>()
+            + 4 * h * self.layers.len();
         count(&self.word_embeddings)
             + count(&self.position_embeddings)
             + count(&self.token_type_embeddings)

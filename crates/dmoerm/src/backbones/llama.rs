@@ -18,13 +18,14 @@ use burn::tensor::module::embedding;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::Deserialize;
 
-use super::{attend, count, detect_prefix, split_heads, Projection, RmsNorm, TokenBatch};
+use super::{attend, count, split_heads, Projection, RmsNorm, TokenBatch};
+use crate::bundle::keys;
 use crate::error::{Error, Result};
 // SiLU: natively a vectorised, parallel CPU path on flex (see `kernels`)
 #[cfg(not(target_family = "wasm"))]
 use crate::kernels::silu;
 use crate::lora::AdapterGroup;
-use crate::weights::TensorFile;
+use crate::weights::{Scope, TensorFile};
 
 /// HF `config.json` fields of the Llama family (`#[serde(default)]` where HF has defaults).
 #[derive(Debug, Clone, Deserialize)]
@@ -224,64 +225,70 @@ pub struct Llama {
     norm: RmsNorm,
 }
 
+/// The names `*ForCausalLM` / `*ForSequenceClassification` checkpoints put before the
+/// decoder's (`model.layers...`).
+pub const ROOT: &str = "model.";
+/// The decoder layers' path: layer `i` is `layers.<i>`.
+const LAYERS: &str = "layers";
+
+impl Attention {
+    /// Loads `self_attn` at `w`.
+    fn load(w: &Scope, c: &LlamaConfig, device: &Device) -> Result<Self> {
+        let (h, hd) = (c.hidden_size, c.head_dim);
+        let (q_dim, kv_dim) = (c.num_attention_heads * hd, c.num_key_value_heads * hd);
+        let proj = |name: &str, dims, bias| Projection::load(&w.at(name), dims, bias, device);
+        // Qwen3: an RMSNorm over each head of q and k
+        let qk_norm =
+            |name: &str| c.qk_norm.then(|| RmsNorm::load(&w.at(name), hd, c.rms_norm_eps, device)).transpose();
+        Ok(Self {
+            q_proj: proj("q_proj", (h, q_dim), c.qkv_bias)?,
+            k_proj: proj("k_proj", (h, kv_dim), c.qkv_bias)?,
+            v_proj: proj("v_proj", (h, kv_dim), c.qkv_bias)?,
+            o_proj: proj("o_proj", (q_dim, h), c.o_bias)?,
+            q_norm: qk_norm("q_norm")?,
+            k_norm: qk_norm("k_norm")?,
+        })
+    }
+}
+
+impl Mlp {
+    /// Loads `mlp` at `w`.
+    fn load(w: &Scope, c: &LlamaConfig, device: &Device) -> Result<Self> {
+        let (h, i) = (c.hidden_size, c.intermediate_size);
+        let proj = |name: &str, dims| Projection::load(&w.at(name), dims, c.mlp_bias, device);
+        Ok(Self {
+            gate_proj: proj("gate_proj", (h, i))?,
+            up_proj: proj("up_proj", (h, i))?,
+            down_proj: proj("down_proj", (i, h))?,
+        })
+    }
+}
+
+impl DecoderLayer {
+    /// Loads layer `w` (`layers.<i>`).
+    fn load(w: &Scope, c: &LlamaConfig, device: &Device) -> Result<Self> {
+        let norm = |name: &str| RmsNorm::load(&w.at(name), c.hidden_size, c.rms_norm_eps, device);
+        Ok(Self {
+            input_layernorm: norm("input_layernorm")?,
+            self_attn: Attention::load(&w.at("self_attn"), c, device)?,
+            post_attention_layernorm: norm("post_attention_layernorm")?,
+            mlp: Mlp::load(&w.at("mlp"), c, device)?,
+        })
+    }
+}
+
 impl Llama {
-    /// Loads the weights, with or without the `model.` prefix of `*ForCausalLM` checkpoints.
+    /// Loads the weights, with or without the [`ROOT`] prefix of `*For*` checkpoints.
     /// `lm_head` and other extra tensors are ignored.
     pub fn load(config: LlamaConfig, file: &TensorFile, device: &Device) -> Result<Self> {
         let c = &config;
-        let p = detect_prefix(file, "model.", "embed_tokens.weight")?;
-        let (h, hd) = (c.hidden_size, c.head_dim);
-        let (q_dim, kv_dim) = (c.num_attention_heads * hd, c.num_key_value_heads * hd);
-        let proj = |path: String, dims, bias| Projection::load(file, &p, path, dims, bias, device);
-        let mut layers = Vec::with_capacity(c.num_hidden_layers);
-        for i in 0..c.num_hidden_layers {
-            let l = format!("layers.{i}");
-            let qk_norm = |name: &str| -> Result<Option<RmsNorm>> {
-                if c.qk_norm {
-                    Ok(Some(RmsNorm::load(
-                        file,
-                        &format!("{p}{l}.self_attn.{name}.weight"),
-                        hd,
-                        c.rms_norm_eps,
-                        device,
-                    )?))
-                } else {
-                    Ok(None)
-                }
-            };
-            layers.push(DecoderLayer {
-                input_layernorm: RmsNorm::load(
-                    file,
-                    &format!("{p}{l}.input_layernorm.weight"),
-                    h,
-                    c.rms_norm_eps,
-                    device,
-                )?,
-                self_attn: Attention {
-                    q_proj: proj(format!("{l}.self_attn.q_proj"), (h, q_dim), c.qkv_bias)?,
-                    k_proj: proj(format!("{l}.self_attn.k_proj"), (h, kv_dim), c.qkv_bias)?,
-                    v_proj: proj(format!("{l}.self_attn.v_proj"), (h, kv_dim), c.qkv_bias)?,
-                    o_proj: proj(format!("{l}.self_attn.o_proj"), (q_dim, h), c.o_bias)?,
-                    q_norm: qk_norm("q_norm")?,
-                    k_norm: qk_norm("k_norm")?,
-                },
-                post_attention_layernorm: RmsNorm::load(
-                    file,
-                    &format!("{p}{l}.post_attention_layernorm.weight"),
-                    h,
-                    c.rms_norm_eps,
-                    device,
-                )?,
-                mlp: Mlp {
-                    gate_proj: proj(format!("{l}.mlp.gate_proj"), (h, c.intermediate_size), c.mlp_bias)?,
-                    up_proj: proj(format!("{l}.mlp.up_proj"), (h, c.intermediate_size), c.mlp_bias)?,
-                    down_proj: proj(format!("{l}.mlp.down_proj"), (c.intermediate_size, h), c.mlp_bias)?,
-                },
-            });
-        }
+        let w = Scope::detect_root(file, ROOT, "embed_tokens.weight")?;
+        let layers = (0..c.num_hidden_layers)
+            .map(|i| DecoderLayer::load(&w.at(LAYERS).at(i), c, device))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Self {
-            embed_tokens: file.tensor(&format!("{p}embed_tokens.weight"), [c.vocab_size, h], device)?,
-            norm: RmsNorm::load(file, &format!("{p}norm.weight"), h, c.rms_norm_eps, device)?,
+            embed_tokens: w.at("embed_tokens").tensor(keys::WEIGHT, [c.vocab_size, c.hidden_size], device)?,
+            norm: RmsNorm::load(&w.at("norm"), c.hidden_size, c.rms_norm_eps, device)?,
             layers,
             config,
         })
@@ -349,50 +356,31 @@ impl Llama {
     }
 }
 
-/// The adaptable linear modules of a decoder layer, under `layers.<i>.`.
-pub const LAYER_PROJECTIONS: [&str; 7] = [
-    "self_attn.q_proj",
-    "self_attn.k_proj",
-    "self_attn.v_proj",
-    "self_attn.o_proj",
-    "mlp.gate_proj",
-    "mlp.up_proj",
-    "mlp.down_proj",
-];
+impl DecoderLayer {
+    /// Its linear modules, in the order LoRA layouts list them.
+    fn projections(&self) -> [&Projection; 7] {
+        let (a, m) = (&self.self_attn, &self.mlp);
+        [&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj, &m.gate_proj, &m.up_proj, &m.down_proj]
+    }
+}
 
 impl Llama {
+    /// Canonical paths of layer `layer`'s linear modules (`layers.<i>.self_attn.q_proj`, ...).
+    pub(crate) fn layer_projections(&self, layer: usize) -> Vec<String> {
+        self.layers.get(layer).map_or_else(Vec::new, |l| l.projections().iter().map(|p| p.path.clone()).collect())
+    }
+
+    /// `(in, out)` of the linear module at canonical `path`.
     pub(crate) fn projection(&self, path: &str) -> Option<(usize, usize)> {
-        let rest = path.strip_prefix("layers.")?;
-        let (idx, name) = rest.split_once('.')?;
-        let layer = self.layers.get(idx.parse::<usize>().ok()?)?;
-        let p = match name {
-            "self_attn.q_proj" => &layer.self_attn.q_proj,
-            "self_attn.k_proj" => &layer.self_attn.k_proj,
-            "self_attn.v_proj" => &layer.self_attn.v_proj,
-            "self_attn.o_proj" => &layer.self_attn.o_proj,
-            "mlp.gate_proj" => &layer.mlp.gate_proj,
-            "mlp.up_proj" => &layer.mlp.up_proj,
-            "mlp.down_proj" => &layer.mlp.down_proj,
-            _ => return None,
-        };
-        Some(p.dims())
+        self.layers.iter().flat_map(DecoderLayer::projections).find(|p| p.path == path).map(Projection::dims)
     }
 
     pub(crate) fn num_params(&self) -> usize {
         let c = &self.config;
         let norms = c.hidden_size * (2 * c.num_hidden_layers + 1)
             + if c.qk_norm { 2 * c.head_dim * c.num_hidden_layers } else { 0 };
-        let projections: usize = self
-            .layers
-            .iter()
-            .map(|l| {
-                let (a, m) = (&l.self_attn, &l.mlp);
-                [&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj, &m.gate_proj, &m.up_proj, &m.down_proj]
-                    .iter()
-                    .map(|p| p.num_params())
-                    .sum::<usize>()
-            })
-            .sum();
+        let projections: usize =
+            self.layers.iter().flat_map(DecoderLayer::projections).map(Projection::num_params).sum();
         count(&self.embed_tokens) + norms + projections
     }
 }

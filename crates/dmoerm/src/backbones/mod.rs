@@ -13,9 +13,10 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use serde::Deserialize;
 
+use crate::bundle::keys;
 use crate::error::{Error, Result};
 use crate::lora::{AdapterGroup, Projections};
-use crate::weights::TensorFile;
+use crate::weights::{Scope, TensorFile};
 
 /// A padded batch of token ids (right padding).
 #[derive(Debug, Clone)]
@@ -78,19 +79,13 @@ pub struct Projection {
 }
 
 impl Projection {
-    /// Loads `<prefix><path>.weight` (and `.bias` when `bias`) from `file`.
-    pub fn load(
-        file: &TensorFile,
-        prefix: &str,
-        path: String,
-        dims: (usize, usize),
-        bias: bool,
-        device: &Device,
-    ) -> Result<Self> {
+    /// Loads the linear module at `w`: `weight` `[out, in]`, and `bias` `[out]` when `bias`.
+    /// Its path is `w`'s canonical path.
+    pub fn load(w: &Scope, dims: (usize, usize), bias: bool, device: &Device) -> Result<Self> {
         let (d_in, d_out) = dims;
-        let weight = file.linear_weight(&format!("{prefix}{path}.weight"), d_in, d_out, device)?;
-        let bias = if bias { Some(file.tensor(&format!("{prefix}{path}.bias"), [d_out], device)?) } else { None };
-        Ok(Self { path, weight, bias })
+        let weight = w.linear_weight(d_in, d_out, device)?;
+        let bias = if bias { Some(w.tensor(keys::BIAS, [d_out], device)?) } else { None };
+        Ok(Self { path: w.path().to_string(), weight, bias })
     }
 
     /// `(in, out)`
@@ -119,8 +114,9 @@ pub struct RmsNorm {
 }
 
 impl RmsNorm {
-    pub fn load(file: &TensorFile, name: &str, dim: usize, eps: f64, device: &Device) -> Result<Self> {
-        Ok(Self { weight: file.tensor(name, [dim], device)?, eps })
+    /// Loads `weight` `[dim]` at `w`.
+    pub fn load(w: &Scope, dim: usize, eps: f64, device: &Device) -> Result<Self> {
+        Ok(Self { weight: w.tensor(keys::WEIGHT, [dim], device)?, eps })
     }
 
     /// Normalises over the last dimension.
@@ -143,13 +139,9 @@ pub struct LayerNorm {
 }
 
 impl LayerNorm {
-    /// Loads `<name>.weight` and `<name>.bias`.
-    pub fn load(file: &TensorFile, name: &str, dim: usize, eps: f64, device: &Device) -> Result<Self> {
-        Ok(Self {
-            weight: file.tensor(&format!("{name}.weight"), [dim], device)?,
-            bias: file.tensor(&format!("{name}.bias"), [dim], device)?,
-            eps,
-        })
+    /// Loads `weight` and `bias` (`[dim]` each) at `w`.
+    pub fn load(w: &Scope, dim: usize, eps: f64, device: &Device) -> Result<Self> {
+        Ok(Self { weight: w.tensor(keys::WEIGHT, [dim], device)?, bias: w.tensor(keys::BIAS, [dim], device)?, eps })
     }
 
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
@@ -247,8 +239,8 @@ impl Backbone {
     /// `layers.3.self_attn.q_proj` or `encoder.layer.3.attention.self.query`.
     pub fn layer_projections(&self, layer: usize) -> Vec<String> {
         match self {
-            Backbone::Llama(_) => llama::LAYER_PROJECTIONS.iter().map(|p| format!("layers.{layer}.{p}")).collect(),
-            Backbone::Bert(_) => bert::LAYER_PROJECTIONS.iter().map(|p| format!("encoder.layer.{layer}.{p}")).collect(),
+            Backbone::Llama(m) => m.layer_projections(layer),
+            Backbone::Bert(m) => m.layer_projections(layer),
         }
     }
 
@@ -314,11 +306,11 @@ impl Projections for Backbone {
     }
 
     fn canonical_path<'a>(&self, path: &'a str) -> &'a str {
-        let prefix = match self {
-            Backbone::Llama(_) => "model.",
-            Backbone::Bert(_) => "bert.",
+        let root = match self {
+            Backbone::Llama(_) => llama::ROOT,
+            Backbone::Bert(_) => bert::ROOT,
         };
-        path.strip_prefix(prefix).unwrap_or(path)
+        path.strip_prefix(root).unwrap_or(path)
     }
 
     fn unused_module(&self, path: &str) -> bool {
@@ -336,17 +328,6 @@ pub fn family_of(file: &str, model_type: Option<&str>) -> Result<Family> {
             format!("model_type `{other}` (supported: llama, mistral, qwen2, qwen3, bert)"),
         )),
         None => Err(Error::bundle(file, "config.json has no model_type")),
-    }
-}
-
-/// Finds the checkpoint's name prefix: `prefix` when `<prefix><probe>` exists, else `""`.
-pub(crate) fn detect_prefix(file: &TensorFile, prefix: &str, probe: &str) -> Result<String> {
-    if file.contains(&format!("{prefix}{probe}")) {
-        Ok(prefix.to_string())
-    } else if file.contains(probe) {
-        Ok(String::new())
-    } else {
-        Err(Error::MissingTensor { file: file.file.clone(), tensor: format!("{prefix}{probe}") })
     }
 }
 

@@ -9,11 +9,11 @@ pub const BIAS: &str = "bias";
 /// The aggregator MLP as PyTorch's `nn.Sequential(Linear, PReLU, Linear)` names its parts.
 pub mod aggregator {
     /// `Linear(k*H -> H)`.
-    pub const FC1: &str = "0.";
+    pub const FC1: &str = "0";
     /// `PReLU` (its slopes are `1.weight`, 1 or H of them).
-    pub const ACT: &str = "1.";
+    pub const ACT: &str = "1";
     /// `Linear(H -> 1)`.
-    pub const FC2: &str = "2.";
+    pub const FC2: &str = "2";
 }
 
 /// PEFT's adapter files and tensor names.
@@ -67,13 +67,9 @@ pub fn reference(file: &str, name: &str) -> String {
     format!("{file}#{name}")
 }
 
-/// `"file#name"` -> (`"file"`, `"name."`); `"file"` -> (`"file"`, `""`).
-pub fn split_ref(reference: &str) -> (&str, String) {
-    match reference.split_once('#') {
-        Some((file, name)) if !name.is_empty() => (file, format!("{name}.")),
-        Some((file, _)) => (file, String::new()),
-        None => (reference, String::new()),
-    }
+/// `"file#name"` -> (`"file"`, `"name"`); `"file"` -> (`"file"`, `""`: the file's top).
+pub fn split_ref(reference: &str) -> (&str, &str) {
+    reference.split_once('#').unwrap_or((reference, ""))
 }
 
 /// `<dir>/adapter_config.json`

@@ -14,6 +14,7 @@ use crate::lora::{AdapterGroup, LoraConfig, PeftAdapter};
 use crate::router::{Router, RouterConfig};
 use crate::task::Task;
 use crate::text::InputEncoder;
+use crate::weights::Scope;
 
 /// A bundle's parts, ready to run.
 #[derive(Debug)]
@@ -57,9 +58,9 @@ pub(crate) fn read(mut source: Source, manifest: Manifest, device: &Device) -> R
         Some(r) if manifest.tasks.len() > 1 => {
             let adapter = load_adapter(&mut source, &r.adapter, &backbone)?;
             let adapter = AdapterGroup::stack(&[adapter.as_ref()], &backbone, device);
-            let (file, prefix) = split_ref(&r.head);
+            let (file, name) = split_ref(&r.head);
             let config = RouterConfig::new(hidden, manifest.tasks.len());
-            Some(config.load(adapter, &source.tensors(file)?, &prefix, device)?)
+            Some(config.load(adapter, &Scope::new(&source.tensors(file)?).at(name), device)?)
         }
         _ => None,
     };
@@ -74,17 +75,17 @@ pub(crate) fn read(mut source: Source, manifest: Manifest, device: &Device) -> R
             .experts
             .iter()
             .map(|e| {
-                let (file, prefix) = split_ref(&e.head);
-                Ok((source.tensors(file)?, prefix))
+                let (file, name) = split_ref(&e.head);
+                Ok((source.tensors(file)?, name))
             })
             .collect::<Result<Vec<_>>>()?;
-        let heads: Vec<_> = head_files.iter().map(|(f, p)| (f, p.as_str())).collect();
+        let heads: Vec<_> = head_files.iter().map(|(file, name)| Scope::new(file).at(name)).collect();
         let experts = ExpertGroupConfig::new(hidden, t.experts.len()).load(adapter, &heads, device)?;
         let aggregator = match &t.aggregator {
             Some(a) => {
-                let (file, prefix) = split_ref(a);
+                let (file, name) = split_ref(a);
                 let config = AggregatorConfig::new(t.experts.len(), hidden);
-                Some(config.load(&source.tensors(file)?, &prefix, device)?)
+                Some(config.load(&Scope::new(&source.tensors(file)?).at(name), device)?)
             }
             None => None,
         };

@@ -15,7 +15,7 @@ use crate::lora::LoraAdapter;
 use crate::pooling::Pooling;
 use crate::router::Router;
 use crate::text::InputFormat;
-use crate::weights::{write_atomic, TensorWriter};
+use crate::weights::{write_atomic, TensorWriter, WriteScope};
 
 /// The backbone's HF checkpoint files, copied (hard-linked where possible) into the bundle.
 #[derive(Debug, Clone)]
@@ -83,7 +83,7 @@ pub fn write_bundle(out: &Path, b: &BundleOut) -> Result<()> {
     let mut heads = TensorWriter::new();
     let router = match b.router {
         Some(r) => {
-            r.save(&format!("{}.", layout::ROUTER_HEAD), &mut heads)?;
+            r.save(&mut WriteScope::new(&mut heads).at(layout::ROUTER_HEAD))?;
             Some(RouterSpec { adapter: None, head: reference(layout::HEADS_FILE, layout::ROUTER_HEAD) })
         }
         None => None,
@@ -101,14 +101,14 @@ pub fn write_bundle(out: &Path, b: &BundleOut) -> Result<()> {
                 None => None,
             };
             let head = layout::expert_head(&t.name, &x.name);
-            t.heads.save(e, &format!("{head}."), &mut heads)?;
+            t.heads.save(e, &mut WriteScope::new(&mut heads).at(&head))?;
             experts.push(ExpertSpec { name: x.name.clone(), adapter, head: reference(layout::HEADS_FILE, &head) });
         }
         let aggregator = match t.aggregator {
             Some(a) => {
                 let file = layout::aggregator_file(&t.name);
                 let mut w = TensorWriter::new();
-                a.save("", &mut w)?;
+                a.save(&mut WriteScope::new(&mut w))?;
                 w.save(&out.join(&file), BTreeMap::new())?;
                 Some(file)
             }
