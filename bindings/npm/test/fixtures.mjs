@@ -7,7 +7,7 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const root = join(dirname(fileURLToPath(import.meta.url)), '../../..');
-export const FIXTURES = ['llama', 'llama3_rope', 'qwen2', 'qwen3', 'bert', 'bert_mean', 'plain_rm'];
+export const FIXTURES = ['llama', 'llama3_rope', 'qwen2', 'qwen3', 'bert', 'bert_mean', 'plain_rm', 'mistral_window', 'qwen2_window'];
 
 /** The native `dmoerm` binary (built by `cargo test --workspace`). */
 export function dmoermBin() {

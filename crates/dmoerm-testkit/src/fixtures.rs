@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use dmoerm::{Conversation, Message, RewardModel, Score};
 use serde::Deserialize;
 
-pub const FIXTURES: [&str; 7] = ["llama", "llama3_rope", "qwen2", "qwen3", "bert", "bert_mean", "plain_rm"];
+pub const FIXTURES: [&str; 9] =
+    ["llama", "llama3_rope", "qwen2", "qwen3", "bert", "bert_mean", "plain_rm", "mistral_window", "qwen2_window"];
 
 #[derive(Debug, Deserialize)]
 pub struct ExpectedScore {

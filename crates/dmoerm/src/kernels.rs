@@ -57,10 +57,17 @@ fn host_map<const D: usize>(x: &Tensor<D>, chunk: usize, pass: impl Fn(&mut [f32
 }
 
 /// Scaled dot-product attention, softmax over the keys each query may see: keys `j < len` of
-/// its row and, with `causal`, `j <= i`. `q` is `[B, H, S, hd]`, `k` and `v` are
+/// its row and, with `causal`, `j <= i`, and with a `window`, `j > i - window`. `q` is `[B, H, S, hd]`, `k` and `v` are
 /// `[B, KV, S, hd]` with KV dividing H (query head `h` reads KV head `h / (H / KV)`). Returns
 /// the heads merged, `[B, S, H * hd]`, or `None` where the fast path does not apply.
-pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, lengths: &[usize], causal: bool) -> Option<Tensor<3>> {
+pub fn attention(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    lengths: &[usize],
+    causal: bool,
+    window: Option<usize>,
+) -> Option<Tensor<3>> {
     if q.is_autodiff() || k.is_autodiff() || v.is_autodiff() || q.device() != Device::flex() {
         return None;
     }
@@ -112,7 +119,10 @@ pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, lengths: &[usize], ca
         }
         for (i, r) in p.chunks_exact_mut(len).enumerate() {
             let seen = if causal { len.min(i + 1) } else { len };
-            softmax_in_place(&mut r[..seen]);
+            // a padding query (i >= len) sees every real key, as in `Visibility::sees`
+            let first = window.filter(|_| i < len).map_or(0, |w| (i + 1).saturating_sub(w));
+            r[..first].fill(0.0);
+            softmax_in_place(&mut r[first..seen]);
             r[seen..].fill(0.0);
         }
         // SAFETY: (bi, hi) owns the columns hi*d..(hi+1)*d of the s rows of batch bi in `out`,
@@ -312,8 +322,8 @@ mod tests {
     }
 
     #[test]
-    fn attention_matches_burns_masked_attention_with_padding_gqa_and_causality() {
-        use crate::backbones::{merge_heads, repeat_kv, TokenBatch};
+    fn attention_matches_burns_masked_attention_with_padding_gqa_causality_and_windows() {
+        use crate::backbones::{merge_heads, repeat_kv, TokenBatch, Visibility};
         let device = Device::flex();
         let (b, heads, kv, s, d) = (3, 4, 2, 7, 8);
         let rand = |n: usize, seed: u32| -> Vec<f32> {
@@ -324,18 +334,25 @@ mod tests {
             (t(rand(b * heads * s * d, 1), heads), t(rand(b * kv * s * d, 2), kv), t(rand(b * kv * s * d, 3), kv));
         let rows: Vec<Vec<u32>> = [7, 3, 5].iter().map(|&n| vec![1; n]).collect();
         let batch = TokenBatch::new(&rows, 0, &device);
-        for causal in [false, true] {
-            let fast = attention(q.clone(), k.clone(), v.clone(), &batch.lengths, causal).expect("flex f32");
+        let windows = [None, Some(1), Some(2), Some(3), Some(7)];
+        let cases =
+            [Visibility::BIDIRECTIONAL].into_iter().chain(windows.map(|window| Visibility { causal: true, window }));
+        for seen in cases {
+            let fast =
+                attention(q.clone(), k.clone(), v.clone(), &batch.lengths, seen.causal, seen.window).expect("flex f32");
             let options = burn::tensor::ops::AttentionModuleOptions { scale: None, softcap: None, is_causal: false };
-            let mask = batch.attention_mask(heads, causal, &device);
+            let mask = batch.attention_mask(heads, seen, &device);
             let (k, v) = (repeat_kv(k.clone(), heads / kv), repeat_kv(v.clone(), heads / kv));
-            let reference = merge_heads(burn::tensor::module::attention(q.clone(), k, v, Some(mask), None, options));
+            let reference =
+                merge_heads(burn::tensor::module::attention(q.clone(), k, v, Some(mask.hidden), None, options));
             let (fast, reference) = (
                 fast.into_data().try_into_vec::<f32>().expect("f32"),
                 reference.into_data().try_into_vec::<f32>().expect("f32"),
             );
+            // padding queries see real keys even past a window: nothing becomes NaN
+            assert!(reference.iter().chain(&fast).all(|x| x.is_finite()), "{seen:?}: non-finite output");
             let worst = fast.iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
-            assert!(worst < 1e-5, "causal {causal}: worst difference {worst:e}");
+            assert!(worst < 1e-5, "{seen:?}: worst difference {worst:e}");
         }
     }
 

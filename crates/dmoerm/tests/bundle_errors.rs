@@ -159,6 +159,41 @@ fn bad_manifests() {
     }
 }
 
+/// A `config.json` field that changes the maths is applied or refused by name, never ignored.
+#[test]
+fn config_fields_this_crate_does_not_implement_are_refused_by_name() {
+    let cases: [(&str, &str, &str, &str); 8] = [
+        ("llama", "\"pretraining_tp\": 1", "\"pretraining_tp\": 2", "pretraining_tp"),
+        (
+            "llama",
+            "\"rope_type\": \"default\"",
+            "\"rope_type\": \"default\", \"partial_rotary_factor\": 0.5",
+            "partial_rotary_factor",
+        ),
+        ("llama", "\"rope_type\": \"default\"", "\"rope_type\": \"yarn\", \"factor\": 2.0", "yarn"),
+        ("llama", "\"hidden_act\": \"silu\"", "\"hidden_act\": \"gelu\"", "hidden_act"),
+        ("qwen2_window", "\"sliding_attention\"", "\"chunked_attention\"", "layer_types"),
+        ("bert", "\"is_decoder\": false", "\"is_decoder\": true", "is_decoder"),
+        ("bert", "\"hidden_size\"", "\"pruned_heads\": {\"0\": [1]}, \"hidden_size\"", "pruned_heads"),
+        ("bert", "\"hidden_size\"", "\"position_embedding_type\": \"relative_key\", \"hidden_size\"", "relative_key"),
+    ];
+    for (i, (fixture, find, replace, field)) in cases.into_iter().enumerate() {
+        let dir = copy_fixture(fixture, &format!("config-{i}"));
+        let path = dir.join("backbone/config.json");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let edited = text.replacen(find, replace, 1);
+        assert_ne!(edited, text, "{field}: the edit must change the config");
+        std::fs::write(&path, edited).unwrap();
+        match load(&dir) {
+            Err(Error::Unsupported { file, message }) => {
+                assert_eq!(file, "backbone/config.json");
+                assert!(message.contains(field), "{field}: the message `{message}` does not name it");
+            }
+            other => panic!("{field}: expected Unsupported, got {other:?}"),
+        }
+    }
+}
+
 #[test]
 fn truncated_packed_file() {
     let (bytes, _) = dmoerm::pack_bytes(&fixture_dir("bert"), PackDtype::Keep).unwrap();

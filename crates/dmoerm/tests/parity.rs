@@ -85,7 +85,7 @@ macro_rules! parity_tests {
     };
 }
 
-parity_tests!(llama, llama3_rope, qwen2, qwen3, bert, bert_mean, plain_rm);
+parity_tests!(llama, llama3_rope, qwen2, qwen3, bert, bert_mean, plain_rm, mistral_window, qwen2_window);
 
 #[test]
 fn packed_bundle_scores_like_its_directory() {

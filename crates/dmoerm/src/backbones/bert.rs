@@ -16,7 +16,7 @@ use burn::tensor::module::embedding;
 use burn::tensor::{Device, Int, Tensor};
 use serde::Deserialize;
 
-use super::{attend, count, split_heads, LayerNorm, Projection, TokenBatch};
+use super::{attend, count, split_heads, LayerNorm, Projection, TokenBatch, Visibility};
 use crate::bundle::keys;
 use crate::error::{Error, Result};
 // exact GELU: natively a vectorised, parallel CPU path on flex (see `kernels`)
@@ -45,6 +45,15 @@ struct RawConfig {
     layer_norm_eps: f64,
     #[serde(default)]
     position_embedding_type: Option<String>,
+    /// A causal BERT (not supported).
+    #[serde(default)]
+    is_decoder: bool,
+    /// Cross-attention layers (not supported; transformers needs `is_decoder` for them).
+    #[serde(default)]
+    add_cross_attention: bool,
+    /// Heads removed per layer (not supported).
+    #[serde(default)]
+    pruned_heads: serde_json::Map<String, serde_json::Value>,
 }
 
 fn default_act() -> String {
@@ -102,6 +111,15 @@ impl BertConfig {
         if let Some(p) = raw.position_embedding_type.as_deref() {
             if p != "absolute" {
                 return Err(Error::unsupported(file, format!("position_embedding_type `{p}`")));
+            }
+        }
+        for (field, set) in [
+            ("is_decoder", raw.is_decoder),
+            ("add_cross_attention", raw.add_cross_attention),
+            ("pruned_heads", !raw.pruned_heads.is_empty()),
+        ] {
+            if set {
+                return Err(Error::unsupported(file, format!("`{field}` (only plain encoders)")));
             }
         }
         if raw.num_attention_heads == 0
@@ -225,12 +243,12 @@ impl Bert {
         let device = h.device();
         let heads = c.num_attention_heads;
         let hd = c.hidden_size / heads;
-        let mask = batch.attention_mask(heads, false, &device);
+        let mask = batch.attention_mask(heads, Visibility::BIDIRECTIONAL, &device);
         for l in &self.layers[range] {
             let q = split_heads(l.query.forward(h.clone(), lora), heads, hd);
             let k = split_heads(l.key.forward(h.clone(), lora), heads, hd);
             let v = split_heads(l.value.forward(h.clone(), lora), heads, hd);
-            let a = attend(q, k, v, &mask, batch, false);
+            let a = attend(q, k, v, &mask, batch);
             h = l.attention_norm.forward(h + l.attention_output.forward(a, lora));
             let i = l.intermediate.forward(h.clone(), lora);
             let i = match c.hidden_act {

@@ -18,7 +18,7 @@ use burn::tensor::module::embedding;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::Deserialize;
 
-use super::{attend, count, split_heads, Projection, RmsNorm, TokenBatch};
+use super::{attend, count, split_heads, AttentionMask, Projection, RmsNorm, TokenBatch, Visibility};
 use crate::bundle::keys;
 use crate::error::{Error, Result};
 // SiLU: natively a vectorised, parallel CPU path on flex (see `kernels`)
@@ -48,6 +48,19 @@ struct RawConfig {
     attention_bias: Option<bool>,
     mlp_bias: Option<bool>,
     hidden_act: Option<String>,
+    /// Mistral: every layer's window; Qwen2/Qwen3: the window of the `sliding_attention`
+    /// layers, when `use_sliding_window`.
+    sliding_window: Option<usize>,
+    use_sliding_window: Option<bool>,
+    /// Qwen2/Qwen3 without `layer_types`: layers `max_window_layers..` slide.
+    max_window_layers: Option<usize>,
+    /// Qwen2/Qwen3 (transformers >= 5 writes it): `full_attention` / `sliding_attention` per layer.
+    layer_types: Option<Vec<String>>,
+    /// Partial RoPE (a config field, or in `rope_parameters`): only 1 is supported.
+    partial_rotary_factor: Option<f64>,
+    /// Accepted as 1 (HF's default); any other value splits the projections in ways this
+    /// crate does not model.
+    pretraining_tp: Option<usize>,
 }
 
 /// RoPE frequency scaling.
@@ -83,6 +96,9 @@ pub struct LlamaConfig {
     pub mlp_bias: bool,
     /// Qwen3: RMSNorm of each head of q and k before RoPE.
     pub qk_norm: bool,
+    /// Each layer's attention window (`None`: the whole causal prefix), as transformers applies
+    /// it: a query at position `i` sees the keys `i - window < j <= i`.
+    pub windows: Vec<Option<usize>>,
 }
 
 impl LlamaConfig {
@@ -119,6 +135,19 @@ impl LlamaConfig {
         let rope_scaling = parse_rope_scaling(file, params)?;
         let qwen2 = raw.model_type == "qwen2";
         let attention_bias = raw.attention_bias.unwrap_or(false);
+        if raw.pretraining_tp.is_some_and(|tp| tp != 1) {
+            return Err(Error::unsupported(file, "`pretraining_tp` other than 1"));
+        }
+        let windows = layer_windows(file, &raw)?;
+        let partial = raw.partial_rotary_factor.or_else(|| {
+            [&raw.rope_parameters, &raw.rope_scaling]
+                .into_iter()
+                .flatten()
+                .find_map(|p| p.get("partial_rotary_factor").and_then(|v| v.as_f64()))
+        });
+        if partial.is_some_and(|f| f != 1.0) {
+            return Err(Error::unsupported(file, "`partial_rotary_factor` other than 1"));
+        }
         Ok(Self {
             vocab_size: raw.vocab_size,
             hidden_size: raw.hidden_size,
@@ -135,6 +164,7 @@ impl LlamaConfig {
             o_bias: attention_bias && !qwen2,
             mlp_bias: raw.mlp_bias.unwrap_or(false),
             qk_norm: raw.model_type == "qwen3",
+            windows,
             model_type: raw.model_type,
         })
     }
@@ -169,6 +199,45 @@ impl LlamaConfig {
                     .collect()
             }
         }
+    }
+}
+
+/// Each layer's sliding window, as transformers 5 reads the config: Mistral slides every layer
+/// by `sliding_window` (when set); Qwen2 and Qwen3 slide the `sliding_attention` layers of
+/// `layer_types` (by default layers `max_window_layers..`) by `sliding_window`, only with
+/// `use_sliding_window`; Llama has no window (transformers ignores the fields there too).
+fn layer_windows(file: &str, raw: &RawConfig) -> Result<Vec<Option<usize>>> {
+    let n = raw.num_hidden_layers;
+    if raw.sliding_window == Some(0) {
+        return Err(Error::bundle(file, "sliding_window must be positive"));
+    }
+    match raw.model_type.as_str() {
+        "mistral" => Ok(vec![raw.sliding_window; n]),
+        "qwen2" | "qwen3" => {
+            let window = raw.sliding_window.filter(|_| raw.use_sliding_window.unwrap_or(false));
+            let types = match &raw.layer_types {
+                Some(types) if types.len() != n => {
+                    return Err(Error::bundle(file, format!("layer_types has {} entries for {n} layers", types.len())))
+                }
+                Some(types) => types.clone(),
+                None => {
+                    let first = raw.max_window_layers.unwrap_or(28);
+                    (0..n)
+                        .map(|i| if window.is_some() && i >= first { "sliding_attention" } else { "full_attention" })
+                        .map(str::to_string)
+                        .collect()
+                }
+            };
+            types
+                .iter()
+                .map(|t| match t.as_str() {
+                    "full_attention" => Ok(None),
+                    "sliding_attention" => Ok(window),
+                    other => Err(Error::unsupported(file, format!("`layer_types` entry `{other}`"))),
+                })
+                .collect()
+        }
+        _ => Ok(vec![None; n]),
     }
 }
 
@@ -320,11 +389,20 @@ impl Llama {
         let c = &self.config;
         let device = h.device();
         let [_, seq] = batch.dims();
-        let mask = batch.attention_mask(c.num_attention_heads, true, &device);
         let rope = self.rope_tables(seq, &device);
-        for layer in &self.layers[range] {
+        // one mask per distinct window (sliding-window layers and full ones)
+        let mut masks: Vec<AttentionMask> = Vec::new();
+        for (layer, &window) in self.layers[range.clone()].iter().zip(&c.windows[range]) {
+            let seen = Visibility { causal: true, window };
+            let mask = match masks.iter().position(|m| m.seen == seen) {
+                Some(i) => i,
+                None => {
+                    masks.push(batch.attention_mask(c.num_attention_heads, seen, &device));
+                    masks.len() - 1
+                }
+            };
             let x = layer.input_layernorm.forward(h.clone());
-            h = h + layer.self_attn.forward(x, &mask, batch, &rope, c, lora);
+            h = h + layer.self_attn.forward(x, &masks[mask], batch, &rope, c, lora);
             let x = layer.post_attention_layernorm.forward(h.clone());
             h = h + layer.mlp.forward(x, lora);
         }
@@ -389,7 +467,7 @@ impl Attention {
     fn forward(
         &self,
         x: Tensor<3>,
-        mask: &Tensor<4, burn::tensor::Bool>,
+        mask: &AttentionMask,
         batch: &TokenBatch,
         (cos, sin): &(Tensor<4>, Tensor<4>),
         c: &LlamaConfig,
@@ -406,7 +484,7 @@ impl Attention {
         // q_embed = (q * cos) + (rotate_half(q) * sin)
         let q = q.clone() * cos.clone() + rotate_half(q) * sin.clone();
         let k = k.clone() * cos.clone() + rotate_half(k) * sin.clone();
-        let out = attend(q, k, v, mask, batch, true); // [B, S, H * hd]
+        let out = attend(q, k, v, mask, batch); // [B, S, H * hd]
         self.o_proj.forward(out, lora)
     }
 }
@@ -424,4 +502,46 @@ fn rotate_half(x: Tensor<4>) -> Tensor<4> {
     let x1 = x.clone().narrow(3, 0, d / 2);
     let x2 = x.narrow(3, d / 2, d / 2);
     Tensor::cat(vec![x2.neg(), x1], 3)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn windows(extra: &str) -> Vec<Option<usize>> {
+        let json = format!(
+            r#"{{"vocab_size": 10, "hidden_size": 8, "intermediate_size": 16, "num_hidden_layers": 4,
+                "num_attention_heads": 2, {extra}}}"#
+        );
+        LlamaConfig::parse("config.json", &json).expect("config parses").windows
+    }
+
+    #[test]
+    fn sliding_windows_are_read_per_layer_as_transformers_reads_them() {
+        // Mistral: every layer, when set
+        assert_eq!(windows(r#""model_type": "mistral", "sliding_window": 8"#), [Some(8); 4]);
+        assert_eq!(windows(r#""model_type": "mistral", "sliding_window": null"#), [None; 4]);
+        // Qwen2 / Qwen3 (transformers < 5 configs): layers max_window_layers.., only with use_sliding_window
+        for ty in ["qwen2", "qwen3"] {
+            let on = format!(
+                r#""model_type": "{ty}", "use_sliding_window": true, "sliding_window": 5, "max_window_layers": 1"#
+            );
+            assert_eq!(windows(&on), [None, Some(5), Some(5), Some(5)]);
+            let off = format!(
+                r#""model_type": "{ty}", "use_sliding_window": false, "sliding_window": 5, "max_window_layers": 1"#
+            );
+            assert_eq!(windows(&off), [None; 4]);
+        }
+        // transformers >= 5 writes layer_types, which wins over max_window_layers
+        let typed = r#""model_type": "qwen2", "use_sliding_window": true, "sliding_window": 3, "max_window_layers": 0,
+            "layer_types": ["sliding_attention", "full_attention", "sliding_attention", "full_attention"]"#;
+        assert_eq!(windows(typed), [Some(3), None, Some(3), None]);
+        // Llama ignores the field, as transformers does
+        assert_eq!(windows(r#""model_type": "llama", "sliding_window": 8"#), [None; 4]);
+        let bad = r#""model_type": "qwen2", "layer_types": ["full_attention"]"#;
+        let json = format!(
+            r#"{{"vocab_size": 10, "hidden_size": 8, "intermediate_size": 16, "num_hidden_layers": 4, "num_attention_heads": 2, {bad}}}"#
+        );
+        assert!(matches!(LlamaConfig::parse("config.json", &json), Err(Error::Bundle { .. })));
+    }
 }

@@ -53,19 +53,51 @@ impl TokenBatch {
         }
     }
 
-    /// The attention mask `[B, heads, S, S]`, `true` where a query may NOT look:
-    /// padded keys, and with `causal` keys after the query.
-    pub fn attention_mask(&self, heads: usize, causal: bool, device: &Device) -> Tensor<4, Bool> {
+    /// The attention mask of `seen` for this batch.
+    pub fn attention_mask(&self, heads: usize, seen: Visibility, device: &Device) -> AttentionMask {
         let [batch, seq] = self.dims();
         let mut mask = Vec::with_capacity(batch * seq * seq);
         for &len in &self.lengths {
             for q in 0..seq {
-                mask.extend((0..seq).map(|k| k >= len || (causal && k > q)));
+                mask.extend((0..seq).map(|k| !seen.sees(q, k, len)));
             }
         }
-        Tensor::<4, Bool>::from_data(TensorData::new(mask, [batch, 1, seq, seq]), device)
-            .expand([batch, heads, seq, seq])
+        let hidden = Tensor::<4, Bool>::from_data(TensorData::new(mask, [batch, 1, seq, seq]), device)
+            .expand([batch, heads, seq, seq]);
+        AttentionMask { seen, hidden }
     }
+}
+
+/// Which keys a query sees: the real tokens of its row; with `causal` none after it; with a
+/// `window` (sliding-window attention, as transformers applies it) only the last `window` up
+/// to and including it. A padding query sees every real key: its output is never read, and a
+/// query that sees nothing would turn its row into NaN, which the next layer's values carry
+/// into real rows (`0 * NaN`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Visibility {
+    pub causal: bool,
+    pub window: Option<usize>,
+}
+
+impl Visibility {
+    /// Every real token (encoders).
+    pub const BIDIRECTIONAL: Self = Self { causal: false, window: None };
+    /// The real tokens up to the query (decoders).
+    pub const CAUSAL: Self = Self { causal: true, window: None };
+
+    /// Whether query `q` sees key `k` in a row of `len` real tokens.
+    pub fn sees(self, q: usize, k: usize, len: usize) -> bool {
+        k < len && (q >= len || (!(self.causal && k > q) && self.window.is_none_or(|w| k + w > q)))
+    }
+}
+
+/// The keys each query of a batch sees.
+#[derive(Debug, Clone)]
+pub struct AttentionMask {
+    /// The rule.
+    pub seen: Visibility,
+    /// `[B, heads, S, S]`, `true` where a query may NOT look.
+    pub hidden: Tensor<4, Bool>,
 }
 
 /// A linear layer `y = x W^T + b` that knows its module path, so LoRA adapters find it.
@@ -342,24 +374,20 @@ pub(crate) fn split_heads(x: Tensor<3>, heads: usize, head_dim: usize) -> Tensor
 /// [`TokenBatch::attention_mask`] (keys past each row's length, and with `causal` future keys)
 /// -> `[B, S, H * hd]`. On flex (inference) [`crate::kernels::attention`] computes the same
 /// from the row lengths.
-pub(crate) fn attend(
-    q: Tensor<4>,
-    k: Tensor<4>,
-    v: Tensor<4>,
-    mask: &Tensor<4, Bool>,
-    batch: &TokenBatch,
-    causal: bool,
-) -> Tensor<3> {
+pub(crate) fn attend(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: &AttentionMask, batch: &TokenBatch) -> Tensor<3> {
+    let seen = mask.seen;
     #[cfg(not(target_family = "wasm"))]
-    if let Some(out) = crate::kernels::attention(q.clone(), k.clone(), v.clone(), &batch.lengths, causal) {
+    if let Some(out) =
+        crate::kernels::attention(q.clone(), k.clone(), v.clone(), &batch.lengths, seen.causal, seen.window)
+    {
         return out;
     }
     #[cfg(target_family = "wasm")]
-    let _ = (batch, causal);
+    let _ = (batch, seen);
     let n_rep = q.dims()[1] / k.dims()[1];
     let (k, v) = (repeat_kv(k, n_rep), repeat_kv(v, n_rep));
     let options = AttentionModuleOptions { scale: None, softcap: None, is_causal: false };
-    merge_heads(burn::tensor::module::attention(q, k, v, Some(mask.clone()), None, options))
+    merge_heads(burn::tensor::module::attention(q, k, v, Some(mask.hidden.clone()), None, options))
 }
 
 /// Repeats each KV head `n_rep` times: `[B, KV, S, d]` -> `[B, KV * n_rep, S, d]`.
