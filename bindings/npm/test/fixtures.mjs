@@ -7,7 +7,11 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const root = join(dirname(fileURLToPath(import.meta.url)), '../../..');
-export const FIXTURES = ['llama', 'llama3_rope', 'qwen2', 'qwen3', 'bert', 'bert_mean', 'plain_rm', 'mistral_window', 'qwen2_window'];
+// the hf_* ones are Hugging Face reward-model directories (no dmoerm.json), packed as they are
+export const FIXTURES = [
+  'llama', 'llama3_rope', 'qwen2', 'qwen3', 'bert', 'bert_mean', 'plain_rm', 'mistral_window', 'qwen2_window',
+  'hf_llama3', 'hf_qwen2', 'hf_mistral', 'hf_qwen3_multilabel', 'hf_bert',
+];
 
 /** The native `dmoerm` binary (built by `cargo test --workspace`). */
 export function dmoermBin() {

@@ -182,7 +182,8 @@ enum Command {
         #[arg(long, value_enum, default_value = "auto")]
         device: DeviceArg,
     },
-    /// Pack a bundle directory into one safetensors file for the web.
+    /// Pack a bundle directory (or a Hugging Face reward-model directory) into one safetensors
+    /// file for the web.
     Pack {
         #[arg(long)]
         model: PathBuf,
@@ -190,6 +191,18 @@ enum Command {
         out: PathBuf,
         #[arg(long, value_enum, default_value = "keep")]
         dtype: DtypeArg,
+    },
+    /// Write a Hugging Face *ForSequenceClassification reward model (config.json, safetensors,
+    /// tokenizer) as a bundle: its files and the dmoerm.json its config implies. Every command
+    /// also reads such a directory as it is; import it to edit the manifest or keep it.
+    Import {
+        /// The Hugging Face model directory.
+        dir: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// With several output labels: the label whose score is the reward (default: label 0).
+        #[arg(long)]
+        reward_label: Option<String>,
     },
 }
 
@@ -381,6 +394,14 @@ fn run(cli: Cli) -> Result<(), CliError> {
             }
             let summary = dmoerm_label::job::run(&opts)?;
             println!("{}", serde_json::to_string(&summary).unwrap_or_default());
+            Ok(())
+        }
+        Command::Import { dir, out, reward_label } => {
+            let manifest = dmoerm::bundle::write::import(&dir, &out, reward_label.as_deref())?;
+            // the written bundle loads
+            RewardModel::load(&out, DeviceChoice::Cpu)?;
+            let labels: Vec<&str> = manifest.tasks[0].experts.iter().map(|e| e.name.as_str()).collect();
+            println!("wrote {} ({:?} pooling, labels: {})", out.display(), manifest.pooling, labels.join(", "));
             Ok(())
         }
         Command::Pack { model: dir, out, dtype } => {

@@ -275,3 +275,44 @@ fn inspect_check_names_the_non_finite_tensors() {
     assert!(text.contains("heads.safetensors::router.bias: 2 of 2 values NaN or infinite"), "{text}");
     assert!(!text.contains("conversational_sense.bias:"), "only the broken tensor is named: {text}");
 }
+
+/// A Hugging Face reward-model directory scores as it is, and `import` writes a bundle whose
+/// reward is the chosen label.
+#[test]
+fn hugging_face_directories_score_as_they_are_and_import() {
+    let name = "hf_qwen3_multilabel";
+    let exp = expected(name);
+    let input = &exp["inputs"][0];
+    let prompt = input["messages"][0]["content"].as_str().unwrap();
+    let response = input["response"].as_str().unwrap();
+    let score = |model: &str| {
+        stdout_json(&dmoerm(&[
+            "score",
+            "--model",
+            model,
+            "--prompt",
+            prompt,
+            "--response",
+            response,
+            "--json",
+            "--device",
+            "cpu",
+        ]))
+    };
+    let dir = fixture(name);
+    let got = score(dir.to_str().unwrap());
+    let caps = &input["expected"]["capabilities"];
+    assert_close(&got["reward"], &caps["helpfulness"]);
+    assert_close(&got["capabilities"]["verbosity"], &caps["verbosity"]);
+
+    let out = tmp("import");
+    let run = dmoerm(&["import", dir.to_str().unwrap(), "--out", out.to_str().unwrap(), "--reward-label", "verbosity"]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(out.join("dmoerm.json").exists() && out.join("backbone/model.safetensors").exists());
+    assert_close(&score(out.to_str().unwrap())["reward"], &caps["verbosity"]);
+
+    let bad =
+        dmoerm(&["import", dir.to_str().unwrap(), "--out", tmp("import-bad").to_str().unwrap(), "--reward-label", "x"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("no label `x`"));
+}

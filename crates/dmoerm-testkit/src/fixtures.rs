@@ -7,8 +7,25 @@ use std::path::PathBuf;
 use dmoerm::{Conversation, Message, RewardModel, Score};
 use serde::Deserialize;
 
-pub const FIXTURES: [&str; 9] =
-    ["llama", "llama3_rope", "qwen2", "qwen3", "bert", "bert_mean", "plain_rm", "mistral_window", "qwen2_window"];
+pub const FIXTURES: [&str; 14] = [
+    "llama",
+    "llama3_rope",
+    "qwen2",
+    "qwen3",
+    "bert",
+    "bert_mean",
+    "plain_rm",
+    "mistral_window",
+    "qwen2_window",
+    "hf_llama3",
+    "hf_qwen2",
+    "hf_mistral",
+    "hf_qwen3_multilabel",
+    "hf_bert",
+];
+
+/// The Hugging Face reward-model directories among [`FIXTURES`] (no `dmoerm.json`).
+pub const HF_FIXTURES: [&str; 5] = ["hf_llama3", "hf_qwen2", "hf_mistral", "hf_qwen3_multilabel", "hf_bert"];
 
 #[derive(Debug, Deserialize)]
 pub struct ExpectedScore {
@@ -26,6 +43,9 @@ pub struct Input {
     pub expected: ExpectedScore,
     pub router_ids: Option<Vec<u32>>,
     pub expert_ids: Vec<u32>,
+    /// The text transformers' `apply_chat_template` renders (Hugging Face reward models).
+    #[serde(default)]
+    pub chat_text: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

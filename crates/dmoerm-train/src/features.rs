@@ -73,7 +73,17 @@ impl Frozen {
         let backbone = ckpt.backbone;
         let layers = backbone.num_layers();
         let split = layers - lora_layers.unwrap_or(layers).min(layers);
-        let encoder = InputEncoder::new("the training config [input]", input, ckpt.tokenizer, backbone.vocab_size())?;
+        let file = "the training config [input]";
+        if input.text_pair {
+            // the cached features keep token ids only, not the segments of a pair
+            let message = "input.text_pair in training".to_string();
+            return Err(dmoerm::Error::Unsupported { file: file.into(), message }.into());
+        }
+        if pooling == Pooling::Pooler && !backbone.has_pooler() {
+            let message = "pooling `pooler` needs a backbone with a pooler".to_string();
+            return Err(dmoerm::Error::Bundle { file: file.into(), message }.into());
+        }
+        let encoder = InputEncoder::new(file, input, ckpt.tokenizer, backbone.vocab_size(), ckpt.chat)?;
         Ok(Self { backbone, encoder, pooling, spec: ckpt.spec, dir: dir.to_path_buf(), device: device.clone(), split })
     }
 
@@ -84,15 +94,13 @@ impl Frozen {
     /// The experts' token ids for a response to `messages`.
     pub fn expert_ids(&self, messages: &[Message], response: &str) -> Result<Vec<u32>> {
         let conv = Conversation::with_messages(messages.to_vec(), response);
-        let (text, q, r) = self.encoder.expert_text(&conv);
-        Ok(self.encoder.encode(&text, q, r)?.ids)
+        Ok(self.encoder.expert(&conv)?.ids)
     }
 
     /// The router's token ids for `messages` (it reads the user turns only).
     pub fn router_ids(&self, messages: &[Message]) -> Result<Vec<u32>> {
         let conv = Conversation::with_messages(messages.to_vec(), "");
-        let (text, q, r) = self.encoder.router_text(&conv);
-        Ok(self.encoder.encode(&text, q, r)?.ids)
+        Ok(self.encoder.router(&conv)?.ids)
     }
 
     fn token_batch(&self, rows: &[&[u32]]) -> TokenBatch {
@@ -154,7 +162,7 @@ impl Frozen {
             batch = batch.repeat(experts);
         }
         let out = self.backbone.forward_from(hidden, &batch, self.split, lora);
-        self.pooling.pool(out, &batch.lengths)
+        self.backbone.pool(out, &batch, self.pooling)
     }
 
     /// Pooled final hidden states of the bare backbone (no LoRA) for token rows, host side:
@@ -166,7 +174,7 @@ impl Frozen {
         for chunk in rows.chunks(CACHE_BATCH) {
             let refs: Vec<&[u32]> = chunk.iter().map(Vec::as_slice).collect();
             let batch = self.token_batch(&refs);
-            let pooled = self.pooling.pool(self.backbone.forward(&batch, None), &batch.lengths);
+            let pooled = self.backbone.pooled(&batch, None, self.pooling);
             out.extend(read(pooled)?.chunks(h).map(<[f32]>::to_vec));
             bar.inc(chunk.len() as u64);
         }

@@ -108,6 +108,12 @@ pub enum Combine {
         /// Weight of the variance penalty.
         lambda: f64,
     },
+    /// One member's score: `s_index` (a reward model with several output labels, whose
+    /// reward is one of them).
+    Capability {
+        /// The member, in the task's expert order.
+        index: usize,
+    },
 }
 
 impl Combine {
@@ -122,6 +128,7 @@ impl Combine {
                 let var = scores.iter().map(|&s| (s as f64 - mean).powi(2)).sum::<f64>() / n;
                 (mean - lambda * var) as f32
             }
+            Combine::Capability { index } => scores.get(index).copied().unwrap_or(f32::NAN),
         }
     }
 }
@@ -129,7 +136,7 @@ impl Combine {
 impl std::str::FromStr for Combine {
     type Err = String;
 
-    /// `mean`, `min`, `uncertainty` (lambda 0.5) or `uncertainty:LAMBDA`.
+    /// `mean`, `min`, `uncertainty` (lambda 0.5), `uncertainty:LAMBDA` or `capability:INDEX`.
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         match s.split_once(':') {
             None if s == "mean" => Ok(Combine::Mean),
@@ -141,7 +148,11 @@ impl std::str::FromStr for Combine {
                 .filter(|l| l.is_finite() && *l >= 0.0)
                 .map(|lambda| Combine::Uncertainty { lambda })
                 .ok_or_else(|| format!("bad lambda `{l}` (a number >= 0)")),
-            _ => Err(format!("unknown rule `{s}` (mean, min, uncertainty[:LAMBDA])")),
+            Some(("capability", i)) => i
+                .parse::<usize>()
+                .map(|index| Combine::Capability { index })
+                .map_err(|_| format!("bad capability index `{i}` (0, 1, ...)")),
+            _ => Err(format!("unknown rule `{s}` (mean, min, uncertainty[:LAMBDA], capability:INDEX)")),
         }
     }
 }

@@ -13,11 +13,11 @@
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::Linear;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::backbones::{Backbone, TokenBatch};
 use crate::bundle::keys;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::lora::{AdapterGroup, LoraAdapter};
 use crate::pooling::Pooling;
 use crate::weights::{derived, load_linear, param, Scope, WriteScope};
@@ -45,13 +45,43 @@ impl ExpertGroupConfig {
         ExpertGroup { adapter: None, heads }
     }
 
-    /// Reads the `k` value heads, `heads[e]` the place of expert `e`'s `nn.Linear(H, 1)`
-    /// (`weight` `[1, H]` and, when present, `bias` `[1]`), and puts them beside the stacked
-    /// adapters.
-    pub fn load(&self, adapter: Option<AdapterGroup>, heads: &[Scope], device: &Device) -> Result<ExpertGroup> {
-        let heads = heads.iter().map(|w| load_linear(w, self.hidden, 1, device)).collect::<Result<Vec<_>>>()?;
+    /// Reads the `k` value heads and puts them beside the stacked adapters. `heads[e]` is
+    /// where expert `e`'s head is: an `nn.Linear(H, 1)` (`weight` `[1, H]` and, when present,
+    /// `bias` `[1]`), or with a row `r` row `r` of an `nn.Linear(H, labels)`.
+    pub fn load(
+        &self,
+        adapter: Option<AdapterGroup>,
+        heads: &[(Scope, Option<usize>)],
+        device: &Device,
+    ) -> Result<ExpertGroup> {
+        let heads = heads
+            .iter()
+            .map(|(w, row)| match row {
+                None => load_linear(w, self.hidden, 1, device),
+                Some(r) => load_row(w, *r, self.hidden, device),
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(ExpertGroup { adapter, heads: ValueHeads::stack(&heads.iter().collect::<Vec<_>>()) })
     }
+}
+
+/// Row `row` of the `nn.Linear(H, labels)` at `w`, as an `nn.Linear(H, 1)`.
+fn load_row(w: &Scope, row: usize, hidden: usize, device: &Device) -> Result<Linear> {
+    let (values, shape) = w.read_f32(keys::WEIGHT, None)?;
+    let labels = shape.first().copied().unwrap_or(0);
+    if shape.len() != 2 || shape[1] != hidden || row >= labels {
+        let (file, tensor) = (w.file().file.clone(), w.key(keys::WEIGHT));
+        return Err(Error::Shape { file, tensor, expected: vec![row + 1, hidden], found: shape });
+    }
+    let weight =
+        Tensor::from_data(TensorData::new(values[row * hidden..(row + 1) * hidden].to_vec(), [hidden, 1]), device);
+    let bias = match w.contains(keys::BIAS) {
+        true => {
+            Some(Tensor::from_data(TensorData::new(vec![w.read_f32(keys::BIAS, Some(&[labels]))?.0[row]], [1]), device))
+        }
+        false => None,
+    };
+    Ok(crate::weights::linear(weight, bias))
 }
 
 /// The `k` value heads of a task's experts, stacked.
@@ -154,10 +184,13 @@ impl ExpertGroup {
     /// - batch: `[n, S]` token ids, output: `[k, n, H]` (expert-major)
     pub fn pooled(&self, backbone: &Backbone, batch: &TokenBatch, pooling: Pooling) -> Tensor<3> {
         let (k, n, h) = (self.experts(), batch.lengths.len(), backbone.hidden_size());
+        if self.adapter.is_none() {
+            // bare experts (the labels of one head) all read the same states: one pass
+            return backbone.pooled(batch, None, pooling).unsqueeze::<3>().expand([k, n, h]);
+        }
         // expert-major: rows e*n .. (e+1)*n run expert e
         let batch = batch.repeat(k);
-        let hidden = backbone.forward(&batch, self.adapter.as_ref());
-        pooling.pool(hidden, &batch.lengths).reshape([k, n, h])
+        backbone.pooled(&batch, self.adapter.as_ref(), pooling).reshape([k, n, h])
     }
 
     /// Each expert's capability score.

@@ -68,7 +68,26 @@ pub fn attention(
     causal: bool,
     window: Option<usize>,
 ) -> Option<Tensor<3>> {
-    if q.is_autodiff() || k.is_autodiff() || v.is_autodiff() || q.device() != Device::flex() {
+    attention_in_blocks(q, k, v, lengths, causal, window, QUERY_BLOCK)
+}
+
+/// Query rows per block of [`attention`]: a block's scores are `[QUERY_BLOCK, keys]`, so one
+/// (batch, head) task never holds an `S x S` matrix (at 16k tokens a block is 8 MB).
+const QUERY_BLOCK: usize = 128;
+
+/// [`attention`] with `block` query rows per block. Each block computes the scores of the
+/// keys its rows see (a causal block stops at its last row; a sliding window starts at its
+/// first row's window), then softmax per row and the product with V.
+fn attention_in_blocks(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    lengths: &[usize],
+    causal: bool,
+    window: Option<usize>,
+    block: usize,
+) -> Option<Tensor<3>> {
+    if q.is_autodiff() || k.is_autodiff() || v.is_autodiff() || q.device() != Device::flex() || block == 0 {
         return None;
     }
     let [b, heads, s, d] = q.dims();
@@ -91,65 +110,80 @@ pub fn attention(
         let qh = &q[bh * s * d..(bh + 1) * s * d];
         let kvo = (bi * kv_heads + hi / group) * s * d;
         let (kh, vh) = (&k[kvo..kvo + s * d], &v[kvo..kvo + s * d]);
-        let mut p = vec![0.0f32; s * len];
-        // SAFETY: the slices hold the [s, d] and [s, len] matrices the strides describe.
-        unsafe {
-            // p[i, j] = scale * q[i, :] . k[j, :] for the first `len` keys
-            gemm(
-                s,
-                len,
-                d,
-                p.as_mut_ptr(),
-                1,
-                len as isize,
-                false,
-                qh.as_ptr(),
-                1,
-                d as isize,
-                kh.as_ptr(),
-                d as isize,
-                1,
-                0.0,
-                scale,
-                false,
-                false,
-                false,
-                Parallelism::None,
-            );
-        }
-        for (i, r) in p.chunks_exact_mut(len).enumerate() {
-            let seen = if causal { len.min(i + 1) } else { len };
-            // a padding query (i >= len) sees every real key, as in `Visibility::sees`
-            let first = window.filter(|_| i < len).map_or(0, |w| (i + 1).saturating_sub(w));
-            r[..first].fill(0.0);
-            softmax_in_place(&mut r[first..seen]);
-            r[seen..].fill(0.0);
-        }
-        // SAFETY: (bi, hi) owns the columns hi*d..(hi+1)*d of the s rows of batch bi in `out`,
-        // disjoint from every other task; `p` and `vh` hold [s, len] and [len, d].
-        unsafe {
-            let o = dst.at(bi * s * row + hi * d);
-            gemm(
-                s,
-                d,
-                len,
-                o,
-                1,
-                row as isize,
-                false,
-                p.as_ptr(),
-                1,
-                len as isize,
-                vh.as_ptr(),
-                1,
-                d as isize,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                Parallelism::None,
-            );
+        // the keys query i sees, first..end; a padding query (i >= len) sees every real key,
+        // as in `Visibility::sees`
+        let span = |i: usize| match i < len {
+            true => (window.map_or(0, |w| (i + 1).saturating_sub(w)), if causal { i + 1 } else { len }),
+            false => (0, len),
+        };
+        let mut p = Vec::new();
+        for i0 in (0..s).step_by(block) {
+            let i1 = (i0 + block).min(s);
+            // the keys the block's rows see together
+            let (lo, end) = (i0..i1).map(span).fold((usize::MAX, 0), |(a, b), (f, e)| (a.min(f), b.max(e)));
+            let (n, m) = (i1 - i0, end - lo);
+            p.clear();
+            p.resize(n * m, 0.0);
+            // SAFETY: `qh[i0 * d..]` holds the block's [n, d] queries, `kh[lo * d..]` the [m, d]
+            // keys it sees (lo + m <= len <= s), and `p` is [n, m].
+            unsafe {
+                // p[r, j] = scale * q[i0 + r, :] . k[lo + j, :]
+                gemm(
+                    n,
+                    m,
+                    d,
+                    p.as_mut_ptr(),
+                    1,
+                    m as isize,
+                    false,
+                    qh[i0 * d..].as_ptr(),
+                    1,
+                    d as isize,
+                    kh[lo * d..].as_ptr(),
+                    d as isize,
+                    1,
+                    0.0,
+                    scale,
+                    false,
+                    false,
+                    false,
+                    Parallelism::None,
+                );
+            }
+            for (r, scores) in p.chunks_exact_mut(m).enumerate() {
+                let (first, end) = span(i0 + r);
+                let (first, end) = (first - lo, end - lo);
+                scores[..first].fill(0.0);
+                softmax_in_place(&mut scores[first..end]);
+                scores[end..].fill(0.0);
+            }
+            // SAFETY: (bi, hi) owns the columns hi*d..(hi+1)*d of the s rows of batch bi in `out`,
+            // disjoint from every other task; this block writes rows i0..i1 of them. `p` is
+            // [n, m] and `vh[lo * d..]` holds the [m, d] values.
+            unsafe {
+                let o = dst.at(bi * s * row + i0 * row + hi * d);
+                gemm(
+                    n,
+                    d,
+                    m,
+                    o,
+                    1,
+                    row as isize,
+                    false,
+                    p.as_ptr(),
+                    1,
+                    m as isize,
+                    vh[lo * d..].as_ptr(),
+                    1,
+                    d as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    Parallelism::None,
+                );
+            }
         }
     });
     Some(Tensor::from_data(TensorData::new(out, [b, s, row]), &device))
@@ -322,8 +356,8 @@ mod tests {
     }
 
     #[test]
-    fn attention_matches_burns_masked_attention_with_padding_gqa_causality_and_windows() {
-        use crate::backbones::{merge_heads, repeat_kv, TokenBatch, Visibility};
+    fn attention_in_blocks_and_chunks_matches_burns_masked_attention_with_padding_gqa_causality_and_windows() {
+        use crate::backbones::{burn_attention, merge_heads, repeat_kv, TokenBatch, Visibility};
         let device = Device::flex();
         let (b, heads, kv, s, d) = (3, 4, 2, 7, 8);
         let rand = |n: usize, seed: u32| -> Vec<f32> {
@@ -337,22 +371,40 @@ mod tests {
         let windows = [None, Some(1), Some(2), Some(3), Some(7)];
         let cases =
             [Visibility::BIDIRECTIONAL].into_iter().chain(windows.map(|window| Visibility { causal: true, window }));
+        let values = |t: Tensor<3>| t.into_data().try_into_vec::<f32>().expect("f32");
         for seen in cases {
-            let fast =
-                attention(q.clone(), k.clone(), v.clone(), &batch.lengths, seen.causal, seen.window).expect("flex f32");
+            // the reference: burn's attention on the whole [B, H, S, S] mask
             let options = burn::tensor::ops::AttentionModuleOptions { scale: None, softcap: None, is_causal: false };
-            let mask = batch.attention_mask(heads, seen, &device);
-            let (k, v) = (repeat_kv(k.clone(), heads / kv), repeat_kv(v.clone(), heads / kv));
+            let mask = batch.mask_rows(heads, seen, 0..s, &device);
+            let (rk, rv) = (repeat_kv(k.clone(), heads / kv), repeat_kv(v.clone(), heads / kv));
             let reference =
-                merge_heads(burn::tensor::module::attention(q.clone(), k, v, Some(mask.hidden), None, options));
-            let (fast, reference) = (
-                fast.into_data().try_into_vec::<f32>().expect("f32"),
-                reference.into_data().try_into_vec::<f32>().expect("f32"),
-            );
+                values(merge_heads(burn::tensor::module::attention(q.clone(), rk, rv, Some(mask), None, options)));
             // padding queries see real keys even past a window: nothing becomes NaN
-            assert!(reference.iter().chain(&fast).all(|x| x.is_finite()), "{seen:?}: non-finite output");
-            let worst = fast.iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
-            assert!(worst < 1e-5, "{seen:?}: worst difference {worst:e}");
+            assert!(reference.iter().all(|x| x.is_finite()), "{seen:?}: non-finite reference");
+            let check = |got: Vec<f32>, what: &str| {
+                assert!(got.iter().all(|x| x.is_finite()), "{seen:?} {what}: non-finite output");
+                let worst = got.iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+                assert!(worst < 1e-5, "{seen:?} {what}: worst difference {worst:e}");
+            };
+            // the flex kernel, in query blocks of every size (a block sees only its keys)
+            for block in [1, 2, 3, QUERY_BLOCK] {
+                let fast = attention_in_blocks(
+                    q.clone(),
+                    k.clone(),
+                    v.clone(),
+                    &batch.lengths,
+                    seen.causal,
+                    seen.window,
+                    block,
+                );
+                check(values(fast.expect("flex f32")), &format!("kernel, blocks of {block}"));
+            }
+            // burn's attention in query chunks (wgpu, wasm, training), each with its mask rows
+            for chunk in [1, 3, 7] {
+                let mask = batch.attention_mask(seen);
+                let out = burn_attention(q.clone(), k.clone(), v.clone(), &mask, &batch, chunk);
+                check(values(out), &format!("burn, chunks of {chunk}"));
+            }
         }
     }
 

@@ -29,6 +29,7 @@
 pub mod aggregator;
 pub mod backbones;
 pub mod bundle;
+pub mod chat_template;
 pub mod device;
 pub mod error;
 pub mod expert;

@@ -104,7 +104,7 @@ impl RewardModel {
     #[cfg(not(target_family = "wasm"))]
     pub fn load(path: impl AsRef<Path>, device: crate::device::DeviceChoice) -> Result<Self> {
         // A missing or malformed bundle is reported before any GPU is touched.
-        let source = Source::open(path.as_ref())?;
+        let mut source = Source::open(path.as_ref())?;
         let manifest = source.manifest()?;
         Self::from_parts(source, manifest, crate::device::open(device)?)
     }
@@ -119,7 +119,7 @@ impl RewardModel {
         Self::from_source(Source::packed(name, bytes)?, device)
     }
 
-    fn from_source(source: Source, device: Device) -> Result<Self> {
+    fn from_source(mut source: Source, device: Device) -> Result<Self> {
         let manifest = source.manifest()?;
         Self::from_parts(source, manifest, device)
     }
@@ -147,6 +147,11 @@ impl RewardModel {
         &self.backbone
     }
 
+    /// How conversations become token ids (templates, tokenizer, truncation).
+    pub fn encoder(&self) -> &InputEncoder {
+        &self.encoder
+    }
+
     /// Task names, in manifest order.
     pub fn tasks(&self) -> Vec<&str> {
         self.tasks.iter().map(|t| t.name.as_str()).collect()
@@ -169,11 +174,10 @@ impl RewardModel {
     }
 
     fn encode_for(&self, conversation: &Conversation, input: Input) -> Result<Encoded> {
-        let (text, query, response) = match input {
-            Input::Router => self.encoder.router_text(conversation),
-            Input::Expert => self.encoder.expert_text(conversation),
-        };
-        self.encoder.encode(&text, query, response)
+        match input {
+            Input::Router => self.encoder.router(conversation),
+            Input::Expert => self.encoder.expert(conversation),
+        }
     }
 
     /// Replaces the combine rule of every ensemble task (a task with several experts and no
@@ -363,7 +367,8 @@ impl RewardModel {
 
     fn batch(&self, encoded: &[Encoded]) -> TokenBatch {
         let rows: Vec<Vec<u32>> = encoded.iter().map(|e| e.ids.clone()).collect();
-        TokenBatch::new(&rows, self.encoder.format().pad_token_id, &self.device)
+        let types: Vec<Vec<u32>> = encoded.iter().map(|e| e.type_ids.clone()).collect();
+        TokenBatch::new(&rows, self.encoder.format().pad_token_id, &self.device).with_type_ids(&types)
     }
 }
 

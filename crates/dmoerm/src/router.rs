@@ -70,8 +70,7 @@ impl Router {
     /// # Shapes
     /// - batch: `[N, S]` token ids, output: `[N, tasks]`
     pub fn forward(&self, backbone: &Backbone, batch: &TokenBatch, pooling: Pooling) -> Tensor<2> {
-        let hidden = backbone.forward(batch, self.adapter.as_ref());
-        softmax(self.logits(pooling.pool(hidden, &batch.lengths)), 1)
+        softmax(self.logits(backbone.pooled(batch, self.adapter.as_ref(), pooling)), 1)
     }
 
     /// The scores before the softmax, from pooled states.

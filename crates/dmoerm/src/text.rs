@@ -9,11 +9,20 @@
 //! - The expert input is `template` with `{query}` and `{response}` substituted; the router
 //!   input is `router_template` with `{query}`. Substitution is one pass over the template, so
 //!   braces inside the user's text are never expanded.
+//! - With `chat_template`, the tokenizer's own chat template ([`crate::chat_template`]) renders
+//!   the messages followed by the response as an assistant message (the router: the user
+//!   messages), and no special tokens are added on top (the template writes them), as
+//!   transformers' `apply_chat_template(..., tokenize=True)` does.
+//! - With `text_pair` (encoders such as BERT), the experts read the rendered history and the
+//!   response as two segments, the second with token type 1, as `tokenizer(query, response)`
+//!   encodes them in transformers.
 //!
 //! # Truncation
 //! An input longer than `max_length` tokens is truncated, never rejected, and its score says
 //! `truncated: true`. Tokens are classed by their offsets as query, response, or fixed
-//! (template text, special tokens, and tokens straddling a boundary). The policy:
+//! (template text, special tokens, and tokens straddling a boundary; with a chat template the
+//! query runs from the first message's text to the response's, and the response is the last
+//! place its text appears; with a text pair each segment is one class). The policy:
 //! 1. drop query tokens from the left (the oldest context goes first);
 //! 2. then drop response tokens from the right;
 //! 3. if the fixed tokens alone are still too long, keep the first `max_length - 1` tokens
@@ -24,6 +33,7 @@ use std::ops::Range;
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
+use crate::chat_template::ChatTemplate;
 use crate::error::{Error, Result};
 
 /// Who wrote a message.
@@ -37,6 +47,17 @@ pub enum Role {
     User,
     /// The assistant (an earlier turn).
     Assistant,
+}
+
+impl Role {
+    /// `system`, `user` or `assistant`, as JSON and chat templates spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::System => "system",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+        }
+    }
 }
 
 /// One message of the history.
@@ -157,6 +178,16 @@ pub struct InputFormat {
     /// Id used to pad batches (never attended to).
     #[serde(default)]
     pub pad_token_id: u32,
+    /// Render with the tokenizer's chat template instead of `template` and the turn templates.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub chat_template: bool,
+    /// Encode the experts' input as a text pair (history, response) with token types 0 and 1.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub text_pair: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn default_template() -> String {
@@ -244,8 +275,19 @@ impl Template {
 pub struct Encoded {
     /// Token ids, at most `max_length`.
     pub ids: Vec<u32>,
+    /// Token type ids (segment of each token) of a text pair; empty otherwise (all 0).
+    pub type_ids: Vec<u32>,
     /// Whether tokens were dropped.
     pub truncated: bool,
+}
+
+/// An input's text before tokenization.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rendered {
+    /// One text, with the byte ranges of the query and the response in it.
+    Text { text: String, query: Range<usize>, response: Range<usize> },
+    /// Two segments (history, response) of an encoder's text pair.
+    Pair { query: String, response: String },
 }
 
 /// The compiled input format with its tokenizer.
@@ -255,6 +297,7 @@ pub struct InputEncoder {
     expert: Template,
     router: Template,
     turns: [Template; 3],
+    chat: Option<ChatTemplate>,
     tokenizer: Tokenizer,
     vocab_size: usize,
 }
@@ -263,7 +306,24 @@ impl InputEncoder {
     /// The tokenizer's own padding and truncation settings (sentence-transformers exports
     /// pad every input to a fixed length, e.g. all-MiniLM-L6-v2's 128) are switched off:
     /// batching pads, and truncation follows `format.max_length` and the policy above.
-    pub fn new(file: &str, format: InputFormat, mut tokenizer: Tokenizer, vocab_size: usize) -> Result<Self> {
+    /// `chat` is the tokenizer's chat template, required when `format.chat_template`.
+    pub fn new(
+        file: &str,
+        format: InputFormat,
+        mut tokenizer: Tokenizer,
+        vocab_size: usize,
+        chat: Option<ChatTemplate>,
+    ) -> Result<Self> {
+        if format.chat_template && chat.is_none() {
+            return Err(Error::bundle(
+                file,
+                "input.chat_template is true but the tokenizer has no chat template \
+                 (tokenizer_config.json `chat_template`, or chat_template.jinja)",
+            ));
+        }
+        if format.chat_template && format.text_pair {
+            return Err(Error::bundle(file, "input.chat_template and input.text_pair exclude each other"));
+        }
         tokenizer.with_padding(None);
         tokenizer.with_truncation(None).map_err(|e| Error::Tokenizer(format!("{file}: {e}")))?;
         let q = ("query", Slot::Query);
@@ -280,6 +340,7 @@ impl InputEncoder {
                 Template::parse(file, "assistant_turn", &format.assistant_turn, &[c], &["content"])?,
                 Template::parse(file, "system_turn", &format.system_turn, &[c], &["content"])?,
             ],
+            chat: chat.filter(|_| format.chat_template),
             format,
             tokenizer,
             vocab_size,
@@ -304,23 +365,85 @@ impl InputEncoder {
         rendered.join(&self.format.turn_separator)
     }
 
-    /// The expert input text, with the byte ranges of query and response.
-    pub fn expert_text(&self, conv: &Conversation) -> (String, Range<usize>, Range<usize>) {
+    /// The experts' input before tokenization.
+    pub fn expert_text(&self, conv: &Conversation) -> Result<Rendered> {
+        if let Some(chat) = &self.chat {
+            let mut messages = pairs(&conv.messages);
+            messages.push((Role::Assistant.as_str(), &conv.response));
+            return Ok(locate(chat.render(&messages, false)?, &conv.messages, &conv.response));
+        }
         let query = self.render_turns(conv.messages.iter());
-        self.expert.render(&query, &conv.response)
+        if self.format.text_pair {
+            return Ok(Rendered::Pair { query, response: conv.response.clone() });
+        }
+        let (text, query, response) = self.expert.render(&query, &conv.response);
+        Ok(Rendered::Text { text, query, response })
     }
 
-    /// The router input text, with the byte range of the query.
-    pub fn router_text(&self, conv: &Conversation) -> (String, Range<usize>, Range<usize>) {
-        let query = self.render_turns(conv.messages.iter().filter(|m| m.role == Role::User));
-        self.router.render(&query, "")
+    /// The router's input (the user messages) before tokenization.
+    pub fn router_text(&self, conv: &Conversation) -> Result<Rendered> {
+        let users: Vec<Message> = conv.messages.iter().filter(|m| m.role == Role::User).cloned().collect();
+        if let Some(chat) = &self.chat {
+            return Ok(locate(chat.render(&pairs(&users), false)?, &users, ""));
+        }
+        let (text, query, response) = self.router.render(&self.render_turns(users.iter()), "");
+        Ok(Rendered::Text { text, query, response })
+    }
+
+    /// The experts' token ids.
+    pub fn expert(&self, conv: &Conversation) -> Result<Encoded> {
+        self.encode(&self.expert_text(conv)?)
+    }
+
+    /// The router's token ids.
+    pub fn router(&self, conv: &Conversation) -> Result<Encoded> {
+        self.encode(&self.router_text(conv)?)
     }
 
     /// Tokenizes and truncates (see the module docs).
-    pub fn encode(&self, text: &str, query: Range<usize>, response: Range<usize>) -> Result<Encoded> {
-        let enc =
-            self.tokenizer.encode(text, self.format.add_special_tokens).map_err(|e| Error::Tokenizer(e.to_string()))?;
+    pub fn encode(&self, rendered: &Rendered) -> Result<Encoded> {
+        // a chat template writes its own special tokens
+        let special = self.format.add_special_tokens && !self.format.chat_template;
+        let tokenize = |e: tokenizers::Error| Error::Tokenizer(e.to_string());
+        let (enc, classes) = match rendered {
+            Rendered::Text { text, query, response } => {
+                let enc = self.tokenizer.encode(text.as_str(), special).map_err(tokenize)?;
+                let inside = |r: &Range<usize>, (s, e): (usize, usize)| e > s && s >= r.start && e <= r.end;
+                let classes: Vec<Class> = enc
+                    .get_offsets()
+                    .iter()
+                    .map(|&o| {
+                        if inside(query, o) {
+                            Class::Query
+                        } else if inside(response, o) {
+                            Class::Response
+                        } else {
+                            Class::Fixed
+                        }
+                    })
+                    .collect();
+                (enc, classes)
+            }
+            Rendered::Pair { query, response } => {
+                let enc = self.tokenizer.encode((query.as_str(), response.as_str()), special).map_err(tokenize)?;
+                let classes = enc
+                    .get_sequence_ids()
+                    .iter()
+                    .zip(enc.get_special_tokens_mask())
+                    .map(|(seq, &special)| match (seq, special) {
+                        (Some(0), 0) => Class::Query,
+                        (Some(1), 0) => Class::Response,
+                        _ => Class::Fixed,
+                    })
+                    .collect();
+                (enc, classes)
+            }
+        };
         let ids = enc.get_ids();
+        let type_ids = match rendered {
+            Rendered::Pair { .. } => enc.get_type_ids().to_vec(),
+            Rendered::Text { .. } => Vec::new(),
+        };
         if let Some(&bad) = ids.iter().find(|&&id| id as usize >= self.vocab_size) {
             return Err(Error::Input(format!(
                 "the tokenizer produced id {bad}, outside the backbone's vocabulary of {}",
@@ -329,41 +452,70 @@ impl InputEncoder {
         }
         let max = self.format.max_length;
         if ids.len() <= max {
-            return Ok(Encoded { ids: ids.to_vec(), truncated: false });
+            return Ok(Encoded { ids: ids.to_vec(), type_ids, truncated: false });
         }
-        let inside = |r: &Range<usize>, (s, e): (usize, usize)| e > s && s >= r.start && e <= r.end;
-        let offsets = enc.get_offsets();
         let mut keep = vec![true; ids.len()];
         let mut excess = ids.len() - max;
         // 1. query tokens from the left
-        for (i, &o) in offsets.iter().enumerate() {
+        for (i, class) in classes.iter().enumerate() {
             if excess == 0 {
                 break;
             }
-            if inside(&query, o) {
+            if *class == Class::Query {
                 keep[i] = false;
                 excess -= 1;
             }
         }
         // 2. response tokens from the right
-        for (i, &o) in offsets.iter().enumerate().rev() {
+        for (i, class) in classes.iter().enumerate().rev() {
             if excess == 0 {
                 break;
             }
-            if inside(&response, o) {
+            if *class == Class::Response {
                 keep[i] = false;
                 excess -= 1;
             }
         }
-        let mut kept: Vec<u32> = ids.iter().zip(&keep).filter(|(_, k)| **k).map(|(id, _)| *id).collect();
-        // 3. fixed tokens alone too long
-        if kept.len() > max {
-            let last = kept[kept.len() - 1];
-            kept.truncate(max - 1);
-            kept.push(last);
-        }
-        Ok(Encoded { ids: kept, truncated: true })
+        let kept = |values: &[u32]| -> Vec<u32> {
+            let mut kept: Vec<u32> = values.iter().zip(&keep).filter(|(_, k)| **k).map(|(v, _)| *v).collect();
+            // 3. fixed tokens alone too long
+            if kept.len() > max {
+                let last = kept[kept.len() - 1];
+                kept.truncate(max - 1);
+                kept.push(last);
+            }
+            kept
+        };
+        let type_ids = if type_ids.is_empty() { type_ids } else { kept(&type_ids) };
+        Ok(Encoded { ids: kept(ids), type_ids, truncated: true })
     }
+}
+
+/// `(role, content)` of each message, as a chat template reads them.
+fn pairs(messages: &[Message]) -> Vec<(&str, &str)> {
+    messages.iter().map(|m| (m.role.as_str(), m.content.as_str())).collect()
+}
+
+/// What truncation may drop of a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Query,
+    Response,
+    Fixed,
+}
+
+/// A chat template's text with the query and response located in it: the query from the first
+/// message's text to the response, the response at the last place its text appears (a template
+/// may trim texts, so the trimmed text is searched). Anything not found is fixed.
+fn locate(text: String, messages: &[Message], response: &str) -> Rendered {
+    let response = response.trim();
+    let r_start = if response.is_empty() { None } else { text.rfind(response) };
+    let end = r_start.unwrap_or(text.len());
+    let first = messages.iter().map(|m| m.content.trim()).find(|c| !c.is_empty());
+    let q_start = first.and_then(|c| text[..end].find(c));
+    let query = q_start.map_or(0..0, |s| s..end);
+    let response = r_start.map_or(0..0, |s| s..s + response.len());
+    Rendered::Text { text, query, response }
 }
 
 /// Parses a `tokenizer.json`. tokenizers 0.22 panics instead of failing on some malformed

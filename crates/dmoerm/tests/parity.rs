@@ -85,7 +85,22 @@ macro_rules! parity_tests {
     };
 }
 
-parity_tests!(llama, llama3_rope, qwen2, qwen3, bert, bert_mean, plain_rm, mistral_window, qwen2_window);
+parity_tests!(
+    llama,
+    llama3_rope,
+    qwen2,
+    qwen3,
+    bert,
+    bert_mean,
+    plain_rm,
+    mistral_window,
+    qwen2_window,
+    hf_llama3,
+    hf_qwen2,
+    hf_mistral,
+    hf_qwen3_multilabel,
+    hf_bert
+);
 
 #[test]
 fn packed_bundle_scores_like_its_directory() {

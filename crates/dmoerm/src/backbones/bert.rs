@@ -7,7 +7,9 @@
 //!     h = LayerNorm(h + attention.output.dense(self_attention(h)))     # padding mask only
 //!     h = LayerNorm(h + output.dense(gelu(intermediate.dense(h))))
 //! ```
-//! The pooler is not used: pooling is the bundle's choice (CLS, mean or last token).
+//! Pooling is the bundle's choice (CLS, mean, last token); the pooler (`tanh(dense(h_cls))`,
+//! what `BertForSequenceClassification` reads) is loaded when the checkpoint has it, for the
+//! `pooler` pooling.
 
 use std::ops::Range;
 
@@ -164,6 +166,8 @@ pub struct Bert {
     token_type_embeddings: Tensor<2>,
     embeddings_norm: LayerNorm,
     layers: Vec<Layer>,
+    /// `pooler.dense`, when the checkpoint has it.
+    pooler: Option<Projection>,
 }
 
 /// The names `BertFor*` checkpoints put before the encoder's (`bert.embeddings...`).
@@ -198,6 +202,11 @@ impl Bert {
         let layers = (0..c.num_hidden_layers)
             .map(|i| Layer::load(&w.at(LAYERS).at(i), c, device))
             .collect::<Result<Vec<_>>>()?;
+        let pooler = w.at("pooler.dense");
+        let pooler = match pooler.contains(keys::WEIGHT) {
+            true => Some(Projection::load(&pooler, (c.hidden_size, c.hidden_size), true, device)?),
+            false => None,
+        };
         let e = w.at("embeddings");
         let table = |name: &str, rows| e.at(name).tensor(keys::WEIGHT, [rows, c.hidden_size], device);
         Ok(Self {
@@ -206,6 +215,7 @@ impl Bert {
             token_type_embeddings: table("token_type_embeddings", c.type_vocab_size)?,
             embeddings_norm: LayerNorm::load(&e.at("LayerNorm"), c.hidden_size, c.layer_norm_eps, device)?,
             layers,
+            pooler,
             config,
         })
     }
@@ -219,12 +229,27 @@ impl Bert {
         self.layers(h, batch, 0..self.layers.len(), lora)
     }
 
+    pub(crate) fn has_pooler(&self) -> bool {
+        self.pooler.is_some()
+    }
+
+    /// The pooler on pooled `[CLS]` states, `tanh(dense(x))`, or `None` without a pooler.
+    /// LoRA adapters do not reach it (see `Projections::unused_module`).
+    ///
+    /// # Shapes
+    /// - cls: `[B, hidden]`, output: `[B, hidden]`
+    pub fn pooler(&self, cls: Tensor<2>) -> Option<Tensor<2>> {
+        let dense = self.pooler.as_ref()?;
+        let [b, h] = cls.dims();
+        Some(burn::tensor::activation::tanh(dense.forward(cls.reshape([b, 1, h]), None)).reshape([b, h]))
+    }
+
     /// The normed sum of word, position and token-type embeddings, `[B, S, hidden]`.
     pub fn embed(&self, batch: &TokenBatch) -> Tensor<3> {
         let device = batch.ids.device();
         let [b, seq] = batch.dims();
         let positions = Tensor::<1, Int>::arange(0..seq as i64, &device).reshape([1, seq]);
-        let types = Tensor::<2, Int>::zeros([b, seq], &device);
+        let types = batch.type_ids.clone().unwrap_or_else(|| Tensor::<2, Int>::zeros([b, seq], &device));
         let x = embedding(self.word_embeddings.clone(), batch.ids.clone())
             + embedding(self.position_embeddings.clone(), positions)
             + embedding(self.token_type_embeddings.clone(), types);
@@ -240,10 +265,9 @@ impl Bert {
         lora: Option<&AdapterGroup>,
     ) -> Tensor<3> {
         let c = &self.config;
-        let device = h.device();
         let heads = c.num_attention_heads;
         let hd = c.hidden_size / heads;
-        let mask = batch.attention_mask(heads, Visibility::BIDIRECTIONAL, &device);
+        let mask = batch.attention_mask(Visibility::BIDIRECTIONAL);
         for l in &self.layers[range] {
             let q = split_heads(l.query.forward(h.clone(), lora), heads, hd);
             let k = split_heads(l.key.forward(h.clone(), lora), heads, hd);
@@ -283,7 +307,8 @@ impl Bert {
         let h = self.config.hidden_size;
         let layers: usize = self.layers.iter().flat_map(Layer::projections).map(Projection::num_params).sum::<usize>()
             + 4 * h * self.layers.len();
-        count(&self.word_embeddings)
+        self.pooler.as_ref().map_or(0, Projection::num_params)
+            + count(&self.word_embeddings)
             + count(&self.position_embeddings)
             + count(&self.token_type_embeddings)
             + 2 * h

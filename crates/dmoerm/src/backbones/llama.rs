@@ -397,7 +397,7 @@ impl Llama {
             let mask = match masks.iter().position(|m| m.seen == seen) {
                 Some(i) => i,
                 None => {
-                    masks.push(batch.attention_mask(c.num_attention_heads, seen, &device));
+                    masks.push(batch.attention_mask(seen));
                     masks.len() - 1
                 }
             };

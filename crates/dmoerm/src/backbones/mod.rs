@@ -9,6 +9,9 @@
 pub mod bert;
 pub mod llama;
 
+use std::cell::OnceCell;
+use std::ops::Range;
+
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use serde::Deserialize;
@@ -16,6 +19,7 @@ use serde::Deserialize;
 use crate::bundle::keys;
 use crate::error::{Error, Result};
 use crate::lora::{AdapterGroup, Projections};
+use crate::pooling::Pooling;
 use crate::weights::{Scope, TensorFile};
 
 /// A padded batch of token ids (right padding).
@@ -23,21 +27,32 @@ use crate::weights::{Scope, TensorFile};
 pub struct TokenBatch {
     /// `[B, S]` token ids, padding filled with the pad id.
     pub ids: Tensor<2, Int>,
+    /// `[B, S]` token type ids (segments of text pairs), or `None`: all 0.
+    pub type_ids: Option<Tensor<2, Int>>,
     /// Number of real tokens of each row.
     pub lengths: Vec<usize>,
+    /// Per row, the last position whose id is not the pad id (0 when there is none): where
+    /// transformers' `*ForSequenceClassification` reads the reward.
+    pub last_non_pad: Vec<usize>,
 }
 
 impl TokenBatch {
     /// Pads `rows` on the right to the longest row.
     pub fn new(rows: &[Vec<u32>], pad_id: u32, device: &Device) -> Self {
         let seq = rows.iter().map(Vec::len).max().unwrap_or(0).max(1);
-        let mut ids = Vec::with_capacity(rows.len() * seq);
-        for row in rows {
-            ids.extend(row.iter().map(|&t| t as i64));
-            ids.extend(std::iter::repeat_n(pad_id as i64, seq - row.len()));
+        let ids = Tensor::from_data(TensorData::new(pad(rows, pad_id, seq), [rows.len(), seq]), device);
+        let last_non_pad = rows.iter().map(|r| r.iter().rposition(|&t| t != pad_id).unwrap_or(0)).collect();
+        Self { ids, type_ids: None, lengths: rows.iter().map(Vec::len).collect(), last_non_pad }
+    }
+
+    /// With the token type ids of each row (padded with 0); rows without any stay all 0.
+    pub fn with_type_ids(mut self, types: &[Vec<u32>]) -> Self {
+        if types.iter().any(|t| !t.is_empty()) {
+            let [b, seq] = self.dims();
+            let types = Tensor::from_data(TensorData::new(pad(types, 0, seq), [b, seq]), &self.ids.device());
+            self.type_ids = Some(types);
         }
-        let ids = Tensor::from_data(TensorData::new(ids, [rows.len(), seq]), device);
-        Self { ids, lengths: rows.iter().map(Vec::len).collect() }
+        self
     }
 
     /// `[B, S]`
@@ -47,25 +62,43 @@ impl TokenBatch {
 
     /// Repeats every row `times` times, block after block (`[x; times]` expert-major).
     pub fn repeat(&self, times: usize) -> Self {
+        let blocks = |v: &[usize]| (0..times).flat_map(|_| v.iter().copied()).collect();
         Self {
             ids: self.ids.clone().repeat_dim(0, times),
-            lengths: (0..times).flat_map(|_| self.lengths.iter().copied()).collect(),
+            type_ids: self.type_ids.clone().map(|t| t.repeat_dim(0, times)),
+            lengths: blocks(&self.lengths),
+            last_non_pad: blocks(&self.last_non_pad),
         }
     }
 
-    /// The attention mask of `seen` for this batch.
-    pub fn attention_mask(&self, heads: usize, seen: Visibility, device: &Device) -> AttentionMask {
+    /// The attention mask of `seen` for this batch (built only if burn's attention runs).
+    pub fn attention_mask(&self, seen: Visibility) -> AttentionMask {
+        AttentionMask { seen, full: OnceCell::new() }
+    }
+
+    /// The mask rows of the queries `rows`: `[B, heads, rows.len(), S]`, `true` where a query
+    /// may NOT look.
+    pub fn mask_rows(&self, heads: usize, seen: Visibility, rows: Range<usize>, device: &Device) -> Tensor<4, Bool> {
         let [batch, seq] = self.dims();
-        let mut mask = Vec::with_capacity(batch * seq * seq);
+        let n = rows.len();
+        let mut mask = Vec::with_capacity(batch * n * seq);
         for &len in &self.lengths {
-            for q in 0..seq {
+            for q in rows.clone() {
                 mask.extend((0..seq).map(|k| !seen.sees(q, k, len)));
             }
         }
-        let hidden = Tensor::<4, Bool>::from_data(TensorData::new(mask, [batch, 1, seq, seq]), device)
-            .expand([batch, heads, seq, seq]);
-        AttentionMask { seen, hidden }
+        Tensor::<4, Bool>::from_data(TensorData::new(mask, [batch, 1, n, seq]), device).expand([batch, heads, n, seq])
     }
+}
+
+/// `rows` padded on the right with `value` to `seq`, flattened (as i64 for burn's Int tensors).
+fn pad(rows: &[Vec<u32>], value: u32, seq: usize) -> Vec<i64> {
+    let mut out = Vec::with_capacity(rows.len() * seq);
+    for row in rows {
+        out.extend(row.iter().map(|&t| t as i64));
+        out.extend(std::iter::repeat_n(value as i64, seq - row.len()));
+    }
+    out
 }
 
 /// Which keys a query sees: the real tokens of its row; with `causal` none after it; with a
@@ -91,13 +124,15 @@ impl Visibility {
     }
 }
 
-/// The keys each query of a batch sees.
+/// The keys each query of a batch sees: the rule, and burn's boolean mask made from it once
+/// when burn's attention runs a sequence in one piece (the flex kernel needs only the rule and
+/// the row lengths; a long sequence builds the mask rows of each query chunk).
 #[derive(Debug, Clone)]
 pub struct AttentionMask {
     /// The rule.
     pub seen: Visibility,
     /// `[B, heads, S, S]`, `true` where a query may NOT look.
-    pub hidden: Tensor<4, Bool>,
+    full: OnceCell<Tensor<4, Bool>>,
 }
 
 /// A linear layer `y = x W^T + b` that knows its module path, so LoRA adapters find it.
@@ -220,6 +255,32 @@ impl Backbone {
                 Ok(Backbone::Bert(Box::new(bert::Bert::load(cfg, weights, device)?)))
             }
         }
+    }
+
+    /// One pooled state per row of the final hidden states (see [`Pooling`]).
+    ///
+    /// # Shapes
+    /// - output: `[B, hidden]`
+    pub fn pooled(&self, batch: &TokenBatch, lora: Option<&AdapterGroup>, pooling: Pooling) -> Tensor<2> {
+        self.pool(self.forward(batch, lora), batch, pooling)
+    }
+
+    /// Pools final hidden states, with the pooler for [`Pooling::Pooler`] (a bundle that asks
+    /// for it is refused at load unless [`has_pooler`](Self::has_pooler)).
+    ///
+    /// # Shapes
+    /// - hidden: `[B, S, hidden]`, output: `[B, hidden]`
+    pub fn pool(&self, hidden: Tensor<3>, batch: &TokenBatch, pooling: Pooling) -> Tensor<2> {
+        let pooled = pooling.pool(hidden, &batch.lengths, &batch.last_non_pad);
+        match (pooling, self) {
+            (Pooling::Pooler, Backbone::Bert(m)) => m.pooler(pooled.clone()).unwrap_or(pooled),
+            _ => pooled,
+        }
+    }
+
+    /// Whether the checkpoint has a pooler (BERT's `pooler.dense`).
+    pub fn has_pooler(&self) -> bool {
+        matches!(self, Backbone::Bert(m) if m.has_pooler())
     }
 
     /// Final hidden states.
@@ -369,25 +430,54 @@ pub(crate) fn split_heads(x: Tensor<3>, heads: usize, head_dim: usize) -> Tensor
     x.reshape([b, s, heads, head_dim]).swap_dims(1, 2)
 }
 
+/// Queries per piece of burn's attention on a long sequence: a piece's scores are
+/// `[B, H, QUERY_CHUNK, S]`, never `[B, H, S, S]`.
+const QUERY_CHUNK: usize = 512;
+
 /// Scaled dot-product attention with the heads merged: `q` `[B, H, S, hd]`, `k` and `v`
-/// `[B, KV, S, hd]` (grouped-query when KV < H), `mask` `[B, H, S, S]` from
-/// [`TokenBatch::attention_mask`] (keys past each row's length, and with `causal` future keys)
-/// -> `[B, S, H * hd]`. On flex (inference) [`crate::kernels::attention`] computes the same
-/// from the row lengths.
+/// `[B, KV, S, hd]` (grouped-query when KV < H), the keys each query sees given by `mask`
+/// -> `[B, S, H * hd]`. On flex (inference) [`crate::kernels::attention`] computes it in
+/// query blocks from the row lengths; elsewhere (wgpu, wasm, training) burn's attention runs
+/// on pieces of at most [`QUERY_CHUNK`] queries.
 pub(crate) fn attend(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: &AttentionMask, batch: &TokenBatch) -> Tensor<3> {
-    let seen = mask.seen;
     #[cfg(not(target_family = "wasm"))]
-    if let Some(out) =
-        crate::kernels::attention(q.clone(), k.clone(), v.clone(), &batch.lengths, seen.causal, seen.window)
     {
-        return out;
+        let Visibility { causal, window } = mask.seen;
+        if let Some(out) = crate::kernels::attention(q.clone(), k.clone(), v.clone(), &batch.lengths, causal, window) {
+            return out;
+        }
     }
-    #[cfg(target_family = "wasm")]
-    let _ = (batch, seen);
-    let n_rep = q.dims()[1] / k.dims()[1];
+    burn_attention(q, k, v, mask, batch, QUERY_CHUNK)
+}
+
+/// burn's attention on pieces of at most `chunk` queries, each with its rows of the mask.
+pub(crate) fn burn_attention(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    mask: &AttentionMask,
+    batch: &TokenBatch,
+    chunk: usize,
+) -> Tensor<3> {
+    let seen = mask.seen;
+    let [_, heads, s, _] = q.dims();
+    let device = q.device();
+    let n_rep = heads / k.dims()[1];
     let (k, v) = (repeat_kv(k, n_rep), repeat_kv(v, n_rep));
     let options = AttentionModuleOptions { scale: None, softcap: None, is_causal: false };
-    merge_heads(burn::tensor::module::attention(q, k, v, Some(mask.hidden.clone()), None, options))
+    let run = |q, m| burn::tensor::module::attention(q, k.clone(), v.clone(), Some(m), None, options);
+    if s <= chunk {
+        let m = mask.full.get_or_init(|| batch.mask_rows(heads, seen, 0..s, &device));
+        return merge_heads(run(q, m.clone()));
+    }
+    let pieces = (0..s)
+        .step_by(chunk.max(1))
+        .map(|i0| {
+            let rows = i0..(i0 + chunk).min(s);
+            run(q.clone().narrow(2, i0, rows.len()), batch.mask_rows(heads, seen, rows, &device))
+        })
+        .collect();
+    merge_heads(Tensor::cat(pieces, 2))
 }
 
 /// Repeats each KV head `n_rep` times: `[B, KV, S, d]` -> `[B, KV * n_rep, S, d]`.

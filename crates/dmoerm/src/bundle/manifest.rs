@@ -25,6 +25,12 @@ pub struct BackboneSpec {
     pub weights: Vec<String>,
     /// HF `tokenizer.json`.
     pub tokenizer: String,
+    /// HF `tokenizer_config.json`: the chat template and its special tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer_config: Option<String>,
+    /// `chat_template.jinja` (transformers 5), preferred to `tokenizer_config.json`'s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat_template: Option<String>,
 }
 
 /// The outer layer: a classifier of the user turns over the tasks.
@@ -50,6 +56,10 @@ pub struct ExpertSpec {
     pub adapter: Option<String>,
     /// `file.safetensors[#prefix]`: the value head, an `nn.Linear(H, 1)`.
     pub head: String,
+    /// With a head of several outputs (`nn.Linear(H, labels)`, a multi-label reward model):
+    /// the row this expert reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_row: Option<usize>,
 }
 
 /// One task category (the inner layer).
@@ -108,7 +118,7 @@ impl Manifest {
         Ok(m)
     }
 
-    fn validate(&self, file: &str) -> Result<()> {
+    pub(crate) fn validate(&self, file: &str) -> Result<()> {
         if self.format != FORMAT {
             return Err(Error::bundle(file, format!("format is `{}`, expected `{FORMAT}`", self.format)));
         }
@@ -151,6 +161,14 @@ impl Manifest {
                     format!("task `{}` has both an aggregator and a combine rule", t.name),
                 ));
             }
+            if let Some(Combine::Capability { index }) = t.combine {
+                if index >= t.experts.len() {
+                    return Err(Error::bundle(
+                        file,
+                        format!("task `{}`: combine reads capability {index} of {}", t.name, t.experts.len()),
+                    ));
+                }
+            }
             let mut experts = std::collections::HashSet::new();
             for e in &t.experts {
                 if !experts.insert(e.name.as_str()) {
@@ -164,6 +182,7 @@ impl Manifest {
     /// Every file the manifest refers to, text files first, in a stable order.
     pub fn files(&self) -> (Vec<String>, Vec<String>) {
         let mut text = vec![self.backbone.config.clone(), self.backbone.tokenizer.clone()];
+        text.extend(self.backbone.tokenizer_config.iter().chain(&self.backbone.chat_template).cloned());
         let mut tensors = self.backbone.weights.clone();
         let adapter = |dir: &Option<String>, text: &mut Vec<String>, tensors: &mut Vec<String>| {
             if let Some(d) = dir {

@@ -6,6 +6,7 @@
 //! the manifest and text files (configs, tokenizer) in the header's metadata.
 //! `docs/bundle-format.md` specifies both.
 
+pub mod hf;
 pub mod keys;
 pub mod manifest;
 pub(crate) mod read;
@@ -18,6 +19,7 @@ use std::sync::Arc;
 
 use safetensors::{Dtype, View};
 
+pub use hf::HfCheckpoint;
 pub use manifest::{BackboneSpec, Combine, ExpertSpec, Manifest, Pooling, RouterSpec, TaskSpec};
 
 use crate::error::{Error, Result};
@@ -104,8 +106,15 @@ impl Source {
         }
     }
 
-    /// The manifest, parsed and checked.
-    pub fn manifest(&self) -> Result<Manifest> {
+    /// The manifest, parsed and checked; for a Hugging Face reward-model directory (no
+    /// `dmoerm.json`, a `config.json`), the manifest its files imply ([`hf`]).
+    pub fn manifest(&mut self) -> Result<Manifest> {
+        if let Source::Dir { root, .. } = self {
+            if hf::is_hf_dir(root) {
+                let root = root.clone();
+                return hf::reward_model_manifest(&root, self);
+            }
+        }
         let (file, text) = match self {
             Source::Dir { .. } => (manifest::MANIFEST_FILE.to_string(), self.text(manifest::MANIFEST_FILE)?),
             Source::Packed { name, manifest, .. } => (format!("{name} [{PACKED_MANIFEST_KEY}]"), manifest.clone()),
@@ -144,6 +153,18 @@ impl Source {
         Ok((backbone, tokenizer))
     }
 
+    /// The chat template the backbone spec names (`None` when its files have none).
+    pub fn chat_template(&self, spec: &BackboneSpec) -> Result<Option<crate::chat_template::ChatTemplate>> {
+        let read = |path: &Option<String>| -> Result<Option<(String, String)>> {
+            match path {
+                Some(p) => Ok(Some((p.clone(), self.text(p)?))),
+                None => Ok(None),
+            }
+        };
+        let (config, jinja) = (read(&spec.tokenizer_config)?, read(&spec.chat_template)?);
+        crate::chat_template::ChatTemplate::from_files(as_refs(&config), as_refs(&jinja))
+    }
+
     /// A safetensors file of the bundle (parsed once, then shared).
     pub fn tensors(&mut self, path: &str) -> Result<TensorFile> {
         match self {
@@ -167,6 +188,10 @@ impl Source {
             }
         }
     }
+}
+
+fn as_refs(file: &Option<(String, String)>) -> Option<(&str, &str)> {
+    file.as_ref().map(|(p, t)| (p.as_str(), t.as_str()))
 }
 
 /// Dtype of the weights in a packed file.
@@ -311,40 +336,4 @@ pub fn non_finite_tensors(path: &Path) -> Result<(Vec<NonFiniteTensor>, usize)> 
         }
     }
     Ok((found, scanned))
-}
-
-/// A Hugging Face checkpoint directory loaded as a backbone, e.g. to train on it.
-#[derive(Debug, Clone)]
-pub struct HfCheckpoint {
-    /// The files, relative to the directory: `config.json`, `model.safetensors` (or the
-    /// `model-*.safetensors` shards, sorted) and `tokenizer.json`.
-    pub spec: BackboneSpec,
-    /// The transformer.
-    pub backbone: crate::backbones::Backbone,
-    /// The tokenizer.
-    pub tokenizer: tokenizers::Tokenizer,
-}
-
-impl HfCheckpoint {
-    /// Loads `dir/config.json`, its safetensors weights and `dir/tokenizer.json`.
-    pub fn load(dir: &Path, device: &burn::tensor::Device) -> Result<Self> {
-        let listing = std::fs::read_dir(dir).map_err(|source| Error::Io { path: dir.display().to_string(), source })?;
-        let mut names: Vec<String> =
-            listing.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
-        names.sort();
-        let weights: Vec<String> = if names.iter().any(|n| n == "model.safetensors") {
-            vec!["model.safetensors".to_string()]
-        } else {
-            names.into_iter().filter(|n| n.starts_with("model-") && n.ends_with(".safetensors")).collect()
-        };
-        if weights.is_empty() {
-            return Err(Error::bundle(
-                &dir.display().to_string(),
-                "no model.safetensors (or model-*.safetensors shards)",
-            ));
-        }
-        let spec = BackboneSpec { config: "config.json".into(), weights, tokenizer: "tokenizer.json".into() };
-        let (backbone, tokenizer) = Source::dir(dir)?.backbone(&spec, device)?;
-        Ok(Self { spec, backbone, tokenizer })
-    }
 }

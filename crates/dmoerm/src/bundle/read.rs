@@ -11,6 +11,7 @@ use crate::backbones::Backbone;
 use crate::error::{Error, Result};
 use crate::expert::ExpertGroupConfig;
 use crate::lora::{AdapterGroup, LoraConfig, PeftAdapter};
+use crate::pooling::Pooling;
 use crate::router::{Router, RouterConfig};
 use crate::task::Task;
 use crate::text::InputEncoder;
@@ -51,7 +52,14 @@ pub(crate) fn read(mut source: Source, manifest: Manifest, device: &Device) -> R
             ),
         ));
     }
-    let encoder = InputEncoder::new(MANIFEST_FILE, manifest.input.clone(), tokenizer, backbone.vocab_size())?;
+    if manifest.pooling == Pooling::Pooler && !backbone.has_pooler() {
+        return Err(Error::bundle(
+            MANIFEST_FILE,
+            "pooling `pooler` needs a backbone with a pooler (BERT's pooler.dense)",
+        ));
+    }
+    let chat = source.chat_template(&manifest.backbone)?;
+    let encoder = InputEncoder::new(MANIFEST_FILE, manifest.input.clone(), tokenizer, backbone.vocab_size(), chat)?;
     let hidden = backbone.hidden_size();
 
     let router = match &manifest.router {
@@ -76,10 +84,10 @@ pub(crate) fn read(mut source: Source, manifest: Manifest, device: &Device) -> R
             .iter()
             .map(|e| {
                 let (file, name) = split_ref(&e.head);
-                Ok((source.tensors(file)?, name))
+                Ok((source.tensors(file)?, name, e.head_row))
             })
             .collect::<Result<Vec<_>>>()?;
-        let heads: Vec<_> = head_files.iter().map(|(file, name)| Scope::new(file).at(name)).collect();
+        let heads: Vec<_> = head_files.iter().map(|(file, name, row)| (Scope::new(file).at(name), *row)).collect();
         let experts = ExpertGroupConfig::new(hidden, t.experts.len()).load(adapter, &heads, device)?;
         let aggregator = match &t.aggregator {
             Some(a) => {

@@ -68,9 +68,9 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error {
     move |source| Error::Io { path, source }
 }
 
-/// Writes the bundle into `out` (replacing an earlier bundle there; refusing to overwrite a
-/// directory that is not a bundle).
-pub fn write_bundle(out: &Path, b: &BundleOut) -> Result<()> {
+/// Empties `out` for a new bundle: removes an earlier bundle there, refuses to touch a
+/// directory that is not a bundle.
+fn clear(out: &Path) -> Result<()> {
     if out.exists() {
         let empty = std::fs::read_dir(out).map_err(io(out))?.next().is_none();
         if !empty && !out.join(MANIFEST_FILE).exists() {
@@ -78,6 +78,13 @@ pub fn write_bundle(out: &Path, b: &BundleOut) -> Result<()> {
         }
         std::fs::remove_dir_all(out).map_err(io(out))?;
     }
+    Ok(())
+}
+
+/// Writes the bundle into `out` (replacing an earlier bundle there; refusing to overwrite a
+/// directory that is not a bundle).
+pub fn write_bundle(out: &Path, b: &BundleOut) -> Result<()> {
+    clear(out)?;
     let backbone = copy_backbone(out, b.backbone)?;
 
     let mut heads = TensorWriter::new();
@@ -102,7 +109,8 @@ pub fn write_bundle(out: &Path, b: &BundleOut) -> Result<()> {
             };
             let head = layout::expert_head(&t.name, &x.name);
             t.heads.save(e, &mut WriteScope::new(&mut heads).at(&head))?;
-            experts.push(ExpertSpec { name: x.name.clone(), adapter, head: reference(layout::HEADS_FILE, &head) });
+            let head = reference(layout::HEADS_FILE, &head);
+            experts.push(ExpertSpec { name: x.name.clone(), adapter, head, head_row: None });
         }
         let aggregator = match t.aggregator {
             Some(a) => {
@@ -134,8 +142,37 @@ pub fn write_bundle(out: &Path, b: &BundleOut) -> Result<()> {
         router,
         tasks,
     };
-    let json = serde_json::to_string_pretty(&manifest).map_err(|e| Error::json(MANIFEST_FILE, e))?;
+    write_manifest(out, &manifest)
+}
+
+fn write_manifest(out: &Path, manifest: &Manifest) -> Result<()> {
+    let json = serde_json::to_string_pretty(manifest).map_err(|e| Error::json(MANIFEST_FILE, e))?;
     write_atomic(&out.join(MANIFEST_FILE), (json + "\n").as_bytes())
+}
+
+/// Writes the Hugging Face reward model in `dir` as a bundle in `out` (`dmoerm import`): its
+/// files under `backbone/` and the manifest its config implies ([`super::hf`]). With several
+/// output labels, `reward` names the label whose score is the reward (default: label 0).
+pub fn import(dir: &Path, out: &Path, reward: Option<&str>) -> Result<Manifest> {
+    let mut manifest = super::hf::manifest(dir)?;
+    if let Some(label) = reward {
+        let task = &mut manifest.tasks[0];
+        let index = task.experts.iter().position(|e| e.name == label).ok_or_else(|| {
+            let labels: Vec<&str> = task.experts.iter().map(|e| e.name.as_str()).collect();
+            Error::Input(format!("no label `{label}` (the model's labels: {})", labels.join(", ")))
+        })?;
+        if task.experts.len() > 1 {
+            task.combine = Some(Combine::Capability { index });
+        }
+    }
+    clear(out)?;
+    let files = BackboneFiles { dir: dir.to_path_buf(), spec: manifest.backbone.clone() };
+    manifest.backbone = copy_backbone(out, &files)?;
+    for e in manifest.tasks.iter_mut().flat_map(|t| t.experts.iter_mut()) {
+        e.head = format!("{}/{}", layout::BACKBONE_DIR, e.head);
+    }
+    write_manifest(out, &manifest)?;
+    Ok(manifest)
 }
 
 /// The backbone's files under `<out>/backbone/`: hard links where possible (the files can be
@@ -146,6 +183,7 @@ fn copy_backbone(out: &Path, files: &BackboneFiles) -> Result<BackboneSpec> {
     std::fs::create_dir_all(&bb).map_err(io(&bb))?;
     let mut names = vec![&spec.config, &spec.tokenizer];
     names.extend(&spec.weights);
+    names.extend(spec.tokenizer_config.iter().chain(&spec.chat_template));
     for f in names {
         let (from, to) = (files.dir.join(f), bb.join(f));
         if std::fs::hard_link(&from, &to).is_err() {
@@ -157,6 +195,8 @@ fn copy_backbone(out: &Path, files: &BackboneFiles) -> Result<BackboneSpec> {
         config: inside(&spec.config),
         weights: spec.weights.iter().map(inside).collect(),
         tokenizer: inside(&spec.tokenizer),
+        tokenizer_config: spec.tokenizer_config.as_ref().map(inside),
+        chat_template: spec.chat_template.as_ref().map(inside),
     })
 }
 

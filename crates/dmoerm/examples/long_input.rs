@@ -1,0 +1,50 @@
+//! One long conversation scored once on the CPU, with the time and memory it took: the dmoerm
+//! side of `benches/long/run.sh` (one process per input, so the peak memory is this input's).
+//!
+//!     long_input MODEL CONV_JSONL
+//!
+//! Prints one JSON line: tokens, reward, load and score seconds, and the process's resident
+//! memory after loading and at its peak (Linux `VmRSS` / `VmHWM`, MB).
+
+use std::time::Instant;
+
+use dmoerm::{Conversation, ConversationInput, DeviceChoice, RewardModel};
+
+/// A `/proc/self/status` field in MB (0 where there is none).
+fn status_mb(field: &str) -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.trim().strip_suffix("kB")?.trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+    kb / 1024.0
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let (Some(model), Some(conv)) = (args.get(1), args.get(2)) else {
+        return Err("usage: long_input MODEL CONV_JSONL".into());
+    };
+    let line = std::fs::read_to_string(conv)?;
+    let input: ConversationInput = serde_json::from_str(line.lines().next().unwrap_or_default())?;
+    let conv: Conversation = input.try_into()?;
+    let start = Instant::now();
+    let model = RewardModel::load(model, DeviceChoice::Cpu)?;
+    let load_seconds = start.elapsed().as_secs_f64();
+    let rss_loaded_mb = status_mb("VmRSS:");
+    let tokens = model.encode(&conv)?.expert.ids.len();
+    let start = Instant::now();
+    let score = model.score(&conv)?;
+    let seconds = start.elapsed().as_secs_f64();
+    let out = serde_json::json!({
+        "tokens": tokens,
+        "truncated": score.truncated,
+        "reward": score.reward,
+        "load_seconds": load_seconds,
+        "seconds": seconds,
+        "rss_loaded_mb": rss_loaded_mb,
+        "peak_rss_mb": status_mb("VmHWM:"),
+    });
+    println!("{out}");
+    Ok(())
+}

@@ -1,0 +1,154 @@
+//! Hugging Face reward models loaded as they are (no dmoerm.json): the chat template renders
+//! what transformers renders, a directory imports and packs to the same scores, several
+//! labels give one score each, and what cannot load says why. The scores themselves are
+//! checked against transformers by `parity.rs` (the `hf_*` fixtures).
+
+use dmoerm::text::Rendered;
+use dmoerm::{Combine, Conversation, Device, Error, Message, PackDtype, RewardModel, Role};
+use dmoerm_testkit::edit::copy_dir;
+use dmoerm_testkit::fixtures::{expected, fixture_dir, HF_FIXTURES};
+
+fn load(name: &str) -> RewardModel {
+    RewardModel::load_on(fixture_dir(name), Device::flex()).expect("the Hugging Face directory loads")
+}
+
+fn tmp(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("dmoerm-hf-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+#[test]
+fn chat_templates_render_the_text_transformers_renders() {
+    let mut checked = 0;
+    for name in HF_FIXTURES {
+        let model = load(name);
+        for (i, input) in expected(name).inputs.iter().enumerate() {
+            let Some(want) = &input.chat_text else { continue };
+            match model.encoder().expert_text(&input.conversation()).unwrap() {
+                Rendered::Text { text, .. } => assert_eq!(&text, want, "{name} input {i}"),
+                other => panic!("{name}: expected one text, got {other:?}"),
+            }
+            checked += 1;
+        }
+    }
+    // four of the five fixtures have a template (BERT reads a text pair)
+    assert_eq!(checked, 4 * 5 - 1, "every templated input was compared");
+}
+
+#[test]
+fn a_template_that_refuses_a_conversation_is_an_input_error_with_its_message() {
+    let model = load("hf_mistral");
+    let conv = Conversation::with_messages(
+        vec![
+            Message { role: Role::System, content: "Be brief.".into() },
+            Message { role: Role::User, content: "Hi".into() },
+        ],
+        "Hello.",
+    );
+    match model.score(&conv) {
+        Err(Error::Input(message)) => assert!(message.contains("Conversation roles must alternate"), "{message}"),
+        other => panic!("expected an input error, got {other:?}"),
+    }
+}
+
+#[test]
+fn several_labels_give_one_score_each_and_label_0_is_the_reward() {
+    let name = "hf_qwen3_multilabel";
+    let mut model = load(name);
+    let exp = expected(name);
+    let conv = exp.inputs[0].conversation();
+    let score = model.score(&conv).unwrap();
+    // in label order (id2label), label 0 the reward
+    let names: Vec<&str> = score.capabilities.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["helpfulness", "correctness", "verbosity"]);
+    assert_eq!(score.reward, score.capabilities[0].1);
+    // another label as the reward
+    assert_eq!(model.set_combine(Combine::Capability { index: 1 }), 1);
+    assert_eq!(model.score(&conv).unwrap().reward, score.capabilities[1].1);
+}
+
+#[test]
+fn an_imported_or_packed_directory_scores_as_the_directory_does() {
+    for name in HF_FIXTURES {
+        let direct = load(name);
+        let convs: Vec<Conversation> = expected(name).inputs.iter().map(|i| i.conversation()).collect();
+        let want = direct.score_batch(&convs).unwrap();
+
+        let out = tmp(name);
+        let manifest = dmoerm::bundle::write::import(&fixture_dir(name), &out, None).unwrap();
+        assert_eq!(manifest, RewardModel::load_on(&out, Device::flex()).unwrap().manifest().clone());
+        let imported = RewardModel::load_on(&out, Device::flex()).unwrap();
+        assert_eq!(imported.score_batch(&convs).unwrap(), want, "{name}: imported bundle");
+
+        let (bytes, _) = dmoerm::pack_bytes(&fixture_dir(name), PackDtype::Keep).unwrap();
+        let packed = RewardModel::from_packed_bytes(name, bytes, Device::flex()).unwrap();
+        assert_eq!(packed.score_batch(&convs).unwrap(), want, "{name}: packed directory");
+    }
+    // the reward label is chosen by name
+    let out = tmp("label");
+    let m = dmoerm::bundle::write::import(&fixture_dir("hf_qwen3_multilabel"), &out, Some("verbosity")).unwrap();
+    assert_eq!(m.tasks[0].combine, Some(Combine::Capability { index: 2 }));
+    let err = dmoerm::bundle::write::import(&fixture_dir("hf_qwen3_multilabel"), &out, Some("nope")).unwrap_err();
+    assert!(err.to_string().contains("helpfulness, correctness, verbosity"), "{err}");
+}
+
+#[test]
+fn a_directory_that_is_not_a_supported_reward_model_says_why() {
+    // a causal LM (the llama fixture's backbone): not a reward model
+    match RewardModel::load_on(fixture_dir("llama").join("backbone"), Device::flex()) {
+        Err(Error::Unsupported { file, message }) => {
+            assert_eq!(file, "config.json");
+            assert!(
+                message.contains("LlamaForCausalLM") && message.contains("LlamaForSequenceClassification"),
+                "{message}"
+            );
+        }
+        other => panic!("expected Unsupported, got {other:?}"),
+    }
+    // PyTorch .bin weights only
+    let dir = tmp("bin");
+    copy_dir(&fixture_dir("hf_llama3"), &dir);
+    std::fs::rename(dir.join("model.safetensors"), dir.join("pytorch_model.bin")).unwrap();
+    match RewardModel::load_on(&dir, Device::flex()) {
+        Err(Error::Bundle { message, .. }) => assert!(message.contains("safetensors"), "{message}"),
+        other => panic!("expected a bundle error, got {other:?}"),
+    }
+    // a template that does not compile
+    let dir = tmp("badtemplate");
+    copy_dir(&fixture_dir("hf_llama3"), &dir);
+    std::fs::write(dir.join("chat_template.jinja"), "{% for m in messages %}").unwrap();
+    match RewardModel::load_on(&dir, Device::flex()) {
+        Err(Error::Bundle { file, message }) => {
+            assert_eq!(file, "chat_template.jinja");
+            assert!(message.contains("does not compile"), "{message}");
+        }
+        other => panic!("expected a bundle error, got {other:?}"),
+    }
+}
+
+/// Truncation with a chat template or a text pair follows the documented policy: the oldest
+/// context goes first, the response and the template's own tokens stay.
+#[test]
+fn chat_templates_and_text_pairs_truncate_the_history_first() {
+    for (name, max) in [("hf_qwen2", 80), ("hf_bert", 48)] {
+        let out = tmp(&format!("truncate-{name}"));
+        let mut manifest = dmoerm::bundle::write::import(&fixture_dir(name), &out, None).unwrap();
+        let full = RewardModel::load_on(&out, Device::flex()).unwrap();
+        manifest.input.max_length = max;
+        std::fs::write(out.join("dmoerm.json"), serde_json::to_string(&manifest).unwrap()).unwrap();
+        let short = RewardModel::load_on(&out, Device::flex()).unwrap();
+        // a long prompt, a short response
+        let conv = expected(name).inputs[4].conversation();
+        assert!(conv.messages[0].content.len() > 200 && conv.response.len() < 40);
+        let (all, cut) = (full.encode(&conv).unwrap().expert, short.encode(&conv).unwrap().expert);
+        assert!(all.ids.len() > max && !all.truncated, "{name}: the input is longer than {max} tokens");
+        assert!(cut.truncated && cut.ids.len() == max, "{name}: {} tokens", cut.ids.len());
+        // the end (response and closing tokens) is kept whole; so is the start of the text
+        let tail = 12;
+        assert_eq!(cut.ids[max - tail..], all.ids[all.ids.len() - tail..], "{name}: the response stays");
+        assert_eq!(cut.ids[..1], all.ids[..1], "{name}: the first (special) token stays");
+        assert_eq!(cut.type_ids.len(), if name == "hf_bert" { max } else { 0 }, "{name}: token types follow the ids");
+        assert!(short.score(&conv).unwrap().truncated);
+    }
+}
