@@ -3,8 +3,9 @@
 //!
 //!     long_input MODEL CONV_JSONL
 //!
-//! Prints one JSON line: tokens, reward, load and score seconds, and the process's resident
-//! memory after loading and at its peak (Linux `VmRSS` / `VmHWM`, MB).
+//! Prints one JSON line: tokens, reward, load and score seconds, and the resident memory
+//! (Linux `VmRSS` / `VmHWM`, MB) after loading, at the loading's peak, and at the scoring's
+//! peak.
 
 use std::time::Instant;
 
@@ -32,6 +33,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let model = RewardModel::load(model, DeviceChoice::Cpu)?;
     let load_seconds = start.elapsed().as_secs_f64();
     let rss_loaded_mb = status_mb("VmRSS:");
+    let load_peak_rss_mb = status_mb("VmHWM:");
+    // restart the peak count (Linux: "5" resets VmHWM to the current RSS), so the peak below
+    // is the scoring's
+    let scoring_peak_counted = std::fs::write("/proc/self/clear_refs", "5").is_ok();
     let tokens = model.encode(&conv)?.expert.ids.len();
     let start = Instant::now();
     let score = model.score(&conv)?;
@@ -43,7 +48,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "load_seconds": load_seconds,
         "seconds": seconds,
         "rss_loaded_mb": rss_loaded_mb,
+        "load_peak_rss_mb": load_peak_rss_mb,
+        // the peak while scoring (without the reset: the process's peak)
         "peak_rss_mb": status_mb("VmHWM:"),
+        "scoring_peak_counted": scoring_peak_counted,
     });
     println!("{out}");
     Ok(())

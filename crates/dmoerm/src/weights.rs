@@ -12,6 +12,7 @@
 //! also hold int8 weights quantised per row: tensor `T` as i8 plus `T::scale` (f32, one per
 //! row of `T`); `T[r, ..] = q[r, ..] * scale[r]`.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Display;
 use std::path::Path;
@@ -40,12 +41,52 @@ pub struct Entry {
 /// One parsed and validated safetensors buffer.
 #[derive(Debug)]
 pub struct SafetensorsBuffer {
-    bytes: Vec<u8>,
+    data: Data,
     entries: HashMap<String, Entry>,
     metadata: HashMap<String, String>,
 }
 
+/// Where a buffer's tensor bytes are: in memory (a packed bundle), or in a bundle directory's
+/// file, read one tensor at a time when it is loaded, so that loading never holds a whole
+/// file beside the tensors made from it.
+#[derive(Debug)]
+enum Data {
+    Memory(Vec<u8>),
+    #[cfg(unix)]
+    File(std::fs::File),
+}
+
 impl SafetensorsBuffer {
+    /// Opens the safetensors file at `path` (`file` names it in errors): reads and checks its
+    /// header now, each tensor when it is read.
+    #[cfg(unix)]
+    pub fn open(file: &str, path: &Path) -> Result<Self> {
+        use std::io::Read;
+        let io = |source| Error::Io { path: path.display().to_string(), source };
+        let bad = |message: String| Error::Safetensors { file: file.to_string(), message };
+        let mut f = std::fs::File::open(path).map_err(io)?;
+        let len = f.metadata().map_err(io)?.len() as usize;
+        let mut n = [0u8; 8];
+        f.read_exact(&mut n).map_err(|_| bad("the file is shorter than its header".into()))?;
+        let n = u64::from_le_bytes(n) as usize;
+        if n > 100_000_000 || n.saturating_add(8) > len {
+            return Err(bad(format!("header length {n} does not fit the file ({len} bytes)")));
+        }
+        let mut header = vec![0u8; n];
+        f.read_exact(&mut header).map_err(io)?;
+        // checks the dtypes and shapes against the offsets, and that the offsets tile the data
+        let meta: safetensors::tensor::Metadata = serde_json::from_slice(&header).map_err(|e| bad(e.to_string()))?;
+        let data_end = meta.tensors().values().map(|t| t.data_offsets.1).max().unwrap_or(0);
+        if 8 + n + data_end != len {
+            return Err(bad(format!("the tensors end at byte {} of a {len}-byte file", 8 + n + data_end)));
+        }
+        Ok(Self {
+            data: Data::File(f),
+            entries: entries(&meta, 8 + n),
+            metadata: meta.metadata().clone().unwrap_or_default(),
+        })
+    }
+
     /// Parses `bytes`; `file` names the buffer in errors.
     pub fn parse(file: &str, bytes: Vec<u8>) -> Result<Self> {
         let bad =
@@ -53,19 +94,37 @@ impl SafetensorsBuffer {
         // Checks the header, the dtypes and shapes against the offsets, and that the offsets
         // tile the data section exactly.
         let (header_len, meta) = SafeTensors::read_metadata(&bytes).map_err(bad)?;
-        let data_start = 8 + header_len;
-        let entries = meta
-            .tensors()
-            .into_iter()
-            .map(|(name, info)| {
-                let (s, e) = info.data_offsets;
-                let entry =
-                    Entry { dtype: info.dtype, shape: info.shape.clone(), start: data_start + s, end: data_start + e };
-                (name, entry)
-            })
-            .collect();
         let metadata = meta.metadata().clone().unwrap_or_default();
-        Ok(Self { bytes, entries, metadata })
+        Ok(Self { entries: entries(&meta, 8 + header_len), data: Data::Memory(bytes), metadata })
+    }
+
+    /// The bytes of `entry`.
+    fn bytes(&self, entry: &Entry) -> std::io::Result<Cow<'_, [u8]>> {
+        match &self.data {
+            Data::Memory(bytes) => Ok(Cow::Borrowed(&bytes[entry.start..entry.end])),
+            #[cfg(unix)]
+            Data::File(f) => {
+                use std::os::unix::fs::FileExt;
+                let mut bytes = vec![0u8; entry.end - entry.start];
+                f.read_exact_at(&mut bytes, entry.start as u64)?;
+                Ok(Cow::Owned(bytes))
+            }
+        }
+    }
+
+    /// An f32 tensor of a file read straight into its values (no byte copy beside them).
+    fn f32_values(&self, entry: &Entry) -> Option<std::io::Result<Vec<f32>>> {
+        #[cfg(all(unix, target_endian = "little"))]
+        if let (Data::File(f), Dtype::F32) = (&self.data, entry.dtype) {
+            use std::os::unix::fs::FileExt;
+            let mut values = vec![0f32; (entry.end - entry.start) / 4];
+            // SAFETY: the bytes of `values` (every bit pattern is a valid f32), which little-endian
+            // f32 data fills as it is stored
+            let bytes = unsafe { std::slice::from_raw_parts_mut(values.as_mut_ptr().cast::<u8>(), values.len() * 4) };
+            return Some(f.read_exact_at(bytes, entry.start as u64).map(|()| values));
+        }
+        let _ = entry;
+        None
     }
 
     pub fn metadata(&self) -> &HashMap<String, String> {
@@ -75,6 +134,17 @@ impl SafetensorsBuffer {
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.entries.keys().map(String::as_str)
     }
+}
+
+/// Each tensor's entry, its offsets made absolute (`data_start`: where the data section starts).
+fn entries(meta: &safetensors::tensor::Metadata, data_start: usize) -> HashMap<String, Entry> {
+    meta.tensors()
+        .into_iter()
+        .map(|(name, info)| {
+            let (s, e) = info.data_offsets;
+            (name, Entry { dtype: info.dtype, shape: info.shape.clone(), start: data_start + s, end: data_start + e })
+        })
+        .collect()
 }
 
 /// A view of tensors from one logical file of a bundle.
@@ -130,15 +200,16 @@ impl TensorFile {
     }
 
     /// The raw entry (dtype, shape, bytes) of a tensor.
-    pub fn raw(&self, name: &str) -> Result<(&Entry, &[u8])> {
+    pub fn raw(&self, name: &str) -> Result<(&Entry, Cow<'_, [u8]>)> {
         let (entry, buffer) = self.entry(name).ok_or_else(|| self.missing(name))?;
-        Ok((entry, &buffer.bytes[entry.start..entry.end]))
+        let bytes = buffer.bytes(entry).map_err(|source| Error::Io { path: self.file.clone(), source })?;
+        Ok((entry, bytes))
     }
 
     /// Reads a tensor as f32 values, checking its shape against `expected`
     /// (`None` accepts any shape). Returns the values and the shape.
     pub fn read_f32(&self, name: &str, expected: Option<&[usize]>) -> Result<(Vec<f32>, Vec<usize>)> {
-        let (entry, bytes) = self.raw(name)?;
+        let (entry, buffer) = self.entry(name).ok_or_else(|| self.missing(name))?;
         if let Some(expected) = expected {
             if entry.shape != expected {
                 return Err(Error::Shape {
@@ -149,10 +220,15 @@ impl TensorFile {
                 });
             }
         }
+        let io = |source| Error::Io { path: self.file.clone(), source };
+        if let Some(values) = buffer.f32_values(entry) {
+            return Ok((values.map_err(io)?, entry.shape.clone()));
+        }
+        let bytes = buffer.bytes(entry).map_err(io)?;
         let values = if entry.dtype == Dtype::I8 {
-            self.dequantize(name, entry, bytes)?
+            self.dequantize(name, entry, &bytes)?
         } else {
-            to_f32(bytes, entry.dtype).ok_or_else(|| Error::Dtype {
+            to_f32(&bytes, entry.dtype).ok_or_else(|| Error::Dtype {
                 file: self.file.clone(),
                 tensor: name.to_string(),
                 dtype: format!("{:?}", entry.dtype),
@@ -463,6 +539,36 @@ mod tests {
         assert_eq!(Scope::detect_root(&file, "bert.", "model.layers.3.scale").unwrap().key("x"), "x");
         let missing = Scope::detect_root(&file, "model.", "embed_tokens.weight").unwrap_err();
         assert!(matches!(missing, Error::MissingTensor { tensor, .. } if tensor == "model.embed_tokens.weight"));
+    }
+
+    /// A directory's file is read one tensor at a time; the values and the checks are those of
+    /// a file read whole.
+    #[cfg(unix)]
+    #[test]
+    fn a_file_opened_lazily_reads_as_one_read_whole() {
+        let device = Device::flex();
+        let mut out = TensorWriter::new();
+        out.insert_tensor("a", Tensor::<2>::from_floats([[1.0, -2.5], [3.0, 0.125]], &device)).unwrap();
+        out.insert("b", vec![7.0; 3], vec![3]);
+        let dir = std::env::temp_dir().join(format!("dmoerm-weights-{}", std::process::id()));
+        let path = dir.join("t.safetensors");
+        out.save(&path, BTreeMap::from([("k".to_string(), "v".to_string())])).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let whole =
+            TensorFile::new("t", Arc::new(SafetensorsBuffer::parse("t", bytes.clone()).unwrap()), String::new());
+        let lazy = SafetensorsBuffer::open("t", &path).unwrap();
+        assert_eq!(lazy.metadata().get("k").map(String::as_str), Some("v"));
+        let lazy = TensorFile::new("t", Arc::new(lazy), String::new());
+        for name in ["a", "b"] {
+            assert_eq!(lazy.read_f32(name, None).unwrap(), whole.read_f32(name, None).unwrap());
+            assert_eq!(lazy.raw(name).unwrap().1, whole.raw(name).unwrap().1);
+        }
+        assert_eq!(lazy.read_f32("a", None).unwrap().0, [1.0, -2.5, 3.0, 0.125]);
+        // a cut file and a lying header are refused when opened
+        std::fs::write(&path, &bytes[..bytes.len() - 4]).unwrap();
+        assert!(matches!(SafetensorsBuffer::open("t", &path), Err(Error::Safetensors { .. })));
+        std::fs::write(&path, [&u64::MAX.to_le_bytes()[..], b"{}"].concat()).unwrap();
+        assert!(matches!(SafetensorsBuffer::open("t", &path), Err(Error::Safetensors { .. })));
     }
 
     #[test]

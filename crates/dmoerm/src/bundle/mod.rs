@@ -173,9 +173,14 @@ impl Source {
                     return Ok(TensorFile::new(path, b.clone(), String::new()));
                 }
                 let full = resolve_inside(root, path)?;
-                let bytes =
-                    std::fs::read(&full).map_err(|source| Error::Io { path: full.display().to_string(), source })?;
-                let buffer = Arc::new(SafetensorsBuffer::parse(path, bytes)?);
+                #[cfg(unix)]
+                let buffer = Arc::new(SafetensorsBuffer::open(path, &full)?);
+                #[cfg(not(unix))]
+                let buffer = {
+                    let bytes = std::fs::read(&full)
+                        .map_err(|source| Error::Io { path: full.display().to_string(), source })?;
+                    Arc::new(SafetensorsBuffer::parse(path, bytes)?)
+                };
                 cache.insert(path.to_string(), buffer.clone());
                 Ok(TensorFile::new(path, buffer, String::new()))
             }
@@ -274,7 +279,7 @@ pub fn pack_bytes(dir: &Path, dtype: PackDtype) -> Result<(Vec<u8>, PackReport)>
             let (dtype, data) = match dtype {
                 _ if !is_float(entry.dtype) => (entry.dtype, bytes.to_vec()),
                 PackDtype::Int8 { .. } if quantise => {
-                    let values = to_f32(bytes, entry.dtype).unwrap_or_default();
+                    let values = to_f32(&bytes, entry.dtype).unwrap_or_default();
                     let (codes, scales) = quantize_rows(&values, entry.shape[0]);
                     let scale_data = scales.iter().flat_map(|s| s.to_le_bytes()).collect();
                     let scale = Owned { dtype: Dtype::F32, shape: vec![entry.shape[0]], data: scale_data };
@@ -282,7 +287,7 @@ pub fn pack_bytes(dir: &Path, dtype: PackDtype) -> Result<(Vec<u8>, PackReport)>
                     (Dtype::I8, codes.iter().map(|&q| q as u8).collect())
                 }
                 PackDtype::F16 | PackDtype::Int8 { .. } if entry.dtype != Dtype::F16 => {
-                    let values = to_f32(bytes, entry.dtype).unwrap_or_default();
+                    let values = to_f32(&bytes, entry.dtype).unwrap_or_default();
                     (Dtype::F16, values.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect())
                 }
                 _ => (entry.dtype, bytes.to_vec()),
@@ -327,7 +332,7 @@ pub fn non_finite_tensors(path: &Path) -> Result<(Vec<NonFiniteTensor>, usize)> 
         let tensors = source.tensors(file)?;
         for name in tensors.names() {
             let (entry, bytes) = tensors.raw(&name)?;
-            let Some(values) = to_f32(bytes, entry.dtype) else { continue };
+            let Some(values) = to_f32(&bytes, entry.dtype) else { continue };
             scanned += 1;
             let count = values.iter().filter(|v| !v.is_finite()).count();
             if count > 0 {
