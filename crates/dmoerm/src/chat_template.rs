@@ -29,16 +29,10 @@ const SPECIAL_TOKENS: [&str; 7] =
     ["bos_token", "eos_token", "unk_token", "pad_token", "sep_token", "cls_token", "mask_token"];
 
 /// A compiled chat template with the tokenizer's special tokens.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ChatTemplate {
     env: Environment<'static>,
     special: Vec<(String, String)>,
-}
-
-impl Clone for ChatTemplate {
-    fn clone(&self) -> Self {
-        Self { env: self.env.clone(), special: self.special.clone() }
-    }
 }
 
 /// What a template renders: transformers' message dicts.

@@ -240,6 +240,16 @@ pub enum Backbone {
 }
 
 impl Backbone {
+    /// The longest sequence the backbone of a parsed `config.json` supports, with its family's
+    /// defaults (what [`max_positions`](Self::max_positions) of the loaded backbone gives).
+    pub fn config_max_positions(config_file: &str, config: &serde_json::Value) -> Result<usize> {
+        let ty = ModelType::deserialize(config).map_err(|e| Error::json(config_file, e))?;
+        Ok(match family_of(config_file, ty.model_type.as_deref())? {
+            Family::Llama => llama::LlamaConfig::from_value(config_file, config)?.max_position_embeddings,
+            Family::Bert => bert::BertConfig::from_value(config_file, config)?.max_position_embeddings,
+        })
+    }
+
     /// Reads `config.json` (`config_file` names it in errors) and the weights.
     pub fn load(config_file: &str, config_json: &str, weights: &TensorFile, device: &Device) -> Result<Self> {
         // parsed once; the family's config reads its fields from the same value

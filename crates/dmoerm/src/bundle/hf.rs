@@ -13,6 +13,7 @@ use super::keys;
 use super::manifest::{self, BackboneSpec, ExpertSpec, Manifest, TaskSpec, MANIFEST_FILE};
 use super::Source;
 use crate::aggregator::Combine;
+use crate::backbones::Backbone;
 use crate::chat_template::ChatTemplate;
 use crate::error::{Error, Result};
 use crate::pooling::Pooling;
@@ -127,7 +128,6 @@ struct ClassifierConfig {
     id2label: BTreeMap<String, String>,
     num_labels: Option<usize>,
     pad_token_id: Option<u32>,
-    max_position_embeddings: Option<usize>,
     #[serde(default)]
     model_type: String,
     #[serde(default)]
@@ -147,7 +147,8 @@ struct ClassifierConfig {
 pub(crate) fn reward_model_manifest(dir: &Path, source: &mut Source) -> Result<Manifest> {
     let backbone = backbone_spec(dir)?;
     let text = source.text(CONFIG)?;
-    let config: ClassifierConfig = serde_json::from_str(&text).map_err(|e| Error::json(CONFIG, e))?;
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::json(CONFIG, e))?;
+    let config = ClassifierConfig::deserialize(&value).map_err(|e| Error::json(CONFIG, e))?;
     let Some((arch, head)) = ARCHITECTURES.iter().find(|(a, _)| config.architectures.iter().any(|c| c == a)) else {
         let supported: Vec<&str> = ARCHITECTURES.iter().map(|(a, _)| *a).collect();
         return Err(Error::unsupported(
@@ -189,7 +190,6 @@ pub(crate) fn reward_model_manifest(dir: &Path, source: &mut Source) -> Result<M
         (false, Some(_)) => Pooling::LastNonPad,
         (false, None) => Pooling::Last,
     };
-    let default_positions = if bert { 512 } else { 2048 };
     let input = InputFormat {
         template: "{query}\n{response}".into(),
         router_template: "{query}".into(),
@@ -197,7 +197,8 @@ pub(crate) fn reward_model_manifest(dir: &Path, source: &mut Source) -> Result<M
         assistant_turn: "{content}".into(),
         system_turn: "{content}".into(),
         turn_separator: "\n".into(),
-        max_length: config.max_position_embeddings.unwrap_or(default_positions),
+        // the backbone's own limit, its family's default when the config has none
+        max_length: Backbone::config_max_positions(CONFIG, &value)?,
         add_special_tokens: !chat,
         pad_token_id: config.pad_token_id.unwrap_or(0),
         chat_template: chat,
