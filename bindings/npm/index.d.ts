@@ -64,5 +64,10 @@ export declare class RewardModel {
 
 /** Whether WebGPU is usable here. */
 export declare function webgpuAvailable(): Promise<boolean>;
+/**
+ * Size in bytes of the wasm instance's memory, shared by the models loaded into it. It only
+ * grows: the peak of everything loaded and computed so far (at most 4 GiB).
+ */
+export declare function wasmMemoryBytes(): Promise<number>;
 /** Deletes the cached model downloads; resolves to whether there was a cache. */
 export declare function clearCache(): Promise<boolean>;

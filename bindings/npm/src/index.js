@@ -18,13 +18,14 @@ function loadWasm() {
     instance = (async () => {
       const glue = await import(`../wasm/dmoerm_wasm.js${gen > 1 ? `?instance=${gen}` : ''}`);
       const url = new URL('../wasm/dmoerm_wasm_bg.wasm', import.meta.url);
+      let exports;
       if (isNode) {
         const { readFile } = await import('node:fs/promises');
-        await glue.default({ module_or_path: await readFile(url) });
+        exports = await glue.default({ module_or_path: await readFile(url) });
       } else {
-        await glue.default({ module_or_path: url });
+        exports = await glue.default({ module_or_path: url });
       }
-      return { glue, gen };
+      return { glue, gen, memory: exports.memory };
     })();
     instance.catch(() => {
       instance = null;
@@ -56,6 +57,15 @@ async function guard(what, wasm, fn) {
 export async function webgpuAvailable() {
   const wasm = await loadWasm();
   return wasm.glue.webgpuAdapter();
+}
+
+/**
+ * The size in bytes of the wasm instance's memory, which the models loaded into it share. It
+ * only grows: this is the peak of everything loaded and computed so far (at most 4 GiB).
+ */
+export async function wasmMemoryBytes() {
+  const wasm = await loadWasm();
+  return wasm.memory.buffer.byteLength;
 }
 
 function cacheKey(url, version) {
@@ -98,21 +108,33 @@ async function download(url, { onProgress, cache = true, version } = {}) {
     }
   }
   const total = Number(response.headers.get('content-length')) || 0;
+  // With a length, the bytes go straight into one array (a large model is not held twice);
+  // without one, or when more arrives (a compressed transfer), they are joined at the end.
+  let whole = total ? new Uint8Array(total) : null;
   const chunks = [];
   let loaded = 0;
   const reader = response.body.getReader();
   for (;;) {
     const { done, value } = await reader.read();
     if (done) break;
-    chunks.push(value);
+    if (whole && loaded + value.length <= whole.length) {
+      whole.set(value, loaded);
+    } else {
+      if (whole) chunks.push(whole.subarray(0, loaded));
+      whole = null;
+      chunks.push(value);
+    }
     loaded += value.length;
-    onProgress?.({ status: 'download', loaded, total, fraction: total ? loaded / total : 0, cached });
+    onProgress?.({ status: 'download', loaded, total, fraction: total ? Math.min(loaded / total, 1) : 0, cached });
   }
-  const bytes = new Uint8Array(loaded);
-  let at = 0;
-  for (const c of chunks) {
-    bytes.set(c, at);
-    at += c.length;
+  let bytes = whole?.subarray(0, loaded);
+  if (!bytes) {
+    bytes = new Uint8Array(loaded);
+    let at = 0;
+    for (const c of chunks) {
+      bytes.set(c, at);
+      at += c.length;
+    }
   }
   onProgress?.({ status: 'download', loaded, total: loaded, fraction: 1, cached });
   if (store && !cached) {
@@ -140,6 +162,7 @@ export class RewardModel {
 
   /**
    * Loads a packed bundle (`dmoerm pack`) from a URL (a file path in Node) or from bytes.
+   * The bytes stay in JavaScript memory; wasm reads them one tensor at a time.
    * options: device 'auto' | 'webgpu' | 'cpu'; onProgress(event) with `event.status`
    * 'download' ({loaded, total, fraction, cached}, as bytes arrive), 'load' ({bytes}: the bundle is
    * being read onto the device) and 'ready' ({device}); cache (default true: the Cache API keeps

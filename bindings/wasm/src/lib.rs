@@ -9,6 +9,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use dmoerm::text::history;
+use dmoerm::weights::{ReadAt, SafetensorsBuffer};
 use dmoerm::{Conversation, ConversationInput, Device, Message, RewardModel};
 use js_sys::{Promise, Reflect};
 use serde::Serialize;
@@ -69,17 +70,38 @@ pub async fn webgpu_adapter() -> bool {
     matches!(JsFuture::from(promise).await, Ok(adapter) if !adapter.is_null() && !adapter.is_undefined())
 }
 
-/// The wasm32 address space is 4 GiB; loading needs the file, the f32 weights and room to
-/// compute. Refuse early, with a message, instead of aborting when an allocation fails.
-fn check_memory(name: &str, bytes: &[u8]) -> Result<(), JsValue> {
-    let (_, meta) = safetensors::SafeTensors::read_metadata(bytes)
+/// A packed bundle kept in JavaScript memory: loading copies one tensor at a time into wasm,
+/// so the file itself never takes room in wasm's 4 GiB.
+#[derive(Debug, Clone)]
+struct JsBytes(js_sys::Uint8Array);
+
+impl ReadAt for JsBytes {
+    fn size(&self) -> std::io::Result<u64> {
+        Ok(u64::from(self.0.length()))
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        let end = offset.checked_add(buf.len() as u64).filter(|&e| e <= u64::from(self.0.length()));
+        let (Ok(start), Some(Ok(end))) = (u32::try_from(offset), end.map(u32::try_from)) else {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        };
+        self.0.subarray(start, end).copy_to(buf);
+        Ok(())
+    }
+}
+
+/// The wasm32 address space is 4 GiB; loading needs the f32 weights, one more f32 copy of the
+/// largest tensor while it is read, and room to compute. Refuse early, with a message, instead
+/// of aborting when an allocation fails.
+fn check_memory(name: &str, bytes: &JsBytes) -> Result<(), JsValue> {
+    let buffer = SafetensorsBuffer::from_reader(name, Box::new(bytes.clone()))
         .map_err(|e| js_error(format!("{name}: not a packed dmoerm bundle ({e})")))?;
-    let values: usize = meta.tensors().values().map(|t| t.shape.iter().product::<usize>()).sum();
-    let needed = bytes.len() as u64 + 4 * values as u64;
-    const LIMIT: u64 = 3 << 30;
+    let (largest, values) = buffer.sizes();
+    let needed = 4 * (values as u64 + largest as u64);
+    const LIMIT: u64 = 7 << 29; // 3.5 GiB: 0.5 GiB stays for the code, the stack and activations
     if needed > LIMIT {
         return Err(js_error(format!(
-            "{name}: out of memory: the model needs about {:.1} GB as f32, more than the {:.0} GB a wasm page can address",
+            "{name}: out of memory: the model needs about {:.1} GB as f32, more than the {:.1} GB a wasm page can give it",
             needed as f64 / 1e9,
             LIMIT as f64 / 1e9
         )));
@@ -146,7 +168,8 @@ impl Model {
     /// `"cpu"`). Synchronous, so that a trap while parsing a bad bundle surfaces in the
     /// caller's `try`.
     #[wasm_bindgen(js_name = fromBytes)]
-    pub fn from_bytes(bytes: Vec<u8>, device: &str, name: &str) -> Result<Model, JsValue> {
+    pub fn from_bytes(bytes: js_sys::Uint8Array, device: &str, name: &str) -> Result<Model, JsValue> {
+        let bytes = JsBytes(bytes);
         check_memory(name, &bytes)?;
         let (dev, label) = match device {
             "webgpu" => (
@@ -158,7 +181,7 @@ impl Model {
             "cpu" => (Device::flex(), "cpu"),
             other => return Err(js_error(format!("device '{other}': expected 'webgpu' or 'cpu'"))),
         };
-        let inner = RewardModel::from_packed_bytes(name, bytes, dev).map_err(js_error)?;
+        let inner = RewardModel::from_packed_reader(name, Box::new(bytes), dev).map_err(js_error)?;
         Ok(Model { inner: Rc::new(inner), device: label })
     }
 

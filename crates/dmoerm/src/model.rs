@@ -119,6 +119,13 @@ impl RewardModel {
         Self::from_source(Source::packed(name, bytes)?, device)
     }
 
+    /// Loads a packed bundle from a reader, one tensor at a time: loading holds the model's
+    /// tensors and one tensor's stored bytes, never the whole file (in a browser the bundle
+    /// stays in JavaScript memory, outside wasm's 4 GB).
+    pub fn from_packed_reader(name: &str, reader: Box<dyn crate::weights::ReadAt>, device: Device) -> Result<Self> {
+        Self::from_source(Source::packed_reader(name, reader)?, device)
+    }
+
     fn from_source(mut source: Source, device: Device) -> Result<Self> {
         let manifest = source.manifest()?;
         Self::from_parts(source, manifest, device)

@@ -22,7 +22,7 @@ use burn::module::{Param, ParamId};
 use burn::nn::Linear;
 use burn::tensor::{Device, Tensor, TensorData};
 use safetensors::tensor::TensorView;
-use safetensors::{Dtype, SafeTensors};
+use safetensors::Dtype;
 
 use crate::error::{Error, Result};
 
@@ -46,14 +46,114 @@ pub struct SafetensorsBuffer {
     metadata: HashMap<String, String>,
 }
 
-/// Where a buffer's tensor bytes are: in memory (a packed bundle), or in a bundle directory's
-/// file, read one tensor at a time when it is loaded, so that loading never holds a whole
-/// file beside the tensors made from it.
+/// Random access to the bytes of a safetensors file that is not held in this process's memory
+/// as a whole: a file on disk, or, in a browser, a bundle kept in JavaScript memory, outside
+/// the 4 GB that wasm can address. A buffer over one reads each tensor when it is loaded, so
+/// that loading never holds a whole file beside the tensors made from it.
+pub trait ReadAt: std::fmt::Debug + SendSync {
+    /// The length in bytes.
+    fn size(&self) -> std::io::Result<u64>;
+    /// Fills `buf` with the bytes that start at `offset`.
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()>;
+}
+
+/// `Send + Sync` natively, where a loaded model may move between threads; nothing in wasm,
+/// where a reader holds JavaScript values, which are neither.
+#[cfg(not(target_family = "wasm"))]
+pub trait SendSync: Send + Sync {}
+#[cfg(not(target_family = "wasm"))]
+impl<T: Send + Sync> SendSync for T {}
+#[cfg(target_family = "wasm")]
+pub trait SendSync {}
+#[cfg(target_family = "wasm")]
+impl<T> SendSync for T {}
+
+#[cfg(unix)]
+impl ReadAt for std::fs::File {
+    fn size(&self) -> std::io::Result<u64> {
+        Ok(self.metadata()?.len())
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        std::os::unix::fs::FileExt::read_exact_at(self, buf, offset)
+    }
+}
+
+impl ReadAt for Vec<u8> {
+    fn size(&self) -> std::io::Result<u64> {
+        Ok(self.len() as u64)
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        let start = usize::try_from(offset).map_err(|_| std::io::ErrorKind::UnexpectedEof)?;
+        let bytes = start.checked_add(buf.len()).and_then(|end| self.get(start..end));
+        buf.copy_from_slice(bytes.ok_or(std::io::ErrorKind::UnexpectedEof)?);
+        Ok(())
+    }
+}
+
+/// Reads and checks a safetensors header: every tensor's byte size matches its dtype and
+/// shape, and the offsets tile the data section, which ends where the file does. These are
+/// safetensors' own checks, in u64: on wasm32 its `usize` arithmetic (sizes in bits) overflows
+/// for a tensor of 512 MiB, and a 0.6B model's embedding is 620 MB.
+fn read_header(file: &str, reader: &dyn ReadAt) -> Result<(HashMap<String, Entry>, HashMap<String, String>)> {
+    let io = |source| Error::Io { path: file.to_string(), source };
+    let bad = |message: String| Error::Safetensors { file: file.to_string(), message };
+    let len = reader.size().map_err(io)?;
+    if len < 8 {
+        return Err(bad("the file is shorter than its header".into()));
+    }
+    let mut n = [0u8; 8];
+    reader.read_exact_at(&mut n, 0).map_err(io)?;
+    let n = u64::from_le_bytes(n);
+    if n > 100_000_000 || n.saturating_add(8) > len {
+        return Err(bad(format!("header length {n} does not fit the file ({len} bytes)")));
+    }
+    let mut header = vec![0u8; n as usize];
+    reader.read_exact_at(&mut header, 8).map_err(io)?;
+    let header: HashMap<String, serde_json::Value> =
+        serde_json::from_slice(&header).map_err(|e| bad(format!("header: {e}")))?;
+    let mut metadata = HashMap::new();
+    let mut tensors = Vec::with_capacity(header.len());
+    for (name, value) in header {
+        if name == "__metadata__" {
+            metadata = serde_json::from_value(value).map_err(|e| bad(format!("__metadata__: {e}")))?;
+        } else {
+            let info: safetensors::tensor::TensorInfo =
+                serde_json::from_value(value).map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
+            tensors.push((name, info));
+        }
+    }
+    tensors.sort_by_key(|(_, info)| info.data_offsets);
+    let data_start = 8 + n;
+    let mut end = 0u64;
+    let mut entries = HashMap::with_capacity(tensors.len());
+    for (name, info) in tensors {
+        let (s, e) = (info.data_offsets.0 as u64, info.data_offsets.1 as u64);
+        if s != end || e < s {
+            return Err(bad(format!("tensor `{name}`: its offsets do not follow the previous tensor's")));
+        }
+        end = e;
+        let bits = info.shape.iter().try_fold(info.dtype.bitsize() as u64, |acc, &d| acc.checked_mul(d as u64));
+        if bits.is_none_or(|b| b % 8 != 0 || b / 8 != e - s) {
+            return Err(bad(format!("tensor `{name}`: {} bytes do not hold {:?} {:?}", e - s, info.dtype, info.shape)));
+        }
+        let (Ok(start), Ok(stop)) = (usize::try_from(data_start + s), usize::try_from(data_start + e)) else {
+            return Err(bad(format!("tensor `{name}` lies beyond what this platform can address")));
+        };
+        entries.insert(name, Entry { dtype: info.dtype, shape: info.shape, start, end: stop });
+    }
+    if data_start + end != len {
+        return Err(bad(format!("the tensors end at byte {} of a {len}-byte file", data_start + end)));
+    }
+    Ok((entries, metadata))
+}
+
+/// Where a buffer's tensor bytes are: in memory, or behind a [`ReadAt`].
 #[derive(Debug)]
 enum Data {
     Memory(Vec<u8>),
-    #[cfg(unix)]
-    File(std::fs::File),
+    Reader(Box<dyn ReadAt>),
 }
 
 impl SafetensorsBuffer {
@@ -61,70 +161,53 @@ impl SafetensorsBuffer {
     /// header now, each tensor when it is read.
     #[cfg(unix)]
     pub fn open(file: &str, path: &Path) -> Result<Self> {
-        use std::io::Read;
-        let io = |source| Error::Io { path: path.display().to_string(), source };
-        let bad = |message: String| Error::Safetensors { file: file.to_string(), message };
-        let mut f = std::fs::File::open(path).map_err(io)?;
-        let len = f.metadata().map_err(io)?.len() as usize;
-        let mut n = [0u8; 8];
-        f.read_exact(&mut n).map_err(|_| bad("the file is shorter than its header".into()))?;
-        let n = u64::from_le_bytes(n) as usize;
-        if n > 100_000_000 || n.saturating_add(8) > len {
-            return Err(bad(format!("header length {n} does not fit the file ({len} bytes)")));
-        }
-        let mut header = vec![0u8; n];
-        f.read_exact(&mut header).map_err(io)?;
-        // checks the dtypes and shapes against the offsets, and that the offsets tile the data
-        let meta: safetensors::tensor::Metadata = serde_json::from_slice(&header).map_err(|e| bad(e.to_string()))?;
-        let data_end = meta.tensors().values().map(|t| t.data_offsets.1).max().unwrap_or(0);
-        if 8 + n + data_end != len {
-            return Err(bad(format!("the tensors end at byte {} of a {len}-byte file", 8 + n + data_end)));
-        }
-        Ok(Self {
-            data: Data::File(f),
-            entries: entries(&meta, 8 + n),
-            metadata: meta.metadata().clone().unwrap_or_default(),
-        })
+        let f = std::fs::File::open(path).map_err(|source| Error::Io { path: path.display().to_string(), source })?;
+        Self::from_reader(file, Box::new(f))
+    }
+
+    /// A safetensors file behind `reader` (`file` names it in errors): reads and checks its
+    /// header now, each tensor when it is read.
+    pub fn from_reader(file: &str, reader: Box<dyn ReadAt>) -> Result<Self> {
+        let (entries, metadata) = read_header(file, reader.as_ref())?;
+        Ok(Self { data: Data::Reader(reader), entries, metadata })
     }
 
     /// Parses `bytes`; `file` names the buffer in errors.
     pub fn parse(file: &str, bytes: Vec<u8>) -> Result<Self> {
-        let bad =
-            |e: safetensors::SafeTensorError| Error::Safetensors { file: file.to_string(), message: e.to_string() };
-        // Checks the header, the dtypes and shapes against the offsets, and that the offsets
-        // tile the data section exactly.
-        let (header_len, meta) = SafeTensors::read_metadata(&bytes).map_err(bad)?;
-        let metadata = meta.metadata().clone().unwrap_or_default();
-        Ok(Self { entries: entries(&meta, 8 + header_len), data: Data::Memory(bytes), metadata })
+        let (entries, metadata) = read_header(file, &bytes)?;
+        Ok(Self { data: Data::Memory(bytes), entries, metadata })
     }
 
     /// The bytes of `entry`.
     fn bytes(&self, entry: &Entry) -> std::io::Result<Cow<'_, [u8]>> {
         match &self.data {
             Data::Memory(bytes) => Ok(Cow::Borrowed(&bytes[entry.start..entry.end])),
-            #[cfg(unix)]
-            Data::File(f) => {
-                use std::os::unix::fs::FileExt;
+            Data::Reader(r) => {
                 let mut bytes = vec![0u8; entry.end - entry.start];
-                f.read_exact_at(&mut bytes, entry.start as u64)?;
+                r.read_exact_at(&mut bytes, entry.start as u64)?;
                 Ok(Cow::Owned(bytes))
             }
         }
     }
 
-    /// An f32 tensor of a file read straight into its values (no byte copy beside them).
+    /// An f32 tensor behind a reader, read straight into its values (no byte copy beside them).
     fn f32_values(&self, entry: &Entry) -> Option<std::io::Result<Vec<f32>>> {
-        #[cfg(all(unix, target_endian = "little"))]
-        if let (Data::File(f), Dtype::F32) = (&self.data, entry.dtype) {
-            use std::os::unix::fs::FileExt;
+        #[cfg(target_endian = "little")]
+        if let (Data::Reader(r), Dtype::F32) = (&self.data, entry.dtype) {
             let mut values = vec![0f32; (entry.end - entry.start) / 4];
             // SAFETY: the bytes of `values` (every bit pattern is a valid f32), which little-endian
             // f32 data fills as it is stored
             let bytes = unsafe { std::slice::from_raw_parts_mut(values.as_mut_ptr().cast::<u8>(), values.len() * 4) };
-            return Some(f.read_exact_at(bytes, entry.start as u64).map(|()| values));
+            return Some(r.read_exact_at(bytes, entry.start as u64).map(|()| values));
         }
         let _ = entry;
         None
+    }
+
+    /// The number of values of the largest tensor, and of all tensors.
+    pub fn sizes(&self) -> (usize, usize) {
+        let count = |e: &Entry| e.shape.iter().product::<usize>();
+        (self.entries.values().map(count).max().unwrap_or(0), self.entries.values().map(count).sum())
     }
 
     pub fn metadata(&self) -> &HashMap<String, String> {
@@ -134,17 +217,6 @@ impl SafetensorsBuffer {
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.entries.keys().map(String::as_str)
     }
-}
-
-/// Each tensor's entry, its offsets made absolute (`data_start`: where the data section starts).
-fn entries(meta: &safetensors::tensor::Metadata, data_start: usize) -> HashMap<String, Entry> {
-    meta.tensors()
-        .into_iter()
-        .map(|(name, info)| {
-            let (s, e) = info.data_offsets;
-            (name, Entry { dtype: info.dtype, shape: info.shape.clone(), start: data_start + s, end: data_start + e })
-        })
-        .collect()
 }
 
 /// A view of tensors from one logical file of a bundle.

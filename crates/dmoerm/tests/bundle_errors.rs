@@ -204,6 +204,36 @@ fn truncated_packed_file() {
 }
 
 #[test]
+fn safetensors_headers_are_checked() {
+    use dmoerm::weights::SafetensorsBuffer;
+    let file = |header: &str, data: usize| {
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend(header.as_bytes());
+        bytes.extend(vec![0u8; data]);
+        SafetensorsBuffer::parse("t.safetensors", bytes)
+    };
+    let ok = file(
+        r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"I8","shape":[3],"data_offsets":[8,11]}}"#,
+        11,
+    );
+    assert_eq!(ok.unwrap().sizes(), (3, 5));
+    for (header, data, says) in [
+        (r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}}"#, 4, "do not hold"),
+        (r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#, 8, "offsets"),
+        (r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#, 8, "end at byte"),
+        (r#"{"a":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,4]}}"#, 4, "do not hold"),
+        (r#"{"a":{"dtype":"F33","shape":[1],"data_offsets":[0,4]}}"#, 4, "tensor `a`"),
+        (r#"{"__metadata__":{"k":1}}"#, 0, "__metadata__"),
+        ("{", 0, "header"),
+    ] {
+        match file(header, data) {
+            Err(Error::Safetensors { message, .. }) => assert!(message.contains(says), "{header}: {message}"),
+            other => panic!("{header}: expected a safetensors error, got {other:?}"),
+        }
+    }
+}
+
+#[test]
 fn plain_safetensors_is_not_a_packed_bundle() {
     let bytes = std::fs::read(fixture_dir("bert").join("heads.safetensors")).unwrap();
     let r = RewardModel::from_packed_bytes("heads.safetensors", bytes, Device::flex());

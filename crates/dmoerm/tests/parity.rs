@@ -117,6 +117,63 @@ fn packed_bundle_scores_like_its_directory() {
     }
 }
 
+/// A packed file behind [`ReadAt`], recording the size of every read.
+#[derive(Debug)]
+struct CountingReader {
+    bytes: Vec<u8>,
+    reads: std::sync::Mutex<Vec<usize>>,
+}
+
+impl dmoerm::weights::ReadAt for CountingReader {
+    fn size(&self) -> std::io::Result<u64> {
+        Ok(self.bytes.len() as u64)
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.reads.lock().unwrap().push(buf.len());
+        self.bytes.read_exact_at(buf, offset)
+    }
+}
+
+#[test]
+fn packed_bundle_loads_from_a_reader_one_tensor_at_a_time() {
+    use dmoerm::weights::{ReadAt, SafetensorsBuffer};
+    for name in ["llama", "bert"] {
+        let (bytes, _) = dmoerm::pack_bytes(&fixture_dir(name), PackDtype::Keep).unwrap();
+        let (largest, _) = SafetensorsBuffer::parse(name, bytes.clone()).unwrap().sizes();
+        let reader = std::sync::Arc::new(CountingReader { bytes: bytes.clone(), reads: Default::default() });
+        #[derive(Debug)]
+        struct Shared(std::sync::Arc<CountingReader>);
+        impl ReadAt for Shared {
+            fn size(&self) -> std::io::Result<u64> {
+                self.0.size()
+            }
+            fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+                self.0.read_exact_at(buf, offset)
+            }
+        }
+        let lazy = RewardModel::from_packed_reader(name, Box::new(Shared(reader.clone())), Device::flex()).unwrap();
+        let reads = reader.reads.lock().unwrap().clone();
+        // no read is larger than one tensor (at most 4 bytes a value; the header aside), and no
+        // byte is read twice
+        let header = 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        assert!(
+            reads.iter().all(|&n| n <= (4 * largest).max(header)),
+            "{name}: reads {reads:?}, largest tensor {largest}"
+        );
+        assert!(
+            reads.iter().sum::<usize>() <= bytes.len(),
+            "{name}: read {} of {} bytes",
+            reads.iter().sum::<usize>(),
+            bytes.len()
+        );
+        let exp = expected(name);
+        let convs: Vec<_> = exp.inputs.iter().map(|i| i.conversation()).collect();
+        let in_memory = RewardModel::from_packed_bytes(name, bytes, Device::flex()).unwrap();
+        assert_eq!(lazy.score_batch(&convs).unwrap(), in_memory.score_batch(&convs).unwrap(), "{name}");
+    }
+}
+
 #[test]
 fn int8_packed_bundle_stores_each_row_quantised_and_stays_close() {
     use dmoerm::weights::{quantize_rows, SafetensorsBuffer, TensorFile};

@@ -68,8 +68,12 @@ impl Source {
         if path.is_dir() {
             return Self::dir(path);
         }
-        let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.display().to_string(), source })?;
-        Self::packed(&path.display().to_string(), bytes)
+        let io = |source| Error::Io { path: path.display().to_string(), source };
+        // a packed file is read one tensor at a time, as a directory's files are
+        #[cfg(unix)]
+        return Self::packed_reader(&path.display().to_string(), Box::new(std::fs::File::open(path).map_err(io)?));
+        #[cfg(not(unix))]
+        Self::packed(&path.display().to_string(), std::fs::read(path).map_err(io)?)
     }
 
     /// A bundle directory: every file is read through [`resolve_inside`] its canonical path.
@@ -80,7 +84,15 @@ impl Source {
 
     /// A packed bundle from its bytes (`name` is used in errors).
     pub fn packed(name: &str, bytes: Vec<u8>) -> Result<Self> {
-        let buffer = SafetensorsBuffer::parse(name, bytes)?;
+        Self::packed_buffer(name, SafetensorsBuffer::parse(name, bytes)?)
+    }
+
+    /// A packed bundle behind a reader: its tensors are read one at a time as they load.
+    pub fn packed_reader(name: &str, reader: Box<dyn crate::weights::ReadAt>) -> Result<Self> {
+        Self::packed_buffer(name, SafetensorsBuffer::from_reader(name, reader)?)
+    }
+
+    fn packed_buffer(name: &str, buffer: SafetensorsBuffer) -> Result<Self> {
         let meta = buffer.metadata();
         if meta.get(PACKED_FORMAT_KEY).map(String::as_str) != Some(PACKED_FORMAT) {
             return Err(Error::bundle(name, "not a packed dmoerm bundle (no dmoerm.format metadata)"));
@@ -95,7 +107,7 @@ impl Source {
         let files_json = meta.get(PACKED_FILES_KEY).map(String::as_str).unwrap_or("{}");
         let files: HashMap<String, String> =
             serde_json::from_str(files_json).map_err(|e| Error::json(&format!("{name} [{PACKED_FILES_KEY}]"), e))?;
-        Ok(Source::Packed { name: name.to_string(), buffer: Arc::new(buffer), files, manifest })
+        Ok(Source::Packed { name: name.to_string(), buffer: shared(buffer), files, manifest })
     }
 
     /// What errors call the bundle: its directory, or the packed bundle's name.
@@ -174,12 +186,12 @@ impl Source {
                 }
                 let full = resolve_inside(root, path)?;
                 #[cfg(unix)]
-                let buffer = Arc::new(SafetensorsBuffer::open(path, &full)?);
+                let buffer = shared(SafetensorsBuffer::open(path, &full)?);
                 #[cfg(not(unix))]
                 let buffer = {
                     let bytes = std::fs::read(&full)
                         .map_err(|source| Error::Io { path: full.display().to_string(), source })?;
-                    Arc::new(SafetensorsBuffer::parse(path, bytes)?)
+                    shared(SafetensorsBuffer::parse(path, bytes)?)
                 };
                 cache.insert(path.to_string(), buffer.clone());
                 Ok(TensorFile::new(path, buffer, String::new()))
@@ -193,6 +205,13 @@ impl Source {
             }
         }
     }
+}
+
+/// A buffer the tensor files of a bundle share. In wasm it may hold JavaScript values (neither
+/// `Send` nor `Sync`; the instance has one thread).
+#[cfg_attr(target_family = "wasm", allow(clippy::arc_with_non_send_sync))]
+fn shared(buffer: SafetensorsBuffer) -> Arc<SafetensorsBuffer> {
+    Arc::new(buffer)
 }
 
 fn as_refs(file: &Option<(String, String)>) -> Option<(&str, &str)> {
