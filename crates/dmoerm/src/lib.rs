@@ -38,6 +38,7 @@ pub mod kernels;
 pub mod lora;
 pub mod model;
 pub mod pooling;
+pub mod quant;
 pub mod router;
 pub mod task;
 pub mod text;

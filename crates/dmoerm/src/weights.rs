@@ -25,6 +25,7 @@ use safetensors::tensor::TensorView;
 use safetensors::Dtype;
 
 use crate::error::{Error, Result};
+use crate::quant::Int8Matrix;
 
 /// Suffix of the per-row scales of an int8 tensor.
 pub const SCALE_SUFFIX: &str = "::scale";
@@ -326,6 +327,27 @@ impl TensorFile {
         Ok(bytes.iter().enumerate().map(|(i, &q)| q as i8 as f32 * scales[i / per_row.max(1)]).collect())
     }
 
+    /// The matrix `name`, `[rows, cols]`, as its int8 codes and row scales when the file stores
+    /// it so (a packed int8 bundle); `None` when it is a float tensor.
+    pub fn int8_matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Option<Int8Matrix>> {
+        let (entry, _) = self.entry(name).ok_or_else(|| self.missing(name))?;
+        if entry.dtype != Dtype::I8 {
+            return Ok(None);
+        }
+        if entry.shape != [rows, cols] {
+            return Err(Error::Shape {
+                file: self.file.clone(),
+                tensor: name.to_string(),
+                expected: vec![rows, cols],
+                found: entry.shape.clone(),
+            });
+        }
+        let (_, bytes) = self.raw(name)?;
+        let codes: Vec<i8> = bytes.iter().map(|&b| b as i8).collect();
+        let (scales, _) = self.read_f32(&format!("{name}{SCALE_SUFFIX}"), Some(&[rows]))?;
+        Ok(Int8Matrix::new(rows, cols, codes, scales))
+    }
+
     /// Reads a tensor of rank `D` with exactly the `expected` shape onto `device`.
     pub fn tensor<const D: usize>(&self, name: &str, expected: [usize; D], device: &Device) -> Result<Tensor<D>> {
         let (values, shape) = self.read_f32(name, Some(&expected))?;
@@ -411,6 +433,12 @@ impl<'a> Scope<'a> {
     /// This module's tensor `name` as f32 values and its shape (`None` accepts any shape).
     pub fn read_f32(&self, name: &str, expected: Option<&[usize]>) -> Result<(Vec<f32>, Vec<usize>)> {
         self.file.read_f32(&self.key(name), expected)
+    }
+
+    /// This module's `weight`, `[rows, cols]`, as int8 codes and row scales when the file
+    /// stores it so; `None` for a float tensor.
+    pub fn int8(&self, rows: usize, cols: usize) -> Result<Option<Int8Matrix>> {
+        self.file.int8_matrix(&self.key(crate::bundle::keys::WEIGHT), rows, cols)
     }
 
     /// This module's `weight` as a PyTorch linear weight `[out, in]`, transposed to `[in, out]`.

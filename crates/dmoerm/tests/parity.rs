@@ -211,14 +211,20 @@ fn int8_packed_bundle_stores_each_row_quantised_and_stays_close() {
         }
         assert!(quantised > 10, "{name}: {quantised} matrices");
 
-        // Scores move by quantisation noise only: within 5% of the range of the rewards.
-        let model = RewardModel::from_packed_bytes(name, bytes, Device::flex()).unwrap();
+        // Scores move by quantisation noise only. Weights alone (expanded to f32, as on an
+        // autodiff device): within 5% of the range of the rewards. Weights and activations in
+        // int8 (the CPU kernel, where this CPU has it): within 10%, these models being tiny
+        // (hidden size 32: a row's rounding error does not average out).
         let exp = expected(name);
         let rewards: Vec<f32> = exp.inputs.iter().map(|i| i.expected.reward).collect();
         let range = rewards.iter().cloned().fold(f32::MIN, f32::max) - rewards.iter().cloned().fold(f32::MAX, f32::min);
-        for input in &exp.inputs {
-            let (got, want) = (model.score(&input.conversation()).unwrap().reward, input.expected.reward);
-            assert!((got - want).abs() < 0.05 * range, "{name}: int8 reward {got} vs {want} (range {range})");
+        for (device, bound) in [(Device::flex().autodiff(), 0.05), (Device::flex(), 0.10)] {
+            let model = RewardModel::from_packed_bytes(name, bytes.clone(), device.clone()).unwrap();
+            for input in &exp.inputs {
+                let (got, want) = (model.score(&input.conversation()).unwrap().reward, input.expected.reward);
+                let what = format!("{name} on {device:?}: int8 reward {got} vs {want} (range {range})");
+                assert!((got - want).abs() < bound * range, "{what}");
+            }
         }
     }
 }

@@ -14,11 +14,10 @@
 use std::ops::Range;
 
 use burn::tensor::activation::gelu_approximate;
-use burn::tensor::module::embedding;
 use burn::tensor::{Device, Int, Tensor};
 use serde::Deserialize;
 
-use super::{attend, count, split_heads, LayerNorm, Projection, TokenBatch, Visibility};
+use super::{attend, split_heads, LayerNorm, Projection, Table, TokenBatch, Visibility};
 use crate::bundle::keys;
 use crate::error::{Error, Result};
 // exact GELU: natively a vectorised, parallel CPU path on flex (see `kernels`)
@@ -161,9 +160,9 @@ struct Layer {
 #[derive(Debug, Clone)]
 pub struct Bert {
     pub config: BertConfig,
-    word_embeddings: Tensor<2>,
-    position_embeddings: Tensor<2>,
-    token_type_embeddings: Tensor<2>,
+    word_embeddings: Table,
+    position_embeddings: Table,
+    token_type_embeddings: Table,
     embeddings_norm: LayerNorm,
     layers: Vec<Layer>,
     /// `pooler.dense`, when the checkpoint has it.
@@ -208,7 +207,7 @@ impl Bert {
             false => None,
         };
         let e = w.at("embeddings");
-        let table = |name: &str, rows| e.at(name).tensor(keys::WEIGHT, [rows, c.hidden_size], device);
+        let table = |name: &str, rows| Table::load(&e.at(name), rows, c.hidden_size, device);
         Ok(Self {
             word_embeddings: table("word_embeddings", c.vocab_size)?,
             position_embeddings: table("position_embeddings", c.max_position_embeddings)?,
@@ -250,9 +249,9 @@ impl Bert {
         let [b, seq] = batch.dims();
         let positions = Tensor::<1, Int>::arange(0..seq as i64, &device).reshape([1, seq]);
         let types = batch.type_ids.clone().unwrap_or_else(|| Tensor::<2, Int>::zeros([b, seq], &device));
-        let x = embedding(self.word_embeddings.clone(), batch.ids.clone())
-            + embedding(self.position_embeddings.clone(), positions)
-            + embedding(self.token_type_embeddings.clone(), types);
+        let x = self.word_embeddings.lookup(batch.ids.clone())
+            + self.position_embeddings.lookup(positions)
+            + self.token_type_embeddings.lookup(types);
         self.embeddings_norm.forward(x)
     }
 
@@ -308,9 +307,9 @@ impl Bert {
         let layers: usize = self.layers.iter().flat_map(Layer::projections).map(Projection::num_params).sum::<usize>()
             + 4 * h * self.layers.len();
         self.pooler.as_ref().map_or(0, Projection::num_params)
-            + count(&self.word_embeddings)
-            + count(&self.position_embeddings)
-            + count(&self.token_type_embeddings)
+            + self.word_embeddings.num_params()
+            + self.position_embeddings.num_params()
+            + self.token_type_embeddings.num_params()
             + 2 * h
             + layers
     }

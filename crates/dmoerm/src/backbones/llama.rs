@@ -14,12 +14,10 @@ use std::ops::Range;
 
 #[cfg(target_family = "wasm")]
 use burn::tensor::activation::silu;
-use burn::tensor::module::embedding;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::Deserialize;
 
-use super::{attend, count, split_heads, AttentionMask, Projection, RmsNorm, TokenBatch, Visibility};
-use crate::bundle::keys;
+use super::{attend, split_heads, AttentionMask, Projection, RmsNorm, Table, TokenBatch, Visibility};
 use crate::error::{Error, Result};
 // SiLU: natively a vectorised, parallel CPU path on flex (see `kernels`)
 #[cfg(not(target_family = "wasm"))]
@@ -289,7 +287,7 @@ struct DecoderLayer {
 #[derive(Debug, Clone)]
 pub struct Llama {
     pub config: LlamaConfig,
-    embed_tokens: Tensor<2>,
+    embed_tokens: Table,
     layers: Vec<DecoderLayer>,
     norm: RmsNorm,
 }
@@ -356,7 +354,7 @@ impl Llama {
             .map(|i| DecoderLayer::load(&w.at(LAYERS).at(i), c, device))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
-            embed_tokens: w.at("embed_tokens").tensor(keys::WEIGHT, [c.vocab_size, c.hidden_size], device)?,
+            embed_tokens: Table::load(&w.at("embed_tokens"), c.vocab_size, c.hidden_size, device)?,
             norm: RmsNorm::load(&w.at("norm"), c.hidden_size, c.rms_norm_eps, device)?,
             layers,
             config,
@@ -375,7 +373,7 @@ impl Llama {
 
     /// Token embeddings, `[B, S, hidden]`.
     pub fn embed(&self, batch: &TokenBatch) -> Tensor<3> {
-        embedding(self.embed_tokens.clone(), batch.ids.clone())
+        self.embed_tokens.lookup(batch.ids.clone())
     }
 
     /// Runs the decoder layers `range` on the hidden states `h` (`[B, S, hidden]`).
@@ -459,7 +457,7 @@ impl Llama {
             + if c.qk_norm { 2 * c.head_dim * c.num_hidden_layers } else { 0 };
         let projections: usize =
             self.layers.iter().flat_map(DecoderLayer::projections).map(Projection::num_params).sum();
-        count(&self.embed_tokens) + norms + projections
+        self.embed_tokens.num_params() + norms + projections
     }
 }
 

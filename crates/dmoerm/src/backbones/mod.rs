@@ -11,6 +11,7 @@ pub mod llama;
 
 use std::cell::OnceCell;
 use std::ops::Range;
+use std::sync::Arc;
 
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
@@ -20,6 +21,7 @@ use crate::bundle::keys;
 use crate::error::{Error, Result};
 use crate::lora::{AdapterGroup, Projections};
 use crate::pooling::Pooling;
+use crate::quant::{Int8Linear, Int8Matrix};
 use crate::weights::{Scope, TensorFile};
 
 /// A padded batch of token ids (right padding).
@@ -140,35 +142,148 @@ pub struct AttentionMask {
 pub struct Projection {
     /// Canonical module path, e.g. `layers.0.self_attn.q_proj`.
     pub path: String,
-    /// `[in, out]` (the transpose of PyTorch's weight).
-    weight: Tensor<2>,
-    bias: Option<Tensor<1>>,
+    weight: Weight,
+}
+
+/// A projection's weight and bias: f32 for burn's matmul (`weight` `[in, out]`, the transpose
+/// of PyTorch's), or, from an int8 bundle on a CPU with the int8 kernel, int8 ([`Int8Linear`],
+/// `[out, in]`, with the bias).
+#[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // one per module, never moved in bulk
+enum Weight {
+    F32 { weight: Tensor<2>, bias: Option<Tensor<1>> },
+    Int8(Arc<Int8Linear>),
 }
 
 impl Projection {
     /// Loads the linear module at `w`: `weight` `[out, in]`, and `bias` `[out]` when `bias`.
-    /// Its path is `w`'s canonical path.
+    /// Its path is `w`'s canonical path. An int8 weight stays int8 on the CPU (flex, not
+    /// autodiff) where it has the int8 kernel ([`Int8Linear::available`]); elsewhere it is
+    /// expanded to f32.
     pub fn load(w: &Scope, dims: (usize, usize), bias: bool, device: &Device) -> Result<Self> {
         let (d_in, d_out) = dims;
+        let path = w.path().to_string();
+        if int8_resident(device) && Int8Linear::available() {
+            if let Some(weight) = w.int8(d_out, d_in)? {
+                let bias = if bias { Some(w.read_f32(keys::BIAS, Some(&[d_out]))?.0) } else { None };
+                let linear = Int8Linear::new(&weight, bias.as_deref()).ok_or_else(|| Error::Shape {
+                    file: w.file().file.clone(),
+                    tensor: w.key(keys::BIAS),
+                    expected: vec![d_out],
+                    found: bias.as_ref().map_or(vec![], |b| vec![b.len()]),
+                })?;
+                return Ok(Self { path, weight: Weight::Int8(Arc::new(linear)) });
+            }
+        }
         let weight = w.linear_weight(d_in, d_out, device)?;
         let bias = if bias { Some(w.tensor(keys::BIAS, [d_out], device)?) } else { None };
-        Ok(Self { path: w.path().to_string(), weight, bias })
+        Ok(Self { path, weight: Weight::F32 { weight, bias } })
     }
 
     /// `(in, out)`
     pub fn dims(&self) -> (usize, usize) {
-        let [i, o] = self.weight.dims();
-        (i, o)
+        match &self.weight {
+            Weight::F32 { weight, .. } => {
+                let [i, o] = weight.dims();
+                (i, o)
+            }
+            Weight::Int8(weight) => {
+                let (o, i) = weight.dims();
+                (i, o)
+            }
+        }
     }
 
     /// # Shapes
     /// - x: `[B, S, in]`, output: `[B, S, out]`
     pub fn forward(&self, x: Tensor<3>, lora: Option<&AdapterGroup>) -> Tensor<3> {
         let delta = lora.and_then(|l| l.delta(&self.path, x.clone()));
-        let y = burn::tensor::module::linear(x, self.weight.clone(), self.bias.clone());
+        let y = match &self.weight {
+            Weight::F32 { weight, bias } => burn::tensor::module::linear(x, weight.clone(), bias.clone()),
+            Weight::Int8(weight) => {
+                let [b, s, _] = x.dims();
+                let device = x.device();
+                let y = weight.matmul(&host_values(x));
+                Tensor::from_data(TensorData::new(y, [b, s, weight.dims().0]), &device)
+            }
+        };
         match delta {
             Some(d) => y + d,
             None => y,
+        }
+    }
+
+    pub(crate) fn num_params(&self) -> usize {
+        match &self.weight {
+            Weight::F32 { weight, bias } => count(weight) + bias.as_ref().map_or(0, count),
+            Weight::Int8(weight) => weight.num_params(),
+        }
+    }
+}
+
+/// Whether int8 weights stay int8 on `device`: on the CPU backend, for inference (the host
+/// kernels of [`crate::quant`]; autodiff and wgpu get f32).
+fn int8_resident(device: &Device) -> bool {
+    // an autodiff device compares equal to the device it wraps
+    *device == Device::flex() && !device.is_autodiff()
+}
+
+/// A tensor's f32 values on the host (a flex tensor's are already there).
+fn host_values<const D: usize>(x: Tensor<D>) -> Vec<f32> {
+    let data = x.into_data();
+    match data.dtype() {
+        burn::tensor::DType::F32 => data.try_into_vec::<f32>().unwrap_or_default(),
+        _ => data.iter::<f32>().collect(),
+    }
+}
+
+/// An embedding table `[rows, dim]`: f32, or, from an int8 bundle on the CPU (flex, inference;
+/// every CPU, wasm included), int8 rows as packed; a lookup expands only the rows it reads.
+#[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // one per table, never moved in bulk
+pub enum Table {
+    F32(Tensor<2>),
+    Int8(Arc<Int8Matrix>),
+}
+
+impl Table {
+    /// The module at `w`'s `weight`, `[rows, dim]`.
+    pub fn load(w: &Scope, rows: usize, dim: usize, device: &Device) -> Result<Self> {
+        if int8_resident(device) {
+            if let Some(m) = w.int8(rows, dim)? {
+                return Ok(Table::Int8(Arc::new(m)));
+            }
+        }
+        Ok(Table::F32(w.tensor(keys::WEIGHT, [rows, dim], device)?))
+    }
+
+    /// The rows of `ids`; an id past the table gives NaN (its score is then an error).
+    ///
+    /// # Shapes
+    /// - ids: `[B, S]`, output: `[B, S, dim]`
+    pub fn lookup(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        match self {
+            Table::F32(t) => burn::tensor::module::embedding(t.clone(), ids),
+            Table::Int8(m) => {
+                let [b, s] = ids.dims();
+                let device = ids.device();
+                let dim = m.dims().1;
+                let mut out = Vec::with_capacity(b * s * dim);
+                for id in ids.into_data().iter::<i64>() {
+                    match usize::try_from(id).ok().and_then(|r| m.row(r)) {
+                        Some(row) => out.extend(row),
+                        None => out.extend(std::iter::repeat_n(f32::NAN, dim)),
+                    }
+                }
+                Tensor::from_data(TensorData::new(out, [b, s, dim]), &device)
+            }
+        }
+    }
+
+    pub(crate) fn num_params(&self) -> usize {
+        match self {
+            Table::F32(t) => count(t),
+            Table::Int8(m) => m.dims().0 * m.dims().1,
         }
     }
 }
@@ -508,10 +623,4 @@ pub(crate) fn merge_heads(x: Tensor<4>) -> Tensor<3> {
 /// Adds the sizes of tensors.
 pub(crate) fn count<const D: usize>(t: &Tensor<D>) -> usize {
     t.dims().iter().product()
-}
-
-impl Projection {
-    pub(crate) fn num_params(&self) -> usize {
-        count(&self.weight) + self.bias.as_ref().map_or(0, count)
-    }
 }
