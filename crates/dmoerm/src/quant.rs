@@ -37,8 +37,11 @@ const KG: usize = 4;
 const BK: usize = 64;
 /// Output columns per kernel tile: two 512-bit registers of 16 i32 lanes.
 const NR: usize = 32;
-/// Activation rows per kernel tile (6 x 2 integer and 6 x 2 f32 accumulators).
+/// Activation rows per kernel tile (6 x 2 integer and 6 x 2 f32 accumulators; the kernel's
+/// `block` is written out for 6).
 const MR: usize = 6;
+/// Row tiles per task at most (96 rows: with 1024 inputs, 96 KB of activation codes).
+const MAX_TILES: usize = 16;
 
 /// A `[rows, cols]` matrix of i8 codes with one f32 scale per row, resident as int8.
 #[derive(Debug, Clone)]
@@ -156,7 +159,15 @@ impl Int8Linear {
         let t = x.len() / self.inp;
         let mut y = vec![0f32; t * self.out];
         let vnni = Self::available();
-        // one task per MR activation rows: it quantises them and writes their output rows
+        // One task per chunk of rows: it quantises them and writes their output rows, one
+        // weight panel at a time over all its row tiles, so that each panel is read from memory
+        // once per chunk, not once per tile. Chunks of at most MAX_TILES tiles, small enough to
+        // give every thread two.
+        #[cfg(not(target_family = "wasm"))]
+        let threads = rayon::current_num_threads();
+        #[cfg(target_family = "wasm")]
+        let threads = 1;
+        let chunk = t.div_ceil(2 * threads).next_multiple_of(MR).clamp(MR, MAX_TILES * MR);
         let task = |(x, y): (&[f32], &mut [f32])| {
             let acts = Activations::quantize(x, self.inp, vnni);
             #[cfg(target_arch = "x86_64")]
@@ -167,7 +178,7 @@ impl Int8Linear {
             let _ = vnni;
             self.rows_portable(&acts, y);
         };
-        let rows = x.chunks(MR * self.inp).zip(y.chunks_mut(MR * self.out));
+        let rows = x.chunks(chunk * self.inp).zip(y.chunks_mut(chunk * self.out));
         #[cfg(not(target_family = "wasm"))]
         {
             use rayon::iter::{IntoParallelIterator, ParallelIterator};
@@ -202,12 +213,12 @@ impl Int8Linear {
     }
 }
 
-/// Up to MR activation rows quantised to `qx + 128` (u8), each block of BK values with its own
-/// scale, rows padded to whole blocks and the tile to MR rows with 128 (zero).
+/// Activation rows quantised to `qx + 128` (u8), each block of BK values with its own scale,
+/// rows padded to whole blocks and to whole tiles of MR rows with 128 (zero).
 struct Activations {
-    /// `[MR, in rounded up to BK]`.
+    /// `[rows rounded up to MR, in rounded up to BK]`.
     codes: Vec<u8>,
-    /// `[MR, blocks]` (0 for the padding).
+    /// `[rows rounded up to MR, blocks]` (0 for the padding).
     scales: Vec<f32>,
 }
 
@@ -215,9 +226,9 @@ impl Activations {
     fn quantize(x: &[f32], cols: usize, vnni: bool) -> Self {
         let stride = cols.next_multiple_of(BK);
         let blocks = stride / BK;
-        debug_assert!(x.len() / cols <= MR);
-        let mut codes = vec![128u8; MR * stride];
-        let mut scales = vec![0f32; MR * blocks];
+        let rows = (x.len() / cols).next_multiple_of(MR);
+        let mut codes = vec![128u8; rows * stride];
+        let mut scales = vec![0f32; rows * blocks];
         for ((q, a), x) in codes.chunks_mut(stride).zip(scales.chunks_mut(blocks)).zip(x.chunks(cols)) {
             for ((q, a), x) in q.chunks_mut(BK).zip(a.iter_mut()).zip(x.chunks(BK)) {
                 #[cfg(target_arch = "x86_64")]
@@ -291,63 +302,104 @@ mod x86 {
         max / 127.0
     }
 
-    /// The output rows of up to MR activation rows, NR columns at a time: per group of KG
-    /// inputs, two 64-byte weight loads, and per row one 4-byte broadcast and two `vpdpbusd`;
-    /// per block of BK inputs, the integer sums scaled into f32 accumulators.
+    /// The integer sums of one tile of MR activation rows (at `a`, rows `stride` bytes apart)
+    /// with one panel of NR outputs over the groups `groups`, in 12 registers (written out:
+    /// an array indexed in a loop stays in memory).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F and VNNI; `panel` holds the groups' 128 bytes each, `a` MR rows
+    /// of at least `groups.end * KG` bytes.
+    #[target_feature(enable = "avx512f,avx512vnni")]
+    unsafe fn block(
+        panel: *const i8,
+        a: *const u8,
+        stride: usize,
+        groups: std::ops::Range<usize>,
+    ) -> [[__m512i; 2]; MR] {
+        let z = _mm512_setzero_si512();
+        let (mut c00, mut c01, mut c10, mut c11, mut c20, mut c21) = (z, z, z, z, z, z);
+        let (mut c30, mut c31, mut c40, mut c41, mut c50, mut c51) = (z, z, z, z, z, z);
+        for g in groups {
+            // SAFETY: in bounds by the function's contract
+            unsafe {
+                let wp = panel.add(g * NR * KG);
+                let (w0, w1) = (_mm512_loadu_si512(wp.cast()), _mm512_loadu_si512(wp.add(64).cast()));
+                // row r's 4 bytes broadcast against both halves of the panel (a macro, not a
+                // closure: closures do not inherit the target features)
+                macro_rules! row {
+                    ($r:expr, $c0:ident, $c1:ident) => {
+                        let x = _mm512_set1_epi32(a.add($r * stride + g * KG).cast::<i32>().read_unaligned());
+                        $c0 = _mm512_dpbusd_epi32($c0, x, w0);
+                        $c1 = _mm512_dpbusd_epi32($c1, x, w1);
+                    };
+                }
+                row!(0, c00, c01);
+                row!(1, c10, c11);
+                row!(2, c20, c21);
+                row!(3, c30, c31);
+                row!(4, c40, c41);
+                row!(5, c50, c51);
+            }
+        }
+        [[c00, c01], [c10, c11], [c20, c21], [c30, c31], [c40, c41], [c50, c51]]
+    }
+
+    /// The output rows of the activation rows, NR columns at a time, and for each weight panel
+    /// of NR columns every tile of MR rows: per group of KG inputs, two 64-byte weight loads,
+    /// and per row one 4-byte broadcast and two `vpdpbusd`; per block of BK inputs, the
+    /// integer sums scaled into f32 accumulators.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     pub(super) fn rows_vnni(w: &Int8Linear, acts: &Activations, y: &mut [f32]) {
         let (stride, n_pad) = (w.inp.next_multiple_of(BK), w.scales.len());
         let blocks = stride / BK;
         let rows = y.len() / w.out;
-        assert!(rows <= MR && y.len() == rows * w.out && acts.codes.len() == MR * stride);
+        let tiles = rows.div_ceil(MR);
+        assert!(y.len() == rows * w.out && acts.codes.len() == tiles * MR * stride);
         assert!(
-            w.packed.len() == n_pad * stride && w.offsets.len() == blocks * n_pad && acts.scales.len() == MR * blocks
+            w.packed.len() == n_pad * stride
+                && w.offsets.len() == blocks * n_pad
+                && acts.scales.len() == tiles * MR * blocks
         );
-        let a = acts.codes.as_ptr();
         for nb in 0..n_pad / NR {
             let panel = w.packed[nb * stride * NR..].as_ptr();
-            let mut accf = [[_mm512_setzero_ps(); 2]; MR];
-            for b in 0..blocks {
-                let mut acc = [[_mm512_setzero_si512(); 2]; MR];
-                for g in b * BK / KG..(b + 1) * BK / KG {
-                    // SAFETY: the panel holds stride / KG groups of NR * KG = 128 bytes; the
-                    // activations MR rows of `stride` bytes (checked above)
-                    unsafe {
-                        let wp = panel.add(g * NR * KG);
-                        let (w0, w1) = (_mm512_loadu_si512(wp.cast()), _mm512_loadu_si512(wp.add(64).cast()));
-                        for (r, acc) in acc.iter_mut().enumerate() {
-                            let x = _mm512_set1_epi32(a.add(r * stride + g * KG).cast::<i32>().read_unaligned());
-                            acc[0] = _mm512_dpbusd_epi32(acc[0], x, w0);
-                            acc[1] = _mm512_dpbusd_epi32(acc[1], x, w1);
+            for tile in 0..tiles {
+                let a = acts.codes[tile * MR * stride..].as_ptr();
+                let a_scales = &acts.scales[tile * MR * blocks..(tile + 1) * MR * blocks];
+                let mut accf = [[_mm512_setzero_ps(); 2]; MR];
+                for b in 0..blocks {
+                    // SAFETY: the panel holds stride / KG groups of NR * KG = 128 bytes; the tile
+                    // MR rows of `stride` bytes (checked above)
+                    let acc = unsafe { block(panel, a, stride, b * BK / KG..(b + 1) * BK / KG) };
+                    for (r, (accf, acc)) in accf.iter_mut().zip(&acc).enumerate() {
+                        let scale = _mm512_set1_ps(a_scales[r * blocks + b]);
+                        for h in 0..2 {
+                            // SAFETY: offsets hold blocks rows of n_pad
+                            let off = unsafe {
+                                _mm512_loadu_si512(w.offsets.as_ptr().add(b * n_pad + nb * NR + 16 * h).cast())
+                            };
+                            let v = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[h], off));
+                            accf[h] = _mm512_add_ps(accf[h], _mm512_mul_ps(v, scale));
                         }
                     }
                 }
-                for (r, (accf, acc)) in accf.iter_mut().zip(&acc).enumerate() {
-                    let scale = _mm512_set1_ps(acts.scales[r * blocks + b]);
-                    for h in 0..2 {
-                        // SAFETY: offsets hold blocks rows of n_pad
-                        let off =
-                            unsafe { _mm512_loadu_si512(w.offsets.as_ptr().add(b * n_pad + nb * NR + 16 * h).cast()) };
-                        let v = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[h], off));
-                        accf[h] = _mm512_add_ps(accf[h], _mm512_mul_ps(v, scale));
+                // epilogue: acc * s[o] + b[o], as the portable kernel rounds it
+                for (r, accf) in accf.iter().enumerate().take(rows - tile * MR) {
+                    let row = tile * MR + r;
+                    for (h, &v) in accf.iter().enumerate() {
+                        let o = nb * NR + 16 * h;
+                        if o >= w.out {
+                            break;
+                        }
+                        // SAFETY: scales and bias are padded to whole NR blocks
+                        let (s, b) = unsafe {
+                            (_mm512_loadu_ps(w.scales.as_ptr().add(o)), _mm512_loadu_ps(w.bias.as_ptr().add(o)))
+                        };
+                        let v = _mm512_add_ps(_mm512_mul_ps(v, s), b);
+                        let n = (w.out - o).min(16);
+                        let out = &mut y[row * w.out + o..row * w.out + o + n];
+                        // SAFETY: the mask writes the first n lanes, inside `out`
+                        unsafe { _mm512_mask_storeu_ps(out.as_mut_ptr(), (1u32 << n).wrapping_sub(1) as u16, v) };
                     }
-                }
-            }
-            // epilogue: acc * s[o] + b[o], as the portable kernel rounds it
-            for (r, accf) in accf.iter().enumerate().take(rows) {
-                for (h, &v) in accf.iter().enumerate() {
-                    let o = nb * NR + 16 * h;
-                    if o >= w.out {
-                        break;
-                    }
-                    // SAFETY: scales and bias are padded to whole NR blocks
-                    let (s, b) =
-                        unsafe { (_mm512_loadu_ps(w.scales.as_ptr().add(o)), _mm512_loadu_ps(w.bias.as_ptr().add(o))) };
-                    let v = _mm512_add_ps(_mm512_mul_ps(v, s), b);
-                    let n = (w.out - o).min(16);
-                    let out = &mut y[r * w.out + o..r * w.out + o + n];
-                    // SAFETY: the mask writes the first n lanes, inside `out`
-                    unsafe { _mm512_mask_storeu_ps(out.as_mut_ptr(), (1u32 << n).wrapping_sub(1) as u16, v) };
                 }
             }
         }
@@ -377,7 +429,8 @@ mod tests {
         (Int8Linear::new(&m, Some(&bias)).unwrap(), m.dequantize(), bias)
     }
 
-    const SHAPES: [(usize, usize, usize); 5] = [(1, 1, 1), (3, 5, 7), (9, 70, 130), (17, 64, 384), (20, 33, 65)];
+    const SHAPES: [(usize, usize, usize); 6] =
+        [(1, 1, 1), (3, 5, 7), (9, 70, 130), (17, 64, 384), (20, 33, 65), (200, 37, 70)];
 
     /// The kernel this CPU runs gives the portable kernel's numbers bit for bit.
     #[test]
