@@ -46,6 +46,13 @@ pub struct Input {
     /// The text transformers' `apply_chat_template` renders (Hugging Face reward models).
     #[serde(default)]
     pub chat_text: Option<String>,
+    /// The text the same template renders from the user turns alone (what a DMoERM router
+    /// reads with `input.chat_template`), or `None` where it refuses them.
+    #[serde(default)]
+    pub router_text: Option<String>,
+    /// The template's error when it refuses the user turns alone.
+    #[serde(default)]
+    pub router_refused: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -37,6 +37,34 @@ fn chat_templates_render_the_text_transformers_renders() {
 }
 
 #[test]
+fn a_router_reads_the_user_turns_as_the_template_renders_them() {
+    let (mut rendered, mut refused) = (0, 0);
+    for name in HF_FIXTURES {
+        let model = load(name);
+        for (i, input) in expected(name).inputs.iter().enumerate() {
+            let got = model.encoder().router_text(&input.conversation());
+            match (&input.router_text, &input.router_refused) {
+                (Some(want), _) => {
+                    match got.unwrap() {
+                        Rendered::Text { text, .. } => assert_eq!(&text, want, "{name} input {i}"),
+                        other => panic!("{name}: expected one text, got {other:?}"),
+                    }
+                    rendered += 1;
+                }
+                (None, Some(message)) => {
+                    let err = got.expect_err("transformers' template refused these turns").to_string();
+                    assert!(err.contains(message.as_str()), "{name} input {i}: {err}");
+                    refused += 1;
+                }
+                (None, None) => {}
+            }
+        }
+    }
+    // Mistral's template refuses two user turns in a row (its role alternation check)
+    assert_eq!((rendered, refused), (4 * 5 - 1 - 1, 1));
+}
+
+#[test]
 fn a_template_that_refuses_a_conversation_is_an_input_error_with_its_message() {
     let model = load("hf_mistral");
     let conv = Conversation::with_messages(
