@@ -72,7 +72,7 @@ pub async fn webgpu_adapter() -> bool {
 
 /// A packed bundle kept in JavaScript memory: loading copies one tensor at a time into wasm,
 /// so the file itself never takes room in wasm's 4 GiB.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct JsBytes(js_sys::Uint8Array);
 
 impl ReadAt for JsBytes {
@@ -93,9 +93,7 @@ impl ReadAt for JsBytes {
 /// The wasm32 address space is 4 GiB; loading needs the f32 weights, one more f32 copy of the
 /// largest tensor while it is read, and room to compute. Refuse early, with a message, instead
 /// of aborting when an allocation fails.
-fn check_memory(name: &str, bytes: &JsBytes) -> Result<(), JsValue> {
-    let buffer = SafetensorsBuffer::from_reader(name, Box::new(bytes.clone()))
-        .map_err(|e| js_error(format!("{name}: not a packed dmoerm bundle ({e})")))?;
+fn check_memory(name: &str, buffer: &SafetensorsBuffer) -> Result<(), JsValue> {
     let (largest, values) = buffer.sizes();
     let needed = 4 * (values as u64 + largest as u64);
     const LIMIT: u64 = 7 << 29; // 3.5 GiB: 0.5 GiB stays for the code, the stack and activations
@@ -169,8 +167,9 @@ impl Model {
     /// caller's `try`.
     #[wasm_bindgen(js_name = fromBytes)]
     pub fn from_bytes(bytes: js_sys::Uint8Array, device: &str, name: &str) -> Result<Model, JsValue> {
-        let bytes = JsBytes(bytes);
-        check_memory(name, &bytes)?;
+        let buffer = SafetensorsBuffer::from_reader(name, Box::new(JsBytes(bytes)))
+            .map_err(|e| js_error(format!("{name}: not a packed dmoerm bundle ({e})")))?;
+        check_memory(name, &buffer)?;
         let (dev, label) = match device {
             "webgpu" => (
                 WEBGPU
@@ -181,7 +180,7 @@ impl Model {
             "cpu" => (Device::flex(), "cpu"),
             other => return Err(js_error(format!("device '{other}': expected 'webgpu' or 'cpu'"))),
         };
-        let inner = RewardModel::from_packed_reader(name, Box::new(bytes), dev).map_err(js_error)?;
+        let inner = RewardModel::from_packed_buffer(name, buffer, dev).map_err(js_error)?;
         Ok(Model { inner: Rc::new(inner), device: label })
     }
 

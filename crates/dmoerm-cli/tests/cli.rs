@@ -28,6 +28,12 @@ fn stdout_json(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).expect("stdout is JSON")
 }
 
+/// `dmoerm score --json` of one prompt and response on the CPU.
+fn score_json(model: &str, prompt: &str, response: &str) -> Value {
+    let args = ["score", "--model", model, "--prompt", prompt, "--response", response, "--json", "--device", "cpu"];
+    stdout_json(&dmoerm(&args))
+}
+
 fn assert_close(got: &Value, want: &Value) {
     let (g, w) = (got.as_f64().unwrap(), want.as_f64().unwrap());
     assert!((g - w).abs() < 1e-4, "{g} vs reference {w}");
@@ -39,20 +45,7 @@ fn score_json_prints_the_documented_object() {
     let input = &exp["inputs"][0];
     let prompt = input["messages"][0]["content"].as_str().unwrap();
     let response = input["response"].as_str().unwrap();
-    let model = fixture("llama");
-    let out = dmoerm(&[
-        "score",
-        "--model",
-        model.to_str().unwrap(),
-        "--prompt",
-        prompt,
-        "--response",
-        response,
-        "--json",
-        "--device",
-        "cpu",
-    ]);
-    let got = stdout_json(&out);
+    let got = score_json(fixture("llama").to_str().unwrap(), prompt, response);
     let want = &input["expected"];
     let keys: Vec<&str> = got.as_object().unwrap().keys().map(String::as_str).collect();
     assert_eq!(keys.len(), 5, "{keys:?}");
@@ -285,20 +278,7 @@ fn hugging_face_directories_score_as_they_are_and_import() {
     let input = &exp["inputs"][0];
     let prompt = input["messages"][0]["content"].as_str().unwrap();
     let response = input["response"].as_str().unwrap();
-    let score = |model: &str| {
-        stdout_json(&dmoerm(&[
-            "score",
-            "--model",
-            model,
-            "--prompt",
-            prompt,
-            "--response",
-            response,
-            "--json",
-            "--device",
-            "cpu",
-        ]))
-    };
+    let score = |model: &str| score_json(model, prompt, response);
     let dir = fixture(name);
     let got = score(dir.to_str().unwrap());
     let caps = &input["expected"]["capabilities"];

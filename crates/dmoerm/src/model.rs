@@ -123,7 +123,12 @@ impl RewardModel {
     /// tensors and one tensor's stored bytes, never the whole file (in a browser the bundle
     /// stays in JavaScript memory, outside wasm's 4 GB).
     pub fn from_packed_reader(name: &str, reader: Box<dyn crate::weights::ReadAt>, device: Device) -> Result<Self> {
-        Self::from_source(Source::packed_reader(name, reader)?, device)
+        Self::from_packed_buffer(name, crate::weights::SafetensorsBuffer::from_reader(name, reader)?, device)
+    }
+
+    /// Loads a packed bundle whose header is already read (e.g. to check its size first).
+    pub fn from_packed_buffer(name: &str, buffer: crate::weights::SafetensorsBuffer, device: Device) -> Result<Self> {
+        Self::from_source(Source::packed_buffer(name, buffer)?, device)
     }
 
     fn from_source(mut source: Source, device: Device) -> Result<Self> {

@@ -117,11 +117,11 @@ fn packed_bundle_scores_like_its_directory() {
     }
 }
 
-/// A packed file behind [`ReadAt`], recording the size of every read.
+/// A packed file behind [`ReadAt`], recording the size of every read where the test sees it.
 #[derive(Debug)]
 struct CountingReader {
     bytes: Vec<u8>,
-    reads: std::sync::Mutex<Vec<usize>>,
+    reads: std::sync::Arc<std::sync::Mutex<Vec<usize>>>,
 }
 
 impl dmoerm::weights::ReadAt for CountingReader {
@@ -137,23 +137,14 @@ impl dmoerm::weights::ReadAt for CountingReader {
 
 #[test]
 fn packed_bundle_loads_from_a_reader_one_tensor_at_a_time() {
-    use dmoerm::weights::{ReadAt, SafetensorsBuffer};
+    use dmoerm::weights::SafetensorsBuffer;
     for name in ["llama", "bert"] {
         let (bytes, _) = dmoerm::pack_bytes(&fixture_dir(name), PackDtype::Keep).unwrap();
         let (largest, _) = SafetensorsBuffer::parse(name, bytes.clone()).unwrap().sizes();
-        let reader = std::sync::Arc::new(CountingReader { bytes: bytes.clone(), reads: Default::default() });
-        #[derive(Debug)]
-        struct Shared(std::sync::Arc<CountingReader>);
-        impl ReadAt for Shared {
-            fn size(&self) -> std::io::Result<u64> {
-                self.0.size()
-            }
-            fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-                self.0.read_exact_at(buf, offset)
-            }
-        }
-        let lazy = RewardModel::from_packed_reader(name, Box::new(Shared(reader.clone())), Device::flex()).unwrap();
-        let reads = reader.reads.lock().unwrap().clone();
+        let reader = CountingReader { bytes: bytes.clone(), reads: Default::default() };
+        let reads = reader.reads.clone();
+        let lazy = RewardModel::from_packed_reader(name, Box::new(reader), Device::flex()).unwrap();
+        let reads = reads.lock().unwrap().clone();
         // no read is larger than one tensor (at most 4 bytes a value; the header aside), and no
         // byte is read twice
         let header = 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;

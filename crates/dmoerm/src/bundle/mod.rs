@@ -68,12 +68,16 @@ impl Source {
         if path.is_dir() {
             return Self::dir(path);
         }
-        let io = |source| Error::Io { path: path.display().to_string(), source };
+        let name = path.display().to_string();
+        let io = |source| Error::Io { path: name.clone(), source };
         // a packed file is read one tensor at a time, as a directory's files are
         #[cfg(unix)]
-        return Self::packed_reader(&path.display().to_string(), Box::new(std::fs::File::open(path).map_err(io)?));
+        return Self::packed_buffer(
+            &name,
+            SafetensorsBuffer::from_reader(&name, Box::new(std::fs::File::open(path).map_err(io)?))?,
+        );
         #[cfg(not(unix))]
-        Self::packed(&path.display().to_string(), std::fs::read(path).map_err(io)?)
+        Self::packed(&name, std::fs::read(path).map_err(io)?)
     }
 
     /// A bundle directory: every file is read through [`resolve_inside`] its canonical path.
@@ -87,12 +91,9 @@ impl Source {
         Self::packed_buffer(name, SafetensorsBuffer::parse(name, bytes)?)
     }
 
-    /// A packed bundle behind a reader: its tensors are read one at a time as they load.
-    pub fn packed_reader(name: &str, reader: Box<dyn crate::weights::ReadAt>) -> Result<Self> {
-        Self::packed_buffer(name, SafetensorsBuffer::from_reader(name, reader)?)
-    }
-
-    fn packed_buffer(name: &str, buffer: SafetensorsBuffer) -> Result<Self> {
+    /// A packed bundle from its parsed buffer (behind a reader, its tensors are read one at
+    /// a time as they load).
+    pub fn packed_buffer(name: &str, buffer: SafetensorsBuffer) -> Result<Self> {
         let meta = buffer.metadata();
         if meta.get(PACKED_FORMAT_KEY).map(String::as_str) != Some(PACKED_FORMAT) {
             return Err(Error::bundle(name, "not a packed dmoerm bundle (no dmoerm.format metadata)"));
