@@ -21,6 +21,9 @@ export RUSTC_WORKSPACE_WRAPPER="$PWD/scripts/clippy-rustc"
 # every target of every crate (tests, examples, benches) with every feature (GPU, training)
 cargo test --workspace --all-targets --all-features --locked --no-run
 cargo test --workspace --all-features --locked
+# the int8 kernels built for the browser (wasm simd128), against the portable kernel, in Node
+CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
+    cargo test -p dmoerm-quant --target wasm32-unknown-unknown --locked
 # the npm package: its wasm (the core and the bindings linted as the browser build compiles
 # them), then Node (CPU) and headless Chromium (WebGPU and CPU) tests
 ./bindings/npm/build.sh

@@ -209,13 +209,15 @@ test('results have the one JSON shape of the CLI (score --json, rank --json)', a
   const response = 'A harbor is a sheltered port where ships can dock.';
   const cli = (args) => JSON.parse(execFileSync(dmoermBin(), [...args, '--model', model, '--device', 'cpu', '--json'], { encoding: 'utf8' }));
   const same = (got, want, what) => {
-    // the same keys in the same order, nested maps included; the same model's numbers: on a
-    // CPU with AVX-512 VNNI the CLI computes this int8 bundle's projections in int8
-    // (BENCHMARKS.md: rewards move by 0.019 on average, 0.099 at most over 1600 responses),
-    // while wasm expands them to f32
+    // the same keys in the same order, nested maps included; the same model's numbers: both
+    // compute this int8 bundle's projections in int8 (the CLI with AVX-512 VNNI or AVX2, wasm
+    // with simd128), kernels that give the same sums bit for bit (dmoerm-quant's tests, also
+    // run in wasm); the other f32 operations differ in their last bits, which moves a few
+    // activation codes: over 80 test responses, rewards 0.004 apart on average, 0.028 at most
+    // (reward standard deviation 1.5)
     const shape = (v) => (typeof v === 'number' ? 'number' : v && typeof v === 'object' ? Object.fromEntries(Object.entries(v).map(([k, x]) => [k, shape(x)])) : v);
     assert.deepEqual(JSON.stringify(shape(got)), JSON.stringify(shape(want)), `${what}: shape`);
-    assert.ok(Math.abs(got.reward - want.reward) < 0.05, `${what}: reward ${got.reward} vs ${want.reward}`);
+    assert.ok(Math.abs(got.reward - want.reward) < 0.03, `${what}: reward ${got.reward} vs ${want.reward}`);
   };
   const score = await rm.score({ prompt, response });
   same(JSON.parse(JSON.stringify(score)), cli(['score', '--prompt', prompt, '--response', response]), 'score');

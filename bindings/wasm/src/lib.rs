@@ -8,6 +8,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
+use dmoerm::quant::Int8Linear;
 use dmoerm::text::history;
 use dmoerm::weights::{ReadAt, SafetensorsBuffer};
 use dmoerm::{Conversation, ConversationInput, Device, Message, RewardModel};
@@ -90,16 +91,17 @@ impl ReadAt for JsBytes {
     }
 }
 
-/// The wasm32 address space is 4 GiB; loading needs the f32 weights, one more f32 copy of the
-/// largest tensor while it is read, and room to compute. Refuse early, with a message, instead
+/// The wasm32 address space is 4 GiB; loading needs the weights as they stay in memory (f32,
+/// but int8 matrices stay int8 on the CPU), one more copy of the largest tensor while it is
+/// read, and room to compute. Refuse early, with a message, instead
 /// of aborting when an allocation fails.
-fn check_memory(name: &str, buffer: &SafetensorsBuffer) -> Result<(), JsValue> {
-    let (largest, values) = buffer.sizes();
-    let needed = 4 * (values as u64 + largest as u64);
+fn check_memory(name: &str, buffer: &SafetensorsBuffer, int8_stays: bool) -> Result<(), JsValue> {
+    let (largest, total) = buffer.loaded_bytes(int8_stays);
+    let needed = total + largest;
     const LIMIT: u64 = 7 << 29; // 3.5 GiB: 0.5 GiB stays for the code, the stack and activations
     if needed > LIMIT {
         return Err(js_error(format!(
-            "{name}: out of memory: the model needs about {:.1} GB as f32, more than the {:.1} GB a wasm page can give it",
+            "{name}: out of memory: the model needs about {:.1} GB loaded, more than the {:.1} GB a wasm page can give it",
             needed as f64 / 1e9,
             LIMIT as f64 / 1e9
         )));
@@ -169,7 +171,7 @@ impl Model {
     pub fn from_bytes(bytes: js_sys::Uint8Array, device: &str, name: &str) -> Result<Model, JsValue> {
         let buffer = SafetensorsBuffer::from_reader(name, Box::new(JsBytes(bytes)))
             .map_err(|e| js_error(format!("{name}: not a packed dmoerm bundle ({e})")))?;
-        check_memory(name, &buffer)?;
+        check_memory(name, &buffer, device == "cpu" && Int8Linear::available())?;
         let (dev, label) = match device {
             "webgpu" => (
                 WEBGPU

@@ -38,11 +38,13 @@ pub mod kernels;
 pub mod lora;
 pub mod model;
 pub mod pooling;
-pub mod quant;
 pub mod router;
 pub mod task;
 pub mod text;
 pub mod weights;
+
+/// Int8 matrices and their matmul kernels (the `dmoerm-quant` crate).
+pub use dmoerm_quant as quant;
 
 pub use bundle::{pack_bytes, Combine, HfCheckpoint, Manifest, PackDtype, PackReport, Pooling};
 pub use device::DeviceChoice;

@@ -25,6 +25,7 @@ use safetensors::tensor::TensorView;
 use safetensors::Dtype;
 
 use crate::error::{Error, Result};
+pub use crate::quant::quantize_rows;
 use crate::quant::Int8Matrix;
 
 /// Suffix of the per-row scales of an int8 tensor.
@@ -205,10 +206,15 @@ impl SafetensorsBuffer {
         None
     }
 
-    /// The number of values of the largest tensor, and of all tensors.
-    pub fn sizes(&self) -> (usize, usize) {
-        let count = |e: &Entry| e.shape.iter().product::<usize>();
-        (self.entries.values().map(count).max().unwrap_or(0), self.entries.values().map(count).sum())
+    /// The bytes the tensors take once loaded, for the largest tensor and for all: 4 a value
+    /// (f32), but 1 for an int8 matrix (`I8`) where `int8_stays` (the CPU keeps it int8,
+    /// [`crate::quant`]).
+    pub fn loaded_bytes(&self, int8_stays: bool) -> (u64, u64) {
+        let bytes = |e: &Entry| {
+            let per_value = if int8_stays && e.dtype == Dtype::I8 { 1 } else { 4 };
+            per_value * e.shape.iter().map(|&d| d as u64).product::<u64>()
+        };
+        (self.entries.values().map(bytes).max().unwrap_or(0), self.entries.values().map(bytes).sum())
     }
 
     pub fn metadata(&self) -> &HashMap<String, String> {
@@ -592,21 +598,6 @@ pub fn to_f32(bytes: &[u8], dtype: Dtype) -> Option<Vec<f32>> {
     }
 }
 
-/// Symmetric int8 quantisation of a row-major `[rows, cols]` matrix, one scale per row
-/// (`max |w| / 127`): returns the codes and the scales.
-pub fn quantize_rows(values: &[f32], rows: usize) -> (Vec<i8>, Vec<f32>) {
-    let cols = values.len().checked_div(rows).unwrap_or(0);
-    let mut codes = Vec::with_capacity(values.len());
-    let mut scales = Vec::with_capacity(rows);
-    for row in values.chunks(cols.max(1)) {
-        let max = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
-        codes.extend(row.iter().map(|v| (v / scale).round().clamp(-127.0, 127.0) as i8));
-        scales.push(scale);
-    }
-    (codes, scales)
-}
-
 /// The dtypes a bundle may hold.
 pub fn is_float(dtype: Dtype) -> bool {
     matches!(dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16)
@@ -669,23 +660,5 @@ mod tests {
         assert!(matches!(SafetensorsBuffer::open("t", &path), Err(Error::Safetensors { .. })));
         std::fs::write(&path, [&u64::MAX.to_le_bytes()[..], b"{}"].concat()).unwrap();
         assert!(matches!(SafetensorsBuffer::open("t", &path), Err(Error::Safetensors { .. })));
-    }
-
-    #[test]
-    fn int8_rows_round_trip_within_half_a_step() {
-        let values: Vec<f32> = (0..24).map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.13 * (1 + i / 8) as f32).collect();
-        let (codes, scales) = quantize_rows(&values, 3);
-        assert_eq!(scales.len(), 3);
-        for (i, (&q, &v)) in codes.iter().zip(&values).enumerate() {
-            let scale = scales[i / 8];
-            assert!((q as f32 * scale - v).abs() <= scale / 2.0 + 1e-6, "{i}: {q} * {scale} vs {v}");
-        }
-        // each row's largest magnitude maps to +-127
-        for row in codes.chunks(8) {
-            assert_eq!(row.iter().map(|q| q.unsigned_abs()).max(), Some(127));
-        }
-        // an all-zero row is representable
-        let (codes, scales) = quantize_rows(&[0.0; 4], 1);
-        assert_eq!((codes, scales), (vec![0; 4], vec![1.0]));
     }
 }

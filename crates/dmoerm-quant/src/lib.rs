@@ -1,0 +1,894 @@
+//! Int8 matrices that stay int8 in memory, and their matmul on the CPU.
+//!
+//! A packed int8 bundle stores a matrix as PyTorch lays it out, `[rows, cols]` (a linear
+//! weight is `[out, in]`), one i8 code per value and one f32 scale per row:
+//! `W[o, k] = q[o, k] * s[o]`. [`Int8Matrix`] keeps exactly that, a quarter of the f32 bytes;
+//! an embedding table reads its rows from it. [`Int8Linear`] is the same weight rearranged for
+//! the matmul kernel.
+//!
+//! [`Int8Linear::matmul`] computes `x W^T + b` with dynamic quantization of the activations,
+//! as ONNX Runtime's does, but finer: each block of 64 inputs of an activation row `t` is
+//! quantised on the fly to 8 bits with its own scale `a[t, b] = max|x[t, block b]| / 127`, the
+//! products of a block are summed exactly in i32, and the blocks are summed in f32:
+//!
+//! ```text
+//! y[t, o] = s[o] * sum_b a[t, b] * sum_{k in b} qx[t, k] * q[o, k] + b[o]
+//! ```
+//!
+//! One scale per row was measured first: on the default model's test responses it moved the
+//! reward by 0.033 of its standard deviation on average (a few large LayerNorm features set
+//! the row's scale); with blocks of 64, by 0.013, for a 3% slower matmul (BENCHMARKS.md).
+//!
+//! Activations are stored as `qx + 128` (unsigned), and each block's sum is corrected by
+//! `128 * sum_{k in b} q[o, k]`, kept per block and output. Two kernels, chosen by the CPU
+//! ([`Kernel`]), lay the weight out so that one vector load holds `KG` consecutive `k` of
+//! several outputs and the `KG` codes of one activation row are broadcast against it (no
+//! horizontal sums):
+//! - AVX-512 VNNI (`vpdpbusd`: 64 u8 x i8 products summed 4 by 4 into 16 i32 lanes), `KG` = 4,
+//!   activations as u8;
+//! - 16-bit pairs (`vpmaddwd` on AVX2, `i32x4.dot_i16x8_s` on wasm `simd128`): the weight
+//!   bytes are widened to i16 as they load, 2 products per i32 lane, `KG` = 2, activations
+//!   as i16.
+//!
+//! A portable kernel computes the same integers and the same f32 operations in the same order
+//! (tests check both kernels against it bit for bit): every kernel gives the same numbers.
+//! Where neither kernel runs (other CPUs, wasm without `simd128`), int8 projections are
+//! expanded to f32 when they load (see [`Int8Linear::available`]).
+
+/// Inputs per activation scale: each block of 64 values of an activation row has its own
+/// scale, so that a few large features (LayerNorm outputs, GELU tails) do not flatten the
+/// rest of the row to a handful of codes.
+const BK: usize = 64;
+/// Output columns per weight panel: two 512-bit registers of 16 i32 lanes.
+const NR: usize = 32;
+/// Activation rows per tile (VNNI: 6 x 2 integer and 6 x 2 f32 accumulators, its `block` is
+/// written out for 6; the pairs kernels take a tile 2 rows at a time).
+const MR: usize = 6;
+/// Row tiles per task at most (96 rows: with 1024 inputs, 96 KB of activation codes).
+const MAX_TILES: usize = 16;
+
+/// The int8 matmul kernels, each with its weight layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kernel {
+    /// AVX-512 VNNI: 4 consecutive `k` per i32 lane, activations as u8.
+    Vnni,
+    /// 16-bit pair dot products (AVX2, wasm `simd128`): 2 consecutive `k` per i32 lane,
+    /// activations as i16.
+    Pairs,
+}
+
+impl Kernel {
+    /// Consecutive `k` per 32-bit lane of the weight layout.
+    const fn kg(self) -> usize {
+        match self {
+            Kernel::Vnni => 4,
+            Kernel::Pairs => 2,
+        }
+    }
+
+    /// Whether this CPU runs the kernel (elsewhere [`Int8Linear`] runs the portable one).
+    fn runs_here(self) -> bool {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Vnni => {
+                std::arch::is_x86_feature_detected!("avx512vnni") && std::arch::is_x86_feature_detected!("avx512bw")
+            }
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Pairs => std::arch::is_x86_feature_detected!("avx2"),
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            Kernel::Pairs => true,
+            #[allow(unreachable_patterns)] // on x86_64 both are listed
+            _ => false,
+        }
+    }
+
+    /// The fastest kernel this CPU runs.
+    fn best() -> Option<Self> {
+        [Kernel::Vnni, Kernel::Pairs].into_iter().find(|k| k.runs_here())
+    }
+}
+
+/// A `[rows, cols]` matrix of i8 codes with one f32 scale per row, resident as int8.
+#[derive(Debug, Clone)]
+pub struct Int8Matrix {
+    rows: usize,
+    cols: usize,
+    codes: Vec<i8>,
+    scales: Vec<f32>,
+}
+
+impl Int8Matrix {
+    /// From codes `[rows, cols]` (row-major) and one scale per row; `None` when the lengths do
+    /// not match.
+    pub fn new(rows: usize, cols: usize, codes: Vec<i8>, scales: Vec<f32>) -> Option<Self> {
+        if codes.len() != rows.checked_mul(cols)? || scales.len() != rows {
+            return None;
+        }
+        Some(Self { rows, cols, codes, scales })
+    }
+
+    /// `(rows, cols)`.
+    pub fn dims(&self) -> (usize, usize) {
+        (self.rows, self.cols)
+    }
+
+    /// Row `r` as f32 (an embedding lookup), or `None` past the last row.
+    pub fn row(&self, r: usize) -> Option<impl Iterator<Item = f32> + '_> {
+        let s = *self.scales.get(r)?;
+        Some(self.codes[r * self.cols..(r + 1) * self.cols].iter().map(move |&q| f32::from(q) * s))
+    }
+}
+
+/// A linear weight `[out, in]` as int8, laid out for the matmul kernel, with its bias.
+#[derive(Debug, Clone)]
+pub struct Int8Linear {
+    kernel: Kernel,
+    out: usize,
+    inp: usize,
+    /// `[out / NR][in / KG][NR][KG]` (`out` rounded up to NR, `in` to BK, zero padded): the
+    /// `NR * KG` bytes at `(nb * k_groups + g) * NR * KG` are `k = KG g .. KG (g + 1)` of
+    /// outputs `nb * NR .. (nb + 1) * NR`, output by output.
+    packed: Vec<i8>,
+    /// Per output, rounded up to NR: the row scale and the bias.
+    scales: Vec<f32>,
+    /// `[in / BK][out rounded up to NR]`: `128 * sum q[o, k]` over the block's `k`.
+    offsets: Vec<i32>,
+    bias: Vec<f32>,
+    has_bias: bool,
+}
+
+impl Int8Linear {
+    /// Whether this CPU has an int8 kernel (AVX-512 VNNI, AVX2, wasm `simd128`); elsewhere
+    /// int8 weights are expanded to f32 when they load.
+    pub fn available() -> bool {
+        Kernel::best().is_some()
+    }
+
+    /// The weight `[out, in]` and its bias (`out` values), laid out for this CPU's kernel.
+    pub fn new(weight: &Int8Matrix, bias: Option<&[f32]>) -> Option<Self> {
+        Self::with_kernel(weight, bias, Kernel::best().unwrap_or(Kernel::Pairs))
+    }
+
+    fn with_kernel(weight: &Int8Matrix, bias: Option<&[f32]>, kernel: Kernel) -> Option<Self> {
+        let (out, inp) = weight.dims();
+        if bias.is_some_and(|b| b.len() != out) {
+            return None;
+        }
+        let kg = kernel.kg();
+        let (n_pad, groups) = (out.next_multiple_of(NR), inp.next_multiple_of(BK) / kg);
+        let mut packed = vec![0i8; n_pad * groups * kg];
+        let mut offsets = vec![0i32; inp.div_ceil(BK) * n_pad];
+        for (o, row) in weight.codes.chunks_exact(inp.max(1)).take(out).enumerate() {
+            let (nb, lane) = (o / NR, o % NR);
+            for (k, &q) in row.iter().enumerate() {
+                packed[((nb * groups + k / kg) * NR + lane) * kg + k % kg] = q;
+                offsets[k / BK * n_pad + o] += 128 * i32::from(q);
+            }
+        }
+        let pad = |v: Vec<f32>| {
+            let mut v = v;
+            v.resize(n_pad, 0.0);
+            v
+        };
+        Some(Self {
+            kernel,
+            out,
+            inp,
+            packed,
+            scales: pad(weight.scales.clone()),
+            offsets,
+            bias: pad(bias.map_or_else(|| vec![0.0; out], <[f32]>::to_vec)),
+            has_bias: bias.is_some(),
+        })
+    }
+
+    /// `(out, in)`.
+    pub fn dims(&self) -> (usize, usize) {
+        (self.out, self.inp)
+    }
+
+    /// Number of parameters (weights and bias).
+    pub fn num_params(&self) -> usize {
+        self.out * self.inp + if self.has_bias { self.out } else { 0 }
+    }
+
+    /// `x W^T + b`: `x` is `[t, in]` row-major, the result `[t, out]`.
+    ///
+    /// # Panics
+    /// When `x.len()` is not a multiple of `in`.
+    pub fn matmul(&self, x: &[f32]) -> Vec<f32> {
+        self.matmul_with(x, self.kernel.runs_here())
+    }
+
+    /// [`Self::matmul`] with the kernel (`fast`, which the caller checked this CPU runs) or
+    /// with the portable one.
+    fn matmul_with(&self, x: &[f32], fast: bool) -> Vec<f32> {
+        assert!(self.inp > 0 && x.len().is_multiple_of(self.inp), "x is not [t, {}]", self.inp);
+        let t = x.len() / self.inp;
+        let mut y = vec![0f32; t * self.out];
+        // One task per chunk of rows: it quantises them and writes their output rows, one
+        // weight panel at a time over all its row tiles, so that each panel is read from memory
+        // once per chunk, not once per tile. Chunks of at most MAX_TILES tiles, small enough to
+        // give every thread two.
+        #[cfg(not(target_family = "wasm"))]
+        let threads = rayon::current_num_threads();
+        #[cfg(target_family = "wasm")]
+        let threads = 1;
+        let chunk = t.div_ceil(2 * threads).next_multiple_of(MR).clamp(MR, MAX_TILES * MR);
+        let task = |(x, y): (&[f32], &mut [f32])| match self.kernel {
+            Kernel::Vnni => {
+                #[cfg(target_arch = "x86_64")]
+                if fast {
+                    // SAFETY: the CPU has AVX-512 F, BW and VNNI (`Kernel::runs_here`)
+                    let acts = Activations::quantize(x, self.inp, |x, q| unsafe { x86::quantize_row(x, q) });
+                    // SAFETY: as above
+                    return unsafe { x86::rows_vnni(self, &acts, y) };
+                }
+                self.rows_portable(&Activations::<u8>::quantize(x, self.inp, quantize_row), y);
+            }
+            Kernel::Pairs => {
+                #[cfg(target_arch = "x86_64")]
+                if fast {
+                    let acts = Activations::quantize(x, self.inp, quantize_row);
+                    // SAFETY: the CPU has AVX2 (`Kernel::runs_here`)
+                    return unsafe { x86::rows_pairs(self, &acts, y) };
+                }
+                #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+                if fast {
+                    return wasm::rows_pairs(self, &Activations::quantize(x, self.inp, wasm::quantize_row), y);
+                }
+                self.rows_portable(&Activations::<i16>::quantize(x, self.inp, quantize_row), y);
+            }
+        };
+        let _ = fast;
+        let rows = x.chunks(chunk * self.inp).zip(y.chunks_mut(chunk * self.out));
+        #[cfg(not(target_family = "wasm"))]
+        {
+            use rayon::iter::{IntoParallelIterator, ParallelIterator};
+            let rows: Vec<_> = rows.collect();
+            rows.into_par_iter().for_each(task);
+        }
+        #[cfg(target_family = "wasm")]
+        rows.for_each(task);
+        y
+    }
+
+    /// `(stride, n_pad, blocks, rows)` of a kernel's call on `acts` into `y`: the activation
+    /// row stride (`in` rounded up to BK), `out` rounded up to NR, the blocks of BK per row
+    /// and the rows; the kernels' pointer arithmetic relies on these checks.
+    fn checked_dims<T>(&self, kernel: Kernel, acts: &Activations<T>, y: &[f32]) -> (usize, usize, usize, usize) {
+        let (stride, n_pad) = (self.inp.next_multiple_of(BK), self.scales.len());
+        let (blocks, rows) = (stride / BK, y.len() / self.out);
+        let padded = rows.next_multiple_of(MR);
+        assert!(
+            self.kernel == kernel
+                && y.len() == rows * self.out
+                && acts.codes.len() == padded * stride
+                && acts.scales.len() == padded * blocks
+                && self.packed.len() == n_pad * stride
+                && self.offsets.len() == blocks * n_pad
+        );
+        (stride, n_pad, blocks, rows)
+    }
+
+    /// The integers and the f32 operations of the kernels, in the same order, in plain Rust.
+    fn rows_portable<T: Code>(&self, acts: &Activations<T>, y: &mut [f32]) {
+        let (stride, n_pad, kg) = (self.inp.next_multiple_of(BK), self.scales.len(), self.kernel.kg());
+        let blocks = stride / BK;
+        for (r, yr) in y.chunks_exact_mut(self.out).enumerate() {
+            let a = &acts.codes[r * stride..(r + 1) * stride];
+            for (o, yo) in yr.iter_mut().enumerate() {
+                let (nb, lane) = (o / NR, o % NR);
+                let mut acc = 0f32;
+                for b in 0..blocks {
+                    let mut sum = 0i32;
+                    for g in b * BK / kg..(b + 1) * BK / kg {
+                        let w = &self.packed[((nb * stride / kg + g) * NR + lane) * kg..][..kg];
+                        sum += (0..kg).map(|j| a[g * kg + j].into() * i32::from(w[j])).sum::<i32>();
+                    }
+                    acc += (sum - self.offsets[b * n_pad + o]) as f32 * acts.scales[r * blocks + b];
+                }
+                *yo = acc * self.scales[o] + self.bias[o];
+            }
+        }
+    }
+}
+
+/// An activation code, `qx + 128`: u8 for VNNI, i16 for the pair kernels.
+trait Code: Copy + Into<i32> + From<u8> {}
+impl Code for u8 {}
+impl Code for i16 {}
+
+/// Symmetric int8 quantisation of a row-major `[rows, cols]` matrix, one scale per row
+/// (`max |w| / 127`): returns the codes and the scales.
+pub fn quantize_rows(values: &[f32], rows: usize) -> (Vec<i8>, Vec<f32>) {
+    let cols = values.len().checked_div(rows).unwrap_or(0);
+    let mut codes = Vec::with_capacity(values.len());
+    let mut scales = Vec::with_capacity(rows);
+    for row in values.chunks(cols.max(1)) {
+        let max = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+        codes.extend(row.iter().map(|v| (v / scale).round().clamp(-127.0, 127.0) as i8));
+        scales.push(scale);
+    }
+    (codes, scales)
+}
+
+/// Activation rows quantised to `qx + 128`, each block of BK values with its own scale, rows
+/// padded to whole blocks and to whole tiles of MR rows with 128 (zero).
+struct Activations<T> {
+    /// `[rows rounded up to MR, in rounded up to BK]`.
+    codes: Vec<T>,
+    /// `[rows rounded up to MR, blocks]` (0 for the padding).
+    scales: Vec<f32>,
+}
+
+impl<T: Code> Activations<T> {
+    /// `x` `[t, cols]`, each block by `quantize` ([`quantize_row`] or a SIMD copy of it).
+    fn quantize(x: &[f32], cols: usize, quantize: impl Fn(&[f32], &mut [T]) -> f32) -> Self {
+        let stride = cols.next_multiple_of(BK);
+        let blocks = stride / BK;
+        let rows = (x.len() / cols).next_multiple_of(MR);
+        let mut codes = vec![T::from(128); rows * stride];
+        let mut scales = vec![0f32; rows * blocks];
+        for ((q, a), x) in codes.chunks_mut(stride).zip(scales.chunks_mut(blocks)).zip(x.chunks(cols)) {
+            for ((q, a), x) in q.chunks_mut(BK).zip(a.iter_mut()).zip(x.chunks(BK)) {
+                *a = quantize(x, q);
+            }
+        }
+        Self { codes, scales }
+    }
+}
+
+/// Quantises `x` into `q` (`qx + 128`, rounding half to even) and returns its scale; NaN when
+/// `x` has a NaN or an infinity (the output rows become NaN: a non-finite score is an error).
+fn quantize_row<T: Code>(x: &[f32], q: &mut [T]) -> f32 {
+    // f32::max skips NaN, which must be seen, not rounded to 0
+    let max = x.iter().fold(0f32, |m, v| if m.is_nan() || v.is_nan() { f32::NAN } else { m.max(v.abs()) });
+    if !max.is_finite() {
+        return f32::NAN;
+    }
+    if max == 0.0 {
+        return 0.0;
+    }
+    let inv = 127.0 / max;
+    for (q, &v) in q.iter_mut().zip(x) {
+        *q = T::from(((v * inv).round_ties_even() as i32 + 128) as u8);
+    }
+    max / 127.0
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{Activations, Int8Linear, Kernel, BK, MR, NR};
+    use std::arch::x86_64::*;
+
+    /// The VNNI layout's `k` per group.
+    const KG: usize = Kernel::Vnni.kg();
+
+    /// [`super::quantize_row`] with AVX-512: the same codes (`vcvtps2dq` rounds half to even)
+    /// and the same scale.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) fn quantize_row(x: &[f32], q: &mut [u8]) -> f32 {
+        let lanes = |n: usize| (1u32 << n.min(16)).wrapping_sub(1) as u16;
+        let mut max = _mm512_setzero_ps();
+        let mut nan = 0u16;
+        for at in (0..x.len()).step_by(16) {
+            // SAFETY: the mask reads the lanes inside `x`
+            let v = unsafe { _mm512_maskz_loadu_ps(lanes(x.len() - at), x.as_ptr().add(at)) };
+            nan |= _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+            max = _mm512_max_ps(max, _mm512_abs_ps(v));
+        }
+        let max = _mm512_reduce_max_ps(max);
+        if nan != 0 || !max.is_finite() {
+            return f32::NAN;
+        }
+        if max == 0.0 {
+            return 0.0;
+        }
+        let inv = _mm512_set1_ps(127.0 / max);
+        let offset = _mm512_set1_epi32(128);
+        for at in (0..x.len()).step_by(16) {
+            let m = lanes(x.len() - at);
+            // SAFETY: the masks read and write the lanes inside `x` and `q` (q is at least as long)
+            unsafe {
+                let v = _mm512_maskz_loadu_ps(m, x.as_ptr().add(at));
+                let c = _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(v, inv)), offset);
+                _mm512_mask_cvtepi32_storeu_epi8(q.as_mut_ptr().add(at).cast(), m, c);
+            }
+        }
+        max / 127.0
+    }
+
+    /// The integer sums of one tile of MR activation rows (at `a`, rows `stride` bytes apart)
+    /// with one panel of NR outputs over the groups `groups`, in 12 registers (written out:
+    /// an array indexed in a loop stays in memory).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F and VNNI; `panel` holds the groups' 128 bytes each, `a` MR rows
+    /// of at least `groups.end * KG` bytes.
+    #[target_feature(enable = "avx512f,avx512vnni")]
+    unsafe fn block(
+        panel: *const i8,
+        a: *const u8,
+        stride: usize,
+        groups: std::ops::Range<usize>,
+    ) -> [[__m512i; 2]; MR] {
+        let z = _mm512_setzero_si512();
+        let (mut c00, mut c01, mut c10, mut c11, mut c20, mut c21) = (z, z, z, z, z, z);
+        let (mut c30, mut c31, mut c40, mut c41, mut c50, mut c51) = (z, z, z, z, z, z);
+        for g in groups {
+            // SAFETY: in bounds by the function's contract
+            unsafe {
+                let wp = panel.add(g * NR * KG);
+                let (w0, w1) = (_mm512_loadu_si512(wp.cast()), _mm512_loadu_si512(wp.add(64).cast()));
+                // row r's 4 bytes broadcast against both halves of the panel (a macro, not a
+                // closure: closures do not inherit the target features)
+                macro_rules! row {
+                    ($r:expr, $c0:ident, $c1:ident) => {
+                        let x = _mm512_set1_epi32(a.add($r * stride + g * KG).cast::<i32>().read_unaligned());
+                        $c0 = _mm512_dpbusd_epi32($c0, x, w0);
+                        $c1 = _mm512_dpbusd_epi32($c1, x, w1);
+                    };
+                }
+                row!(0, c00, c01);
+                row!(1, c10, c11);
+                row!(2, c20, c21);
+                row!(3, c30, c31);
+                row!(4, c40, c41);
+                row!(5, c50, c51);
+            }
+        }
+        [[c00, c01], [c10, c11], [c20, c21], [c30, c31], [c40, c41], [c50, c51]]
+    }
+
+    /// The output rows of the activation rows, NR columns at a time, and for each weight panel
+    /// of NR columns every tile of MR rows: per group of KG inputs, two 64-byte weight loads,
+    /// and per row one 4-byte broadcast and two `vpdpbusd`; per block of BK inputs, the
+    /// integer sums scaled into f32 accumulators.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub(super) fn rows_vnni(w: &Int8Linear, acts: &Activations<u8>, y: &mut [f32]) {
+        let (stride, n_pad, blocks, rows) = w.checked_dims(Kernel::Vnni, acts, y);
+        let tiles = rows.div_ceil(MR);
+        for nb in 0..n_pad / NR {
+            let panel = w.packed[nb * stride * NR..].as_ptr();
+            for tile in 0..tiles {
+                let a = acts.codes[tile * MR * stride..].as_ptr();
+                let a_scales = &acts.scales[tile * MR * blocks..(tile + 1) * MR * blocks];
+                let mut accf = [[_mm512_setzero_ps(); 2]; MR];
+                for b in 0..blocks {
+                    // SAFETY: the panel holds stride / KG groups of NR * KG = 128 bytes; the tile
+                    // MR rows of `stride` bytes (checked above)
+                    let acc = unsafe { block(panel, a, stride, b * BK / KG..(b + 1) * BK / KG) };
+                    for (r, (accf, acc)) in accf.iter_mut().zip(&acc).enumerate() {
+                        let scale = _mm512_set1_ps(a_scales[r * blocks + b]);
+                        for h in 0..2 {
+                            // SAFETY: offsets hold blocks rows of n_pad
+                            let off = unsafe {
+                                _mm512_loadu_si512(w.offsets.as_ptr().add(b * n_pad + nb * NR + 16 * h).cast())
+                            };
+                            let v = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[h], off));
+                            accf[h] = _mm512_add_ps(accf[h], _mm512_mul_ps(v, scale));
+                        }
+                    }
+                }
+                // epilogue: acc * s[o] + b[o], as the portable kernel rounds it
+                for (r, accf) in accf.iter().enumerate().take(rows - tile * MR) {
+                    let row = tile * MR + r;
+                    for (h, &v) in accf.iter().enumerate() {
+                        let o = nb * NR + 16 * h;
+                        if o >= w.out {
+                            break;
+                        }
+                        // SAFETY: scales and bias are padded to whole NR blocks
+                        let (s, b) = unsafe {
+                            (_mm512_loadu_ps(w.scales.as_ptr().add(o)), _mm512_loadu_ps(w.bias.as_ptr().add(o)))
+                        };
+                        let v = _mm512_add_ps(_mm512_mul_ps(v, s), b);
+                        let n = (w.out - o).min(16);
+                        let out = &mut y[row * w.out + o..row * w.out + o + n];
+                        // SAFETY: the mask writes the first n lanes, inside `out`
+                        unsafe { _mm512_mask_storeu_ps(out.as_mut_ptr(), (1u32 << n).wrapping_sub(1) as u16, v) };
+                    }
+                }
+            }
+        }
+    }
+
+    /// The integer sums of 2 activation rows (at `a`, rows `stride` codes apart) with one panel
+    /// of NR outputs over the groups `groups` of the pairs layout: per group, 4 x 16 weight
+    /// bytes widened to i16 (8 outputs x 2 `k` each), and per row one broadcast pair of codes
+    /// and 4 `vpmaddwd`.
+    ///
+    /// # Safety
+    /// The CPU has AVX2; `panel` holds the groups' 64 bytes each, `a` 2 rows of at least
+    /// `groups.end * 2` codes.
+    #[target_feature(enable = "avx2")]
+    unsafe fn block_pairs(
+        panel: *const i8,
+        a: *const i16,
+        stride: usize,
+        groups: std::ops::Range<usize>,
+    ) -> [[__m256i; 4]; 2] {
+        let z = _mm256_setzero_si256();
+        let [mut c00, mut c01, mut c02, mut c03, mut c10, mut c11, mut c12, mut c13] = [z; 8];
+        for g in groups {
+            // SAFETY: in bounds by the function's contract
+            unsafe {
+                let wp = panel.add(g * NR * 2);
+                // (written out: closures do not inherit the target features)
+                let w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(wp.cast()));
+                let w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(wp.add(16).cast()));
+                let w2 = _mm256_cvtepi8_epi16(_mm_loadu_si128(wp.add(32).cast()));
+                let w3 = _mm256_cvtepi8_epi16(_mm_loadu_si128(wp.add(48).cast()));
+                let x0 = _mm256_set1_epi32(a.add(g * 2).cast::<i32>().read_unaligned());
+                let x1 = _mm256_set1_epi32(a.add(stride + g * 2).cast::<i32>().read_unaligned());
+                c00 = _mm256_add_epi32(c00, _mm256_madd_epi16(x0, w0));
+                c01 = _mm256_add_epi32(c01, _mm256_madd_epi16(x0, w1));
+                c02 = _mm256_add_epi32(c02, _mm256_madd_epi16(x0, w2));
+                c03 = _mm256_add_epi32(c03, _mm256_madd_epi16(x0, w3));
+                c10 = _mm256_add_epi32(c10, _mm256_madd_epi16(x1, w0));
+                c11 = _mm256_add_epi32(c11, _mm256_madd_epi16(x1, w1));
+                c12 = _mm256_add_epi32(c12, _mm256_madd_epi16(x1, w2));
+                c13 = _mm256_add_epi32(c13, _mm256_madd_epi16(x1, w3));
+            }
+        }
+        [[c00, c01, c02, c03], [c10, c11, c12, c13]]
+    }
+
+    /// The pairs kernel with AVX2: for each weight panel of NR outputs, 2 activation rows at a
+    /// time; per block of BK inputs, the integer sums scaled into f32 accumulators as the
+    /// portable kernel does.
+    #[target_feature(enable = "avx2")]
+    pub(super) fn rows_pairs(w: &Int8Linear, acts: &Activations<i16>, y: &mut [f32]) {
+        let (stride, n_pad, blocks, rows) = w.checked_dims(Kernel::Pairs, acts, y);
+        let pairs = rows.div_ceil(2);
+        for nb in 0..n_pad / NR {
+            let panel = w.packed[nb * stride * NR..].as_ptr();
+            for pair in 0..pairs {
+                let a = acts.codes[pair * 2 * stride..].as_ptr();
+                let mut accf = [[_mm256_setzero_ps(); 4]; 2];
+                for b in 0..blocks {
+                    // SAFETY: the panel holds stride / 2 groups of 64 bytes; the activations
+                    // are padded to MR rows, a multiple of 2 (checked above)
+                    let acc = unsafe { block_pairs(panel, a, stride, b * BK / 2..(b + 1) * BK / 2) };
+                    for (r, (accf, acc)) in accf.iter_mut().zip(&acc).enumerate() {
+                        let scale = _mm256_set1_ps(acts.scales[(pair * 2 + r) * blocks + b]);
+                        for h in 0..4 {
+                            // SAFETY: offsets hold blocks rows of n_pad
+                            let off = unsafe {
+                                _mm256_loadu_si256(w.offsets.as_ptr().add(b * n_pad + nb * NR + 8 * h).cast())
+                            };
+                            let v = _mm256_cvtepi32_ps(_mm256_sub_epi32(acc[h], off));
+                            accf[h] = _mm256_add_ps(accf[h], _mm256_mul_ps(v, scale));
+                        }
+                    }
+                }
+                // epilogue: acc * s[o] + b[o], as the portable kernel rounds it
+                for (r, accf) in accf.iter().enumerate().take(rows - pair * 2) {
+                    let row = pair * 2 + r;
+                    for (h, &v) in accf.iter().enumerate() {
+                        let o = nb * NR + 8 * h;
+                        if o >= w.out {
+                            break;
+                        }
+                        // SAFETY: scales and bias are padded to whole NR blocks
+                        let (s, b) = unsafe {
+                            (_mm256_loadu_ps(w.scales.as_ptr().add(o)), _mm256_loadu_ps(w.bias.as_ptr().add(o)))
+                        };
+                        let mut lanes = [0f32; 8];
+                        // SAFETY: 8 lanes into an array of 8
+                        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_add_ps(_mm256_mul_ps(v, s), b)) };
+                        let n = (w.out - o).min(8);
+                        y[row * w.out + o..][..n].copy_from_slice(&lanes[..n]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The pairs kernel with wasm `simd128` (`i32x4.dot_i16x8_s`).
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod wasm {
+    use super::{Activations, Int8Linear, Kernel, BK, NR};
+    use core::arch::wasm32::*;
+
+    /// Outputs per half panel: 16, in 4 vectors of 4 i32 lanes.
+    const HALF: usize = NR / 2;
+
+    /// [`super::quantize_row`] with `simd128`: the same codes (`f32x4.nearest` rounds half to
+    /// even) and the same scale.
+    pub(super) fn quantize_row(x: &[f32], q: &mut [i16]) -> f32 {
+        let (body, tail) = x.split_at(x.len() / 4 * 4);
+        // f32x4.max gives NaN where either lane is NaN
+        let mut max = f32x4_splat(0.0);
+        for v in body.chunks_exact(4) {
+            // SAFETY: 4 values
+            max = f32x4_max(max, f32x4_abs(unsafe { v128_load(v.as_ptr().cast()) }));
+        }
+        let lanes = [
+            f32x4_extract_lane::<0>(max),
+            f32x4_extract_lane::<1>(max),
+            f32x4_extract_lane::<2>(max),
+            f32x4_extract_lane::<3>(max),
+        ];
+        let max = lanes
+            .iter()
+            .chain(tail)
+            .fold(0f32, |m, v| if m.is_nan() || v.is_nan() { f32::NAN } else { m.max(v.abs()) });
+        if !max.is_finite() {
+            return f32::NAN;
+        }
+        if max == 0.0 {
+            return 0.0;
+        }
+        let inv = 127.0 / max;
+        let (inv4, offset) = (f32x4_splat(inv), i32x4_splat(128));
+        for (v, q) in body.chunks_exact(8).zip(q.chunks_exact_mut(8)) {
+            // SAFETY: 8 values in, 8 codes out
+            unsafe {
+                let code = |at: usize| {
+                    let v = f32x4_nearest(f32x4_mul(v128_load(v[at..].as_ptr().cast()), inv4));
+                    i32x4_add(i32x4_trunc_sat_f32x4(v), offset)
+                };
+                v128_store(q.as_mut_ptr().cast(), i16x8_narrow_i32x4(code(0), code(4)));
+            }
+        }
+        let done = body.len() / 8 * 8;
+        for (q, &v) in q[done..].iter_mut().zip(&x[done..]) {
+            *q = (v * inv).round_ties_even() as i16 + 128;
+        }
+        max / 127.0
+    }
+
+    /// The integer sums of 2 activation rows (at `a`, rows `stride` codes apart) with 16
+    /// outputs of a panel (at `panel`, rows NR * 2 bytes apart) over the groups `groups`: per
+    /// group, 2 x 16 weight bytes widened to 4 x 8 i16 (4 outputs x 2 `k` each), and per row
+    /// one broadcast pair of codes and 4 `i32x4.dot_i16x8_s`.
+    ///
+    /// # Safety
+    /// `panel` holds the groups' NR * 2 bytes each (from its half's start: 32 bytes each),
+    /// `a` 2 rows of at least `groups.end * 2` codes.
+    unsafe fn block(panel: *const i8, a: *const i16, stride: usize, groups: std::ops::Range<usize>) -> [[v128; 4]; 2] {
+        let z = i32x4_splat(0);
+        let [mut c00, mut c01, mut c02, mut c03, mut c10, mut c11, mut c12, mut c13] = [z; 8];
+        for g in groups {
+            // SAFETY: in bounds by the function's contract
+            unsafe {
+                let wp = panel.add(g * NR * 2);
+                let x0 = v128_load32_splat(a.add(g * 2).cast());
+                let x1 = v128_load32_splat(a.add(stride + g * 2).cast());
+                // one weight vector at a time: 8 accumulators, 2 activations and 2 weights
+                // stay in registers
+                macro_rules! half {
+                    ($at:expr, $lo:ident, $hi:ident, $c0lo:ident, $c1lo:ident, $c0hi:ident, $c1hi:ident) => {
+                        let l = v128_load(wp.add($at).cast());
+                        let $lo = i16x8_extend_low_i8x16(l);
+                        $c0lo = i32x4_add($c0lo, i32x4_dot_i16x8(x0, $lo));
+                        $c1lo = i32x4_add($c1lo, i32x4_dot_i16x8(x1, $lo));
+                        let $hi = i16x8_extend_high_i8x16(l);
+                        $c0hi = i32x4_add($c0hi, i32x4_dot_i16x8(x0, $hi));
+                        $c1hi = i32x4_add($c1hi, i32x4_dot_i16x8(x1, $hi));
+                    };
+                }
+                half!(0, w0, w1, c00, c10, c01, c11);
+                half!(16, w2, w3, c02, c12, c03, c13);
+            }
+        }
+        [[c00, c01, c02, c03], [c10, c11, c12, c13]]
+    }
+
+    /// For each half panel of 16 outputs, 2 activation rows at a time; per block of BK
+    /// inputs, the integer sums scaled into f32 accumulators as the portable kernel does.
+    pub(super) fn rows_pairs(w: &Int8Linear, acts: &Activations<i16>, y: &mut [f32]) {
+        let (stride, n_pad, blocks, rows) = w.checked_dims(Kernel::Pairs, acts, y);
+        let pairs = rows.div_ceil(2);
+        for nb in 0..n_pad / NR {
+            for half in 0..2 {
+                let first = nb * NR + half * HALF;
+                if first >= w.out {
+                    break;
+                }
+                let panel = w.packed[nb * stride * NR + half * HALF * 2..].as_ptr();
+                for pair in 0..pairs {
+                    let a = acts.codes[pair * 2 * stride..].as_ptr();
+                    let mut accf = [[f32x4_splat(0.0); 4]; 2];
+                    for b in 0..blocks {
+                        // SAFETY: the panel holds stride / 2 groups of NR * 2 bytes; the
+                        // activations are padded to MR rows, a multiple of 2 (checked above)
+                        let acc = unsafe { block(panel, a, stride, b * BK / 2..(b + 1) * BK / 2) };
+                        for (r, (accf, acc)) in accf.iter_mut().zip(&acc).enumerate() {
+                            let scale = f32x4_splat(acts.scales[(pair * 2 + r) * blocks + b]);
+                            let off = &w.offsets[b * n_pad + first..][..HALF];
+                            for h in 0..4 {
+                                // SAFETY: 4 values of `off`, which holds 16
+                                let off = unsafe { v128_load(off[4 * h..].as_ptr().cast()) };
+                                let v = f32x4_convert_i32x4(i32x4_sub(acc[h], off));
+                                accf[h] = f32x4_add(accf[h], f32x4_mul(v, scale));
+                            }
+                        }
+                    }
+                    // epilogue: acc * s[o] + b[o], as the portable kernel rounds it
+                    for (r, accf) in accf.iter().enumerate().take(rows - pair * 2) {
+                        let row = pair * 2 + r;
+                        for (h, &v) in accf.iter().enumerate() {
+                            let o = first + 4 * h;
+                            if o >= w.out {
+                                break;
+                            }
+                            // SAFETY: scales and bias are padded to whole NR blocks
+                            let (s, b) = unsafe {
+                                (v128_load(w.scales[o..].as_ptr().cast()), v128_load(w.bias[o..].as_ptr().cast()))
+                            };
+                            let v = f32x4_add(f32x4_mul(v, s), b);
+                            let out = &mut y[row * w.out + o..(row + 1) * w.out];
+                            if out.len() >= 4 {
+                                // SAFETY: 4 lanes into `out`, which holds at least 4
+                                unsafe { v128_store(out.as_mut_ptr().cast(), v) };
+                            } else {
+                                let lanes = [
+                                    f32x4_extract_lane::<0>(v),
+                                    f32x4_extract_lane::<1>(v),
+                                    f32x4_extract_lane::<2>(v),
+                                ];
+                                out.copy_from_slice(&lanes[..out.len()]);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    // in wasm the tests run in Node (wasm-bindgen-test-runner)
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn int8_rows_round_trip_within_half_a_step() {
+        let values: Vec<f32> = (0..24).map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.13 * (1 + i / 8) as f32).collect();
+        let (codes, scales) = quantize_rows(&values, 3);
+        assert_eq!(scales.len(), 3);
+        for (i, (&q, &v)) in codes.iter().zip(&values).enumerate() {
+            let scale = scales[i / 8];
+            assert!((q as f32 * scale - v).abs() <= scale / 2.0 + 1e-6, "{i}: {q} * {scale} vs {v}");
+        }
+        // each row's largest magnitude maps to +-127
+        for row in codes.chunks(8) {
+            assert_eq!(row.iter().map(|q| q.unsigned_abs()).max(), Some(127));
+        }
+        // an all-zero row is representable
+        let (codes, scales) = quantize_rows(&[0.0; 4], 1);
+        assert_eq!((codes, scales), (vec![0; 4], vec![1.0]));
+    }
+
+    fn random(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    fn linear(rows: usize, cols: usize, seed: u64, kernel: Kernel) -> (Int8Linear, Vec<f32>, Vec<f32>) {
+        let w = random(rows * cols, seed);
+        let bias = random(rows, seed + 1);
+        let (codes, scales) = quantize_rows(&w, rows);
+        let m = Int8Matrix::new(rows, cols, codes, scales).unwrap();
+        let dequantized = (0..rows).flat_map(|r| m.row(r).unwrap()).collect();
+        (Int8Linear::with_kernel(&m, Some(&bias), kernel).unwrap(), dequantized, bias)
+    }
+
+    const SHAPES: [(usize, usize, usize); 7] =
+        [(1, 1, 1), (3, 5, 7), (9, 70, 130), (17, 64, 384), (20, 33, 65), (200, 37, 70), (13, 100, 1536)];
+    const KERNELS: [Kernel; 2] = [Kernel::Vnni, Kernel::Pairs];
+
+    /// Each kernel this CPU runs gives the portable kernel's numbers bit for bit, and the two
+    /// layouts give the same numbers.
+    #[test]
+    fn kernels_match_the_portable_one_bit_for_bit() {
+        #[cfg(any(target_arch = "x86_64", target_arch = "wasm32"))]
+        assert!(Kernel::Pairs.runs_here(), "no AVX2 or no simd128: only the portable kernel would be checked");
+        for (t, rows, cols) in SHAPES {
+            // extreme codes: rows at full scale with ties, zero rows
+            let mut x = random(t * cols, 2);
+            x[..cols].iter_mut().enumerate().for_each(|(i, v)| *v = if i % 2 == 0 { 1.0 } else { -0.5 });
+            if t > 2 {
+                x[cols..2 * cols].fill(0.0);
+            }
+            let want = linear(rows, cols, 1, Kernel::Vnni).0.matmul_with(&x, false);
+            for kernel in KERNELS {
+                let (m, _, _) = linear(rows, cols, 1, kernel);
+                let got = if kernel.runs_here() { m.matmul(&x) } else { m.matmul_with(&x, false) };
+                let same = got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same && got.len() == want.len(), "{kernel:?} ({t},{rows},{cols})");
+            }
+        }
+    }
+
+    /// The int8 matmul against the f32 product of the dequantised weights: the error is the
+    /// activations' rounding, at most half a step (`max|x| / 254`) per value.
+    #[test]
+    fn matmul_matches_the_dequantised_product() {
+        for ((t, rows, cols), kernel) in SHAPES.into_iter().flat_map(|s| KERNELS.map(|k| (s, k))) {
+            let (m, wd, bias) = linear(rows, cols, 1, kernel);
+            let x = random(t * cols, 2);
+            let y = m.matmul(&x);
+            assert_eq!(y.len(), t * rows);
+            for r in 0..t {
+                let xr = &x[r * cols..(r + 1) * cols];
+                let step = xr.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0;
+                for o in 0..rows {
+                    let wr = &wd[o * cols..(o + 1) * cols];
+                    let exact: f32 = xr.iter().zip(wr).map(|(a, b)| a * b).sum::<f32>() + bias[o];
+                    let bound = step / 2.0 * wr.iter().map(|v| v.abs()).sum::<f32>() + 1e-5;
+                    let got = y[r * rows + o];
+                    assert!(
+                        (got - exact).abs() <= bound,
+                        "({t},{rows},{cols}) [{r},{o}]: {got} vs {exact} (bound {bound})"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn activation_codes_match_the_portable_ones() {
+        for n in [1, 7, 8, 15, 16, 17, 64, 100] {
+            let mut x = random(n, 7);
+            x[0] = 0.5; // ties at every scale: 0.5 * 127 / max
+            x[n / 2] = -1.0;
+            let with = |i: usize, v: f32| {
+                let mut y = x.clone();
+                y[i] = v;
+                y
+            };
+            for x in [x.clone(), vec![0.0; n], with(n - 1, f32::NAN), with(n - 1, f32::INFINITY), with(0, f32::NAN)] {
+                #[cfg(target_arch = "x86_64")]
+                if Kernel::Vnni.runs_here() {
+                    let (mut a, mut b) = (vec![128u8; n], vec![128u8; n]);
+                    // SAFETY: the CPU has AVX-512 (checked above)
+                    let sa = unsafe { x86::quantize_row(&x, &mut a) };
+                    let sb = quantize_row::<u8>(&x, &mut b);
+                    assert_eq!((sa.to_bits(), a), (sb.to_bits(), b), "{x:?}");
+                }
+                #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+                {
+                    let (mut a, mut b) = (vec![128i16; n], vec![128i16; n]);
+                    let sa = wasm::quantize_row(&x, &mut a);
+                    let sb = quantize_row::<i16>(&x, &mut b);
+                    assert_eq!((sa.to_bits(), a), (sb.to_bits(), b), "{x:?}");
+                }
+                let _ = x;
+            }
+        }
+    }
+
+    #[test]
+    fn zero_and_non_finite_rows() {
+        let (codes, scales) = quantize_rows(&[1.0, -2.0, 0.5, 3.0], 2);
+        let m = Int8Matrix::new(2, 2, codes.clone(), scales).unwrap();
+        for kernel in KERNELS {
+            let l = Int8Linear::with_kernel(&m, None, kernel).unwrap();
+            for fast in [false, kernel.runs_here()] {
+                assert_eq!(l.matmul_with(&[0.0, 0.0], fast), vec![0.0, 0.0]);
+                assert!(l.matmul_with(&[f32::NAN, 1.0], fast).iter().all(|v| v.is_nan()));
+                assert!(l.matmul_with(&[1.0, f32::INFINITY], fast).iter().all(|v| v.is_nan()));
+            }
+        }
+        assert!(Int8Matrix::new(2, 2, codes[..3].to_vec(), vec![1.0, 1.0]).is_none());
+        assert!(Int8Linear::new(&m, Some(&[1.0])).is_none());
+        for r in 0..2 {
+            let want: Vec<f32> = codes[2 * r..2 * r + 2].iter().map(|&q| f32::from(q) * m.scales[r]).collect();
+            assert_eq!(m.row(r).unwrap().collect::<Vec<_>>(), want);
+        }
+        assert!(m.row(2).is_none());
+    }
+}
