@@ -33,7 +33,6 @@ pub mod chat_template;
 pub mod device;
 pub mod error;
 pub mod expert;
-#[cfg(not(target_family = "wasm"))]
 pub mod kernels;
 pub mod lora;
 pub mod model;

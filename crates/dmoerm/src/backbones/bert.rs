@@ -20,13 +20,10 @@ use serde::Deserialize;
 use super::{attend, split_heads, LayerNorm, Projection, Table, TokenBatch, Visibility};
 use crate::bundle::keys;
 use crate::error::{Error, Result};
-// exact GELU: natively a vectorised, parallel CPU path on flex (see `kernels`)
-#[cfg(not(target_family = "wasm"))]
+// exact GELU: a vectorised (natively parallel) CPU path on flex (see `kernels`)
 use crate::kernels::gelu;
 use crate::lora::AdapterGroup;
 use crate::weights::{Scope, TensorFile};
-#[cfg(target_family = "wasm")]
-use burn::tensor::activation::gelu;
 
 #[derive(Debug, Clone, Deserialize)]
 struct RawConfig {

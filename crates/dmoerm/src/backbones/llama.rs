@@ -12,15 +12,12 @@
 
 use std::ops::Range;
 
-#[cfg(target_family = "wasm")]
-use burn::tensor::activation::silu;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::Deserialize;
 
 use super::{attend, split_heads, AttentionMask, Projection, RmsNorm, Table, TokenBatch, Visibility};
 use crate::error::{Error, Result};
-// SiLU: natively a vectorised, parallel CPU path on flex (see `kernels`)
-#[cfg(not(target_family = "wasm"))]
+// SiLU: a vectorised (natively parallel) CPU path on flex (see `kernels`)
 use crate::kernels::silu;
 use crate::lora::AdapterGroup;
 use crate::weights::{Scope, TensorFile};

@@ -303,7 +303,6 @@ impl RmsNorm {
 
     /// Normalises over the last dimension.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        #[cfg(not(target_family = "wasm"))]
         if let Some(y) = crate::kernels::rms_norm(&x, &self.weight, self.eps) {
             return y;
         }
@@ -561,16 +560,13 @@ const QUERY_CHUNK: usize = 512;
 
 /// Scaled dot-product attention with the heads merged: `q` `[B, H, S, hd]`, `k` and `v`
 /// `[B, KV, S, hd]` (grouped-query when KV < H), the keys each query sees given by `mask`
-/// -> `[B, S, H * hd]`. On flex (inference) [`crate::kernels::attention`] computes it in
-/// query blocks from the row lengths; elsewhere (wgpu, wasm, training) burn's attention runs
-/// on pieces of at most [`QUERY_CHUNK`] queries.
+/// -> `[B, S, H * hd]`. On flex (inference, wasm included) [`crate::kernels::attention`]
+/// computes it in query blocks from the row lengths; elsewhere (wgpu, training) burn's
+/// attention runs on pieces of at most [`QUERY_CHUNK`] queries.
 pub(crate) fn attend(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: &AttentionMask, batch: &TokenBatch) -> Tensor<3> {
-    #[cfg(not(target_family = "wasm"))]
-    {
-        let Visibility { causal, window } = mask.seen;
-        if let Some(out) = crate::kernels::attention(q.clone(), k.clone(), v.clone(), &batch.lengths, causal, window) {
-            return out;
-        }
+    let Visibility { causal, window } = mask.seen;
+    if let Some(out) = crate::kernels::attention(q.clone(), k.clone(), v.clone(), &batch.lengths, causal, window) {
+        return out;
     }
     burn_attention(q, k, v, mask, batch, QUERY_CHUNK)
 }
