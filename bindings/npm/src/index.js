@@ -74,13 +74,19 @@ function cacheKey(url, version) {
   return u.href;
 }
 
-/** Removes every model this package cached with the Cache API. Resolves to whether it did. */
 /** @internal Panics inside wasm (tests of the recovery from a trap). */
 export async function _panicForTests() {
   const wasm = await loadWasm();
   return guard('the test panic', wasm, () => wasm.glue.panicForTests());
 }
 
+/** @internal Makes the next score, scoreBatch or rank of a CPU model panic inside wasm. */
+export async function _panicInNextScoreForTests() {
+  const wasm = await loadWasm();
+  wasm.glue.panicInNextScoreForTests();
+}
+
+/** Removes every model this package cached with the Cache API. Resolves to whether it did. */
 export async function clearCache() {
   if (!globalThis.caches) return false;
   return caches.delete(CACHE_NAME);
@@ -198,22 +204,29 @@ export class RewardModel {
     return { name: raw.name, tasks: Object.fromEntries(raw.tasks) };
   }
 
+  // On the CPU a call computes inside the wasm call (`*Now`), so that a trap throws here and
+  // `guard` turns it into a rejection; on WebGPU the call must wait for the GPU, and a trap
+  // inside that promise's task cannot be caught (issue 17).
+
   /** Scores `{prompt, response}` or `{messages: [{role, content}], response}`. */
   async score(input) {
     const m = this.#live();
-    return withAlias(await guard('scoring', this.#wasm, () => m.score(input)));
+    const run = m.device === 'cpu' ? () => m.scoreNow(input) : () => m.score(input);
+    return withAlias(await guard('scoring', this.#wasm, run));
   }
 
   /** Scores many inputs in batches. */
   async scoreBatch(inputs) {
     const m = this.#live();
-    return (await guard('scoring', this.#wasm, () => m.scoreBatch(inputs))).map(withAlias);
+    const run = m.device === 'cpu' ? () => m.scoreBatchNow(inputs) : () => m.scoreBatch(inputs);
+    return (await guard('scoring', this.#wasm, run)).map(withAlias);
   }
 
   /** Best-of-n: candidates best first, `{index, response, ...score}`; the router runs once. */
   async rank(prompt, candidates) {
     const m = this.#live();
-    return (await guard('ranking', this.#wasm, () => m.rank(prompt, candidates))).map(withAlias);
+    const run = m.device === 'cpu' ? () => m.rankNow(prompt, candidates) : () => m.rank(prompt, candidates);
+    return (await guard('ranking', this.#wasm, run)).map(withAlias);
   }
 
   /** Frees the model's memory; the object cannot be used afterwards. */

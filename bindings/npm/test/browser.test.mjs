@@ -99,6 +99,24 @@ for (const mode of Object.keys(MODES)) {
       checkScore(assert, res.score, input.expected, exp.tolerance, 'worker');
     });
 
+    await t.test('a trap while scoring on the CPU rejects the call, and the package recovers', async () => {
+      const exp = expected('llama');
+      const input = exp.inputs[0];
+      const r = await page.evaluate(
+        async ({ url, input }) => {
+          const { RewardModel, _panicInNextScoreForTests } = window.dmoerm;
+          const rm = await RewardModel.load(url, { device: 'cpu', cache: false });
+          await _panicInNextScoreForTests();
+          const error = await rm.score(input).then(() => null, (e) => `${e instanceof Error} ${e.message}`);
+          const fresh = await RewardModel.load(url, { device: 'cpu', cache: false });
+          return { error, score: await fresh.score(input) };
+        },
+        { url: '/fixtures/llama.dmoerm', input: { messages: input.messages, response: input.response } },
+      );
+      assert.match(r.error ?? 'resolved', /^true dmoerm: scoring failed inside wasm \([\s\S]*a deliberate test panic while scoring/);
+      checkScore(assert, r.score, input.expected, exp.tolerance, 'after the trap');
+    });
+
     await t.test('the demo scores through the UI', async () => {
       await page.goto(`${server.url}/web-demo/`);
       await page.waitForSelector('body[data-ready="true"]', { timeout: 300_000 });

@@ -3,7 +3,7 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { RewardModel, webgpuAvailable, _panicForTests } from '../src/index.js';
+import { RewardModel, webgpuAvailable, _panicForTests, _panicInNextScoreForTests } from '../src/index.js';
 import { FIXTURES, packFixtures, expected, checkScore, root } from './fixtures.mjs';
 
 const packed = packFixtures();
@@ -174,6 +174,25 @@ test('a panic inside wasm is an Error with its message, and the package recovers
   const rm = await RewardModel.load(packed.llama, { device: 'cpu' });
   const input = exp.inputs[0];
   checkScore(assert, await rm.score({ messages: input.messages, response: input.response }), input.expected, exp.tolerance, 'after recovery');
+});
+
+test('a trap while scoring on the CPU rejects that call with its message, and the package recovers', { timeout: 120_000 }, async () => {
+  const exp = expected('llama');
+  const input = exp.inputs[0];
+  const conv = { messages: input.messages, response: input.response };
+  for (const [what, call] of [
+    ['score', (rm) => rm.score(conv)],
+    ['scoreBatch', (rm) => rm.scoreBatch([conv, conv])],
+    ['rank', (rm) => rm.rank('a prompt', ['one', 'two'])],
+  ]) {
+    const rm = await RewardModel.load(packed.llama, { device: 'cpu' });
+    await _panicInNextScoreForTests();
+    // the promise settles (it used to stay pending, the trap thrown elsewhere)
+    await assert.rejects(call(rm), /failed inside wasm \([\s\S]*a deliberate test panic while scoring/, what);
+    await assert.rejects(async () => rm.score(conv), /trapped; load it again/, what);
+    const fresh = await RewardModel.load(packed.llama, { device: 'cpu' });
+    checkScore(assert, await fresh.score(conv), input.expected, exp.tolerance, `after the trap in ${what}`);
+  }
 });
 
 test('the default model loads and ranks its model card examples', async () => {

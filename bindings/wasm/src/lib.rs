@@ -5,7 +5,7 @@
 //! The JS wrapper (`bindings/npm/src/index.js`) adds downloading, caching and the public API.
 #![cfg(target_arch = "wasm32")]
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use dmoerm::quant::Int8Linear;
@@ -24,6 +24,8 @@ thread_local! {
     /// The WebGPU device: wgpu's runtime is initialised once per wasm instance and shared by
     /// every model loaded afterwards.
     static WEBGPU: RefCell<Option<Device>> = const { RefCell::new(None) };
+    /// Set by [`panic_in_next_score_for_tests`]: the next scoring call panics.
+    static PANIC_NEXT: Cell<bool> = const { Cell::new(false) };
 }
 
 async fn webgpu_device() -> Result<Device, JsValue> {
@@ -138,6 +140,30 @@ pub fn panic_for_tests() {
     panic!("a deliberate test panic");
 }
 
+/// Makes the next score, score batch or rank panic (in its promise's task, or in the call for
+/// the `*Now` ones), for the tests of a trap in the middle of scoring.
+#[wasm_bindgen(js_name = panicInNextScoreForTests)]
+pub fn panic_in_next_score_for_tests() {
+    PANIC_NEXT.with(|p| p.set(true));
+}
+
+fn panic_if_asked() {
+    if PANIC_NEXT.with(|p| p.replace(false)) {
+        panic!("a deliberate test panic while scoring");
+    }
+}
+
+/// A prompt as a string or a messages array, as the conversation history before a response.
+fn prompt_history(prompt: JsValue) -> Result<Vec<Message>, JsValue> {
+    if let Some(p) = prompt.as_string() {
+        history(Some(p), None)
+    } else {
+        let m: Vec<Message> = serde_wasm_bindgen::from_value(prompt).map_err(|e| bad("bad messages", e))?;
+        history(None, Some(m))
+    }
+    .map_err(js_error)
+}
+
 /// serde-wasm-bindgen's errors print as `Error: <message>`; keep the message.
 fn bad(what: &str, e: serde_wasm_bindgen::Error) -> JsValue {
     let text = e.to_string();
@@ -208,6 +234,7 @@ impl Model {
     pub fn score(&self, input: JsValue) -> Promise {
         let model = self.inner.clone();
         future_to_promise(async move {
+            panic_if_asked();
             let conv = conversation(input)?;
             to_js(&model.score_async(&conv).await.map_err(js_error)?)
         })
@@ -218,6 +245,7 @@ impl Model {
     pub fn score_batch(&self, inputs: Vec<JsValue>) -> Promise {
         let model = self.inner.clone();
         future_to_promise(async move {
+            panic_if_asked();
             let convs = inputs.into_iter().map(conversation).collect::<Result<Vec<_>, _>>()?;
             to_js(&model.score_batch_async(&convs).await.map_err(js_error)?)
         })
@@ -227,14 +255,35 @@ impl Model {
     pub fn rank(&self, prompt: JsValue, candidates: Vec<String>) -> Promise {
         let model = self.inner.clone();
         future_to_promise(async move {
-            let messages = if let Some(p) = prompt.as_string() {
-                history(Some(p), None)
-            } else {
-                let m: Vec<Message> = serde_wasm_bindgen::from_value(prompt).map_err(|e| bad("bad messages", e))?;
-                history(None, Some(m))
-            }
-            .map_err(js_error)?;
+            panic_if_asked();
+            let messages = prompt_history(prompt)?;
             to_js(&model.rank_messages_async(&messages, &candidates).await.map_err(js_error)?)
         })
+    }
+
+    // The same three computed inside the call, for a model on the CPU (nothing there needs to
+    // wait): a trap then throws in the caller, which can report it, where a trap inside a
+    // promise's task leaves that promise unsettled.
+
+    /// [`Self::score`], now (CPU).
+    #[wasm_bindgen(js_name = scoreNow)]
+    pub fn score_now(&self, input: JsValue) -> Result<JsValue, JsValue> {
+        panic_if_asked();
+        to_js(&self.inner.score(&conversation(input)?).map_err(js_error)?)
+    }
+
+    /// [`Self::score_batch`], now (CPU).
+    #[wasm_bindgen(js_name = scoreBatchNow)]
+    pub fn score_batch_now(&self, inputs: Vec<JsValue>) -> Result<JsValue, JsValue> {
+        panic_if_asked();
+        let convs = inputs.into_iter().map(conversation).collect::<Result<Vec<_>, _>>()?;
+        to_js(&self.inner.score_batch(&convs).map_err(js_error)?)
+    }
+
+    /// [`Self::rank`], now (CPU).
+    #[wasm_bindgen(js_name = rankNow)]
+    pub fn rank_now(&self, prompt: JsValue, candidates: Vec<String>) -> Result<JsValue, JsValue> {
+        panic_if_asked();
+        to_js(&self.inner.rank_messages(&prompt_history(prompt)?, &candidates).map_err(js_error)?)
     }
 }
