@@ -200,22 +200,58 @@ impl Int8Linear {
         self.matmul_with(x, self.kernel.runs_here())
     }
 
+    /// `next.matmul(between(self.matmul(x)))` (a transformer's MLP: up projection,
+    /// activation, down projection), chunk by chunk of rows, so that the `[t, out]`
+    /// intermediate is never held whole: each task holds at most MAX_TILES * MR rows of it.
+    /// The same numbers as the three steps one after the other (rows are independent).
+    ///
+    /// # Panics
+    /// When `x.len()` is not a multiple of `in`, or `next`'s `in` is not this `out`.
+    pub fn matmul_pair(&self, next: &Int8Linear, x: &[f32], between: impl Fn(&mut [f32]) + Sync) -> Vec<f32> {
+        assert!(next.inp == self.out, "the second matmul takes {} inputs, not {}", next.inp, self.out);
+        let fast = self.kernel.runs_here() && next.kernel.runs_here();
+        self.for_row_chunks(x, next.out, |x, y| {
+            let mut mid = vec![0f32; x.len() / self.inp * self.out];
+            self.rows(x, &mut mid, fast);
+            between(&mut mid);
+            next.rows(&mid, y, fast);
+        })
+    }
+
     /// [`Self::matmul`] with the kernel (`fast`, which the caller checked this CPU runs) or
     /// with the portable one.
     fn matmul_with(&self, x: &[f32], fast: bool) -> Vec<f32> {
+        self.for_row_chunks(x, self.out, |x, y| self.rows(x, y, fast))
+    }
+
+    /// The `[t, out]` result of `task` over `x` `[t, in]`, one task per chunk of rows: it
+    /// quantises them and writes their output rows, one weight panel at a time over all its
+    /// row tiles, so that each panel is read from memory once per chunk, not once per tile.
+    /// Chunks of at most MAX_TILES tiles, small enough to give every thread two.
+    fn for_row_chunks(&self, x: &[f32], out: usize, task: impl Fn(&[f32], &mut [f32]) + Sync) -> Vec<f32> {
         assert!(self.inp > 0 && x.len().is_multiple_of(self.inp), "x is not [t, {}]", self.inp);
         let t = x.len() / self.inp;
-        let mut y = vec![0f32; t * self.out];
-        // One task per chunk of rows: it quantises them and writes their output rows, one
-        // weight panel at a time over all its row tiles, so that each panel is read from memory
-        // once per chunk, not once per tile. Chunks of at most MAX_TILES tiles, small enough to
-        // give every thread two.
+        let mut y = vec![0f32; t * out];
         #[cfg(not(target_family = "wasm"))]
         let threads = rayon::current_num_threads();
         #[cfg(target_family = "wasm")]
         let threads = 1;
         let chunk = t.div_ceil(2 * threads).next_multiple_of(MR).clamp(MR, MAX_TILES * MR);
-        let task = |(x, y): (&[f32], &mut [f32])| match self.kernel {
+        let rows = x.chunks(chunk * self.inp).zip(y.chunks_mut(chunk * out));
+        #[cfg(not(target_family = "wasm"))]
+        {
+            use rayon::iter::{IntoParallelIterator, ParallelIterator};
+            let rows: Vec<_> = rows.collect();
+            rows.into_par_iter().for_each(|(x, y)| task(x, y));
+        }
+        #[cfg(target_family = "wasm")]
+        rows.for_each(|(x, y)| task(x, y));
+        y
+    }
+
+    /// `y = x W^T + b` for a chunk of rows, on this thread.
+    fn rows(&self, x: &[f32], y: &mut [f32], fast: bool) {
+        match self.kernel {
             Kernel::Vnni => {
                 #[cfg(target_arch = "x86_64")]
                 if fast {
@@ -240,18 +276,8 @@ impl Int8Linear {
                 }
                 self.rows_portable(&Activations::<i16>::quantize(x, self.inp, quantize_row), y);
             }
-        };
-        let _ = fast;
-        let rows = x.chunks(chunk * self.inp).zip(y.chunks_mut(chunk * self.out));
-        #[cfg(not(target_family = "wasm"))]
-        {
-            use rayon::iter::{IntoParallelIterator, ParallelIterator};
-            let rows: Vec<_> = rows.collect();
-            rows.into_par_iter().for_each(task);
         }
-        #[cfg(target_family = "wasm")]
-        rows.for_each(task);
-        y
+        let _ = fast;
     }
 
     /// `(stride, n_pad, blocks, rows)` of a kernel's call on `acts` into `y`: the activation
@@ -934,6 +960,25 @@ mod tests {
                     assert_eq!((sa.to_bits(), a), (sb.to_bits(), b), "{x:?}");
                 }
                 let _ = x;
+            }
+        }
+    }
+
+    /// The fused pair gives the numbers of its three steps one after the other.
+    #[test]
+    fn a_pair_of_matmuls_equals_the_two_matmuls() {
+        let gelu = |v: &mut [f32]| v.iter_mut().for_each(|x| *x = *x * 0.5 * (1.0 + (*x * 0.8).tanh()));
+        for kernel in KERNELS {
+            for t in [1, 5, 13, 200] {
+                let (up, _, _) = linear(300, 70, 3, kernel);
+                let (down, _, _) = linear(33, 300, 4, kernel);
+                let x = random(t * 70, 5);
+                let mut mid = up.matmul(&x);
+                gelu(&mut mid);
+                let want = down.matmul(&mid);
+                let got = up.matmul_pair(&down, &x, gelu);
+                assert_eq!(got.len(), t * 33);
+                assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{kernel:?} t={t}");
             }
         }
     }

@@ -262,6 +262,11 @@ impl AdapterGroup {
         self.experts
     }
 
+    /// Whether the projection at `path` has an adapter in this group.
+    pub fn adapts(&self, path: &str) -> bool {
+        self.paths.iter().any(|p| p == path)
+    }
+
     /// The LoRA term of projection `path` for an expert-major batch, or `None` when no
     /// adapter of the group touches that projection.
     ///

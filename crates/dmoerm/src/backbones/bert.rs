@@ -270,12 +270,20 @@ impl Bert {
             let v = split_heads(l.value.forward(h.clone(), lora), heads, hd);
             let a = attend(q, k, v, &mask, batch);
             h = l.attention_norm.forward(h + l.attention_output.forward(a, lora));
-            let i = l.intermediate.forward(h.clone(), lora);
-            let i = match c.hidden_act {
-                Gelu::Exact => gelu(i),
-                Gelu::Tanh => gelu_approximate(i),
+            // int8 on the CPU: up, GELU and down chunk by chunk of rows (the same numbers)
+            let fused = match c.hidden_act {
+                Gelu::Exact => l.intermediate.forward_pair(&l.output, &h, lora, crate::kernels::gelu_values),
+                Gelu::Tanh => None,
             };
-            h = l.output_norm.forward(h + l.output.forward(i, lora));
+            let o = fused.unwrap_or_else(|| {
+                let i = l.intermediate.forward(h.clone(), lora);
+                let i = match c.hidden_act {
+                    Gelu::Exact => gelu(i),
+                    Gelu::Tanh => gelu_approximate(i),
+                };
+                l.output.forward(i, lora)
+            });
+            h = l.output_norm.forward(h + o);
         }
         h
     }

@@ -213,6 +213,30 @@ impl Projection {
         }
     }
 
+    /// `next.forward(between(self.forward(x)))` (an MLP) in one pass over chunks of rows, where
+    /// both are int8 and `lora` adapts neither: the `[B, S, out]` intermediate is never held
+    /// whole. `None` elsewhere (the caller runs the steps); the same numbers where it applies.
+    ///
+    /// # Shapes
+    /// - x: `[B, S, in]`, output: `[B, S, next's out]`
+    pub fn forward_pair(
+        &self,
+        next: &Projection,
+        x: &Tensor<3>,
+        lora: Option<&AdapterGroup>,
+        between: impl Fn(&mut [f32]) + Sync,
+    ) -> Option<Tensor<3>> {
+        let (Weight::Int8(first), Weight::Int8(second)) = (&self.weight, &next.weight) else {
+            return None;
+        };
+        if lora.is_some_and(|l| l.adapts(&self.path) || l.adapts(&next.path)) {
+            return None;
+        }
+        let [b, s, _] = x.dims();
+        let y = first.matmul_pair(second, &host_values(x.clone()), between);
+        Some(Tensor::from_data(TensorData::new(y, [b, s, second.dims().0]), &x.device()))
+    }
+
     pub(crate) fn num_params(&self) -> usize {
         match &self.weight {
             Weight::F32 { weight, bias } => count(weight) + bias.as_ref().map_or(0, count),
