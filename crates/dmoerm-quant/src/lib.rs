@@ -218,6 +218,32 @@ impl Int8Linear {
         })
     }
 
+    /// `down.matmul(act(self.matmul(x)) * up.matmul(x))`, a gated MLP (Llama's: SiLU of the
+    /// gate projection, this one, times the up projection), chunk by chunk of rows like
+    /// [`Self::matmul_pair`], with the same numbers as the steps one after the other.
+    ///
+    /// # Panics
+    /// When `x.len()` is not a multiple of `in`, or the three do not chain.
+    pub fn matmul_gated(
+        &self,
+        up: &Int8Linear,
+        down: &Int8Linear,
+        x: &[f32],
+        act: impl Fn(&mut [f32]) + Sync,
+    ) -> Vec<f32> {
+        assert!(up.dims() == self.dims() && down.inp == self.out, "the gate, up and down projections do not chain");
+        let fast = self.kernel.runs_here() && up.kernel.runs_here() && down.kernel.runs_here();
+        self.for_row_chunks(x, down.out, |x, y| {
+            let rows = x.len() / self.inp;
+            let (mut gate, mut mid) = (vec![0f32; rows * self.out], vec![0f32; rows * self.out]);
+            self.rows(x, &mut gate, fast);
+            act(&mut gate);
+            up.rows(x, &mut mid, fast);
+            mid.iter_mut().zip(&gate).for_each(|(u, g)| *u *= g);
+            down.rows(&mid, y, fast);
+        })
+    }
+
     /// [`Self::matmul`] with the kernel (`fast`, which the caller checked this CPU runs) or
     /// with the portable one.
     fn matmul_with(&self, x: &[f32], fast: bool) -> Vec<f32> {
@@ -979,6 +1005,29 @@ mod tests {
                 let got = up.matmul_pair(&down, &x, gelu);
                 assert_eq!(got.len(), t * 33);
                 assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{kernel:?} t={t}");
+            }
+        }
+    }
+
+    /// The gated MLP gives the numbers of its steps one after the other.
+    #[test]
+    fn a_gated_mlp_equals_its_steps() {
+        let silu = |v: &mut [f32]| v.iter_mut().for_each(|x| *x /= 1.0 + (-*x).exp());
+        for kernel in KERNELS {
+            for t in [1, 7, 200] {
+                let (gate, _, _) = linear(130, 64, 6, kernel);
+                let (up, _, _) = linear(130, 64, 7, kernel);
+                let (down, _, _) = linear(64, 130, 8, kernel);
+                let x = random(t * 64, 9);
+                let mut g = gate.matmul(&x);
+                silu(&mut g);
+                let mid: Vec<f32> = g.iter().zip(up.matmul(&x)).map(|(g, u)| g * u).collect();
+                let want = down.matmul(&mid);
+                let got = gate.matmul_gated(&up, &down, &x, silu);
+                assert!(
+                    got.len() == want.len() && got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{kernel:?} t={t}"
+                );
             }
         }
     }

@@ -47,6 +47,11 @@ pub(crate) fn gelu_values(values: &mut [f32]) {
     gelu_in_place(values);
 }
 
+/// [`silu`] of host values in place, on this thread (a step inside a fused host pass).
+pub(crate) fn silu_values(values: &mut [f32]) {
+    silu_in_place(values);
+}
+
 /// SiLU, `x * sigmoid(x)` (HF `"silu"`); flex evaluates a scalar `exp` per element.
 pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     host_map(&x, 1 << 14, silu_in_place).unwrap_or_else(|| burn::tensor::activation::silu(x))

@@ -486,6 +486,11 @@ impl Attention {
 
 impl Mlp {
     fn forward(&self, x: Tensor<3>, lora: Option<&AdapterGroup>) -> Tensor<3> {
+        // int8 on the CPU: the three projections chunk by chunk of rows (the same numbers)
+        let fused = self.gate_proj.forward_gated(&self.up_proj, &self.down_proj, &x, lora, crate::kernels::silu_values);
+        if let Some(y) = fused {
+            return y;
+        }
         let gate = silu(self.gate_proj.forward(x.clone(), lora));
         self.down_proj.forward(gate * self.up_proj.forward(x, lora), lora)
     }

@@ -237,6 +237,32 @@ impl Projection {
         Some(Tensor::from_data(TensorData::new(y, [b, s, second.dims().0]), &x.device()))
     }
 
+    /// `down.forward(act(self.forward(x)) * up.forward(x))` (Llama's gated MLP, this the gate
+    /// projection) in one pass over chunks of rows, where all three are int8 and `lora`
+    /// adapts none; `None` elsewhere. The same numbers where it applies.
+    ///
+    /// # Shapes
+    /// - x: `[B, S, in]`, output: `[B, S, down's out]`
+    pub fn forward_gated(
+        &self,
+        up: &Projection,
+        down: &Projection,
+        x: &Tensor<3>,
+        lora: Option<&AdapterGroup>,
+        act: impl Fn(&mut [f32]) + Sync,
+    ) -> Option<Tensor<3>> {
+        let (Weight::Int8(gate), Weight::Int8(up_w), Weight::Int8(down_w)) = (&self.weight, &up.weight, &down.weight)
+        else {
+            return None;
+        };
+        if lora.is_some_and(|l| [self, up, down].iter().any(|p| l.adapts(&p.path))) {
+            return None;
+        }
+        let [b, s, _] = x.dims();
+        let y = gate.matmul_gated(up_w, down_w, &host_values(x.clone()), act);
+        Some(Tensor::from_data(TensorData::new(y, [b, s, down_w.dims().0]), &x.device()))
+    }
+
     pub(crate) fn num_params(&self) -> usize {
         match &self.weight {
             Weight::F32 { weight, bias } => count(weight) + bias.as_ref().map_or(0, count),
