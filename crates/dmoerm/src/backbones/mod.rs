@@ -200,12 +200,7 @@ impl Projection {
         let delta = lora.and_then(|l| l.delta(&self.path, x.clone()));
         let y = match &self.weight {
             Weight::F32 { weight, bias } => burn::tensor::module::linear(x, weight.clone(), bias.clone()),
-            Weight::Int8(weight) => {
-                let [b, s, _] = x.dims();
-                let device = x.device();
-                let y = weight.matmul(&host_values(x));
-                Tensor::from_data(TensorData::new(y, [b, s, weight.dims().0]), &device)
-            }
+            Weight::Int8(weight) => on_host(x, weight.dims().0, |x| weight.matmul(x)),
         };
         match delta {
             Some(d) => y + d,
@@ -232,9 +227,7 @@ impl Projection {
         if lora.is_some_and(|l| l.adapts(&self.path) || l.adapts(&next.path)) {
             return None;
         }
-        let [b, s, _] = x.dims();
-        let y = first.matmul_pair(second, &host_values(x.clone()), between);
-        Some(Tensor::from_data(TensorData::new(y, [b, s, second.dims().0]), &x.device()))
+        Some(on_host(x.clone(), second.dims().0, |x| first.matmul_pair(second, x, between)))
     }
 
     /// `down.forward(act(self.forward(x)) * up.forward(x))` (Llama's gated MLP, this the gate
@@ -258,9 +251,7 @@ impl Projection {
         if lora.is_some_and(|l| [self, up, down].iter().any(|p| l.adapts(&p.path))) {
             return None;
         }
-        let [b, s, _] = x.dims();
-        let y = gate.matmul_gated(up_w, down_w, &host_values(x.clone()), act);
-        Some(Tensor::from_data(TensorData::new(y, [b, s, down_w.dims().0]), &x.device()))
+        Some(on_host(x.clone(), down_w.dims().0, |x| gate.matmul_gated(up_w, down_w, x, act)))
     }
 
     pub(crate) fn num_params(&self) -> usize {
@@ -276,6 +267,16 @@ impl Projection {
 fn int8_resident(device: &Device) -> bool {
     // an autodiff device compares equal to the device it wraps
     *device == Device::flex() && !device.is_autodiff()
+}
+
+/// `f` of `x`'s values on the host (the int8 kernels), as `[B, S, out]` on `x`'s device.
+///
+/// # Shapes
+/// - x: `[B, S, in]`, output: `[B, S, out]`
+fn on_host(x: Tensor<3>, out: usize, f: impl FnOnce(&[f32]) -> Vec<f32>) -> Tensor<3> {
+    let [b, s, _] = x.dims();
+    let device = x.device();
+    Tensor::from_data(TensorData::new(f(&host_values(x)), [b, s, out]), &device)
 }
 
 /// A tensor's f32 values on the host (a flex tensor's are already there).
