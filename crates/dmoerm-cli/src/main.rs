@@ -2,6 +2,8 @@
 //! evaluate them.
 
 mod eval;
+#[cfg(feature = "serve")]
+mod serve;
 #[cfg(feature = "train")]
 mod train;
 
@@ -161,6 +163,10 @@ enum Command {
         #[command(subcommand)]
         command: train::TrainCommand,
     },
+    /// Serve a bundle over HTTP: dmoerm's API, OpenRLHF's /get_reward, vLLM's /classify and
+    /// /pooling, with dynamic batching; stops on SIGTERM after the requests in flight.
+    #[cfg(feature = "serve")]
+    Serve(serve::ServeArgs),
     /// Benchmark data.
     Data {
         #[command(subcommand)]
@@ -278,6 +284,8 @@ fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         #[cfg(feature = "train")]
         Command::Train { command } => train::train(command),
+        #[cfg(feature = "serve")]
+        Command::Serve(args) => serve::serve(args),
         Command::Data {
             command: DataCommand::Synth { out, seed, train, valid, test, wordnet, chitchat, fortunes },
         } => {
