@@ -3,7 +3,8 @@
 # The wgpu tests need a Vulkan/Metal/DX12 adapter; on Linux without a GPU install Mesa's
 # lavapipe (apt-get install mesa-vulkan-drivers libvulkan1), or set DMOERM_SKIP_WGPU=1.
 # The npm tests need node >= 20, wasm-bindgen-cli (the version in Cargo.lock) and Chromium at
-# /usr/bin/chromium (or $CHROMIUM); .ci/run installs them.
+# /usr/bin/chromium (or $CHROMIUM); the Python tests python3 with venv (pytest comes from PyPI);
+# .ci/run installs them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --all --check
@@ -20,7 +21,12 @@ rustup target list --installed | grep -q wasm32-unknown-unknown || rustup target
 export RUSTC_WORKSPACE_WRAPPER="$PWD/scripts/clippy-rustc"
 # every target of every crate (tests, examples, benches) with every feature (GPU, training)
 cargo test --workspace --all-targets --all-features --locked --no-run
+# the libraries as libraries too: the Python package's native module (a cdylib) from the same
+# build of the core (seconds)
+cargo build --workspace --all-features --locked --lib
 cargo test --workspace --all-features --locked
+# the Python package (pytest), on that module
+./bindings/python/test.sh
 # the int8 kernels built for the browser (wasm simd128), against the portable kernel, in Node
 CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
     cargo test -p dmoerm-quant --target wasm32-unknown-unknown --locked
