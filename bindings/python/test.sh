@@ -2,7 +2,8 @@
 # The Python package's tests (pytest), on the native module that the workspace build made:
 # `cargo test --workspace --all-features --no-run` (scripts/test.sh) builds bindings/python as
 # a cdylib with the same profile, features and target directory as everything else, so the
-# core is not compiled once more. pytest comes from PyPI into a venv in the target directory.
+# core is not compiled once more. pytest and Ray come from PyPI (tests/requirements.txt) into a
+# venv in the target directory.
 set -euo pipefail
 cd "$(dirname "$0")"
 target="${CARGO_TARGET_DIR:-../../target}"
@@ -18,8 +19,15 @@ mkdir -p "$stage/dmoerm"
 cp python/dmoerm/* "$stage/dmoerm/"
 cp "$module" "$stage/dmoerm/_dmoerm.abi3.so"
 venv="$target/python-venv"
-if [ ! -x "$venv/bin/pytest" ]; then
+requirements=tests/requirements.txt
+if ! cmp -s "$requirements" "$venv/requirements.txt"; then
+    rm -rf "$venv"
     python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check pytest==9.0.3
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
+    cp "$requirements" "$venv/requirements.txt"
 fi
-PYTHONPATH="$stage" "$venv/bin/python" -m pytest -q -p no:cacheprovider tests
+export PYTHONPATH="$stage"
+"$venv/bin/python" -m pytest -q -p no:cacheprovider tests --ignore=tests/test_ray.py
+# Ray in a network namespace of its own whose only interface is loopback: its two local nodes,
+# its workers and the driver can reach 127.0.0.1 and nothing else
+unshare -rn sh -c "ip link set lo up && exec \"$venv/bin/python\" -m pytest -q -p no:cacheprovider tests/test_ray.py"
