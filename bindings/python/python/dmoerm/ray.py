@@ -7,7 +7,7 @@
     scored = ray.data.read_json("rows.jsonl").map_batches(
         DmoermScorer,
         fn_constructor_kwargs={"model": "/models/model.dmoerm", "device": "cpu"},
-        concurrency=4,          # actors: each loads the model once
+        concurrency=4,          # actors: each loads the model once; fewer than the CPUs
         batch_size=256,
         batch_format="pyarrow",
     )
