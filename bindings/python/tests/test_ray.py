@@ -11,6 +11,7 @@ one, `unshare -rn`), so no packet can reach any other address.
 
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -20,9 +21,15 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-import ray
 
-from dmoerm.ray import DmoermScorer
+# Ray reads its settings when it is imported. The cluster has a token of its own, which the
+# nodes and this driver share (whatever ~/.ray holds), and reports no usage statistics.
+os.environ["RAY_AUTH_MODE"] = "token"
+os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+import ray  # noqa: E402
+
+from dmoerm.ray import DmoermScorer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[3]
 MODEL = ROOT / "tests" / "fixtures" / "bert"  # a router over two tasks, LoRA experts, aggregators
@@ -59,9 +66,13 @@ def cluster():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths live under it
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    env = dict(os.environ)
     node = ["--node-ip-address=127.0.0.1", "--num-cpus=2", "--object-store-memory=200000000", "--disable-usage-stats"]
-    run = lambda *args: subprocess.run([str(RAY), "start", *args, *node], check=True, env=env, timeout=180, capture_output=True)
+
+    def run(*args):
+        done = subprocess.run([str(RAY), "start", *args, *node], env=env, timeout=180, capture_output=True, text=True)
+        assert done.returncode == 0, f"ray start {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+
     try:
         run("--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={temp}")
         run(f"--address=127.0.0.1:{port}")
