@@ -129,6 +129,11 @@ impl RewardModel {
 
 #[pymodule]
 fn _dmoerm(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    // Without it, device="auto" or "gpu" on a machine without a desktop session prints
+    // libwayland's "XDG_RUNTIME_DIR is invalid" on stderr at every adapter probe.
+    // SAFETY: it sets an environment variable while the import holds the GIL, as Python's own
+    // `os.environ[...] = ...` does; the module has started no thread of its own yet.
+    unsafe { dmoerm::device::quiet_vulkan_loader() };
     m.add_class::<RewardModel>()?;
     m.add("DmoermError", m.py().get_type::<DmoermError>())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
