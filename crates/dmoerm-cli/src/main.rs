@@ -262,6 +262,14 @@ pub(crate) enum CliError {
     Usage(String),
 }
 
+/// A flag given in seconds: a positive, finite number.
+pub(crate) fn seconds(flag: &str, value: f64) -> Result<std::time::Duration, CliError> {
+    if !(value.is_finite() && value > 0.0) {
+        return Err(CliError::Usage(format!("{flag} must be a positive number of seconds")));
+    }
+    Ok(std::time::Duration::from_secs_f64(value))
+}
+
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CliError + '_ {
     move |source| CliError::Io { path: path.display().to_string(), source }
 }
@@ -369,9 +377,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             let api_key = ["DMOERM_API_KEY", "OPENAI_API_KEY"]
                 .iter()
                 .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()));
-            if !(timeout.is_finite() && timeout > 0.0) {
-                return Err(CliError::Usage("--timeout must be a positive number of seconds".into()));
-            }
+            let timeout = seconds("--timeout", timeout)?;
             let opts = dmoerm_label::job::Options {
                 input: path(&input),
                 output: path(&output),
@@ -387,7 +393,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                     api_base,
                     model,
                     api_key,
-                    timeout: std::time::Duration::from_secs_f64(timeout),
+                    timeout,
                     max_retries,
                     backoff: std::time::Duration::from_millis(backoff_ms),
                     rps,

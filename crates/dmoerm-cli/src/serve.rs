@@ -7,7 +7,7 @@ use std::time::Duration;
 use dmoerm::RewardModel;
 use dmoerm_serve::ServeConfig;
 
-use crate::{open_device, CliError, DeviceArg};
+use crate::{open_device, seconds, CliError, DeviceArg};
 
 /// Limits left out take [`ServeConfig::default`]'s values (shown in brackets).
 #[derive(clap::Args)]
@@ -61,10 +61,7 @@ pub(crate) fn serve(args: ServeArgs) -> Result<(), CliError> {
         None => None,
     };
     let timeout = match args.timeout {
-        Some(t) if !(t.is_finite() && t > 0.0) => {
-            return Err(CliError::Usage("--timeout must be a positive number of seconds".into()))
-        }
-        Some(t) => Duration::from_secs_f64(t),
+        Some(t) => seconds("--timeout", t)?,
         None => defaults.timeout,
     };
     let model_name = args.model_name.unwrap_or_else(|| {
@@ -82,6 +79,7 @@ pub(crate) fn serve(args: ServeArgs) -> Result<(), CliError> {
         timeout,
         api_key,
     };
+    // refused before the model loads, which can take a while
     config.check().map_err(CliError::Usage)?;
     let model = RewardModel::load_on(&args.model, open_device(args.device)?)?;
     let path = args.model.display().to_string();

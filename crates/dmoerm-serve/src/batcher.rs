@@ -136,7 +136,7 @@ fn run(model: &RewardModel, rx: &mpsc::Receiver<Job>, limits: BatchLimits, metri
         }
         if matches!(first.work, Work::Rank { .. }) {
             metrics.observe_batch(first.inputs);
-            finish(first, |work| score_one(model, work));
+            finish(model, first);
             continue;
         }
         let mut batch = vec![first];
@@ -169,7 +169,7 @@ fn run(model: &RewardModel, rx: &mpsc::Receiver<Job>, limits: BatchLimits, metri
 fn score_together(model: &RewardModel, batch: Vec<Job>) {
     if batch.len() == 1 {
         if let Some(job) = batch.into_iter().next() {
-            finish(job, |work| score_one(model, work));
+            finish(model, job);
         }
         return;
     }
@@ -190,25 +190,21 @@ fn score_together(model: &RewardModel, batch: Vec<Job>) {
         }
         _ => {
             for job in batch {
-                finish(job, |work| score_one(model, work));
+                finish(model, job);
             }
         }
     }
 }
 
-fn score_one(model: &RewardModel, work: &Work) -> dmoerm::Result<Done> {
-    match work {
-        Work::Score(convs) => guarded(|| model.score_batch(convs)).map(Done::Scores),
-        Work::Rank { messages, candidates } => guarded(|| model.rank_messages(messages, candidates)).map(Done::Ranked),
-    }
-}
-
-/// Runs `job` unless its caller has gone, and sends the result.
-fn finish(job: Job, f: impl FnOnce(&Work) -> dmoerm::Result<Done>) {
+/// Scores `job` on its own, unless its caller has gone, and sends the result.
+fn finish(model: &RewardModel, job: Job) {
     if job.reply.is_closed() {
         return;
     }
-    let result = f(&job.work);
+    let result = match &job.work {
+        Work::Score(convs) => guarded(|| model.score_batch(convs)).map(Done::Scores),
+        Work::Rank { messages, candidates } => guarded(|| model.rank_messages(messages, candidates)).map(Done::Ranked),
+    };
     let _ = job.reply.send(result);
 }
 

@@ -56,8 +56,7 @@ pub async fn serve(
     config: ServeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    config.check().map_err(std::io::Error::other)?;
-    let (app, worker) = router(Arc::new(model), config);
+    let (app, worker) = router(Arc::new(model), config).map_err(std::io::Error::other)?;
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
     // Every handler has returned, and with it every sender of the queue: the worker drains and ends.
     tokio::task::spawn_blocking(move || worker.join()).await.map_err(std::io::Error::other)?;

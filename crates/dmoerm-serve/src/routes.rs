@@ -21,7 +21,9 @@ use crate::{native, openrlhf, vllm};
 
 /// The server's routes over `model`, and the worker thread that scores for them (join it once
 /// the router is dropped: [`Worker::join`]). [`crate::serve`] is this plus a listener.
-pub fn router(model: Arc<RewardModel>, config: ServeConfig) -> (Router, Worker) {
+/// Settings under which some request could never be served are refused ([`ServeConfig::check`]).
+pub fn router(model: Arc<RewardModel>, config: ServeConfig) -> Result<(Router, Worker), String> {
+    config.check()?;
     let metrics = Arc::new(Metrics::default());
     let limits = BatchLimits {
         window: config.batch_window,
@@ -44,7 +46,7 @@ pub fn router(model: Arc<RewardModel>, config: ServeConfig) -> (Router, Worker) 
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state);
-    (app, worker)
+    Ok((app, worker))
 }
 
 async fn require_key(State(state): State<Shared>, req: Request, next: Next) -> Response {
