@@ -22,14 +22,17 @@ use serde_json::{json, Value};
 use crate::error::ServeError;
 use crate::state::{JsonBody, Shared};
 
-/// The body of both routes (other vLLM fields, such as `truncate_prompt_tokens`, are accepted
-/// and not used: inputs are truncated to the bundle's `max_length`).
+/// The body of both routes. `model` and vLLM's other bookkeeping fields (`user`, `priority`)
+/// are accepted and not used: the server serves one model. `truncate_prompt_tokens` is refused,
+/// since it would change the scores: inputs are truncated to the bundle's `max_length`.
 #[derive(Deserialize)]
 pub(crate) struct Request {
     #[serde(default)]
     input: Option<Inputs>,
     #[serde(default)]
     messages: Option<Vec<Message>>,
+    #[serde(default)]
+    truncate_prompt_tokens: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -48,6 +51,11 @@ enum Input {
 
 impl Request {
     fn conversations(self) -> Result<Vec<Conversation>, ServeError> {
+        if self.truncate_prompt_tokens.is_some_and(|t| !t.is_null()) {
+            return Err(ServeError::BadRequest(
+                "truncate_prompt_tokens is not supported: inputs are truncated to the bundle's max_length".into(),
+            ));
+        }
         match (self.input, self.messages) {
             (Some(_), Some(_)) => Err(ServeError::BadRequest("give `input` or `messages`, not both".into())),
             (None, None) => Err(ServeError::BadRequest("give `input` or `messages`".into())),

@@ -203,6 +203,9 @@ fn vllm_classify_and_pooling() {
     let err = post(server.addr, "/classify", &json!({"model": "rm", "input": ["already rendered text"]}));
     assert_eq!(err.status, 400);
     assert!(err.error().contains("input[0] is a string"));
+    let err = post(server.addr, "/pooling", &json!({"model": "rm", "messages": messages, "truncate_prompt_tokens": 8}));
+    assert_eq!(err.status, 400);
+    assert!(err.error().contains("truncate_prompt_tokens is not supported"));
     let err = post(server.addr, "/pooling", &json!({"model": "rm", "messages": [{"role": "user", "content": "hi"}]}));
     assert_eq!(err.status, 400);
     assert!(err.error().contains("the last message must be the assistant's response"));
