@@ -94,11 +94,11 @@ impl ReadAt for JsBytes {
 }
 
 /// The wasm32 address space is 4 GiB; loading needs the weights as they stay in memory (f32,
-/// but int8 matrices stay int8 on the CPU), one more copy of the largest tensor while it is
+/// but int8 and q4 matrices stay quantised on the CPU), one more copy of the largest tensor while it is
 /// read, and room to compute. Refuse early, with a message, instead
 /// of aborting when an allocation fails.
-fn check_memory(name: &str, buffer: &SafetensorsBuffer, int8_stays: bool) -> Result<(), JsValue> {
-    let (largest, total) = buffer.loaded_bytes(int8_stays);
+fn check_memory(name: &str, buffer: &SafetensorsBuffer, quantized_stays: bool) -> Result<(), JsValue> {
+    let (largest, total) = buffer.loaded_bytes(quantized_stays);
     let needed = total + largest;
     const LIMIT: u64 = 7 << 29; // 3.5 GiB: 0.5 GiB stays for the code, the stack and activations
     if needed > LIMIT {

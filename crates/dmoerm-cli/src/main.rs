@@ -64,6 +64,9 @@ enum DtypeArg {
     F16,
     /// Store large matrices as int8 (one scale per row), the rest as f16.
     Int8,
+    /// Store large matrices as 4-bit codes (one scale per block of 64 values of a row; int8
+    /// where a row is not whole blocks), the rest as f16.
+    Q4,
 }
 
 #[derive(Subcommand)]
@@ -425,6 +428,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 DtypeArg::Keep => PackDtype::Keep,
                 DtypeArg::F16 => PackDtype::F16,
                 DtypeArg::Int8 => PackDtype::int8(),
+                DtypeArg::Q4 => PackDtype::q4(),
             };
             let (bytes, report) = dmoerm::pack_bytes(&dir, dtype)?;
             std::fs::write(&out, &bytes).map_err(io_err(&out))?;

@@ -1,4 +1,4 @@
-//! Int8 matrices that stay int8 in memory, and their matmul on the CPU.
+//! Int8 and 4-bit matrices that stay quantised in memory, and their matmul on the CPU.
 //!
 //! A packed int8 bundle stores a matrix as PyTorch lays it out, `[rows, cols]` (a linear
 //! weight is `[out, in]`), one i8 code per value and one f32 scale per row:
@@ -34,6 +34,16 @@
 //! (tests check both kernels against it bit for bit): every kernel gives the same numbers.
 //! Where neither kernel runs (other CPUs, wasm without `simd128`), int8 projections are
 //! expanded to f32 when they load (see [`Int8Linear::available`]).
+//!
+//! A 4-bit weight ([`Q4Matrix`], one scale per block of 64 values of a row) runs through the
+//! same kernels: its codes are integers in `-8..=7`, kept two per byte in the panel layout and
+//! unpacked to i8 one weight panel at a time (NR outputs, a few KB) just before the kernel
+//! reads it, and each block's integer sum is scaled by the activation's and the weight's
+//! block scales together (the row scale is then 1):
+//!
+//! ```text
+//! y[t, o] = sum_b (a[t, b] * s[o, b]) * sum_{k in b} qx[t, k] * q[o, k] + b[o]
+//! ```
 
 /// Inputs per activation scale: each block of 64 values of an activation row has its own
 /// scale, so that a few large features (LayerNorm outputs, GELU tails) do not flatten the
@@ -46,6 +56,9 @@ const NR: usize = 32;
 const MR: usize = 6;
 /// Row tiles per task at most (96 rows: with 1024 inputs, 96 KB of activation codes).
 const MAX_TILES: usize = 16;
+
+mod q4;
+pub use q4::{Q4Matrix, Q4_BLOCK};
 
 /// The int8 matmul kernels, each with its weight layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,22 +132,75 @@ impl Int8Matrix {
     }
 }
 
-/// A linear weight `[out, in]` as int8, laid out for the matmul kernel, with its bias.
+/// A quantised matrix `[rows, cols]`, as a packed bundle stores it.
+#[derive(Debug, Clone)]
+pub enum QuantMatrix {
+    /// int8 codes, one scale per row.
+    Int8(Int8Matrix),
+    /// 4-bit codes, one scale per block of [`Q4_BLOCK`] values of a row.
+    Q4(Q4Matrix),
+}
+
+impl QuantMatrix {
+    /// `(rows, cols)`.
+    pub fn dims(&self) -> (usize, usize) {
+        match self {
+            QuantMatrix::Int8(m) => m.dims(),
+            QuantMatrix::Q4(m) => m.dims(),
+        }
+    }
+
+    /// Appends row `r` as f32 to `out` (an embedding lookup); `false` past the last row.
+    pub fn push_row(&self, r: usize, out: &mut Vec<f32>) -> bool {
+        match self {
+            QuantMatrix::Int8(m) => m.row(r).map(|row| out.extend(row)).is_some(),
+            QuantMatrix::Q4(m) => m.row(r).map(|row| out.extend(row)).is_some(),
+        }
+    }
+
+    /// Every value as f32, row-major (the codes times their scales).
+    pub fn to_f32(&self) -> Vec<f32> {
+        let (rows, cols) = self.dims();
+        let mut out = Vec::with_capacity(rows * cols);
+        (0..rows).for_each(|r| _ = self.push_row(r, &mut out));
+        out
+    }
+
+    /// Row `r`'s codes.
+    fn row_codes(&self, r: usize) -> Vec<i8> {
+        match self {
+            QuantMatrix::Int8(m) => m.codes[r * m.cols..(r + 1) * m.cols].to_vec(),
+            QuantMatrix::Q4(m) => m.row_codes(r).collect(),
+        }
+    }
+}
+
+/// A linear weight `[out, in]` as int8 (or 4-bit) codes, laid out for the matmul kernel, with
+/// its bias.
 #[derive(Debug, Clone)]
 pub struct Int8Linear {
     kernel: Kernel,
     out: usize,
     inp: usize,
     /// `[out / NR][in / KG][NR][KG]` (`out` rounded up to NR, `in` to BK, zero padded): the
-    /// `NR * KG` bytes at `(nb * k_groups + g) * NR * KG` are `k = KG g .. KG (g + 1)` of
+    /// `NR * KG` codes at `(nb * k_groups + g) * NR * KG` are `k = KG g .. KG (g + 1)` of
     /// outputs `nb * NR .. (nb + 1) * NR`, output by output.
-    packed: Vec<i8>,
-    /// Per output, rounded up to NR: the row scale and the bias.
+    packed: Packed,
+    /// Per output, rounded up to NR: the row scale (1 for a 4-bit weight) and the bias.
     scales: Vec<f32>,
+    /// A 4-bit weight's block scales, `[in / BK][out rounded up to NR]`; empty for int8.
+    block_scales: Vec<f32>,
     /// `[in / BK][out rounded up to NR]`: `128 * sum q[o, k]` over the block's `k`.
     offsets: Vec<i32>,
     bias: Vec<f32>,
     has_bias: bool,
+}
+
+/// The codes of [`Int8Linear`]'s layout: one per byte, or two ([`q4::pack`]).
+#[derive(Debug, Clone)]
+enum Packed {
+    Int8(Vec<i8>),
+    Q4(Vec<u8>),
 }
 
 impl Int8Linear {
@@ -145,22 +211,22 @@ impl Int8Linear {
     }
 
     /// The weight `[out, in]` and its bias (`out` values), laid out for this CPU's kernel.
-    pub fn new(weight: &Int8Matrix, bias: Option<&[f32]>) -> Option<Self> {
+    pub fn new(weight: &QuantMatrix, bias: Option<&[f32]>) -> Option<Self> {
         Self::with_kernel(weight, bias, Kernel::best().unwrap_or(Kernel::Pairs))
     }
 
-    fn with_kernel(weight: &Int8Matrix, bias: Option<&[f32]>, kernel: Kernel) -> Option<Self> {
+    fn with_kernel(weight: &QuantMatrix, bias: Option<&[f32]>, kernel: Kernel) -> Option<Self> {
         let (out, inp) = weight.dims();
         if bias.is_some_and(|b| b.len() != out) {
             return None;
         }
         let kg = kernel.kg();
-        let (n_pad, groups) = (out.next_multiple_of(NR), inp.next_multiple_of(BK) / kg);
+        let (n_pad, groups, blocks) = (out.next_multiple_of(NR), inp.next_multiple_of(BK) / kg, inp.div_ceil(BK));
         let mut packed = vec![0i8; n_pad * groups * kg];
-        let mut offsets = vec![0i32; inp.div_ceil(BK) * n_pad];
-        for (o, row) in weight.codes.chunks_exact(inp.max(1)).take(out).enumerate() {
+        let mut offsets = vec![0i32; blocks * n_pad];
+        for o in 0..out {
             let (nb, lane) = (o / NR, o % NR);
-            for (k, &q) in row.iter().enumerate() {
+            for (k, q) in weight.row_codes(o).into_iter().enumerate() {
                 packed[((nb * groups + k / kg) * NR + lane) * kg + k % kg] = q;
                 offsets[k / BK * n_pad + o] += 128 * i32::from(q);
             }
@@ -170,16 +236,51 @@ impl Int8Linear {
             v.resize(n_pad, 0.0);
             v
         };
+        let (packed, scales, block_scales) = match weight {
+            QuantMatrix::Int8(m) => (Packed::Int8(packed), pad(m.scales.clone()), vec![]),
+            QuantMatrix::Q4(m) => {
+                let mut block_scales = vec![0f32; blocks * n_pad];
+                for (o, row) in m.scales().chunks_exact(blocks).enumerate() {
+                    row.iter().enumerate().for_each(|(b, &s)| block_scales[b * n_pad + o] = s);
+                }
+                (Packed::Q4(q4::pack(&packed)), vec![1.0; n_pad], block_scales)
+            }
+        };
         Some(Self {
             kernel,
             out,
             inp,
             packed,
-            scales: pad(weight.scales.clone()),
+            scales,
+            block_scales,
             offsets,
             bias: pad(bias.map_or_else(|| vec![0.0; out], <[f32]>::to_vec)),
             has_bias: bias.is_some(),
         })
+    }
+
+    /// The codes of weight panel `nb` (`stride` = `in` rounded up to BK): a slice of the
+    /// layout, or for a 4-bit weight its codes unpacked into `scratch`.
+    fn panel<'a>(&'a self, nb: usize, stride: usize, scratch: &'a mut Vec<i8>) -> &'a [i8] {
+        let len = stride * NR;
+        match &self.packed {
+            Packed::Int8(codes) => &codes[nb * len..(nb + 1) * len],
+            Packed::Q4(packed) => {
+                scratch.resize(len, 0);
+                q4::unpack(&packed[nb * len / 2..(nb + 1) * len / 2], scratch);
+                scratch
+            }
+        }
+    }
+
+    /// The factor of block `b`'s integer sum for output `o`: the activation's block scale `a`,
+    /// times the weight's block scale for a 4-bit weight (the kernels multiply the same way).
+    fn block_scale(&self, a: f32, b: usize, n_pad: usize, o: usize) -> f32 {
+        if self.block_scales.is_empty() {
+            a
+        } else {
+            a * self.block_scales[b * n_pad + o]
+        }
     }
 
     /// `(out, in)`.
@@ -318,30 +419,44 @@ impl Int8Linear {
                 && y.len() == rows * self.out
                 && acts.codes.len() == padded * stride
                 && acts.scales.len() == padded * blocks
-                && self.packed.len() == n_pad * stride
+                && self.packed_codes() == n_pad * stride
                 && self.offsets.len() == blocks * n_pad
+                && (self.block_scales.is_empty() || self.block_scales.len() == blocks * n_pad)
         );
         (stride, n_pad, blocks, rows)
+    }
+
+    /// How many codes the layout holds.
+    fn packed_codes(&self) -> usize {
+        match &self.packed {
+            Packed::Int8(codes) => codes.len(),
+            Packed::Q4(packed) => 2 * packed.len(),
+        }
     }
 
     /// The integers and the f32 operations of the kernels, in the same order, in plain Rust.
     fn rows_portable<T: Code>(&self, acts: &Activations<T>, y: &mut [f32]) {
         let (stride, n_pad, kg) = (self.inp.next_multiple_of(BK), self.scales.len(), self.kernel.kg());
-        let blocks = stride / BK;
-        for (r, yr) in y.chunks_exact_mut(self.out).enumerate() {
-            let a = &acts.codes[r * stride..(r + 1) * stride];
-            for (o, yo) in yr.iter_mut().enumerate() {
-                let (nb, lane) = (o / NR, o % NR);
-                let mut acc = 0f32;
-                for b in 0..blocks {
-                    let mut sum = 0i32;
-                    for g in b * BK / kg..(b + 1) * BK / kg {
-                        let w = &self.packed[((nb * stride / kg + g) * NR + lane) * kg..][..kg];
-                        sum += (0..kg).map(|j| a[g * kg + j].into() * i32::from(w[j])).sum::<i32>();
+        let (blocks, rows) = (stride / BK, y.len() / self.out);
+        let mut scratch = Vec::new();
+        for nb in 0..n_pad / NR {
+            let panel = self.panel(nb, stride, &mut scratch);
+            for r in 0..rows {
+                let a = &acts.codes[r * stride..(r + 1) * stride];
+                for o in nb * NR..((nb + 1) * NR).min(self.out) {
+                    let lane = o % NR;
+                    let mut acc = 0f32;
+                    for b in 0..blocks {
+                        let mut sum = 0i32;
+                        for g in b * BK / kg..(b + 1) * BK / kg {
+                            let w = &panel[(g * NR + lane) * kg..][..kg];
+                            sum += (0..kg).map(|j| a[g * kg + j].into() * i32::from(w[j])).sum::<i32>();
+                        }
+                        let scale = self.block_scale(acts.scales[r * blocks + b], b, n_pad, o);
+                        acc += (sum - self.offsets[b * n_pad + o]) as f32 * scale;
                     }
-                    acc += (sum - self.offsets[b * n_pad + o]) as f32 * acts.scales[r * blocks + b];
+                    y[r * self.out + o] = acc * self.scales[o] + self.bias[o];
                 }
-                *yo = acc * self.scales[o] + self.bias[o];
             }
         }
     }
@@ -503,8 +618,9 @@ mod x86 {
     pub(super) fn rows_vnni(w: &Int8Linear, acts: &Activations<u8>, y: &mut [f32]) {
         let (stride, n_pad, blocks, rows) = w.checked_dims(Kernel::Vnni, acts, y);
         let tiles = rows.div_ceil(MR);
+        let (q4, mut scratch) = (!w.block_scales.is_empty(), Vec::new());
         for nb in 0..n_pad / NR {
-            let panel = w.packed[nb * stride * NR..].as_ptr();
+            let panel = w.panel(nb, stride, &mut scratch).as_ptr();
             for tile in 0..tiles {
                 let a = acts.codes[tile * MR * stride..].as_ptr();
                 let a_scales = &acts.scales[tile * MR * blocks..(tile + 1) * MR * blocks];
@@ -514,11 +630,20 @@ mod x86 {
                     // MR rows of `stride` bytes (checked above)
                     let acc = unsafe { block(panel, a, stride, b * BK / KG..(b + 1) * BK / KG) };
                     for (r, (accf, acc)) in accf.iter_mut().zip(&acc).enumerate() {
-                        let scale = _mm512_set1_ps(a_scales[r * blocks + b]);
+                        let a_scale = _mm512_set1_ps(a_scales[r * blocks + b]);
                         for h in 0..2 {
-                            // SAFETY: offsets hold blocks rows of n_pad
-                            let off = unsafe {
-                                _mm512_loadu_si512(w.offsets.as_ptr().add(b * n_pad + nb * NR + 16 * h).cast())
+                            let at = b * n_pad + nb * NR + 16 * h;
+                            // SAFETY: offsets (and a 4-bit weight's block scales) hold blocks rows of n_pad
+                            let (off, scale) = unsafe {
+                                let off = _mm512_loadu_si512(w.offsets.as_ptr().add(at).cast());
+                                (
+                                    off,
+                                    if q4 {
+                                        _mm512_mul_ps(a_scale, _mm512_loadu_ps(w.block_scales.as_ptr().add(at)))
+                                    } else {
+                                        a_scale
+                                    },
+                                )
                             };
                             let v = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[h], off));
                             accf[h] = _mm512_add_ps(accf[h], _mm512_mul_ps(v, scale));
@@ -642,8 +767,9 @@ mod x86 {
     pub(super) fn rows_pairs(w: &Int8Linear, acts: &Activations<i16>, y: &mut [f32]) {
         let (stride, n_pad, blocks, rows) = w.checked_dims(Kernel::Pairs, acts, y);
         let pairs = rows.div_ceil(2);
+        let (q4, mut scratch) = (!w.block_scales.is_empty(), Vec::new());
         for nb in 0..n_pad / NR {
-            let panel = w.packed[nb * stride * NR..].as_ptr();
+            let panel = w.panel(nb, stride, &mut scratch).as_ptr();
             for pair in 0..pairs {
                 let a = acts.codes[pair * 2 * stride..].as_ptr();
                 let mut accf = [[_mm256_setzero_ps(); 4]; 2];
@@ -652,11 +778,20 @@ mod x86 {
                     // are padded to MR rows, a multiple of 2 (checked above)
                     let acc = unsafe { block_pairs(panel, a, stride, b * BK / 2..(b + 1) * BK / 2) };
                     for (r, (accf, acc)) in accf.iter_mut().zip(&acc).enumerate() {
-                        let scale = _mm256_set1_ps(acts.scales[(pair * 2 + r) * blocks + b]);
+                        let a_scale = _mm256_set1_ps(acts.scales[(pair * 2 + r) * blocks + b]);
                         for h in 0..4 {
-                            // SAFETY: offsets hold blocks rows of n_pad
-                            let off = unsafe {
-                                _mm256_loadu_si256(w.offsets.as_ptr().add(b * n_pad + nb * NR + 8 * h).cast())
+                            let at = b * n_pad + nb * NR + 8 * h;
+                            // SAFETY: offsets (and a 4-bit weight's block scales) hold blocks rows of n_pad
+                            let (off, scale) = unsafe {
+                                let off = _mm256_loadu_si256(w.offsets.as_ptr().add(at).cast());
+                                (
+                                    off,
+                                    if q4 {
+                                        _mm256_mul_ps(a_scale, _mm256_loadu_ps(w.block_scales.as_ptr().add(at)))
+                                    } else {
+                                        a_scale
+                                    },
+                                )
                             };
                             let v = _mm256_cvtepi32_ps(_mm256_sub_epi32(acc[h], off));
                             accf[h] = _mm256_add_ps(accf[h], _mm256_mul_ps(v, scale));
@@ -795,13 +930,15 @@ mod wasm {
     pub(super) fn rows_pairs(w: &Int8Linear, acts: &Activations<i16>, y: &mut [f32]) {
         let (stride, n_pad, blocks, rows) = w.checked_dims(Kernel::Pairs, acts, y);
         let tiles = rows.div_ceil(ROWS);
+        let (q4, mut scratch) = (!w.block_scales.is_empty(), Vec::new());
         for nb in 0..n_pad / NR {
+            let codes = w.panel(nb, stride, &mut scratch);
             for half in 0..2 {
                 let first = nb * NR + half * HALF;
                 if first >= w.out {
                     break;
                 }
-                let panel = w.packed[nb * stride * NR + half * HALF * 2..].as_ptr();
+                let panel = codes[half * HALF * 2..].as_ptr();
                 for tile in 0..tiles {
                     let a = acts.codes[tile * ROWS * stride..].as_ptr();
                     let mut accf = [[f32x4_splat(0.0); 4]; ROWS];
@@ -810,11 +947,22 @@ mod wasm {
                         // activations are padded to MR rows, a multiple of ROWS (checked above)
                         let acc = unsafe { block(panel, a, stride, b * BK / 2..(b + 1) * BK / 2) };
                         for (r, (accf, acc)) in accf.iter_mut().zip(&acc).enumerate() {
-                            let scale = f32x4_splat(acts.scales[(tile * ROWS + r) * blocks + b]);
+                            let a_scale = f32x4_splat(acts.scales[(tile * ROWS + r) * blocks + b]);
                             let off = &w.offsets[b * n_pad + first..][..HALF];
+                            let bs = if q4 { &w.block_scales[b * n_pad + first..][..HALF] } else { &[][..] };
                             for h in 0..4 {
-                                // SAFETY: 4 values of `off`, which holds 16
-                                let off = unsafe { v128_load(off[4 * h..].as_ptr().cast()) };
+                                // SAFETY: 4 values of `off` and of `bs` (for a 4-bit weight), which hold 16
+                                let (off, scale) = unsafe {
+                                    let off = v128_load(off[4 * h..].as_ptr().cast());
+                                    (
+                                        off,
+                                        if q4 {
+                                            f32x4_mul(a_scale, v128_load(bs[4 * h..].as_ptr().cast()))
+                                        } else {
+                                            a_scale
+                                        },
+                                    )
+                                };
                                 let v = f32x4_convert_i32x4(i32x4_sub(acc[h], off));
                                 accf[h] = f32x4_add(accf[h], f32x4_mul(v, scale));
                             }
@@ -888,48 +1036,81 @@ mod tests {
             .collect()
     }
 
-    fn linear(rows: usize, cols: usize, seed: u64, kernel: Kernel) -> (Int8Linear, Vec<f32>, Vec<f32>) {
+    /// How a test weight is quantised.
+    #[derive(Debug, Clone, Copy)]
+    enum Format {
+        Int8,
+        Q4,
+    }
+
+    fn quantized(rows: usize, cols: usize, seed: u64, format: Format) -> QuantMatrix {
         let w = random(rows * cols, seed);
+        match format {
+            Format::Int8 => {
+                let (codes, scales) = quantize_rows(&w, rows);
+                QuantMatrix::Int8(Int8Matrix::new(rows, cols, codes, scales).unwrap())
+            }
+            Format::Q4 => QuantMatrix::Q4(Q4Matrix::quantize(&w, rows).unwrap()),
+        }
+    }
+
+    fn linear_as(
+        rows: usize,
+        cols: usize,
+        seed: u64,
+        kernel: Kernel,
+        format: Format,
+    ) -> (Int8Linear, Vec<f32>, Vec<f32>) {
+        let m = quantized(rows, cols, seed, format);
         let bias = random(rows, seed + 1);
-        let (codes, scales) = quantize_rows(&w, rows);
-        let m = Int8Matrix::new(rows, cols, codes, scales).unwrap();
-        let dequantized = (0..rows).flat_map(|r| m.row(r).unwrap()).collect();
-        (Int8Linear::with_kernel(&m, Some(&bias), kernel).unwrap(), dequantized, bias)
+        (Int8Linear::with_kernel(&m, Some(&bias), kernel).unwrap(), m.to_f32(), bias)
+    }
+
+    fn linear(rows: usize, cols: usize, seed: u64, kernel: Kernel) -> (Int8Linear, Vec<f32>, Vec<f32>) {
+        linear_as(rows, cols, seed, kernel, Format::Int8)
     }
 
     const SHAPES: [(usize, usize, usize); 7] =
         [(1, 1, 1), (3, 5, 7), (9, 70, 130), (17, 64, 384), (20, 33, 65), (200, 37, 70), (13, 100, 1536)];
+    /// Shapes of whole q4 blocks (`in` a multiple of 64).
+    const Q4_SHAPES: [(usize, usize, usize); 5] =
+        [(1, 1, 64), (5, 33, 192), (17, 64, 384), (40, 130, 64), (13, 100, 1536)];
     const KERNELS: [Kernel; 2] = [Kernel::Vnni, Kernel::Pairs];
 
+    /// Every (shape, format) the tests run.
+    fn cases() -> impl Iterator<Item = ((usize, usize, usize), Format)> {
+        SHAPES.into_iter().map(|s| (s, Format::Int8)).chain(Q4_SHAPES.into_iter().map(|s| (s, Format::Q4)))
+    }
+
     /// Each kernel this CPU runs gives the portable kernel's numbers bit for bit, and the two
-    /// layouts give the same numbers.
+    /// layouts give the same numbers, for int8 and 4-bit weights.
     #[test]
     fn kernels_match_the_portable_one_bit_for_bit() {
         #[cfg(any(target_arch = "x86_64", target_arch = "wasm32"))]
         assert!(Kernel::Pairs.runs_here(), "no AVX2 or no simd128: only the portable kernel would be checked");
-        for (t, rows, cols) in SHAPES {
+        for ((t, rows, cols), format) in cases() {
             // extreme codes: rows at full scale with ties, zero rows
             let mut x = random(t * cols, 2);
             x[..cols].iter_mut().enumerate().for_each(|(i, v)| *v = if i % 2 == 0 { 1.0 } else { -0.5 });
             if t > 2 {
                 x[cols..2 * cols].fill(0.0);
             }
-            let want = linear(rows, cols, 1, Kernel::Vnni).0.matmul_with(&x, false);
+            let want = linear_as(rows, cols, 1, Kernel::Vnni, format).0.matmul_with(&x, false);
             for kernel in KERNELS {
-                let (m, _, _) = linear(rows, cols, 1, kernel);
+                let (m, _, _) = linear_as(rows, cols, 1, kernel, format);
                 let got = if kernel.runs_here() { m.matmul(&x) } else { m.matmul_with(&x, false) };
                 let same = got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
-                assert!(same && got.len() == want.len(), "{kernel:?} ({t},{rows},{cols})");
+                assert!(same && got.len() == want.len(), "{kernel:?} {format:?} ({t},{rows},{cols})");
             }
         }
     }
 
-    /// The int8 matmul against the f32 product of the dequantised weights: the error is the
-    /// activations' rounding, at most half a step (`max|x| / 254`) per value.
+    /// The int8 matmul against the f32 product of the dequantised weights (int8 or 4-bit): the
+    /// error is the activations' rounding, at most half a step (`max|x| / 254`) per value.
     #[test]
     fn matmul_matches_the_dequantised_product() {
-        for ((t, rows, cols), kernel) in SHAPES.into_iter().flat_map(|s| KERNELS.map(|k| (s, k))) {
-            let (m, wd, bias) = linear(rows, cols, 1, kernel);
+        for (((t, rows, cols), format), kernel) in cases().flat_map(|c| KERNELS.map(|k| (c, k))) {
+            let (m, wd, bias) = linear_as(rows, cols, 1, kernel, format);
             let x = random(t * cols, 2);
             let y = m.matmul(&x);
             assert_eq!(y.len(), t * rows);
@@ -940,6 +1121,37 @@ mod tests {
                     let wr = &wd[o * cols..(o + 1) * cols];
                     let exact: f32 = xr.iter().zip(wr).map(|(a, b)| a * b).sum::<f32>() + bias[o];
                     let bound = step / 2.0 * wr.iter().map(|v| v.abs()).sum::<f32>() + 1e-5;
+                    let got = y[r * rows + o];
+                    assert!(
+                        (got - exact).abs() <= bound,
+                        "{format:?} ({t},{rows},{cols}) [{r},{o}]: {got} vs {exact} (bound {bound})"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The q4 matmul against the f32 product of the weights before they were quantised: each
+    /// weight is within one step (its block's scale) of its code times the scale (half a step,
+    /// but where a value of the sign opposite to the block's extreme is clamped to 7), and the
+    /// activations within half a step of theirs.
+    #[test]
+    fn q4_matmul_is_within_a_step_of_the_f32_weights() {
+        for ((t, rows, cols), kernel) in Q4_SHAPES.into_iter().flat_map(|s| KERNELS.map(|k| (s, k))) {
+            let w = random(rows * cols, 1);
+            let (m, wd, bias) = linear_as(rows, cols, 1, kernel, Format::Q4);
+            let QuantMatrix::Q4(q) = quantized(rows, cols, 1, Format::Q4) else { unreachable!() };
+            let x = random(t * cols, 2);
+            let y = m.matmul(&x);
+            for r in 0..t {
+                let xr = &x[r * cols..(r + 1) * cols];
+                let step = xr.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0;
+                for o in 0..rows {
+                    let (wr, wq) = (&w[o * cols..(o + 1) * cols], &wd[o * cols..(o + 1) * cols]);
+                    let scales = &q.scales()[o * cols / Q4_BLOCK..];
+                    let exact: f32 = xr.iter().zip(wr).map(|(a, b)| a * b).sum::<f32>() + bias[o];
+                    let weights: f32 = xr.iter().enumerate().map(|(k, a)| a.abs() * scales[k / Q4_BLOCK].abs()).sum();
+                    let bound = weights + step / 2.0 * wq.iter().map(|v| v.abs()).sum::<f32>() + 1e-4;
                     let got = y[r * rows + o];
                     assert!(
                         (got - exact).abs() <= bound,
@@ -994,17 +1206,17 @@ mod tests {
     #[test]
     fn a_pair_of_matmuls_equals_the_two_matmuls() {
         let gelu = |v: &mut [f32]| v.iter_mut().for_each(|x| *x = *x * 0.5 * (1.0 + (*x * 0.8).tanh()));
-        for kernel in KERNELS {
+        for (kernel, format) in KERNELS.into_iter().flat_map(|k| [(k, Format::Int8), (k, Format::Q4)]) {
             for t in [1, 5, 13, 200] {
-                let (up, _, _) = linear(300, 70, 3, kernel);
+                let (up, _, _) = linear_as(300, 128, 3, kernel, format);
                 let (down, _, _) = linear(33, 300, 4, kernel);
-                let x = random(t * 70, 5);
+                let x = random(t * 128, 5);
                 let mut mid = up.matmul(&x);
                 gelu(&mut mid);
                 let want = down.matmul(&mid);
                 let got = up.matmul_pair(&down, &x, gelu);
                 assert_eq!(got.len(), t * 33);
-                assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{kernel:?} t={t}");
+                assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{kernel:?} {format:?} t={t}");
             }
         }
     }
@@ -1013,10 +1225,10 @@ mod tests {
     #[test]
     fn a_gated_mlp_equals_its_steps() {
         let silu = |v: &mut [f32]| v.iter_mut().for_each(|x| *x /= 1.0 + (-*x).exp());
-        for kernel in KERNELS {
+        for (kernel, format) in KERNELS.into_iter().flat_map(|k| [(k, Format::Int8), (k, Format::Q4)]) {
             for t in [1, 7, 200] {
-                let (gate, _, _) = linear(130, 64, 6, kernel);
-                let (up, _, _) = linear(130, 64, 7, kernel);
+                let (gate, _, _) = linear_as(130, 64, 6, kernel, format);
+                let (up, _, _) = linear_as(130, 64, 7, kernel, format);
                 let (down, _, _) = linear(64, 130, 8, kernel);
                 let x = random(t * 64, 9);
                 let mut g = gate.matmul(&x);
@@ -1026,7 +1238,7 @@ mod tests {
                 let got = gate.matmul_gated(&up, &down, &x, silu);
                 assert!(
                     got.len() == want.len() && got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()),
-                    "{kernel:?} t={t}"
+                    "{kernel:?} {format:?} t={t}"
                 );
             }
         }
@@ -1036,8 +1248,9 @@ mod tests {
     fn zero_and_non_finite_rows() {
         let (codes, scales) = quantize_rows(&[1.0, -2.0, 0.5, 3.0], 2);
         let m = Int8Matrix::new(2, 2, codes.clone(), scales).unwrap();
+        let qm = QuantMatrix::Int8(m.clone());
         for kernel in KERNELS {
-            let l = Int8Linear::with_kernel(&m, None, kernel).unwrap();
+            let l = Int8Linear::with_kernel(&qm, None, kernel).unwrap();
             for fast in [false, kernel.runs_here()] {
                 assert_eq!(l.matmul_with(&[0.0, 0.0], fast), vec![0.0, 0.0]);
                 assert!(l.matmul_with(&[f32::NAN, 1.0], fast).iter().all(|v| v.is_nan()));
@@ -1045,7 +1258,7 @@ mod tests {
             }
         }
         assert!(Int8Matrix::new(2, 2, codes[..3].to_vec(), vec![1.0, 1.0]).is_none());
-        assert!(Int8Linear::new(&m, Some(&[1.0])).is_none());
+        assert!(Int8Linear::new(&qm, Some(&[1.0])).is_none());
         for r in 0..2 {
             let want: Vec<f32> = codes[2 * r..2 * r + 2].iter().map(|&q| f32::from(q) * m.scales[r]).collect();
             assert_eq!(m.row(r).unwrap().collect::<Vec<_>>(), want);

@@ -42,7 +42,7 @@ pub mod task;
 pub mod text;
 pub mod weights;
 
-/// Int8 matrices and their matmul kernels (the `dmoerm-quant` crate).
+/// Int8 and 4-bit matrices and their matmul kernels (the `dmoerm-quant` crate).
 pub use dmoerm_quant as quant;
 
 pub use bundle::{pack_bytes, Combine, HfCheckpoint, Manifest, PackDtype, PackReport, Pooling};

@@ -9,8 +9,14 @@
 //! A [`TensorFile`] is one safetensors file of a bundle directory, or the part of a packed
 //! bundle that came from that file (its tensors are stored under `"<file>::<name>"`).
 //! Weights may be f32, f16 or bf16 in the file; the model computes in f32. A packed file may
-//! also hold int8 weights quantised per row: tensor `T` as i8 plus `T::scale` (f32, one per
-//! row of `T`); `T[r, ..] = q[r, ..] * scale[r]`.
+//! also hold quantised matrices ([`crate::quant::QuantMatrix`]), each a codes tensor `T` plus
+//! `T::scale`:
+//! - int8, one scale per row: `T` i8 `[rows, cols]`, `T::scale` f32 `[rows]`;
+//!   `T[r, c] = q[r, c] * scale[r]`;
+//! - q4, one scale per block of 64 values of a row: `T` u8 `[rows, cols / 2]` (two codes per
+//!   byte), `T::scale` f16 `[rows, cols / 64]`; `T[r, c] = q[r, c] * scale[r, c / 64]`.
+//!
+//! Shapes are always the matrix's own, `[rows, cols]`, whatever the storage.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -26,9 +32,9 @@ use safetensors::Dtype;
 
 use crate::error::{Error, Result};
 pub use crate::quant::quantize_rows;
-use crate::quant::Int8Matrix;
+use crate::quant::{Int8Matrix, Q4Matrix, QuantMatrix, Q4_BLOCK};
 
-/// Suffix of the per-row scales of an int8 tensor.
+/// Suffix of the scales of a quantised tensor (int8 or q4).
 pub const SCALE_SUFFIX: &str = "::scale";
 
 /// Where one tensor's bytes lie in the file.
@@ -207,14 +213,24 @@ impl SafetensorsBuffer {
     }
 
     /// The bytes the tensors take once loaded, for the largest tensor and for all: 4 a value
-    /// (f32), but 1 for an int8 matrix (`I8`) where `int8_stays` (the CPU keeps it int8,
-    /// [`crate::quant`]).
-    pub fn loaded_bytes(&self, int8_stays: bool) -> (u64, u64) {
-        let bytes = |e: &Entry| {
-            let per_value = if int8_stays && e.dtype == Dtype::I8 { 1 } else { 4 };
-            per_value * e.shape.iter().map(|&d| d as u64).product::<u64>()
+    /// (f32), but the stored bytes for a quantised matrix (int8, q4) where `quantized_stays`
+    /// (the CPU keeps it so, [`crate::quant`]).
+    pub fn loaded_bytes(&self, quantized_stays: bool) -> (u64, u64) {
+        let bytes = |(name, e): (&String, &Entry)| {
+            let stored = e.shape.iter().map(|&d| d as u64).product::<u64>();
+            match e.dtype {
+                Dtype::I8 if quantized_stays => stored,
+                Dtype::U8 if self.entries.contains_key(&format!("{name}{SCALE_SUFFIX}")) => {
+                    if quantized_stays {
+                        stored
+                    } else {
+                        8 * stored // two values a byte
+                    }
+                }
+                _ => 4 * stored,
+            }
         };
-        (self.entries.values().map(bytes).max().unwrap_or(0), self.entries.values().map(bytes).sum())
+        (self.entries.iter().map(bytes).max().unwrap_or(0), self.entries.iter().map(bytes).sum())
     }
 
     pub fn metadata(&self) -> &HashMap<String, String> {
@@ -248,8 +264,8 @@ impl TensorFile {
         Self { file, parts: files.into_iter().flat_map(|f| f.parts).collect() }
     }
 
-    /// Names of the tensors in this file (without the packing prefix; int8 scales are part of
-    /// their tensor, not listed).
+    /// Names of the tensors in this file (without the packing prefix; the scales of a
+    /// quantised tensor are part of it, not listed).
     pub fn names(&self) -> Vec<String> {
         let mut names: Vec<String> = self
             .parts
@@ -269,9 +285,25 @@ impl TensorFile {
         self.parts.iter().find_map(|(b, prefix)| b.entries.get(&format!("{prefix}{name}")).map(|e| (e, b.as_ref())))
     }
 
-    /// Shape of a tensor, or a `MissingTensor` error.
+    /// Shape of a tensor (a q4 matrix's own, `[rows, cols]`, not its storage's), or a
+    /// `MissingTensor` error.
     pub fn shape(&self, name: &str) -> Result<Vec<usize>> {
-        self.entry(name).map(|(e, _)| e.shape.clone()).ok_or_else(|| self.missing(name))
+        let (entry, _) = self.entry(name).ok_or_else(|| self.missing(name))?;
+        Ok(self.shape_of(name, entry))
+    }
+
+    /// Whether `name` is stored as a q4 matrix: u8 codes with scales beside them.
+    fn is_q4(&self, name: &str, entry: &Entry) -> bool {
+        entry.dtype == Dtype::U8 && entry.shape.len() == 2 && self.contains(&format!("{name}{SCALE_SUFFIX}"))
+    }
+
+    /// The tensor's own shape: a q4 matrix holds two values a byte.
+    fn shape_of(&self, name: &str, entry: &Entry) -> Vec<usize> {
+        if self.is_q4(name, entry) {
+            vec![entry.shape[0], 2 * entry.shape[1]]
+        } else {
+            entry.shape.clone()
+        }
     }
 
     fn missing(&self, name: &str) -> Error {
@@ -289,69 +321,70 @@ impl TensorFile {
     /// (`None` accepts any shape). Returns the values and the shape.
     pub fn read_f32(&self, name: &str, expected: Option<&[usize]>) -> Result<(Vec<f32>, Vec<usize>)> {
         let (entry, buffer) = self.entry(name).ok_or_else(|| self.missing(name))?;
+        let shape = self.shape_of(name, entry);
         if let Some(expected) = expected {
-            if entry.shape != expected {
+            if shape != expected {
                 return Err(Error::Shape {
                     file: self.file.clone(),
                     tensor: name.to_string(),
                     expected: expected.to_vec(),
-                    found: entry.shape.clone(),
+                    found: shape,
                 });
+            }
+        }
+        if let [rows, cols] = shape[..] {
+            if let Some(m) = self.quant_matrix(name, rows, cols)? {
+                return Ok((m.to_f32(), shape));
             }
         }
         let io = |source| Error::Io { path: self.file.clone(), source };
         if let Some(values) = buffer.f32_values(entry) {
-            return Ok((values.map_err(io)?, entry.shape.clone()));
+            return Ok((values.map_err(io)?, shape));
         }
         let bytes = buffer.bytes(entry).map_err(io)?;
-        let values = if entry.dtype == Dtype::I8 {
-            self.dequantize(name, entry, &bytes)?
-        } else {
-            to_f32(&bytes, entry.dtype).ok_or_else(|| Error::Dtype {
-                file: self.file.clone(),
-                tensor: name.to_string(),
-                dtype: format!("{:?}", entry.dtype),
-            })?
-        };
-        Ok((values, entry.shape.clone()))
+        let values = to_f32(&bytes, entry.dtype).ok_or_else(|| Error::Dtype {
+            file: self.file.clone(),
+            tensor: name.to_string(),
+            dtype: format!("{:?}", entry.dtype),
+        })?;
+        Ok((values, shape))
     }
 
-    /// An int8 tensor times its per-row scales.
-    fn dequantize(&self, name: &str, entry: &Entry, bytes: &[u8]) -> Result<Vec<f32>> {
-        let scale_name = format!("{name}{SCALE_SUFFIX}");
-        let rows = entry.shape.first().copied().unwrap_or(1);
-        let (scales, shape) = self.read_f32(&scale_name, None)?;
-        if shape != [rows] {
-            return Err(Error::Shape {
-                file: self.file.clone(),
-                tensor: scale_name,
-                expected: vec![rows],
-                found: shape,
-            });
-        }
-        let per_row = bytes.len().checked_div(rows).unwrap_or(0);
-        Ok(bytes.iter().enumerate().map(|(i, &q)| q as i8 as f32 * scales[i / per_row.max(1)]).collect())
-    }
-
-    /// The matrix `name`, `[rows, cols]`, as its int8 codes and row scales when the file stores
-    /// it so (a packed int8 bundle); `None` when it is a float tensor.
-    pub fn int8_matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Option<Int8Matrix>> {
+    /// The matrix `name`, `[rows, cols]`, as its codes and scales when the file stores it
+    /// quantised (a packed int8 or q4 bundle); `None` when it is a float tensor.
+    pub fn quant_matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Option<QuantMatrix>> {
         let (entry, _) = self.entry(name).ok_or_else(|| self.missing(name))?;
-        if entry.dtype != Dtype::I8 {
+        let q4 = self.is_q4(name, entry);
+        if entry.dtype != Dtype::I8 && !q4 {
             return Ok(None);
         }
-        if entry.shape != [rows, cols] {
-            return Err(Error::Shape {
-                file: self.file.clone(),
-                tensor: name.to_string(),
-                expected: vec![rows, cols],
-                found: entry.shape.clone(),
-            });
+        let shape_error = |tensor: String, expected: Vec<usize>, found: Vec<usize>| Error::Shape {
+            file: self.file.clone(),
+            tensor,
+            expected,
+            found,
+        };
+        let shape = self.shape_of(name, entry);
+        if shape != [rows, cols] {
+            return Err(shape_error(name.to_string(), vec![rows, cols], shape));
         }
         let (_, bytes) = self.raw(name)?;
-        let codes: Vec<i8> = bytes.iter().map(|&b| b as i8).collect();
-        let (scales, _) = self.read_f32(&format!("{name}{SCALE_SUFFIX}"), Some(&[rows]))?;
-        Ok(Int8Matrix::new(rows, cols, codes, scales))
+        let scale_name = format!("{name}{SCALE_SUFFIX}");
+        let (scales, scale_shape) = self.read_f32(&scale_name, None)?;
+        let matrix = if q4 {
+            let expected = vec![rows, cols / Q4_BLOCK];
+            Q4Matrix::new(rows, cols, bytes.into_owned(), scales)
+                .filter(|_| scale_shape == expected)
+                .map(QuantMatrix::Q4)
+                .ok_or_else(|| shape_error(scale_name, expected, scale_shape))?
+        } else {
+            let codes = bytes.iter().map(|&b| b as i8).collect();
+            Int8Matrix::new(rows, cols, codes, scales)
+                .filter(|_| scale_shape == [rows])
+                .map(QuantMatrix::Int8)
+                .ok_or_else(|| shape_error(scale_name, vec![rows], scale_shape))?
+        };
+        Ok(Some(matrix))
     }
 
     /// Reads a tensor of rank `D` with exactly the `expected` shape onto `device`.
@@ -441,10 +474,10 @@ impl<'a> Scope<'a> {
         self.file.read_f32(&self.key(name), expected)
     }
 
-    /// This module's `weight`, `[rows, cols]`, as int8 codes and row scales when the file
-    /// stores it so; `None` for a float tensor.
-    pub fn int8(&self, rows: usize, cols: usize) -> Result<Option<Int8Matrix>> {
-        self.file.int8_matrix(&self.key(crate::bundle::keys::WEIGHT), rows, cols)
+    /// This module's `weight`, `[rows, cols]`, as codes and scales when the file stores it
+    /// quantised (int8, q4); `None` for a float tensor.
+    pub fn quantized(&self, rows: usize, cols: usize) -> Result<Option<QuantMatrix>> {
+        self.file.quant_matrix(&self.key(crate::bundle::keys::WEIGHT), rows, cols)
     }
 
     /// This module's `weight` as a PyTorch linear weight `[out, in]`, transposed to `[in, out]`.

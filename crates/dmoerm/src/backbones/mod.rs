@@ -21,7 +21,7 @@ use crate::bundle::keys;
 use crate::error::{Error, Result};
 use crate::lora::{AdapterGroup, Projections};
 use crate::pooling::Pooling;
-use crate::quant::{Int8Linear, Int8Matrix};
+use crate::quant::{Int8Linear, QuantMatrix};
 use crate::weights::{Scope, TensorFile};
 
 /// A padded batch of token ids (right padding).
@@ -146,8 +146,8 @@ pub struct Projection {
 }
 
 /// A projection's weight and bias: f32 for burn's matmul (`weight` `[in, out]`, the transpose
-/// of PyTorch's), or, from an int8 bundle on a CPU with the int8 kernel, int8 ([`Int8Linear`],
-/// `[out, in]`, with the bias).
+/// of PyTorch's), or, from an int8 or q4 bundle on a CPU with the int8 kernel, quantised
+/// ([`Int8Linear`], `[out, in]`, with the bias).
 #[derive(Debug, Clone)]
 #[allow(clippy::large_enum_variant)] // one per module, never moved in bulk
 enum Weight {
@@ -157,14 +157,14 @@ enum Weight {
 
 impl Projection {
     /// Loads the linear module at `w`: `weight` `[out, in]`, and `bias` `[out]` when `bias`.
-    /// Its path is `w`'s canonical path. An int8 weight stays int8 on the CPU (flex, not
-    /// autodiff) where it has the int8 kernel ([`Int8Linear::available`]); elsewhere it is
-    /// expanded to f32.
+    /// Its path is `w`'s canonical path. A quantised weight (int8, q4) stays so on the CPU
+    /// (flex, not autodiff) where it has the int8 kernel ([`Int8Linear::available`]);
+    /// elsewhere it is expanded to f32.
     pub fn load(w: &Scope, dims: (usize, usize), bias: bool, device: &Device) -> Result<Self> {
         let (d_in, d_out) = dims;
         let path = w.path().to_string();
-        if int8_resident(device) && Int8Linear::available() {
-            if let Some(weight) = w.int8(d_out, d_in)? {
+        if quantized_resident(device) && Int8Linear::available() {
+            if let Some(weight) = w.quantized(d_out, d_in)? {
                 let bias = if bias { Some(w.read_f32(keys::BIAS, Some(&[d_out]))?.0) } else { None };
                 let linear = Int8Linear::new(&weight, bias.as_deref()).ok_or_else(|| Error::Shape {
                     file: w.file().file.clone(),
@@ -262,9 +262,9 @@ impl Projection {
     }
 }
 
-/// Whether int8 weights stay int8 on `device`: on the CPU backend, for inference (the host
-/// kernels of [`crate::quant`]; autodiff and wgpu get f32).
-fn int8_resident(device: &Device) -> bool {
+/// Whether quantised weights stay quantised on `device`: on the CPU backend, for inference
+/// (the host kernels of [`crate::quant`]; autodiff and wgpu get f32).
+fn quantized_resident(device: &Device) -> bool {
     // an autodiff device compares equal to the device it wraps
     *device == Device::flex() && !device.is_autodiff()
 }
@@ -288,21 +288,22 @@ fn host_values<const D: usize>(x: Tensor<D>) -> Vec<f32> {
     }
 }
 
-/// An embedding table `[rows, dim]`: f32, or, from an int8 bundle on the CPU (flex, inference;
-/// every CPU, wasm included), int8 rows as packed; a lookup expands only the rows it reads.
+/// An embedding table `[rows, dim]`: f32, or, from an int8 or q4 bundle on the CPU (flex,
+/// inference; every CPU, wasm included), the rows as packed; a lookup expands only the rows it
+/// reads.
 #[derive(Debug, Clone)]
 #[allow(clippy::large_enum_variant)] // one per table, never moved in bulk
 pub enum Table {
     F32(Tensor<2>),
-    Int8(Arc<Int8Matrix>),
+    Quantized(Arc<QuantMatrix>),
 }
 
 impl Table {
     /// The module at `w`'s `weight`, `[rows, dim]`.
     pub fn load(w: &Scope, rows: usize, dim: usize, device: &Device) -> Result<Self> {
-        if int8_resident(device) {
-            if let Some(m) = w.int8(rows, dim)? {
-                return Ok(Table::Int8(Arc::new(m)));
+        if quantized_resident(device) {
+            if let Some(m) = w.quantized(rows, dim)? {
+                return Ok(Table::Quantized(Arc::new(m)));
             }
         }
         Ok(Table::F32(w.tensor(keys::WEIGHT, [rows, dim], device)?))
@@ -315,15 +316,14 @@ impl Table {
     pub fn lookup(&self, ids: Tensor<2, Int>) -> Tensor<3> {
         match self {
             Table::F32(t) => burn::tensor::module::embedding(t.clone(), ids),
-            Table::Int8(m) => {
+            Table::Quantized(m) => {
                 let [b, s] = ids.dims();
                 let device = ids.device();
                 let dim = m.dims().1;
                 let mut out = Vec::with_capacity(b * s * dim);
                 for id in ids.into_data().iter::<i64>() {
-                    match usize::try_from(id).ok().and_then(|r| m.row(r)) {
-                        Some(row) => out.extend(row),
-                        None => out.extend(std::iter::repeat_n(f32::NAN, dim)),
+                    if !usize::try_from(id).is_ok_and(|r| m.push_row(r, &mut out)) {
+                        out.extend(std::iter::repeat_n(f32::NAN, dim));
                     }
                 }
                 Tensor::from_data(TensorData::new(out, [b, s, dim]), &device)
@@ -334,7 +334,7 @@ impl Table {
     pub(crate) fn num_params(&self) -> usize {
         match self {
             Table::F32(t) => count(t),
-            Table::Int8(m) => m.dims().0 * m.dims().1,
+            Table::Quantized(m) => m.dims().0 * m.dims().1,
         }
     }
 }
