@@ -52,6 +52,12 @@ def main() -> None:
     export_onnx(src, work / "minilm")
 
 
+def load(src: Path) -> BertModel:
+    """MiniLM with eager attention: a graph traced from it applies the mask it is given (SDPA's
+    path may be traced with a shortcut for the example's mask)."""
+    return BertModel.from_pretrained(src, add_pooling_layer=False, attn_implementation="eager").eval()
+
+
 def plain_rm(src: Path, out: Path) -> None:
     """MiniLM with a one-label classifier, as a Hugging Face reward model directory."""
     if (out / "config.json").exists():
@@ -70,9 +76,6 @@ def export_onnx(src: Path, out: Path) -> None:
     shutil.copy(src / "config.json", out / "config.json")
     fp32, q8 = out / "onnx" / "model.onnx", out / "onnx" / "model_quantized.onnx"
     names = ["input_ids", "attention_mask", "token_type_ids"]
-    # eager attention: the traced graph then applies the mask it is given (SDPA's path may be
-    # traced with a shortcut for the example's mask)
-    load = lambda: BertModel.from_pretrained(src, add_pooling_layer=False, attn_implementation="eager").eval()
     if not fp32.exists():
         ids = torch.randint(1000, 20000, (2, 16))
         mask = torch.ones_like(ids)
@@ -80,14 +83,14 @@ def export_onnx(src: Path, out: Path) -> None:
         example = (ids, mask, torch.zeros_like(ids))
         axes = {n: {0: "batch", 1: "sequence"} for n in names}
         axes["last_hidden_state"] = {0: "batch", 1: "sequence"}
-        torch.onnx.export(Backbone(load()), example, str(fp32), input_names=names, output_names=["last_hidden_state"],
+        torch.onnx.export(Backbone(load(src)), example, str(fp32), input_names=names, output_names=["last_hidden_state"],
                           dynamic_axes=axes, opset_version=17, dynamo=False)
     if not q8.exists():
         quantize_dynamic(str(fp32), str(q8), weight_type=QuantType.QInt8)
 
     # the check: random ids, padded rows, against PyTorch (a fresh copy of the model: exporting
     # changes the state of the one it traced, which then computes other numbers)
-    model = load()
+    model = load(src)
     generator = torch.Generator().manual_seed(0)
     ids = torch.randint(1000, 20000, (3, 75), generator=generator)
     mask = torch.ones_like(ids)
