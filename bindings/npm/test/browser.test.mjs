@@ -31,6 +31,19 @@ for (const mode of Object.keys(MODES)) {
       const available = await page.evaluate(() => window.dmoerm.webgpuAvailable());
       assert.equal(available, mode === 'webgpu', 'navigator.gpu adapter');
       assert.equal(await page.evaluate(() => crossOriginIsolated), true, 'COOP/COEP');
+      // SwiftShader is a fallback adapter: 'auto' takes the CPU there, 'webgpu' still WebGPU
+      const devices = await page.evaluate(async (webgpu) => {
+        const { RewardModel } = window.dmoerm;
+        const fallback = webgpu ? (await navigator.gpu.requestAdapter()).info.isFallbackAdapter : null;
+        const chosen = [];
+        for (const device of webgpu ? ['auto', 'webgpu'] : ['auto']) {
+          const rm = await RewardModel.load('/fixtures/bert.dmoerm', { device, cache: false });
+          chosen.push(rm.device);
+          rm.dispose();
+        }
+        return { fallback, chosen };
+      }, mode === 'webgpu');
+      assert.deepEqual(devices, mode === 'webgpu' ? { fallback: true, chosen: ['cpu', 'webgpu'] } : { fallback: null, chosen: ['cpu'] });
     });
 
     await t.test('fixture bundles score as the reference', async () => {
@@ -38,15 +51,15 @@ for (const mode of Object.keys(MODES)) {
         const exp = expected(name);
         const inputs = exp.inputs.map((i) => ({ messages: i.messages, response: i.response }));
         const res = await page.evaluate(
-          async ({ url, inputs }) => {
-            const rm = await window.dmoerm.RewardModel.load(url, { device: 'auto', cache: false });
+          async ({ url, inputs, device }) => {
+            const rm = await window.dmoerm.RewardModel.load(url, { device, cache: false });
             const scores = [];
             for (const input of inputs) scores.push(await rm.score(input));
-            const device = rm.device;
+            const used = rm.device;
             rm.dispose();
-            return { device, scores };
+            return { device: used, scores };
           },
-          { url: `/fixtures/${name}.dmoerm`, inputs },
+          { url: `/fixtures/${name}.dmoerm`, inputs, device: mode },
         );
         assert.equal(res.device, mode, `${name}: device`);
         for (const [i, input] of exp.inputs.entries()) checkScore(assert, res.scores[i], input.expected, exp.tolerance, `${name} input ${i}`);
@@ -85,14 +98,14 @@ for (const mode of Object.keys(MODES)) {
       const exp = expected('llama');
       const input = exp.inputs[0];
       const res = await page.evaluate(
-        ({ url, input }) =>
+        ({ url, input, device }) =>
           new Promise((ok) => {
             const worker = new Worker('/bindings/npm/test/worker.js', { type: 'module' });
             worker.onmessage = ({ data }) => ok(data);
             worker.onerror = (e) => ok({ ok: false, error: e.message });
-            worker.postMessage({ url, input });
+            worker.postMessage({ url, input, device });
           }),
-        { url: '/fixtures/llama.dmoerm', input: { messages: input.messages, response: input.response } },
+        { url: '/fixtures/llama.dmoerm', input: { messages: input.messages, response: input.response }, device: mode },
       );
       assert.ok(res.ok, res.error);
       assert.equal(res.device, mode);
@@ -118,7 +131,7 @@ for (const mode of Object.keys(MODES)) {
     });
 
     await t.test('the demo scores through the UI', async () => {
-      await page.goto(`${server.url}/web-demo/`);
+      await page.goto(`${server.url}/web-demo/?device=${mode}`);
       await page.waitForSelector('body[data-ready="true"]', { timeout: 300_000 });
       const deviceText = await page.textContent('#device');
       assert.match(deviceText, mode === 'webgpu' ? /WebGPU/ : /CPU/);

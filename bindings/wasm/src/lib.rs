@@ -57,20 +57,26 @@ fn js_error(e: impl std::fmt::Display) -> JsValue {
 /// Whether `navigator.gpu` exists and gives an adapter. Never throws: any failure is `false`.
 #[wasm_bindgen(js_name = webgpuAdapter)]
 pub async fn webgpu_adapter() -> bool {
-    let Ok(navigator) = Reflect::get(&js_sys::global(), &"navigator".into()) else { return false };
-    if navigator.is_undefined() {
-        return false;
-    }
-    let Ok(gpu) = Reflect::get(&navigator, &"gpu".into()) else { return false };
-    if gpu.is_undefined() || gpu.is_null() {
-        return false;
-    }
-    let Ok(request) = Reflect::get(&gpu, &"requestAdapter".into()).and_then(|f| f.dyn_into::<js_sys::Function>())
-    else {
-        return false;
-    };
-    let Ok(promise) = request.call0(&gpu).and_then(|p| p.dyn_into::<Promise>()) else { return false };
-    matches!(JsFuture::from(promise).await, Ok(adapter) if !adapter.is_null() && !adapter.is_undefined())
+    request_adapter().await.is_some()
+}
+
+/// The adapter `navigator.gpu.requestAdapter()` gives, if any (never throws).
+async fn request_adapter() -> Option<JsValue> {
+    let navigator = Reflect::get(&js_sys::global(), &"navigator".into()).ok().filter(|n| !n.is_undefined())?;
+    let gpu = Reflect::get(&navigator, &"gpu".into()).ok().filter(|g| !g.is_undefined() && !g.is_null())?;
+    let request = Reflect::get(&gpu, &"requestAdapter".into()).and_then(|f| f.dyn_into::<js_sys::Function>()).ok()?;
+    let promise = request.call0(&gpu).and_then(|p| p.dyn_into::<Promise>()).ok()?;
+    JsFuture::from(promise).await.ok().filter(|a| !a.is_null() && !a.is_undefined())
+}
+
+/// Whether `adapter` is a fallback adapter, a software rasteriser such as SwiftShader
+/// (`GPUAdapterInfo.isFallbackAdapter`, or the adapter's own `isFallbackAdapter` in browsers
+/// from before it moved there): `auto` skips it, the wasm CPU path being much faster there
+/// (BENCHMARKS.md: 25 s a score on SwiftShader, against 0.6 s on the CPU).
+fn is_fallback(adapter: &JsValue) -> bool {
+    let flag = |o: &JsValue| Reflect::get(o, &"isFallbackAdapter".into()).ok().and_then(|v| v.as_bool());
+    let info = Reflect::get(adapter, &"info".into()).ok().filter(JsValue::is_object);
+    info.as_ref().and_then(flag).or_else(|| flag(adapter)).unwrap_or(false)
 }
 
 /// A packed bundle kept in JavaScript memory: loading copies one tensor at a time into wasm,
@@ -111,8 +117,9 @@ fn check_memory(name: &str, buffer: &SafetensorsBuffer, quantized_stays: bool) -
     Ok(())
 }
 
-/// Resolves `"webgpu"`, `"cpu"` or `"auto"` (WebGPU when `navigator.gpu` gives an adapter,
-/// else the CPU) to the device to load onto, initialising WebGPU once when it is chosen.
+/// Resolves `"webgpu"`, `"cpu"` or `"auto"` (WebGPU when `navigator.gpu` gives an adapter that
+/// is not a fallback one, else the CPU) to the device to load onto, initialising WebGPU once
+/// when it is chosen.
 #[wasm_bindgen(js_name = prepareDevice)]
 pub async fn prepare_device(device: String) -> Result<String, JsValue> {
     let webgpu = match device.as_str() {
@@ -125,7 +132,7 @@ pub async fn prepare_device(device: String) -> Result<String, JsValue> {
             }
             true
         }
-        "auto" => webgpu_adapter().await,
+        "auto" => request_adapter().await.is_some_and(|a| !is_fallback(&a)),
         other => return Err(js_error(format!("device '{other}': expected 'webgpu', 'cpu' or 'auto'"))),
     };
     if webgpu {
