@@ -7,7 +7,8 @@
 //
 // RUNS (15) and RANK_RUNS (5) timed runs, after one untimed; THREADS (2) for the threaded
 // transformers.js rows. WEBGPU=1 adds both sides on WebGPU (SwiftShader here: tens of seconds
-// a score), the score only, WEBGPU_RUNS (3) times.
+// a score), the score only, WEBGPU_RUNS (3) times. ONLY=text keeps the configurations whose
+// name contains it (WEBGPU=1 ONLY=WebGPU: the WebGPU rows alone).
 //
 // WORK_DIR holds work.json (the inputs and their token ids), default-f32.dmoerm,
 // minilm-rm-f32.dmoerm and minilm-rm-int8.dmoerm (a plain reward model on MiniLM), and
@@ -40,6 +41,8 @@ if (process.env.WEBGPU === '1') {
     { name: 'transformers.js fp32, WebGPU', side: 'transformers', mode: 'webgpu', runs: webgpuRuns, args: { dtype: 'fp32', device: 'webgpu' } },
   );
 }
+
+if (process.env.ONLY) configs.splice(0, configs.length, ...configs.filter((c) => c.name.includes(process.env.ONLY)));
 
 const median = (xs) => (xs.length ? [...xs].sort((a, b) => a - b)[xs.length >> 1] : NaN);
 const server = await serve({ mounts: { '/tjs/': join(here, 'node_modules'), '/work/': work } });
@@ -80,7 +83,7 @@ spec.sequences.forEach((s) => (label[`seq${s.tokens}`] = `one sequence of ${s.to
 const value = (row, w) => (w === 'score' ? row.score : w === 'rank' ? row.rank : row.seq[works.indexOf(w) - 2] ?? NaN);
 // each transformers.js row against dmoerm's of the same precision and device
 const mine = (row) =>
-  results.find((r) => r.side === 'dmoerm' && r.args.device === row.args.device && (row.args.dtype === 'q8') === r.name.includes('int8'));
+  results.find((r) => r.side === 'dmoerm' && r.args.device === row.args.device && (row.args.dtype === 'q8') === r.name.includes('int8')) ?? { score: NaN, rank: NaN, seq: [] };
 const lines = ['| work | configuration | threads | median ms | transformers.js / dmoerm |', '| --- | --- | --- | --- | --- |'];
 for (const w of works) {
   for (const row of results.filter((r) => !Number.isNaN(value(r, w)))) {

@@ -45,7 +45,7 @@ window.bench = {
       for (const s of work.sequences) seq.push(await times(() => one.score(s.input), runs.score));
       one.dispose();
     }
-    return { device: used, threads: 1, score, rank, seq };
+    return { device: used, threads: used === 'cpu' ? 1 : null, score, rank, seq };
   },
 
   /** transformers.js (ONNX Runtime Web) running the same sequences through the backbone. */

@@ -8,7 +8,7 @@
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
-use dmoerm::quant::Int8Linear;
+use dmoerm::backbones::quantized_projections_stay;
 use dmoerm::text::history;
 use dmoerm::weights::{ReadAt, SafetensorsBuffer};
 use dmoerm::{Conversation, ConversationInput, Device, Message, RewardModel};
@@ -204,7 +204,6 @@ impl Model {
     pub fn from_bytes(bytes: js_sys::Uint8Array, device: &str, name: &str) -> Result<Model, JsValue> {
         let buffer = SafetensorsBuffer::from_reader(name, Box::new(JsBytes(bytes)))
             .map_err(|e| js_error(format!("{name}: not a packed dmoerm bundle ({e})")))?;
-        check_memory(name, &buffer, device == "cpu" && Int8Linear::available())?;
         let (dev, label) = match device {
             "webgpu" => (
                 WEBGPU
@@ -215,6 +214,7 @@ impl Model {
             "cpu" => (Device::flex(), "cpu"),
             other => return Err(js_error(format!("device '{other}': expected 'webgpu' or 'cpu'"))),
         };
+        check_memory(name, &buffer, quantized_projections_stay(&dev))?;
         let inner = RewardModel::from_packed_buffer(name, buffer, dev).map_err(js_error)?;
         Ok(Model { inner: Rc::new(inner), device: label })
     }

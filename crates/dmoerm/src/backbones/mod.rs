@@ -163,7 +163,7 @@ impl Projection {
     pub fn load(w: &Scope, dims: (usize, usize), bias: bool, device: &Device) -> Result<Self> {
         let (d_in, d_out) = dims;
         let path = w.path().to_string();
-        if quantized_resident(device) && Int8Linear::available() {
+        if quantized_projections_stay(device) {
             if let Some(weight) = w.quantized(d_out, d_in)? {
                 let bias = if bias { Some(w.read_f32(keys::BIAS, Some(&[d_out]))?.0) } else { None };
                 let linear = Int8Linear::new(&weight, bias.as_deref()).ok_or_else(|| Error::Shape {
@@ -260,6 +260,14 @@ impl Projection {
             Weight::Int8(weight) => weight.num_params(),
         }
     }
+}
+
+/// Whether a bundle's quantised projections (int8, q4) stay quantised on `device`: on the CPU
+/// backend, for inference, where the CPU has an int8 kernel ([`Int8Linear::available`]);
+/// elsewhere they are expanded to f32 when they load. (Embedding tables stay quantised on the
+/// CPU backend whatever the kernel.)
+pub fn quantized_projections_stay(device: &Device) -> bool {
+    quantized_resident(device) && Int8Linear::available()
 }
 
 /// Whether quantised weights stay quantised on `device`: on the CPU backend, for inference
