@@ -7,7 +7,8 @@
 //
 // RUNS (15) and RANK_RUNS (5) timed runs, after one untimed; THREADS (2) for the threaded
 // transformers.js rows. WEBGPU=1 adds both sides on WebGPU (SwiftShader here: tens of seconds
-// a score), the score only, WEBGPU_RUNS (3) times. ONLY=text keeps the configurations whose
+// a score), the score only, WEBGPU_RUNS (3) times, with the compute dispatches, queue submits
+// and buffer read-backs of one score (page.html counts them). ONLY=text keeps the configurations whose
 // name contains it (WEBGPU=1 ONLY=WebGPU: the WebGPU rows alone).
 //
 // WORK_DIR holds work.json (the inputs and their token ids), default-f32.dmoerm,
@@ -61,8 +62,9 @@ try {
         side: c.side,
         args: { ...c.args, work: spec, runs: c.runs ?? runs },
       });
-      const row = { ...c, device: r.device, isolated, threads: r.threads, score: median(r.score), rank: median(r.rank), seq: r.seq.map(median) };
-      console.error(`${c.name}: score ${row.score.toFixed(0)} ms, rank ${row.rank.toFixed(0)} ms, sequences ${row.seq.map((x) => x.toFixed(0)).join(' / ')} ms (device ${r.device}, threads ${row.threads}, isolated ${isolated})`);
+      const row = { ...c, device: r.device, isolated, threads: r.threads, score: median(r.score), gpu: r.gpu, rank: median(r.rank), seq: r.seq.map(median) };
+      const gpu = r.gpu?.dispatches ? `, per score ${r.gpu.dispatches} dispatches, ${r.gpu.submits} submits, ${r.gpu.readbacks} read-backs` : '';
+      console.error(`${c.name}: score ${row.score.toFixed(0)} ms, rank ${row.rank.toFixed(0)} ms, sequences ${row.seq.map((x) => x.toFixed(0)).join(' / ')} ms (device ${r.device}, threads ${row.threads}, isolated ${isolated}${gpu})`);
       results.push(row);
     } finally {
       await browser.close();

@@ -4,17 +4,22 @@
 import { RewardModel } from '/bindings/npm/src/index.js';
 import { AutoModel, Tensor, env } from '/tjs/@huggingface/transformers/dist/transformers.web.js';
 
-/** `runs` timings (ms) of `fn`, after one untimed run (none when `runs` is 0). */
+/**
+ * `runs` timings (ms) of `fn`, after one untimed run (none when `runs` is 0), and the WebGPU
+ * work of one timed run (`page.html` counts it; all zero on the CPU).
+ */
 async function times(fn, runs) {
-  if (runs === 0) return [];
+  if (runs === 0) return { ms: [], gpu: null };
   await fn();
-  const out = [];
+  const before = { ...window.gpuCounts };
+  const ms = [];
   for (let i = 0; i < runs; i++) {
     const t = performance.now();
     await fn();
-    out.push(performance.now() - t);
+    ms.push(performance.now() - t);
   }
-  return out;
+  const gpu = Object.fromEntries(Object.entries(window.gpuCounts).map(([k, v]) => [k, (v - before[k]) / runs]));
+  return { ms, gpu };
 }
 
 /** Rows of token ids (all of one length) as the three int64 inputs of a BERT graph. */
@@ -42,10 +47,10 @@ window.bench = {
     const seq = [];
     if (runs.sequences !== 0) {
       const one = await RewardModel.load(plain, { device, cache: false });
-      for (const s of work.sequences) seq.push(await times(() => one.score(s.input), runs.score));
+      for (const s of work.sequences) seq.push((await times(() => one.score(s.input), runs.score)).ms);
       one.dispose();
     }
-    return { device: used, threads: used === 'cpu' ? 1 : null, score, rank, seq };
+    return { device: used, threads: used === 'cpu' ? 1 : null, score: score.ms, gpu: score.gpu, rank: rank.ms, seq };
   },
 
   /** transformers.js (ONNX Runtime Web) running the same sequences through the backbone. */
@@ -72,10 +77,11 @@ window.bench = {
     const seq = [];
     for (const s of runs.sequences === 0 ? [] : work.sequences) {
       const one = inputs([s.ids]);
-      seq.push(await times(() => model(one), runs.score));
+      seq.push((await times(() => model(one), runs.score)).ms);
     }
     await model.dispose();
-    return { device, threads: device === 'wasm' ? env.backends.onnx.wasm.numThreads : null, score, rank, seq };
+    const used = device === 'wasm' ? env.backends.onnx.wasm.numThreads : null;
+    return { device, threads: used, score: score.ms, gpu: score.gpu, rank: rank.ms, seq };
   },
 };
 window.benchReady = true;
