@@ -468,12 +468,19 @@ impl Code for u8 {}
 impl Code for i16 {}
 
 /// Symmetric int8 quantisation of a row-major `[rows, cols]` matrix, one scale per row
-/// (`max |w| / 127`): returns the codes and the scales.
+/// (`max |w| / 127`): returns the codes and the scales. A row with a NaN or an infinity gets a
+/// NaN scale, so that it stays non-finite (a bundle packed from broken weights is as broken,
+/// and says so: `inspect --check`, and scoring fails) instead of its NaN becoming code 0.
 pub fn quantize_rows(values: &[f32], rows: usize) -> (Vec<i8>, Vec<f32>) {
     let cols = values.len().checked_div(rows).unwrap_or(0);
     let mut codes = Vec::with_capacity(values.len());
     let mut scales = Vec::with_capacity(rows);
     for row in values.chunks(cols.max(1)) {
+        if !row.iter().all(|v| v.is_finite()) {
+            codes.extend(std::iter::repeat_n(0, row.len()));
+            scales.push(f32::NAN);
+            continue;
+        }
         let max = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
         codes.extend(row.iter().map(|v| (v / scale).round().clamp(-127.0, 127.0) as i8));
@@ -1024,6 +1031,10 @@ mod tests {
         // an all-zero row is representable
         let (codes, scales) = quantize_rows(&[0.0; 4], 1);
         assert_eq!((codes, scales), (vec![0; 4], vec![1.0]));
+        // a row with a NaN or an infinity stays non-finite; the other rows are quantised
+        let (codes, scales) = quantize_rows(&[1.0, f32::NAN, 2.0, -1.0, f32::INFINITY, 0.0], 3);
+        assert!(scales[0].is_nan() && scales[2].is_nan() && scales[1] == 2.0 / 127.0, "{scales:?}");
+        assert_eq!(codes[2..4], [127, -64]);
     }
 
     fn random(n: usize, seed: u64) -> Vec<f32> {

@@ -359,6 +359,33 @@ fn a_bundle_reached_through_a_symlink_loads() {
     load(&link).expect("a bundle opened through a symlinked path loads");
 }
 
+/// Weights with a NaN or an infinity packed as int8 or q4 stay non-finite: `inspect --check`
+/// names the tensor, and scoring fails (a NaN used to become code 0: a finite, wrong model).
+#[test]
+fn non_finite_weights_stay_non_finite_when_quantised() {
+    let dir = copy_fixture("llama", "quantised-nan");
+    let target = "model.layers.0.mlp.down_proj.weight"; // [32, 64]: q4 in whole blocks
+    rewrite(&dir.join("backbone/model.safetensors"), |n, d, s, b| {
+        let mut b = b;
+        if n == target {
+            b[..4].copy_from_slice(&f32::NAN.to_le_bytes());
+        }
+        Some((d, s, b))
+    });
+    for (format, dtype) in [("int8", PackDtype::Int8 { min_elements: 0 }), ("q4", PackDtype::Q4 { min_elements: 0 })] {
+        let (bytes, _) = dmoerm::pack_bytes(&dir, dtype).unwrap();
+        let file = dir.with_extension(format!("{format}.dmoerm"));
+        std::fs::write(&file, &bytes).unwrap();
+        let (found, scanned) = dmoerm::bundle::non_finite_tensors(&file).unwrap();
+        let names: Vec<_> = found.iter().map(|t| (t.tensor.as_str(), t.count)).collect();
+        // the whole first row of the matrix: its scale is NaN
+        assert_eq!(names, [(target, 64)], "{format}: {found:?} of {scanned}");
+        let model = RewardModel::from_packed_bytes(format, bytes, Device::flex()).unwrap();
+        let r = model.score(&dmoerm::Conversation::new("What is the capital of France?", "Paris."));
+        assert!(matches!(r, Err(Error::NonFinite { .. })), "{format}: {r:?}");
+    }
+}
+
 #[test]
 fn non_finite_outputs_are_errors_naming_the_first_stage() {
     type Case = (&'static str, &'static [(&'static str, fn(&str) -> bool)], f32, Stage);

@@ -388,7 +388,12 @@ pub fn non_finite_tensors(path: &Path) -> Result<(Vec<NonFiniteTensor>, usize)> 
         let tensors = source.tensors(file)?;
         for name in tensors.names() {
             let (entry, bytes) = tensors.raw(&name)?;
-            let Some(values) = to_f32(&bytes, entry.dtype) else { continue };
+            let values = match to_f32(&bytes, entry.dtype) {
+                Some(values) => values,
+                // a quantised matrix (int8, q4): codes times scales, where a scale may be NaN
+                None if tensors.contains(&format!("{name}{SCALE_SUFFIX}")) => tensors.read_f32(&name, None)?.0,
+                None => continue,
+            };
             scanned += 1;
             let count = values.iter().filter(|v| !v.is_finite()).count();
             if count > 0 {
