@@ -22,14 +22,17 @@ export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 
 /**
  * Starts the server; `mounts` maps URL prefixes to extra directories (the tests serve packed
- * fixtures from a temporary one). Resolves to `{url, close}`.
+ * fixtures from a temporary one); `isolated: false` leaves out COOP/COEP (a plain page, where
+ * the package computes on one thread). Resolves to `{url, close}`.
  */
-export function serve({ port = 0, root = repoRoot, mounts = {} } = {}) {
+export function serve({ port = 0, root = repoRoot, mounts = {}, isolated = true } = {}) {
   const server = createServer((req, res) => {
     const headers = {
-      'Cross-Origin-Opener-Policy': 'same-origin',
-      'Cross-Origin-Embedder-Policy': 'require-corp',
-      'Cross-Origin-Resource-Policy': 'same-origin',
+      ...(isolated && {
+        'Cross-Origin-Opener-Policy': 'same-origin',
+        'Cross-Origin-Embedder-Policy': 'require-corp',
+        'Cross-Origin-Resource-Policy': 'same-origin',
+      }),
       'Cache-Control': 'no-cache',
     };
     let path = decodeURIComponent(new URL(req.url, 'http://x').pathname);

@@ -16,6 +16,7 @@ full_deps=$(cargo tree --locked -p dmoerm-cli --all-features -e normal --prefix 
 if grep -Eq "$heavy" <<<"$default_deps"; then echo "the default dmoerm-cli build depends on the GPU or training stack" >&2; exit 1; fi
 grep -Eq "$heavy" <<<"$full_deps"
 rustup target list --installed | grep -q wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+rustup component list --installed | grep -q '^rust-src' || rustup component add rust-src
 # Lints ride on the builds: clippy-driver compiles the workspace's own crates with clippy's lints
 # and -D warnings (scripts/clippy-rustc), so the dependencies are compiled once, for the tests.
 export RUSTC_WORKSPACE_WRAPPER="$PWD/scripts/clippy-rustc"

@@ -26,11 +26,15 @@ const spec = JSON.parse(readFileSync(join(work, 'work.json'), 'utf8'));
 const runs = { score: Number(process.env.RUNS ?? 15), rank: Number(process.env.RANK_RUNS ?? 5) };
 const threads = Number(process.env.THREADS ?? 2); // the browser's default count here (2 cores)
 
+const f32 = { model: '/work/default-f32.dmoerm', plain: '/work/minilm-rm-f32.dmoerm' };
+const int8 = { model: '/models/default/model.dmoerm', plain: '/work/minilm-rm-int8.dmoerm' };
 const configs = [
-  { name: 'dmoerm fp32', side: 'dmoerm', args: { model: '/work/default-f32.dmoerm', plain: '/work/minilm-rm-f32.dmoerm' } },
+  { name: 'dmoerm fp32, 1 thread', side: 'dmoerm', args: { ...f32, threads: 1 } },
+  { name: `dmoerm fp32, ${threads} threads`, side: 'dmoerm', args: { ...f32, threads } },
   { name: 'transformers.js fp32, 1 thread', side: 'transformers', args: { dtype: 'fp32', threads: 1 } },
   { name: `transformers.js fp32, ${threads} threads`, side: 'transformers', args: { dtype: 'fp32', threads } },
-  { name: 'dmoerm int8', side: 'dmoerm', args: { model: '/models/default/model.dmoerm', plain: '/work/minilm-rm-int8.dmoerm' } },
+  { name: 'dmoerm int8, 1 thread', side: 'dmoerm', args: { ...int8, threads: 1 } },
+  { name: `dmoerm int8, ${threads} threads`, side: 'dmoerm', args: { ...int8, threads } },
   { name: 'transformers.js q8, 1 thread', side: 'transformers', args: { dtype: 'q8', threads: 1 } },
   { name: `transformers.js q8, ${threads} threads`, side: 'transformers', args: { dtype: 'q8', threads } },
 ];
@@ -38,7 +42,7 @@ const configs = [
 if (process.env.WEBGPU === '1') {
   const webgpuRuns = { score: Number(process.env.WEBGPU_RUNS ?? 3), rank: 0, sequences: 0 };
   configs.push(
-    { name: 'dmoerm fp32, WebGPU', side: 'dmoerm', mode: 'webgpu', runs: webgpuRuns, args: { ...configs[0].args, device: 'webgpu' } },
+    { name: 'dmoerm fp32, WebGPU', side: 'dmoerm', mode: 'webgpu', runs: webgpuRuns, args: { ...f32, device: 'webgpu' } },
     { name: 'transformers.js fp32, WebGPU', side: 'transformers', mode: 'webgpu', runs: webgpuRuns, args: { dtype: 'fp32', device: 'webgpu' } },
   );
 }
@@ -83,9 +87,11 @@ const label = {
 };
 spec.sequences.forEach((s) => (label[`seq${s.tokens}`] = `one sequence of ${s.tokens} tokens (plain RM)`));
 const value = (row, w) => (w === 'score' ? row.score : w === 'rank' ? row.rank : row.seq[works.indexOf(w) - 2] ?? NaN);
-// each transformers.js row against dmoerm's of the same precision and device
+// each transformers.js row against dmoerm's of the same precision, device and thread count
 const mine = (row) =>
-  results.find((r) => r.side === 'dmoerm' && r.args.device === row.args.device && (row.args.dtype === 'q8') === r.name.includes('int8')) ?? { score: NaN, rank: NaN, seq: [] };
+  results.find(
+    (r) => r.side === 'dmoerm' && r.args.device === row.args.device && r.args.threads === row.args.threads && (row.args.dtype === 'q8') === r.name.includes('int8'),
+  ) ?? { score: NaN, rank: NaN, seq: [] };
 const lines = ['| work | configuration | threads | median ms | transformers.js / dmoerm |', '| --- | --- | --- | --- | --- |'];
 for (const w of works) {
   for (const row of results.filter((r) => !Number.isNaN(value(r, w)))) {

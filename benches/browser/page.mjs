@@ -38,19 +38,19 @@ window.bench = {
    * dmoerm's package on the wasm CPU backend: `score` and `rank` of the default model, and
    * `score` of a plain reward model on MiniLM (one pass of one sequence).
    */
-  async dmoerm({ model, plain, device = 'cpu', work, runs }) {
-    const rm = await RewardModel.load(model, { device, cache: false });
+  async dmoerm({ model, plain, device = 'cpu', threads, work, runs }) {
+    const rm = await RewardModel.load(model, { device, threads, cache: false });
     const score = await times(() => rm.score(work.input), runs.score);
     const rank = await times(() => rm.rank(work.input.prompt, work.candidates), runs.rank);
-    const used = rm.device;
+    const [used, pool] = [rm.device, rm.threads];
     rm.dispose();
     const seq = [];
     if (runs.sequences !== 0) {
-      const one = await RewardModel.load(plain, { device, cache: false });
+      const one = await RewardModel.load(plain, { device, threads, cache: false });
       for (const s of work.sequences) seq.push((await times(() => one.score(s.input), runs.score)).ms);
       one.dispose();
     }
-    return { device: used, threads: used === 'cpu' ? 1 : null, score: score.ms, gpu: score.gpu, rank: rank.ms, seq };
+    return { device: used, threads: used === 'cpu' ? pool : null, score: score.ms, gpu: score.gpu, rank: rank.ms, seq };
   },
 
   /** transformers.js (ONNX Runtime Web) running the same sequences through the backbone. */

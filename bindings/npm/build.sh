@@ -1,15 +1,29 @@
 #!/usr/bin/env bash
 # Builds the npm package's wasm half: bindings/wasm -> bindings/npm/wasm (wasm-bindgen, web
-# target: ESM that runs in pages, workers and Node). Needs the wasm32 target and
-# wasm-bindgen-cli of the version in Cargo.lock (.ci/run installs both).
+# target: ESM that runs in pages, workers and Node), and the threaded build -> wasm-threads.
+# Needs the wasm32 target, the rust-src component and wasm-bindgen-cli of the version in
+# Cargo.lock (.ci/run installs them).
 set -euo pipefail
 cd "$(dirname "$0")"
 root=$(cd ../.. && pwd)
 target=${CARGO_TARGET_DIR:-$root/target}
+# The single-thread build: WebGPU, and the CPU on one thread (.cargo/config.toml: simd128).
 cargo build --manifest-path "$root/Cargo.toml" -p dmoerm-wasm --target wasm32-unknown-unknown --profile wasm-release --locked
-rm -rf wasm
+# The threaded build, for the CPU on a cross-origin-isolated page (src/threads.js): shared
+# memory and atomics, so std is built again with them (-Z build-std, which needs the rust-src
+# component; RUSTC_BOOTSTRAP lets the stable toolchain take the -Z flag); bindings/wasm/build.rs
+# links it with a shared memory. Its own target directory, since its flags differ from the
+# other build's.
+RUSTC_BOOTSTRAP=1 RUSTFLAGS='-C target-feature=+simd128,+atomics,+bulk-memory,+mutable-globals' \
+    cargo build --manifest-path "$root/Cargo.toml" -p dmoerm-wasm --target wasm32-unknown-unknown --profile wasm-release --locked \
+    -Z build-std=panic_abort,std --target-dir "$target/wasm-threads"
+rm -rf wasm wasm-threads
 # no name section: -7.9 MB raw, -1.4 MB gzip (panic messages still reach JS)
-wasm-bindgen --target web --remove-name-section --remove-producers-section --out-dir wasm "$target/wasm32-unknown-unknown/wasm-release/dmoerm_wasm.wasm"
-raw=$(stat -c %s wasm/dmoerm_wasm_bg.wasm)
-gz=$(gzip -9 -c wasm/dmoerm_wasm_bg.wasm | wc -c)
-echo "wasm: $raw bytes raw, $gz bytes gzip -9"
+bindgen() {
+    wasm-bindgen --target web --remove-name-section --remove-producers-section --out-dir "$2" "$1"
+    raw=$(stat -c %s "$2/dmoerm_wasm_bg.wasm")
+    gz=$(gzip -9 -c "$2/dmoerm_wasm_bg.wasm" | wc -c)
+    echo "$2: $raw bytes raw, $gz bytes gzip -9"
+}
+bindgen "$target/wasm32-unknown-unknown/wasm-release/dmoerm_wasm.wasm" wasm
+bindgen "$target/wasm-threads/wasm32-unknown-unknown/wasm-release/dmoerm_wasm.wasm" wasm-threads

@@ -41,6 +41,13 @@ export type Progress = Extract<ProgressEvent, { status: 'download' }>;
 export interface LoadOptions {
   /** 'auto' (default): WebGPU when navigator.gpu gives an adapter, else the wasm CPU backend. */
   device?: 'auto' | 'webgpu' | 'cpu';
+  /**
+   * Threads for the CPU (default: all cores). Used on a cross-origin-isolated page (COOP/COEP
+   * headers): the model then runs in a Worker of this package, on the threaded wasm build.
+   * Elsewhere, and in Node, the CPU computes on one thread. The first threaded load sets the
+   * size of the pool, which later models share.
+   */
+  threads?: number;
   onProgress?: (event: ProgressEvent) => void;
   /** Keep the download in the Cache API (default true). */
   cache?: boolean;
@@ -53,6 +60,8 @@ export declare class RewardModel {
   static load(source: string | URL | Uint8Array | ArrayBuffer, options?: LoadOptions): Promise<RewardModel>;
   /** The device in use. */
   readonly device: 'webgpu' | 'cpu';
+  /** Threads the model computes on: 1, or the pool's size on the threaded CPU path. */
+  readonly threads: number;
   readonly info: { name: string | null; tasks: Record<string, string[]> };
   score(input: ScoreInput): Promise<Score>;
   scoreBatch(inputs: ScoreInput[]): Promise<Score[]>;
@@ -65,8 +74,9 @@ export declare class RewardModel {
 /** Whether WebGPU is usable here. */
 export declare function webgpuAvailable(): Promise<boolean>;
 /**
- * Size in bytes of the wasm instance's memory, shared by the models loaded into it. It only
- * grows: the peak of everything loaded and computed so far (at most 4 GiB).
+ * Size in bytes of the wasm memory the loaded models share (the single-thread instance's, plus
+ * the threaded CPU worker's where it runs). It only grows: the peak of everything loaded and
+ * computed so far (at most 4 GiB an instance).
  */
 export declare function wasmMemoryBytes(): Promise<number>;
 /** Deletes the cached model downloads; resolves to whether there was a cache. */

@@ -3,6 +3,8 @@
 // loads it, downloads and caches bundles, and reports progress. Results are the Rust types as
 // they serialise (the same JSON as the CLI's), typed by the declarations tsify generates.
 
+import { cpuThreads, WorkerModel, workerMemoryBytes, panicInNextScore } from './threads.js';
+
 const isNode = typeof process !== 'undefined' && !!process.versions?.node && typeof window === 'undefined';
 const CACHE_NAME = 'dmoerm-models';
 
@@ -60,12 +62,15 @@ export async function webgpuAvailable() {
 }
 
 /**
- * The size in bytes of the wasm instance's memory, which the models loaded into it share. It
- * only grows: this is the peak of everything loaded and computed so far (at most 4 GiB).
+ * The size in bytes of the wasm memory the models loaded so far share: the single-thread
+ * instance's, plus the threaded CPU worker's where it runs. It only grows: this is the peak of
+ * everything loaded and computed so far (at most 4 GiB an instance).
  */
 export async function wasmMemoryBytes() {
+  const threaded = await workerMemoryBytes();
+  if (threaded !== null && !instance) return threaded;
   const wasm = await loadWasm();
-  return wasm.memory.buffer.byteLength;
+  return wasm.memory.buffer.byteLength + (threaded ?? 0);
 }
 
 function cacheKey(url, version) {
@@ -80,10 +85,15 @@ export async function _panicForTests() {
   return guard('the test panic', wasm, () => wasm.glue.panicForTests());
 }
 
-/** @internal Makes the next score, scoreBatch or rank of a CPU model panic inside wasm. */
-export async function _panicInNextScoreForTests() {
+/**
+ * @internal Makes the next score, scoreBatch or rank of a CPU model panic inside wasm: in the
+ * threaded CPU worker where it runs (on a thread of its pool when `onPool`), else in this
+ * thread's instance.
+ */
+export async function _panicInNextScoreForTests({ onPool = false } = {}) {
+  if (await panicInNextScore(onPool)) return;
   const wasm = await loadWasm();
-  wasm.glue.panicInNextScoreForTests();
+  wasm.glue.panicInNextScoreForTests(onPool);
 }
 
 /** Removes every model this package cached with the Cache API. Resolves to whether it did. */
@@ -156,41 +166,113 @@ function withAlias(s) {
   return s;
 }
 
-/** A DMoERM reward model. */
-export class RewardModel {
+// A model in this thread's wasm instance (the single-thread build: WebGPU, and the CPU where
+// threads are not to be had): the methods RewardModel calls.
+class LocalModel {
   #model;
   #wasm;
 
   constructor(model, wasm) {
     this.#model = model;
     this.#wasm = wasm;
+    this.threads = 1;
+  }
+
+  get device() {
+    return this.#live().device;
+  }
+
+  get info() {
+    return this.#live().info();
+  }
+
+  static async load(wasm, bytes, device, name) {
+    const model = await guard('loading the model', wasm, () => wasm.glue.Model.fromBytes(bytes, device, name));
+    return new LocalModel(model, wasm);
+  }
+
+  // On the CPU a call computes inside the wasm call (`*Now`), so that a trap throws here and
+  // `guard` turns it into a rejection; on WebGPU the call must wait for the GPU, and a trap
+  // inside that promise's task cannot be caught (issue 17).
+
+  score(input) {
+    const m = this.#live();
+    return guard('scoring', this.#wasm, m.device === 'cpu' ? () => m.scoreNow(input) : () => m.score(input));
+  }
+
+  scoreBatch(inputs) {
+    const m = this.#live();
+    return guard('scoring', this.#wasm, m.device === 'cpu' ? () => m.scoreBatchNow(inputs) : () => m.scoreBatch(inputs));
+  }
+
+  rank(prompt, candidates) {
+    const m = this.#live();
+    const run = m.device === 'cpu' ? () => m.rankNow(prompt, candidates) : () => m.rank(prompt, candidates);
+    return guard('ranking', this.#wasm, run);
+  }
+
+  dispose() {
+    try {
+      this.#model.free();
+    } catch {
+      // its instance trapped: nothing left to free
+    }
+  }
+
+  #live() {
+    if (this.#wasm.gen !== generation || !instance) {
+      throw new Error('dmoerm: this RewardModel lived in a wasm instance that trapped; load it again');
+    }
+    return this.#model;
+  }
+}
+
+/** A DMoERM reward model. */
+export class RewardModel {
+  #engine;
+
+  constructor(engine) {
+    this.#engine = engine;
   }
 
   /**
    * Loads a packed bundle (`dmoerm pack`) from a URL (a file path in Node) or from bytes.
    * The bytes stay in JavaScript memory; wasm reads them one tensor at a time.
-   * options: device 'auto' | 'webgpu' | 'cpu'; onProgress(event) with `event.status`
-   * 'download' ({loaded, total, fraction, cached}, as bytes arrive), 'load' ({bytes}: the bundle is
-   * being read onto the device) and 'ready' ({device}); cache (default true: the Cache API keeps
-   * downloads, keyed by URL and `version`).
+   * options: device 'auto' | 'webgpu' | 'cpu'; threads (the CPU's, default all cores: used on a
+   * cross-origin-isolated page, where the model runs in a Worker of this package on the
+   * threaded build; elsewhere, and in Node, the CPU computes on one thread); onProgress(event)
+   * with `event.status` 'download' ({loaded, total, fraction, cached}, as bytes arrive), 'load'
+   * ({bytes}: the bundle is being read onto the device) and 'ready' ({device}); cache (default
+   * true: the Cache API keeps downloads, keyed by URL and `version`).
    */
-  static async load(source, { device = 'auto', onProgress, cache = true, version } = {}) {
-    const wasm = await loadWasm();
+  static async load(source, { device = 'auto', threads, onProgress, cache = true, version } = {}) {
+    const pool = cpuThreads(threads, isNode);
     let bytes;
     let name = 'model';
+    let owned = false;
     if (source instanceof Uint8Array) bytes = source;
     else if (source instanceof ArrayBuffer) bytes = new Uint8Array(source);
     else if (typeof source === 'string' || source instanceof URL) {
       name = String(source);
       bytes = await download(source, { onProgress, cache, version });
+      owned = true;
     } else {
       throw new TypeError('dmoerm: RewardModel.load takes a URL, a path (Node) or the bytes of a packed bundle');
     }
     onProgress?.({ status: 'load', bytes: bytes.length });
-    const chosen = await guard('opening the device', wasm, () => wasm.glue.prepareDevice(device));
-    const model = await guard('loading the model', wasm, () => wasm.glue.Model.fromBytes(bytes, chosen, name));
-    onProgress?.({ status: 'ready', device: model.device });
-    return new RewardModel(model, wasm);
+    // The single-thread instance decides 'auto' where WebGPU may be there; without
+    // navigator.gpu, and for 'cpu', the threaded path does not need it.
+    let chosen = device === 'auto' && !globalThis.navigator?.gpu && pool > 1 ? 'cpu' : device;
+    let engine;
+    if (chosen === 'cpu' && pool > 1) {
+      engine = await WorkerModel.load(bytes, name, pool, owned);
+    } else {
+      const wasm = await loadWasm();
+      chosen = await guard('opening the device', wasm, () => wasm.glue.prepareDevice(chosen));
+      engine = chosen === 'cpu' && pool > 1 ? await WorkerModel.load(bytes, name, pool, owned) : await LocalModel.load(wasm, bytes, chosen, name);
+    }
+    onProgress?.({ status: 'ready', device: engine.device });
+    return new RewardModel(engine);
   }
 
   /** 'webgpu' or 'cpu'. */
@@ -198,52 +280,40 @@ export class RewardModel {
     return this.#live().device;
   }
 
-  /** `{name, tasks: {task: [capability, ...]}}`. */
-  get info() {
-    const raw = this.#live().info();
-    return { name: raw.name, tasks: Object.fromEntries(raw.tasks) };
+  /** How many threads the model computes on: 1, or the pool's size on the threaded CPU path. */
+  get threads() {
+    return this.#live().threads;
   }
 
-  // On the CPU a call computes inside the wasm call (`*Now`), so that a trap throws here and
-  // `guard` turns it into a rejection; on WebGPU the call must wait for the GPU, and a trap
-  // inside that promise's task cannot be caught (issue 17).
+  /** `{name, tasks: {task: [capability, ...]}}`. */
+  get info() {
+    const raw = this.#live().info;
+    return { name: raw.name, tasks: Object.fromEntries(raw.tasks.map(([task, caps]) => [task, [...caps]])) };
+  }
 
   /** Scores `{prompt, response}` or `{messages: [{role, content}], response}`. */
   async score(input) {
-    const m = this.#live();
-    const run = m.device === 'cpu' ? () => m.scoreNow(input) : () => m.score(input);
-    return withAlias(await guard('scoring', this.#wasm, run));
+    return withAlias(await this.#live().score(input));
   }
 
   /** Scores many inputs in batches. */
   async scoreBatch(inputs) {
-    const m = this.#live();
-    const run = m.device === 'cpu' ? () => m.scoreBatchNow(inputs) : () => m.scoreBatch(inputs);
-    return (await guard('scoring', this.#wasm, run)).map(withAlias);
+    return (await this.#live().scoreBatch(inputs)).map(withAlias);
   }
 
   /** Best-of-n: candidates best first, `{index, response, ...score}`; the router runs once. */
   async rank(prompt, candidates) {
-    const m = this.#live();
-    const run = m.device === 'cpu' ? () => m.rankNow(prompt, candidates) : () => m.rank(prompt, candidates);
-    return (await guard('ranking', this.#wasm, run)).map(withAlias);
+    return (await this.#live().rank(prompt, candidates)).map(withAlias);
   }
 
   /** Frees the model's memory; the object cannot be used afterwards. */
   dispose() {
-    try {
-      this.#model?.free();
-    } catch {
-      // its instance trapped: nothing left to free
-    }
-    this.#model = null;
+    this.#engine?.dispose();
+    this.#engine = null;
   }
 
   #live() {
-    if (!this.#model) throw new Error('dmoerm: this RewardModel was disposed');
-    if (this.#wasm.gen !== generation || !instance) {
-      throw new Error('dmoerm: this RewardModel lived in a wasm instance that trapped; load it again');
-    }
-    return this.#model;
+    if (!this.#engine) throw new Error('dmoerm: this RewardModel was disposed');
+    return this.#engine;
   }
 }

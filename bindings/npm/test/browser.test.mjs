@@ -52,18 +52,52 @@ for (const mode of Object.keys(MODES)) {
         const inputs = exp.inputs.map((i) => ({ messages: i.messages, response: i.response }));
         const res = await page.evaluate(
           async ({ url, inputs, device }) => {
-            const rm = await window.dmoerm.RewardModel.load(url, { device, cache: false });
+            const rm = await window.dmoerm.RewardModel.load(url, { device, threads: 2, cache: false });
             const scores = [];
             for (const input of inputs) scores.push(await rm.score(input));
-            const used = rm.device;
+            const used = [rm.device, rm.threads];
             rm.dispose();
             return { device: used, scores };
           },
           { url: `/fixtures/${name}.dmoerm`, inputs, device: mode },
         );
-        assert.equal(res.device, mode, `${name}: device`);
+        // the page is cross-origin isolated: the CPU runs the threaded build, WebGPU the other
+        assert.deepEqual(res.device, [mode, mode === 'cpu' ? 2 : 1], `${name}: device, threads`);
         for (const [i, input] of exp.inputs.entries()) checkScore(assert, res.scores[i], input.expected, exp.tolerance, `${name} input ${i}`);
       }
+    });
+
+    await t.test('a plain page (no COOP/COEP) scores on one thread, as the isolated one does on two', async () => {
+      const plainServer = await serve({ mounts: { '/fixtures/': dirname(packed.llama) }, isolated: false });
+      const plain = await browser.newPage();
+      t.after(() => plainServer.close());
+      plain.on('pageerror', (e) => pageErrors.push(e.message));
+      const exp = expected('llama');
+      const inputs = exp.inputs.map((i) => ({ messages: i.messages, response: i.response }));
+      const run = async (p, url) => {
+        await p.goto(`${url}/bindings/npm/test/harness.html`);
+        await p.waitForFunction(() => window.harnessReady === true);
+        return p.evaluate(async ({ inputs, rank }) => {
+          const rm = await window.dmoerm.RewardModel.load('/fixtures/llama.dmoerm', { device: 'cpu', threads: 2, cache: false });
+          const scores = await rm.scoreBatch(inputs);
+          const ranked = await rm.rank(rank.prompt, rank.candidates);
+          const r = { isolated: crossOriginIsolated, threads: rm.threads, scores, ranked };
+          rm.dispose();
+          return r;
+        }, { inputs, rank: exp.rank });
+      };
+      const one = await run(plain, plainServer.url);
+      const two = await run(page, server.url);
+      assert.deepEqual([one.isolated, one.threads, two.isolated, two.threads], [false, 1, true, 2]);
+      for (const [i, input] of exp.inputs.entries()) {
+        checkScore(assert, one.scores[i], input.expected, exp.tolerance, `one thread, input ${i}`);
+        checkScore(assert, two.scores[i], input.expected, exp.tolerance, `two threads, input ${i}`);
+      }
+      for (const ranked of [one.ranked, two.ranked]) {
+        assert.deepEqual(ranked.map((r) => r.index), exp.rank.order);
+        for (const r of ranked) assert.ok(Math.abs(r.reward - exp.rank.rewards[r.index]) <= exp.tolerance, `rank: ${r.reward} vs ${exp.rank.rewards[r.index]}`);
+      }
+      await plain.close();
     });
 
     await t.test('downloads stream with progress, are cached, and the cache clears', async () => {
@@ -115,19 +149,35 @@ for (const mode of Object.keys(MODES)) {
     await t.test('a trap while scoring on the CPU rejects the call, and the package recovers', async () => {
       const exp = expected('llama');
       const input = exp.inputs[0];
+      const before = pageErrors.length;
       const r = await page.evaluate(
         async ({ url, input }) => {
           const { RewardModel, _panicInNextScoreForTests } = window.dmoerm;
           const rm = await RewardModel.load(url, { device: 'cpu', cache: false });
-          await _panicInNextScoreForTests();
-          const error = await rm.score(input).then(() => null, (e) => `${e instanceof Error} ${e.message}`);
+          const threads = rm.threads;
+          const errors = [];
+          // on the thread that scores, then on a thread of the pool (the threaded build)
+          for (const onPool of [false, true]) {
+            const target = onPool ? await RewardModel.load(url, { device: 'cpu', cache: false }) : rm;
+            await _panicInNextScoreForTests({ onPool });
+            errors.push(await target.score(input).then(() => null, (e) => `${e instanceof Error} ${e.message}`));
+            errors.push(await target.score(input).then(() => null, (e) => e.message));
+          }
           const fresh = await RewardModel.load(url, { device: 'cpu', cache: false });
-          return { error, score: await fresh.score(input) };
+          return { threads, errors, score: await fresh.score(input) };
         },
         { url: '/fixtures/llama.dmoerm', input: { messages: input.messages, response: input.response } },
       );
-      assert.match(r.error ?? 'resolved', /^true dmoerm: scoring failed inside wasm \([\s\S]*a deliberate test panic while scoring/);
-      checkScore(assert, r.score, input.expected, exp.tolerance, 'after the trap');
+      // the page is cross-origin isolated: the model runs on the threaded build, in a Worker
+      assert.equal(r.threads, 2);
+      assert.match(r.errors[0] ?? 'resolved', /^true dmoerm: scoring failed inside wasm \([\s\S]*a deliberate test panic while scoring/);
+      assert.match(r.errors[1] ?? 'resolved', /trapped; load it again/);
+      assert.match(r.errors[2] ?? 'resolved', /^true dmoerm: scoring failed inside wasm \([\s\S]*a deliberate test panic on a pool thread while scoring/);
+      assert.match(r.errors[3] ?? 'resolved', /trapped; load it again/);
+      checkScore(assert, r.score, input.expected, exp.tolerance, 'after the traps');
+      // the aborted pool thread's Worker also reports its trap as an uncaught error; nothing else
+      const during = pageErrors.splice(before);
+      assert.ok(during.every((e) => e === 'unreachable'), `page errors: ${during}`);
     });
 
     await t.test('the demo scores through the UI', async () => {

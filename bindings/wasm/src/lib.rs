@@ -23,11 +23,44 @@ thread_local! {
     static LAST_PANIC: RefCell<Option<String>> = const { RefCell::new(None) };
     /// The WebGPU device: wgpu's runtime is initialised once per wasm instance and shared by
     /// every model loaded afterwards.
+    #[cfg(not(target_feature = "atomics"))]
     static WEBGPU: RefCell<Option<Device>> = const { RefCell::new(None) };
     /// Set by [`panic_in_next_score_for_tests`]: the next scoring call panics.
-    static PANIC_NEXT: Cell<bool> = const { Cell::new(false) };
+    static PANIC_NEXT: Cell<Option<PanicWhere>> = const { Cell::new(None) };
 }
 
+/// Where [`panic_in_next_score_for_tests`] makes the next scoring call panic.
+#[derive(Clone, Copy)]
+enum PanicWhere {
+    /// On the thread that called it.
+    Caller,
+    /// On a thread of the rayon pool (the threaded build), while the caller waits for it.
+    Pool,
+}
+
+/// The threaded build: the name of the `BroadcastChannel` on which a panic on any thread is
+/// reported. A panic aborts only the Worker it happens in; when that is a pool thread, the
+/// thread that waits for it waits forever, and this message is how the package hears of it.
+#[cfg(target_feature = "atomics")]
+static PANIC_CHANNEL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+#[cfg(target_feature = "atomics")]
+#[wasm_bindgen(
+    inline_js = "export function broadcast(name, message) { const c = new BroadcastChannel(name); c.postMessage(message); c.close(); }"
+)]
+extern "C" {
+    fn broadcast(name: &str, message: &str);
+}
+
+/// The threaded build: from now on a panic on any thread is posted on the `BroadcastChannel`
+/// `name` (the package listens there on the page's side and fails the waiting call).
+#[cfg(target_feature = "atomics")]
+#[wasm_bindgen(js_name = reportPanicsTo)]
+pub fn report_panics_to(name: String) {
+    let _ = PANIC_CHANNEL.set(name);
+}
+
+#[cfg(not(target_feature = "atomics"))]
 async fn webgpu_device() -> Result<Device, JsValue> {
     if let Some(dev) = WEBGPU.with(|d| d.borrow().clone()) {
         return Ok(dev);
@@ -37,10 +70,31 @@ async fn webgpu_device() -> Result<Device, JsValue> {
     Ok(dev)
 }
 
+/// The threaded build (`+atomics`) only: starts the rayon pool of `threads` Web Workers that
+/// burn's CPU backend and the kernels run on (wasm-bindgen-rayon). The package calls it once,
+/// in the Worker that holds the models, before loading any.
+#[cfg(target_feature = "atomics")]
+pub use wasm_bindgen_rayon::init_thread_pool;
+
+/// How many threads the CPU backend computes on: 1 in the single-thread build, the pool's size
+/// in the threaded one.
+#[wasm_bindgen]
+pub fn threads() -> usize {
+    #[cfg(target_feature = "atomics")]
+    return rayon::current_num_threads();
+    #[cfg(not(target_feature = "atomics"))]
+    1
+}
+
 #[wasm_bindgen(start)]
 fn start() {
     std::panic::set_hook(Box::new(|info| {
-        LAST_PANIC.with(|p| *p.borrow_mut() = Some(info.to_string()));
+        let message = info.to_string();
+        #[cfg(target_feature = "atomics")]
+        if let Some(name) = PANIC_CHANNEL.get() {
+            broadcast(name, &message);
+        }
+        LAST_PANIC.with(|p| *p.borrow_mut() = Some(message));
     }));
 }
 
@@ -136,7 +190,10 @@ pub async fn prepare_device(device: String) -> Result<String, JsValue> {
         other => return Err(js_error(format!("device '{other}': expected 'webgpu', 'cpu' or 'auto'"))),
     };
     if webgpu {
+        #[cfg(not(target_feature = "atomics"))]
         webgpu_device().await?;
+        #[cfg(target_feature = "atomics")]
+        return Err(js_error("the threaded build runs on the CPU only; WebGPU is in the single-thread build"));
     }
     Ok(if webgpu { "webgpu" } else { "cpu" }.to_string())
 }
@@ -148,15 +205,22 @@ pub fn panic_for_tests() {
 }
 
 /// Makes the next score, score batch or rank panic (in its promise's task, or in the call for
-/// the `*Now` ones), for the tests of a trap in the middle of scoring.
+/// the `*Now` ones), for the tests of a trap in the middle of scoring; `on_pool`: on a thread
+/// of the rayon pool (the threaded build; elsewhere on the caller's).
 #[wasm_bindgen(js_name = panicInNextScoreForTests)]
-pub fn panic_in_next_score_for_tests() {
-    PANIC_NEXT.with(|p| p.set(true));
+pub fn panic_in_next_score_for_tests(on_pool: bool) {
+    PANIC_NEXT.with(|p| p.set(Some(if on_pool { PanicWhere::Pool } else { PanicWhere::Caller })));
 }
 
 fn panic_if_asked() {
-    if PANIC_NEXT.with(|p| p.replace(false)) {
-        panic!("a deliberate test panic while scoring");
+    match PANIC_NEXT.with(|p| p.take()) {
+        None => {}
+        #[cfg(target_feature = "atomics")]
+        Some(PanicWhere::Pool) => {
+            // the caller is not a pool thread: rayon runs both halves on the pool
+            rayon::join(|| (), || panic!("a deliberate test panic on a pool thread while scoring"));
+        }
+        Some(_) => panic!("a deliberate test panic while scoring"),
     }
 }
 
@@ -205,6 +269,7 @@ impl Model {
         let buffer = SafetensorsBuffer::from_reader(name, Box::new(JsBytes(bytes)))
             .map_err(|e| js_error(format!("{name}: not a packed dmoerm bundle ({e})")))?;
         let (dev, label) = match device {
+            #[cfg(not(target_feature = "atomics"))]
             "webgpu" => (
                 WEBGPU
                     .with(|d| d.borrow().clone())

@@ -359,19 +359,20 @@ impl Int8Linear {
         assert!(self.inp > 0 && x.len().is_multiple_of(self.inp), "x is not [t, {}]", self.inp);
         let t = x.len() / self.inp;
         let mut y = vec![0f32; t * out];
-        #[cfg(not(target_family = "wasm"))]
+        // rayon natively and in the threaded wasm build (`+atomics`); one thread otherwise
+        #[cfg(any(not(target_family = "wasm"), target_feature = "atomics"))]
         let threads = rayon::current_num_threads();
-        #[cfg(target_family = "wasm")]
+        #[cfg(all(target_family = "wasm", not(target_feature = "atomics")))]
         let threads = 1;
         let chunk = t.div_ceil(2 * threads).next_multiple_of(MR).clamp(MR, MAX_TILES * MR);
         let rows = x.chunks(chunk * self.inp).zip(y.chunks_mut(chunk * out));
-        #[cfg(not(target_family = "wasm"))]
+        #[cfg(any(not(target_family = "wasm"), target_feature = "atomics"))]
         {
             use rayon::iter::{IntoParallelIterator, ParallelIterator};
             let rows: Vec<_> = rows.collect();
             rows.into_par_iter().for_each(|(x, y)| task(x, y));
         }
-        #[cfg(target_family = "wasm")]
+        #[cfg(all(target_family = "wasm", not(target_feature = "atomics")))]
         rows.for_each(|(x, y)| task(x, y));
         y
     }

@@ -78,7 +78,7 @@ pub fn open_explained(choice: DeviceChoice) -> Result<(Device, String)> {
     }
 }
 
-#[cfg(not(feature = "gpu"))]
+#[cfg(all(not(target_family = "wasm"), not(feature = "gpu")))]
 const NO_GPU_SUPPORT: &str = "this build has no GPU support (build dmoerm with its `gpu` feature)";
 
 #[cfg(all(not(target_family = "wasm"), not(feature = "gpu")))]

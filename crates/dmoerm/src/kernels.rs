@@ -21,22 +21,24 @@
 
 use burn::tensor::{Device, Tensor, TensorData};
 use gemm::{gemm, Parallelism};
-#[cfg(not(target_family = "wasm"))]
+#[cfg(any(not(target_family = "wasm"), target_feature = "atomics"))]
 use rayon::prelude::*;
 
-/// `f` over `values` in chunks of `chunk`: on rayon natively, in order in wasm (one thread).
+/// `f` over `values` in chunks of `chunk`: on rayon natively and in the threaded wasm build
+/// (`+atomics`), in order in the single-thread one.
 fn for_each_chunk(values: &mut [f32], chunk: usize, f: impl Fn(&mut [f32]) + Sync + Send) {
-    #[cfg(not(target_family = "wasm"))]
+    #[cfg(any(not(target_family = "wasm"), target_feature = "atomics"))]
     values.par_chunks_mut(chunk).for_each(f);
-    #[cfg(target_family = "wasm")]
+    #[cfg(all(target_family = "wasm", not(target_feature = "atomics")))]
     values.chunks_mut(chunk).for_each(f);
 }
 
-/// `f` for each of `0..n`: on rayon natively, in order in wasm.
+/// `f` for each of `0..n`: on rayon natively and in the threaded wasm build, in order in the
+/// single-thread one.
 fn for_each_task(n: usize, f: impl Fn(usize) + Sync + Send) {
-    #[cfg(not(target_family = "wasm"))]
+    #[cfg(any(not(target_family = "wasm"), target_feature = "atomics"))]
     (0..n).into_par_iter().for_each(f);
-    #[cfg(target_family = "wasm")]
+    #[cfg(all(target_family = "wasm", not(target_feature = "atomics")))]
     (0..n).for_each(f);
 }
 

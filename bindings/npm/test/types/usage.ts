@@ -7,6 +7,7 @@ export async function use(): Promise<number> {
   const events: string[] = [];
   const rm = await RewardModel.load('/model.dmoerm', {
     device: 'auto',
+    threads: 2,
     onProgress: (e: ProgressEvent) => {
       if (e.status === 'download') events.push(`${e.loaded}/${e.total} ${e.fraction} ${e.cached}`);
       else if (e.status === 'load') events.push(`${e.bytes}`);
@@ -24,6 +25,7 @@ export async function use(): Promise<number> {
   await rm.score({ messages: [{ role: 'bot', content: 'q' }], response: 'r' });
   // @ts-expect-error: the response is required
   await rm.score({ prompt: 'q' });
+  const threads: number = rm.threads;
   rm.dispose();
-  return s.reward + probs.x + caps.y + alias.x + best.reward + events.length;
+  return threads + s.reward + probs.x + caps.y + alias.x + best.reward + events.length;
 }
