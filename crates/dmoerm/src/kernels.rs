@@ -33,6 +33,22 @@ fn for_each_chunk(values: &mut [f32], chunk: usize, f: impl Fn(&mut [f32]) + Syn
     values.chunks_mut(chunk).for_each(f);
 }
 
+/// [`for_each_chunk`], `f` also given the chunk's index.
+fn for_each_chunk_at(values: &mut [f32], chunk: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
+    #[cfg(any(not(target_family = "wasm"), target_feature = "atomics"))]
+    values.par_chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c));
+    #[cfg(all(target_family = "wasm", not(target_feature = "atomics")))]
+    values.chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c));
+}
+
+/// The threads that [`for_each_chunk`] and [`for_each_task`] spread work over.
+fn threads() -> usize {
+    #[cfg(any(not(target_family = "wasm"), target_feature = "atomics"))]
+    return rayon::current_num_threads();
+    #[cfg(all(target_family = "wasm", not(target_feature = "atomics")))]
+    1
+}
+
 /// `f` for each of `0..n`: on rayon natively and in the threaded wasm build, in order in the
 /// single-thread one.
 fn for_each_task(n: usize, f: impl Fn(usize) + Sync + Send) {
@@ -78,6 +94,66 @@ pub fn rms_norm<const D: usize>(x: &Tensor<D>, weight: &Tensor<1>, eps: f64) -> 
             rms_norm_row(row, &w, eps as f32);
         }
     })
+}
+
+/// `x W + b` for `x` `[B, S, in]`, `weight` `[in, out]` (burn's layout) and `bias` `[out]`, as
+/// one parallel pass over chunks of rows, one per thread, each a single-threaded gemm; or
+/// `None` where the fast path does not apply. For the threaded wasm build: there burn's
+/// matmul, which lets gemm share one product between the threads (a parallel pass per block
+/// of the inner dimension), made an f32 model slower on 2 threads than on 1 (BENCHMARKS.md).
+///
+/// # Shapes
+/// - x: `[B, S, in]`, weight: `[in, out]`, bias: `[out]`, output: `[B, S, out]`
+pub fn linear(x: &Tensor<3>, weight: &Tensor<2>, bias: Option<&Tensor<1>>) -> Option<Tensor<3>> {
+    let flex = |t: bool, d: Device| !t && d == Device::flex();
+    if !flex(x.is_autodiff(), x.device()) || !flex(weight.is_autodiff(), weight.device()) {
+        return None;
+    }
+    let ([b, s, d_in], [w_in, d_out]) = (x.dims(), weight.dims());
+    if d_in != w_in || d_in == 0 || d_out == 0 || bias.is_some_and(|b| b.dims() != [d_out]) {
+        return None;
+    }
+    let xs = x.clone().into_data().try_into_vec::<f32>().ok()?;
+    let w = weight.clone().into_data().try_into_vec::<f32>().ok()?;
+    let bias = match bias {
+        Some(b) => Some(b.clone().into_data().try_into_vec::<f32>().ok()?),
+        None => None,
+    };
+    let rows = b * s;
+    let mut y = vec![0f32; rows * d_out];
+    let chunk = rows.div_ceil(threads()).max(1);
+    for_each_chunk_at(&mut y, chunk * d_out, |i, y| {
+        let m = y.len() / d_out;
+        if let Some(bias) = &bias {
+            y.chunks_exact_mut(d_out).for_each(|row| row.copy_from_slice(bias));
+        }
+        // SAFETY: y is [m, d_out], the chunk's x rows [m, d_in] and w [d_in, d_out], all
+        // row-major, as the strides say
+        unsafe {
+            gemm(
+                m,
+                d_out,
+                d_in,
+                y.as_mut_ptr(),
+                1,
+                d_out as isize,
+                bias.is_some(),
+                xs[i * chunk * d_in..].as_ptr(),
+                1,
+                d_in as isize,
+                w.as_ptr(),
+                1,
+                d_out as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                Parallelism::None,
+            );
+        }
+    });
+    Some(Tensor::from_data(TensorData::new(y, [b, s, d_out]), &x.device()))
 }
 
 /// Runs `pass` over the values of `x` in chunks of `chunk` on rayon, or `None` unless `x` is an
@@ -483,6 +559,28 @@ mod tests {
         assert!(erf(0.0).abs() < 1e-6 && erf(-0.7) == -erf(0.7), "erf is odd and 0 at 0");
         assert_eq!(erf(f32::INFINITY), 1.0);
         assert_eq!(erf(-30.0), -1.0);
+    }
+
+    #[test]
+    fn linear_matches_burns_with_and_without_bias_over_uneven_row_chunks() {
+        let device = Device::flex();
+        let rand = |n: usize, seed: u32| -> Vec<f32> {
+            (0..n as u32).map(|i| ((i.wrapping_mul(2_654_435_761) ^ seed) % 1000) as f32 / 500.0 - 1.0).collect()
+        };
+        // 3 x 7 = 21 rows: the chunks of the threads (1 per thread) do not divide them evenly
+        let (b, s, d_in, d_out) = (3, 7, 37, 19);
+        let x = Tensor::<3>::from_data(TensorData::new(rand(b * s * d_in, 1), [b, s, d_in]), &device);
+        let w = Tensor::<2>::from_data(TensorData::new(rand(d_in * d_out, 2), [d_in, d_out]), &device);
+        let bias = Tensor::<1>::from_data(TensorData::new(rand(d_out, 3), [d_out]), &device);
+        let values = |t: Tensor<3>| t.into_data().try_into_vec::<f32>().expect("f32");
+        for bias in [None, Some(bias)] {
+            let reference = values(burn::tensor::module::linear(x.clone(), w.clone(), bias.clone()));
+            let got = values(linear(&x, &w, bias.as_ref()).expect("flex f32 takes the fast path"));
+            let worst = got.iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            assert!(worst < 1e-5, "bias {}: worst difference {worst:e}", bias.is_some());
+        }
+        // a shape that does not chain is not computed
+        assert!(linear(&x, &w.clone().slice([0..d_in - 1, 0..d_out]), None).is_none());
     }
 
     #[test]

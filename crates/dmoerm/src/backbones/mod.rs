@@ -199,6 +199,11 @@ impl Projection {
     pub fn forward(&self, x: Tensor<3>, lora: Option<&AdapterGroup>) -> Tensor<3> {
         let delta = lora.and_then(|l| l.delta(&self.path, x.clone()));
         let y = match &self.weight {
+            // the threaded wasm build: one parallel pass per product (kernels::linear)
+            #[cfg(all(target_family = "wasm", target_feature = "atomics"))]
+            Weight::F32 { weight, bias } => crate::kernels::linear(&x, weight, bias.as_ref())
+                .unwrap_or_else(|| burn::tensor::module::linear(x, weight.clone(), bias.clone())),
+            #[cfg(not(all(target_family = "wasm", target_feature = "atomics")))]
             Weight::F32 { weight, bias } => burn::tensor::module::linear(x, weight.clone(), bias.clone()),
             Weight::Int8(weight) => on_host(x, weight.dims().0, |x| weight.matmul(x)),
         };
