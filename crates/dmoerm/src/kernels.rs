@@ -96,35 +96,30 @@ pub fn rms_norm<const D: usize>(x: &Tensor<D>, weight: &Tensor<1>, eps: f64) -> 
     })
 }
 
-/// `x W + b` for `x` `[B, S, in]`, `weight` `[in, out]` (burn's layout) and `bias` `[out]`, as
-/// one parallel pass over chunks of rows, one per thread, each a single-threaded gemm; or
-/// `None` where the fast path does not apply. For the threaded wasm build: there burn's
-/// matmul, which lets gemm share one product between the threads (a parallel pass per block
-/// of the inner dimension), made an f32 model slower on 2 threads than on 1 (BENCHMARKS.md).
+/// `x W + b` for `x` `[B, S, in]`, the host values of `w` `[in, out]` (burn's layout) and
+/// `bias` `[out]`, as one parallel pass over chunks of rows, one per thread, each a
+/// single-threaded gemm; or `None` where the fast path does not apply. For the threaded wasm
+/// build: there burn's matmul, which lets gemm share one product between the threads (a
+/// parallel pass per block of the inner dimension), made an f32 model slower on 2 threads than
+/// on 1 (BENCHMARKS.md).
 ///
 /// # Shapes
-/// - x: `[B, S, in]`, weight: `[in, out]`, bias: `[out]`, output: `[B, S, out]`
-pub fn linear(x: &Tensor<3>, weight: &Tensor<2>, bias: Option<&Tensor<1>>) -> Option<Tensor<3>> {
-    let flex = |t: bool, d: Device| !t && d == Device::flex();
-    if !flex(x.is_autodiff(), x.device()) || !flex(weight.is_autodiff(), weight.device()) {
+/// - x: `[B, S, in]`, w: `[in * out]`, bias: `[out]`, output: `[B, S, out]`
+pub fn linear(x: &Tensor<3>, w: &[f32], d_out: usize, bias: Option<&[f32]>) -> Option<Tensor<3>> {
+    if x.is_autodiff() || x.device() != Device::flex() {
         return None;
     }
-    let ([b, s, d_in], [w_in, d_out]) = (x.dims(), weight.dims());
-    if d_in != w_in || d_in == 0 || d_out == 0 || bias.is_some_and(|b| b.dims() != [d_out]) {
+    let [b, s, d_in] = x.dims();
+    if d_in == 0 || d_out == 0 || w.len() != d_in * d_out || bias.is_some_and(|b| b.len() != d_out) {
         return None;
     }
     let xs = x.clone().into_data().try_into_vec::<f32>().ok()?;
-    let w = weight.clone().into_data().try_into_vec::<f32>().ok()?;
-    let bias = match bias {
-        Some(b) => Some(b.clone().into_data().try_into_vec::<f32>().ok()?),
-        None => None,
-    };
     let rows = b * s;
     let mut y = vec![0f32; rows * d_out];
     let chunk = rows.div_ceil(threads()).max(1);
     for_each_chunk_at(&mut y, chunk * d_out, |i, y| {
         let m = y.len() / d_out;
-        if let Some(bias) = &bias {
+        if let Some(bias) = bias {
             y.chunks_exact_mut(d_out).for_each(|row| row.copy_from_slice(bias));
         }
         // SAFETY: y is [m, d_out], the chunk's x rows [m, d_in] and w [d_in, d_out], all
@@ -573,14 +568,17 @@ mod tests {
         let w = Tensor::<2>::from_data(TensorData::new(rand(d_in * d_out, 2), [d_in, d_out]), &device);
         let bias = Tensor::<1>::from_data(TensorData::new(rand(d_out, 3), [d_out]), &device);
         let values = |t: Tensor<3>| t.into_data().try_into_vec::<f32>().expect("f32");
+        let (w_host, b_host) = (rand(d_in * d_out, 2), rand(d_out, 3));
         for bias in [None, Some(bias)] {
             let reference = values(burn::tensor::module::linear(x.clone(), w.clone(), bias.clone()));
-            let got = values(linear(&x, &w, bias.as_ref()).expect("flex f32 takes the fast path"));
+            let b = bias.as_ref().map(|_| b_host.as_slice());
+            let got = values(linear(&x, &w_host, d_out, b).expect("flex f32 takes the fast path"));
             let worst = got.iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
             assert!(worst < 1e-5, "bias {}: worst difference {worst:e}", bias.is_some());
         }
         // a shape that does not chain is not computed
-        assert!(linear(&x, &w.clone().slice([0..d_in - 1, 0..d_out]), None).is_none());
+        assert!(linear(&x, &w_host[1..], d_out, None).is_none());
+        assert!(linear(&x, &w_host, d_out, Some(&b_host[1..])).is_none());
     }
 
     #[test]

@@ -151,7 +151,18 @@ pub struct Projection {
 #[derive(Debug, Clone)]
 #[allow(clippy::large_enum_variant)] // one per module, never moved in bulk
 enum Weight {
-    F32 { weight: Tensor<2>, bias: Option<Tensor<1>> },
+    F32 {
+        weight: Tensor<2>,
+        bias: Option<Tensor<1>>,
+    },
+    /// The threaded wasm build's f32: on the host, `weight` `[in, out]`, for
+    /// [`crate::kernels::linear`] (one parallel pass per product, no copy of the weight).
+    #[cfg(all(target_family = "wasm", target_feature = "atomics"))]
+    Host {
+        weight: Arc<[f32]>,
+        d_in: usize,
+        bias: Option<Arc<[f32]>>,
+    },
     Int8(Arc<Int8Linear>),
 }
 
@@ -175,6 +186,12 @@ impl Projection {
                 return Ok(Self { path, weight: Weight::Int8(Arc::new(linear)) });
             }
         }
+        #[cfg(all(target_family = "wasm", target_feature = "atomics"))]
+        if *device == Device::flex() {
+            let weight = crate::weights::transpose(&w.read_f32(keys::WEIGHT, Some(&[d_out, d_in]))?.0, d_out, d_in);
+            let bias = if bias { Some(w.read_f32(keys::BIAS, Some(&[d_out]))?.0.into()) } else { None };
+            return Ok(Self { path, weight: Weight::Host { weight: weight.into(), d_in, bias } });
+        }
         let weight = w.linear_weight(d_in, d_out, device)?;
         let bias = if bias { Some(w.tensor(keys::BIAS, [d_out], device)?) } else { None };
         Ok(Self { path, weight: Weight::F32 { weight, bias } })
@@ -187,6 +204,8 @@ impl Projection {
                 let [i, o] = weight.dims();
                 (i, o)
             }
+            #[cfg(all(target_family = "wasm", target_feature = "atomics"))]
+            Weight::Host { weight, d_in, .. } => (*d_in, weight.len() / d_in),
             Weight::Int8(weight) => {
                 let (o, i) = weight.dims();
                 (i, o)
@@ -199,12 +218,17 @@ impl Projection {
     pub fn forward(&self, x: Tensor<3>, lora: Option<&AdapterGroup>) -> Tensor<3> {
         let delta = lora.and_then(|l| l.delta(&self.path, x.clone()));
         let y = match &self.weight {
-            // the threaded wasm build: one parallel pass per product (kernels::linear)
-            #[cfg(all(target_family = "wasm", target_feature = "atomics"))]
-            Weight::F32 { weight, bias } => crate::kernels::linear(&x, weight, bias.as_ref())
-                .unwrap_or_else(|| burn::tensor::module::linear(x, weight.clone(), bias.clone())),
-            #[cfg(not(all(target_family = "wasm", target_feature = "atomics")))]
             Weight::F32 { weight, bias } => burn::tensor::module::linear(x, weight.clone(), bias.clone()),
+            #[cfg(all(target_family = "wasm", target_feature = "atomics"))]
+            Weight::Host { weight, d_in, bias } => {
+                let d_out = weight.len() / d_in;
+                crate::kernels::linear(&x, weight, d_out, bias.as_deref()).unwrap_or_else(|| {
+                    let device = x.device();
+                    let w = Tensor::from_data(TensorData::new(weight.to_vec(), [*d_in, d_out]), &device);
+                    let b = bias.as_ref().map(|b| Tensor::from_data(TensorData::new(b.to_vec(), [d_out]), &device));
+                    burn::tensor::module::linear(x, w, b)
+                })
+            }
             Weight::Int8(weight) => on_host(x, weight.dims().0, |x| weight.matmul(x)),
         };
         match delta {
@@ -262,6 +286,8 @@ impl Projection {
     pub(crate) fn num_params(&self) -> usize {
         match &self.weight {
             Weight::F32 { weight, bias } => count(weight) + bias.as_ref().map_or(0, count),
+            #[cfg(all(target_family = "wasm", target_feature = "atomics"))]
+            Weight::Host { weight, bias, .. } => weight.len() + bias.as_ref().map_or(0, |b| b.len()),
             Weight::Int8(weight) => weight.num_params(),
         }
     }
