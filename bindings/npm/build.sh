@@ -9,7 +9,7 @@ root=$(cd ../.. && pwd)
 target=${CARGO_TARGET_DIR:-$root/target}
 # The single-thread build: WebGPU, and the CPU on one thread (.cargo/config.toml: simd128).
 cargo build --manifest-path "$root/Cargo.toml" -p dmoerm-wasm --target wasm32-unknown-unknown --profile wasm-release --locked
-# The threaded build, for the CPU on a cross-origin-isolated page (src/threads.js): shared
+# The threaded build, for the CPU on a cross-origin-isolated page (src/workers.js): shared
 # memory and atomics, so std is built again with them (-Z build-std, which needs the rust-src
 # component; RUSTC_BOOTSTRAP lets the stable toolchain take the -Z flag); bindings/wasm/build.rs
 # links it with a shared memory. Its own target directory, since its flags differ from the

@@ -74,9 +74,9 @@ export declare class RewardModel {
 /** Whether WebGPU is usable here. */
 export declare function webgpuAvailable(): Promise<boolean>;
 /**
- * Size in bytes of the wasm memory the loaded models share (the single-thread instance's, plus
- * the threaded CPU worker's where it runs). It only grows: the peak of everything loaded and
- * computed so far (at most 4 GiB an instance).
+ * Size in bytes of the wasm memory the loaded models take (this thread's instance's and those
+ * of the package's Workers, where models live in a browser). It only grows: the peak of
+ * everything loaded and computed so far (at most 4 GiB an instance).
  */
 export declare function wasmMemoryBytes(): Promise<number>;
 /** Deletes the cached model downloads; resolves to whether there was a cache. */

@@ -3,7 +3,7 @@
 // loads it, downloads and caches bundles, and reports progress. Results are the Rust types as
 // they serialise (the same JSON as the CLI's), typed by the declarations tsify generates.
 
-import { cpuThreads, WorkerModel, workerMemoryBytes, panicInNextScore } from './threads.js';
+import { canStartWorkers, cpuThreads, prepareWebgpu, WorkerModel, workersMemoryBytes } from './workers.js';
 
 const isNode = typeof process !== 'undefined' && !!process.versions?.node && typeof window === 'undefined';
 const CACHE_NAME = 'dmoerm-models';
@@ -62,15 +62,15 @@ export async function webgpuAvailable() {
 }
 
 /**
- * The size in bytes of the wasm memory the models loaded so far share: the single-thread
- * instance's, plus the threaded CPU worker's where it runs. It only grows: this is the peak of
- * everything loaded and computed so far (at most 4 GiB an instance).
+ * The size in bytes of the wasm memory the models loaded so far take: this thread's instance's
+ * and those of the package's Workers (in a browser, models live there). It only grows: this is
+ * the peak of everything loaded and computed so far (at most 4 GiB an instance).
  */
 export async function wasmMemoryBytes() {
-  const threaded = await workerMemoryBytes();
-  if (threaded !== null && !instance) return threaded;
+  const inWorkers = await workersMemoryBytes();
+  if (inWorkers > 0 && !instance) return inWorkers;
   const wasm = await loadWasm();
-  return wasm.memory.buffer.byteLength + (threaded ?? 0);
+  return wasm.memory.buffer.byteLength + inWorkers;
 }
 
 function cacheKey(url, version) {
@@ -86,14 +86,11 @@ export async function _panicForTests() {
 }
 
 /**
- * @internal Makes the next score, scoreBatch or rank of a CPU model panic inside wasm: in the
- * threaded CPU worker where it runs (on a thread of its pool when `onPool`), else in this
- * thread's instance.
+ * @internal Makes the next score, scoreBatch or rank in the wasm instance that holds `rm` panic
+ * (on a thread of its pool when `onPool`, in the threaded build).
  */
-export async function _panicInNextScoreForTests({ onPool = false } = {}) {
-  if (await panicInNextScore(onPool)) return;
-  const wasm = await loadWasm();
-  wasm.glue.panicInNextScoreForTests(onPool);
+export async function _panicInNextScoreForTests(rm, { onPool = false } = {}) {
+  await RewardModel._panicNext(rm, onPool);
 }
 
 /** Removes every model this package cached with the Cache API. Resolves to whether it did. */
@@ -193,7 +190,8 @@ class LocalModel {
 
   // On the CPU a call computes inside the wasm call (`*Now`), so that a trap throws here and
   // `guard` turns it into a rejection; on WebGPU the call must wait for the GPU, and a trap
-  // inside that promise's task cannot be caught (issue 17).
+  // inside that promise's task cannot be caught here: that is why, in a browser, WebGPU models
+  // live in a Worker of the package (src/workers.js), whose panics reach the page.
 
   score(input) {
     const m = this.#live();
@@ -209,6 +207,10 @@ class LocalModel {
     const m = this.#live();
     const run = m.device === 'cpu' ? () => m.rankNow(prompt, candidates) : () => m.rank(prompt, candidates);
     return guard('ranking', this.#wasm, run);
+  }
+
+  panicNext(onPool) {
+    this.#wasm.glue.panicInNextScoreForTests(onPool);
   }
 
   dispose() {
@@ -260,17 +262,21 @@ export class RewardModel {
       throw new TypeError('dmoerm: RewardModel.load takes a URL, a path (Node) or the bytes of a packed bundle');
     }
     onProgress?.({ status: 'load', bytes: bytes.length });
-    // The single-thread instance decides 'auto' where WebGPU may be there; without
-    // navigator.gpu, and for 'cpu', the threaded path does not need it.
-    let chosen = device === 'auto' && !globalThis.navigator?.gpu && pool > 1 ? 'cpu' : device;
-    let engine;
-    if (chosen === 'cpu' && pool > 1) {
-      engine = await WorkerModel.load(bytes, name, pool, owned);
-    } else {
-      const wasm = await loadWasm();
-      chosen = await guard('opening the device', wasm, () => wasm.glue.prepareDevice(chosen));
-      engine = chosen === 'cpu' && pool > 1 ? await WorkerModel.load(bytes, name, pool, owned) : await LocalModel.load(wasm, bytes, chosen, name);
+    // In a browser the models live in Workers of the package: WebGPU ones on the single-thread
+    // build, CPU ones on the threaded build where the page is cross-origin isolated. On the
+    // CPU without isolation, and in Node, they live in this thread's instance.
+    const own = canStartWorkers(isNode);
+    let chosen = device;
+    if (device === 'auto' && !globalThis.navigator?.gpu) chosen = 'cpu';
+    else if (device !== 'cpu') {
+      // 'webgpu' or 'auto' (or a wrong name, which this reports), as the Rust side decides
+      const wasm = own ? null : await loadWasm();
+      chosen = own ? await prepareWebgpu(device) : await guard('opening the device', wasm, () => wasm.glue.prepareDevice(device));
     }
+    let engine;
+    if (chosen === 'webgpu' && own) engine = await WorkerModel.load('webgpu', bytes, name, { owned });
+    else if (chosen === 'cpu' && pool > 1) engine = await WorkerModel.load('threads', bytes, name, { threads: pool, owned });
+    else engine = await LocalModel.load(await loadWasm(), bytes, chosen, name);
     onProgress?.({ status: 'ready', device: engine.device });
     return new RewardModel(engine);
   }
@@ -310,6 +316,11 @@ export class RewardModel {
   dispose() {
     this.#engine?.dispose();
     this.#engine = null;
+  }
+
+  /** @internal See `_panicInNextScoreForTests`. */
+  static async _panicNext(rm, onPool) {
+    return rm.#live().panicNext(onPool);
   }
 
   #live() {

@@ -186,7 +186,7 @@ test('a trap while scoring on the CPU rejects that call with its message, and th
     ['rank', (rm) => rm.rank('a prompt', ['one', 'two'])],
   ]) {
     const rm = await RewardModel.load(packed.llama, { device: 'cpu' });
-    await _panicInNextScoreForTests();
+    await _panicInNextScoreForTests(rm);
     // the promise settles (it used to stay pending, the trap thrown elsewhere)
     await assert.rejects(call(rm), /failed inside wasm \([\s\S]*a deliberate test panic while scoring/, what);
     await assert.rejects(async () => rm.score(conv), /trapped; load it again/, what);

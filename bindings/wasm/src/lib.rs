@@ -38,13 +38,13 @@ enum PanicWhere {
     Pool,
 }
 
-/// The threaded build: the name of the `BroadcastChannel` on which a panic on any thread is
-/// reported. A panic aborts only the Worker it happens in; when that is a pool thread, the
-/// thread that waits for it waits forever, and this message is how the package hears of it.
-#[cfg(target_feature = "atomics")]
+/// The name of the `BroadcastChannel` on which a panic on any thread is reported, where the
+/// package runs this instance in a Worker of its own. A panic aborts only the Worker it happens
+/// in: when that is a pool thread (the threaded build), the thread that waits for it waits
+/// forever, and when it happens inside a promise's task (WebGPU), that promise never settles;
+/// this message is how the package hears of either.
 static PANIC_CHANNEL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
-#[cfg(target_feature = "atomics")]
 #[wasm_bindgen(
     inline_js = "export function broadcast(name, message) { const c = new BroadcastChannel(name); c.postMessage(message); c.close(); }"
 )]
@@ -52,9 +52,8 @@ extern "C" {
     fn broadcast(name: &str, message: &str);
 }
 
-/// The threaded build: from now on a panic on any thread is posted on the `BroadcastChannel`
-/// `name` (the package listens there on the page's side and fails the waiting call).
-#[cfg(target_feature = "atomics")]
+/// From now on a panic on any thread is posted on the `BroadcastChannel` `name` (the package
+/// listens there on the page's side and fails the waiting calls).
 #[wasm_bindgen(js_name = reportPanicsTo)]
 pub fn report_panics_to(name: String) {
     let _ = PANIC_CHANNEL.set(name);
@@ -90,7 +89,6 @@ pub fn threads() -> usize {
 fn start() {
     std::panic::set_hook(Box::new(|info| {
         let message = info.to_string();
-        #[cfg(target_feature = "atomics")]
         if let Some(name) = PANIC_CHANNEL.get() {
             broadcast(name, &message);
         }

@@ -1,0 +1,78 @@
+// A Worker that the package starts (src/workers.js) to hold models, of one of two kinds:
+// - 'threads': CPU models on the threaded build (wasm-threads/), on a cross-origin-isolated
+//   page. A thread of a threaded wasm blocks while the rayon pool computes, which a page's main
+//   thread may not; here it may. The pool itself is more Workers (wasm-bindgen-rayon).
+// - 'webgpu': WebGPU models on the single-thread build (wasm/). A trap inside an asynchronous
+//   WebGPU call cannot be caught where it happens; here it ends this Worker, and the panic hook
+//   tells the page (below).
+// In both the page stays responsive while a model computes.
+//
+// Requests: {id, op, ...}; replies: {id, ok: true, value} or {id, ok: false, error, trapped}.
+// A panic on any thread of the instance is also posted on the BroadcastChannel `panics` by the
+// Rust panic hook, which reaches the page even when no reply can (a blocked or dead thread).
+// After a trap (the instance is unusable) every request fails with `trapped`, and the package
+// starts a new Worker.
+
+let glue = null;
+let exports = null;
+let trapped = null;
+const models = new Map();
+let nextModel = 1;
+
+const ops = {
+  async init({ kind, threads, panics }) {
+    const dir = kind === 'threads' ? '../wasm-threads' : '../wasm';
+    glue = await import(`${dir}/dmoerm_wasm.js`);
+    exports = await glue.default({ module_or_path: new URL(`${dir}/dmoerm_wasm_bg.wasm`, import.meta.url) });
+    glue.reportPanicsTo(panics);
+    if (kind === 'threads') await glue.initThreadPool(threads);
+    return glue.threads();
+  },
+  // 'webgpu', 'cpu' or 'auto' -> the device to load onto (initialising WebGPU once)
+  prepare: ({ device }) => glue.prepareDevice(device),
+  load({ bytes, name, device }) {
+    const model = glue.Model.fromBytes(bytes, device, name);
+    const id = nextModel++;
+    models.set(id, model);
+    return { id, info: model.info() };
+  },
+  // on the CPU the call computes inside the wasm call, on WebGPU it waits for the GPU
+  score: ({ model, input }) => run(model, (m) => m.scoreNow(input), (m) => m.score(input)),
+  scoreBatch: ({ model, inputs }) => run(model, (m) => m.scoreBatchNow(inputs), (m) => m.scoreBatch(inputs)),
+  rank: ({ model, prompt, candidates }) => run(model, (m) => m.rankNow(prompt, candidates), (m) => m.rank(prompt, candidates)),
+  dispose({ model }) {
+    models.get(model)?.free();
+    models.delete(model);
+  },
+  memory: () => exports.memory.buffer.byteLength,
+  panicNext: ({ onPool }) => glue.panicInNextScoreForTests(onPool),
+};
+
+function run(id, now, later) {
+  const model = models.get(id);
+  if (!model) throw new Error('dmoerm: this RewardModel was disposed');
+  return model.device === 'cpu' ? now(model) : later(model);
+}
+
+self.onmessage = async ({ data: { id, op, ...args } }) => {
+  if (trapped) {
+    self.postMessage({ id, ok: false, error: trapped, trapped: true });
+    return;
+  }
+  try {
+    self.postMessage({ id, ok: true, value: await ops[op](args) });
+  } catch (e) {
+    if (e instanceof WebAssembly.RuntimeError) {
+      let panic = null;
+      try {
+        panic = glue?.lastPanic();
+      } catch {
+        // the instance is too broken to say
+      }
+      trapped = panic ?? e.message;
+      self.postMessage({ id, ok: false, error: trapped, trapped: true });
+    } else {
+      self.postMessage({ id, ok: false, error: e instanceof Error ? e.message : String(e) });
+    }
+  }
+};

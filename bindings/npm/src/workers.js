@@ -1,0 +1,164 @@
+// The Workers the package owns to hold models (src/model-worker.js), one of each kind at most:
+// 'threads' (CPU models on the threaded build, where the page is cross-origin isolated) and
+// 'webgpu' (WebGPU models on the single-thread build). Each model is a handle in its Worker;
+// each call a request.
+
+const workers = { threads: null, webgpu: null }; // kind -> {post, ready, gen}
+let generation = 0;
+
+/** Whether this context can start Workers of its own (a browser page or worker; not Node). */
+export function canStartWorkers(isNode) {
+  return !isNode && typeof Worker !== 'undefined';
+}
+
+/**
+ * How many threads the CPU path can compute on here, given the `threads` option: 1 without
+ * cross-origin isolation (no SharedArrayBuffer) or in Node (the single-thread build runs on
+ * the calling thread), else `threads`, all cores by default.
+ */
+export function cpuThreads(threads, isNode) {
+  if (threads !== undefined && !(Number.isInteger(threads) && threads >= 1)) {
+    throw new TypeError(`dmoerm: threads must be a positive integer, not ${threads}`);
+  }
+  if (!canStartWorkers(isNode) || globalThis.crossOriginIsolated !== true) return 1;
+  return threads ?? Math.max(1, navigator.hardwareConcurrency || 1);
+}
+
+// Starts the Worker of `kind` once; the threaded one's pool has the size the first threaded
+// load asked for.
+function start(kind, threads) {
+  if (!workers[kind]) {
+    const gen = ++generation;
+    const w = new Worker(new URL('./model-worker.js', import.meta.url), { type: 'module' });
+    // A panic that no reply can report (on a pool thread, which the caller waits for forever,
+    // or inside a WebGPU call's promise task) is posted here by the Rust panic hook.
+    const panics = `dmoerm-panics-${crypto.randomUUID()}`;
+    const channel = new BroadcastChannel(panics);
+    const pending = new Map();
+    let next = 0;
+    const failAll = (error, trapped) => {
+      for (const { reject } of pending.values()) reject({ error, trapped });
+      pending.clear();
+      if (workers[kind]?.gen === gen) workers[kind] = null;
+      channel.close();
+      w.terminate();
+    };
+    channel.onmessage = ({ data }) => failAll(String(data), true);
+    w.onmessage = ({ data }) => {
+      const call = pending.get(data.id);
+      pending.delete(data.id);
+      if (data.ok) call.resolve(data.value);
+      else {
+        if (data.trapped) failAll(data.error, true);
+        call.reject({ error: data.error, trapped: data.trapped });
+      }
+    };
+    w.onerror = (e) => {
+      e.preventDefault();
+      failAll(`the ${kind} worker failed: ${e.message}`, true);
+    };
+    const post = (op, args = {}, transfer = []) =>
+      new Promise((resolve, reject) => {
+        const id = next++;
+        pending.set(id, { resolve, reject });
+        w.postMessage({ id, op, ...args }, transfer);
+      });
+    const ready = post('init', { kind, threads, panics });
+    workers[kind] = { post, ready, gen };
+    ready.catch(() => {
+      if (workers[kind]?.gen === gen) workers[kind] = null;
+    });
+  }
+  return workers[kind];
+}
+
+// Runs request `op`; a failure becomes an Error, and a trap names what to do about it.
+async function call(w, what, op, args, transfer) {
+  try {
+    return await w.post(op, args, transfer);
+  } catch ({ error, trapped }) {
+    if (trapped) throw new Error(`dmoerm: ${what} failed inside wasm (${error}); models loaded before must be loaded again`);
+    throw new Error(error);
+  }
+}
+
+async function started(kind, threads) {
+  const w = start(kind, threads);
+  try {
+    return { w, threads: await w.ready };
+  } catch ({ error }) {
+    throw new Error(`dmoerm: starting the ${kind === 'threads' ? 'CPU threads' : 'WebGPU worker'} failed: ${error}`);
+  }
+}
+
+/**
+ * Resolves `device` ('webgpu' or 'auto') in the WebGPU Worker, as the single-thread build
+ * does (bindings/wasm `prepareDevice`): 'webgpu', initialised there, or 'cpu'.
+ */
+export async function prepareWebgpu(device) {
+  const { w } = await started('webgpu');
+  return call(w, 'opening the device', 'prepare', { device });
+}
+
+/** A model in a Worker of the package: the methods RewardModel calls, each a request. */
+export class WorkerModel {
+  #w;
+  #kind;
+  #id;
+
+  constructor(w, kind, id, info, device, threads) {
+    this.#w = w;
+    this.#kind = kind;
+    this.#id = id;
+    this.info = info;
+    this.device = device;
+    this.threads = threads;
+  }
+
+  /**
+   * Loads `bytes` into the Worker of `kind` ('threads': onto the CPU, with a pool of `threads`;
+   * 'webgpu': onto WebGPU, which `prepareWebgpu` opened); `owned`: the bytes are the
+   * package's own download, moved to the Worker instead of copied.
+   */
+  static async load(kind, bytes, name, { threads, owned }) {
+    const { w, threads: pool } = await started(kind, threads);
+    const whole = bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength;
+    const transfer = owned && whole ? [bytes.buffer] : [];
+    const device = kind === 'threads' ? 'cpu' : 'webgpu';
+    const { id, info } = await call(w, 'loading the model', 'load', { bytes, name, device }, transfer);
+    return new WorkerModel(w, kind, id, info, device, pool);
+  }
+
+  #live() {
+    if (workers[this.#kind] !== this.#w) throw new Error('dmoerm: this RewardModel lived in a wasm instance that trapped; load it again');
+    return this.#w;
+  }
+
+  score(input) {
+    return call(this.#live(), 'scoring', 'score', { model: this.#id, input });
+  }
+
+  scoreBatch(inputs) {
+    return call(this.#live(), 'scoring', 'scoreBatch', { model: this.#id, inputs });
+  }
+
+  rank(prompt, candidates) {
+    return call(this.#live(), 'ranking', 'rank', { model: this.#id, prompt, candidates });
+  }
+
+  /** @internal The next score, scoreBatch or rank panics (on a pool thread when `onPool`). */
+  panicNext(onPool) {
+    return call(this.#live(), 'the test hook', 'panicNext', { onPool });
+  }
+
+  dispose() {
+    if (workers[this.#kind] === this.#w) this.#w.post('dispose', { model: this.#id }).catch(() => {});
+  }
+}
+
+/** The wasm memory in bytes of the package's running Workers, added up (0 when none runs). */
+export async function workersMemoryBytes() {
+  let total = 0;
+  for (const w of Object.values(workers)) if (w) total += await call(w, 'reading the memory size', 'memory');
+  return total;
+}
