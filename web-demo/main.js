@@ -74,7 +74,8 @@ async function main() {
     showError(`Could not load the model from ${modelUrl}: ${e.message}`);
     return;
   }
-  $('device').textContent = `device: ${rm.device === 'webgpu' ? 'WebGPU' : 'CPU (wasm)'}`;
+  const threads = rm.threads > 1 ? `, ${rm.threads} threads` : '';
+  $('device').textContent = `device: ${rm.device === 'webgpu' ? 'WebGPU' : `CPU (wasm${threads})`}`;
   $('model-name').textContent = rm.info.name ?? 'model';
   document.body.dataset.ready = 'true';
   $('score').disabled = false;

@@ -55,7 +55,9 @@ function start(kind, threads) {
     };
     w.onerror = (e) => {
       e.preventDefault();
-      failAll(`the ${kind} worker failed: ${e.message}`, true);
+      // a panic's own message comes on the channel, in no set order with this event: give it
+      // time to arrive first (failAll does nothing the second time)
+      setTimeout(() => failAll(`the ${kind} worker failed: ${e.message}`, true), 250);
     };
     const post = (op, args = {}, transfer = []) =>
       new Promise((resolve, reject) => {

@@ -42,6 +42,13 @@ test('errors reach JS as Error with a message', async () => {
   await assert.rejects(RewardModel.load(new Uint8Array([1, 2, 3, 4, 5, 6, 7, 8, 9])), (e) => e instanceof Error && /packed dmoerm bundle/.test(e.message));
   await assert.rejects(RewardModel.load('/nonexistent/model.dmoerm'), (e) => e instanceof Error && /ENOENT/.test(e.message));
   await assert.rejects(RewardModel.load(packed.llama, { device: 'tpu' }), /expected 'webgpu', 'cpu' or 'auto'/);
+  for (const threads of [0, 1.5, '2']) {
+    await assert.rejects(RewardModel.load(packed.llama, { device: 'cpu', threads }), (e) => e instanceof TypeError && /threads must be a positive integer/.test(e.message));
+  }
+  // Node has no web Workers for the threaded build: one thread, whatever is asked
+  const one = await RewardModel.load(packed.llama, { device: 'cpu', threads: 4 });
+  assert.equal(one.threads, 1);
+  one.dispose();
   // Node has no navigator.gpu
   assert.equal(await webgpuAvailable(), false);
   await assert.rejects(RewardModel.load(packed.llama, { device: 'webgpu' }), /WebGPU is not available/);
