@@ -11,6 +11,9 @@ import { AutoModel, Tensor, env } from '/tjs/@huggingface/transformers/dist/tran
 async function times(fn, runs) {
   if (runs === 0) return { ms: [], gpu: null };
   await fn();
+  const settle = () => new Promise((done) => setTimeout(done, 500));
+  // counts from a Worker arrive on a channel, after the call's own reply at times
+  await settle();
   const before = { ...window.gpuCounts };
   const ms = [];
   for (let i = 0; i < runs; i++) {
@@ -18,6 +21,7 @@ async function times(fn, runs) {
     await fn();
     ms.push(performance.now() - t);
   }
+  await settle();
   const gpu = Object.fromEntries(Object.entries(window.gpuCounts).map(([k, v]) => [k, (v - before[k]) / runs]));
   return { ms, gpu };
 }
