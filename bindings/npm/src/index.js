@@ -3,6 +3,7 @@
 // loads it, downloads and caches bundles, and reports progress. Results are the Rust types as
 // they serialise (the same JSON as the CLI's), typed by the declarations tsify generates.
 
+import { deadModelError, panicOf, runModel, trapError } from './wasm-calls.js';
 import { canStartWorkers, cpuThreads, prepareWebgpu, WorkerModel, workersMemoryBytes } from './workers.js';
 
 const isNode = typeof process !== 'undefined' && !!process.versions?.node && typeof window === 'undefined';
@@ -44,14 +45,9 @@ async function guard(what, wasm, fn) {
     if (!(e instanceof WebAssembly.RuntimeError)) {
       throw e instanceof Error ? e : new Error(`dmoerm: ${what} failed: ${String(e)}`);
     }
-    let panic = null;
-    try {
-      panic = wasm.glue.lastPanic();
-    } catch {
-      // the instance is too broken to say
-    }
+    const panic = panicOf(wasm.glue, e);
     if (generation === wasm.gen) instance = null;
-    throw new Error(`dmoerm: ${what} failed inside wasm (${panic ?? e.message}); models loaded before must be loaded again`);
+    throw trapError(what, panic);
   }
 }
 
@@ -188,25 +184,25 @@ class LocalModel {
     return new LocalModel(model, wasm);
   }
 
-  // On the CPU a call computes inside the wasm call (`*Now`), so that a trap throws here and
-  // `guard` turns it into a rejection; on WebGPU the call must wait for the GPU, and a trap
-  // inside that promise's task cannot be caught here: that is why, in a browser, WebGPU models
-  // live in a Worker of the package (src/workers.js), whose panics reach the page.
+  // A trap on the CPU throws inside the call and `guard` turns it into a rejection; on WebGPU
+  // a trap inside the call's promise task cannot be caught here: that is why, in a browser,
+  // WebGPU models live in a Worker of the package (src/workers.js), whose panics reach the page.
 
   score(input) {
-    const m = this.#live();
-    return guard('scoring', this.#wasm, m.device === 'cpu' ? () => m.scoreNow(input) : () => m.score(input));
+    return this.#run('scoring', 'score', [input]);
   }
 
   scoreBatch(inputs) {
-    const m = this.#live();
-    return guard('scoring', this.#wasm, m.device === 'cpu' ? () => m.scoreBatchNow(inputs) : () => m.scoreBatch(inputs));
+    return this.#run('scoring', 'scoreBatch', [inputs]);
   }
 
   rank(prompt, candidates) {
+    return this.#run('ranking', 'rank', [prompt, candidates]);
+  }
+
+  #run(what, op, args) {
     const m = this.#live();
-    const run = m.device === 'cpu' ? () => m.rankNow(prompt, candidates) : () => m.rank(prompt, candidates);
-    return guard('ranking', this.#wasm, run);
+    return guard(what, this.#wasm, () => runModel(m, op, args));
   }
 
   panicNext(onPool) {
@@ -222,9 +218,7 @@ class LocalModel {
   }
 
   #live() {
-    if (this.#wasm.gen !== generation || !instance) {
-      throw new Error('dmoerm: this RewardModel lived in a wasm instance that trapped; load it again');
-    }
+    if (this.#wasm.gen !== generation || !instance) throw deadModelError();
     return this.#model;
   }
 }

@@ -13,6 +13,8 @@
 // After a trap (the instance is unusable) every request fails with `trapped`, and the package
 // starts a new Worker.
 
+import { panicOf, runModel } from './wasm-calls.js';
+
 let glue = null;
 let exports = null;
 let trapped = null;
@@ -36,10 +38,9 @@ const ops = {
     models.set(id, model);
     return { id, info: model.info() };
   },
-  // on the CPU the call computes inside the wasm call, on WebGPU it waits for the GPU
-  score: ({ model, input }) => run(model, (m) => m.scoreNow(input), (m) => m.score(input)),
-  scoreBatch: ({ model, inputs }) => run(model, (m) => m.scoreBatchNow(inputs), (m) => m.scoreBatch(inputs)),
-  rank: ({ model, prompt, candidates }) => run(model, (m) => m.rankNow(prompt, candidates), (m) => m.rank(prompt, candidates)),
+  score: ({ model, input }) => runModel(live(model), 'score', [input]),
+  scoreBatch: ({ model, inputs }) => runModel(live(model), 'scoreBatch', [inputs]),
+  rank: ({ model, prompt, candidates }) => runModel(live(model), 'rank', [prompt, candidates]),
   dispose({ model }) {
     models.get(model)?.free();
     models.delete(model);
@@ -48,10 +49,10 @@ const ops = {
   panicNext: ({ onPool }) => glue.panicInNextScoreForTests(onPool),
 };
 
-function run(id, now, later) {
+function live(id) {
   const model = models.get(id);
   if (!model) throw new Error('dmoerm: this RewardModel was disposed');
-  return model.device === 'cpu' ? now(model) : later(model);
+  return model;
 }
 
 self.onmessage = async ({ data: { id, op, ...args } }) => {
@@ -63,13 +64,7 @@ self.onmessage = async ({ data: { id, op, ...args } }) => {
     self.postMessage({ id, ok: true, value: await ops[op](args) });
   } catch (e) {
     if (e instanceof WebAssembly.RuntimeError) {
-      let panic = null;
-      try {
-        panic = glue?.lastPanic();
-      } catch {
-        // the instance is too broken to say
-      }
-      trapped = panic ?? e.message;
+      trapped = panicOf(glue, e);
       self.postMessage({ id, ok: false, error: trapped, trapped: true });
     } else {
       self.postMessage({ id, ok: false, error: e instanceof Error ? e.message : String(e) });

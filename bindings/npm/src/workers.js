@@ -1,3 +1,5 @@
+import { deadModelError, trapError } from './wasm-calls.js';
+
 // The Workers the package owns to hold models (src/model-worker.js), one of each kind at most:
 // 'threads' (CPU models on the threaded build, where the page is cross-origin isolated) and
 // 'webgpu' (WebGPU models on the single-thread build). Each model is a handle in its Worker;
@@ -79,7 +81,7 @@ async function call(w, what, op, args, transfer) {
   try {
     return await w.post(op, args, transfer);
   } catch ({ error, trapped }) {
-    if (trapped) throw new Error(`dmoerm: ${what} failed inside wasm (${error}); models loaded before must be loaded again`);
+    if (trapped) throw trapError(what, error);
     throw new Error(error);
   }
 }
@@ -132,7 +134,7 @@ export class WorkerModel {
   }
 
   #live() {
-    if (workers[this.#kind] !== this.#w) throw new Error('dmoerm: this RewardModel lived in a wasm instance that trapped; load it again');
+    if (workers[this.#kind] !== this.#w) throw deadModelError();
     return this.#w;
   }
 

@@ -27,10 +27,7 @@ use rayon::prelude::*;
 /// `f` over `values` in chunks of `chunk`: on rayon natively and in the threaded wasm build
 /// (`+atomics`), in order in the single-thread one.
 fn for_each_chunk(values: &mut [f32], chunk: usize, f: impl Fn(&mut [f32]) + Sync + Send) {
-    #[cfg(any(not(target_family = "wasm"), target_feature = "atomics"))]
-    values.par_chunks_mut(chunk).for_each(f);
-    #[cfg(all(target_family = "wasm", not(target_feature = "atomics")))]
-    values.chunks_mut(chunk).for_each(f);
+    for_each_chunk_at(values, chunk, |_, c| f(c));
 }
 
 /// [`for_each_chunk`], `f` also given the chunk's index.
