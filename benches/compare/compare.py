@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Side-by-side benchmark: dmoerm (flex CPU) vs PyTorch + transformers + peft vs ONNX Runtime,
-same bundle weights, same inputs, same machine, one run. Run it with `benches/compare/run.sh`
+"""Side-by-side benchmark: dmoerm (flex CPU; f32, int8, q4) vs PyTorch + transformers + peft
+(f32) vs ONNX Runtime (f32, dynamic int8), same bundle weights, same inputs, same machine, one run. Run it with `benches/compare/run.sh`
 (it builds the Rust side and the Python environment first).
 
 Cases, per bundle (see bundles.py): a single score of a prompt + response of ~128 and ~512
@@ -27,6 +27,7 @@ import torch  # noqa: E402
 from bundles import make_llama135m, unpack  # noqa: E402
 from peers import Bundle, OrtPeer, TorchPeer  # noqa: E402
 
+DTYPES = ("f32", "int8", "q4")  # dmoerm's bundles: the f32 directory and its `dmoerm pack` variants
 WORDS = ("the river keeps its promise to a quiet town and every morning brings boats light and "
          "the sound of water while children count the birds along an old stone bridge").split()
 
@@ -125,6 +126,25 @@ def sgemm_rate(threads: int) -> float:
     return 2 * 4096 ** 3 / best / 1e9
 
 
+def packed(rust: str, root: Path, dtype: str) -> Path:
+    """`root` packed as `dmoerm pack --dtype DTYPE` does (cached beside it)."""
+    out = root.with_name(f"{root.name}.{dtype}.dmoerm")
+    if not out.exists():
+        tmp = out.with_name(out.name + ".tmp")
+        subprocess.run([rust, "--pack", dtype, str(root), str(tmp)], check=True)
+        tmp.rename(out)
+    return out
+
+
+def run_ours(rust: str, work: Path, name: str, bundle: Path, cs, warmup, runs):
+    spec_path = work / f"{name}.spec.json"
+    spec_path.write_text(json.dumps(as_spec(bundle, cs, warmup, runs)))
+    timed = json.loads(subprocess.run([rust, str(spec_path)], check=True, capture_output=True, text=True).stdout)
+    memory = json.loads(subprocess.run([rust, "--memory", str(bundle)], check=True, capture_output=True,
+                                       text=True).stdout)
+    return timed, memory
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rust", required=True, help="the bench_compare binary")
@@ -155,26 +175,33 @@ def main():
     for name, (root, batch, runs, warmup) in bundles.items():
         b = Bundle(root)
         cs = cases(b, batch)
-        spec_path = work / f"{name}.spec.json"
-        spec_path.write_text(json.dumps(as_spec(root, cs, warmup, runs)))
-        print(f"## {name}: dmoerm ...", flush=True)
-        ours = json.loads(subprocess.run([args.rust, str(spec_path)], check=True, capture_output=True, text=True).stdout)
+        r = {"linear_params": linear_params(b)}
+        for dtype in DTYPES:
+            print(f"## {name}: dmoerm {dtype} ...", flush=True)
+            bundle = root if dtype == "f32" else packed(args.rust, root, dtype)
+            r[f"dmoerm_{dtype}"], r[f"memory_{dtype}"] = run_ours(args.rust, work, f"{name}.{dtype}", bundle, cs,
+                                                                  warmup, runs)
+            r[f"memory_{dtype}"]["file_bytes"] = sum(f.stat().st_size for f in bundle.rglob("*")) \
+                if bundle.is_dir() else bundle.stat().st_size
         print(f"## {name}: PyTorch ...", flush=True)
         tp = TorchPeer(root)
-        theirs_torch = time_peer(tp, cs, warmup, runs)
+        r["torch"] = time_peer(tp, cs, warmup, runs)
         del tp
-        print(f"## {name}: ONNX Runtime (export + run) ...", flush=True)
         (work / f"{name}.onnx").mkdir(exist_ok=True)
-        theirs_ort = time_peer(OrtPeer(root, work / f"{name}.onnx", threads), cs, warmup, runs)
-        report["bundles"][name] = {"linear_params": linear_params(b), "dmoerm": ours, "torch": theirs_torch,
-                                   "ort": theirs_ort}
-        print_table(name, report["bundles"][name], peak)
-    (work / "report.json").write_text(json.dumps(report, indent=1))
+        for int8 in (False, True):
+            print(f"## {name}: ONNX Runtime {'int8' if int8 else 'f32'} (export + run) ...", flush=True)
+            peer = OrtPeer(root, work / f"{name}.onnx", threads, int8=int8)
+            r["ort_int8" if int8 else "ort"] = time_peer(peer, cs, warmup, runs)
+            del peer
+        report["bundles"][name] = r
+        (work / "report.json").write_text(json.dumps(report, indent=1))
+        print_table(name, r, peak)
+        print_quantized_table(name, r)
     print(f"\nraw times: {work / 'report.json'}")
 
 
 def print_table(name, r, peak):
-    ours = {c["name"]: c for c in r["dmoerm"]}
+    ours = {c["name"]: c for c in r["dmoerm_f32"]}
     torch_ = {c["name"]: c for c in r["torch"]}
     ort = {c["name"]: c for c in r["ort"]}
     P = r["linear_params"]
@@ -201,6 +228,40 @@ def print_table(name, r, peak):
               f"| {flops / med['ours'] / 1e9:.0f} ({100 * flops / med['ours'] / 1e9 / peak:.0f}%) "
               f"| {flops / med['torch'] / 1e9:.0f} | {flops / med['ort'] / 1e9:.0f} | {diff_t:.1e}, {diff_o:.1e} |",
               flush=True)
+
+
+
+def print_quantized_table(name, r):
+    """dmoerm f32 / int8 / q4 against PyTorch f32 and ONNX Runtime f32 / int8, the quantised
+    engines' reward drift from dmoerm f32 (on these synthetic texts; the drift on the default
+    model's test split is in BENCHMARKS.md), and dmoerm's memory per bundle variant."""
+    by = {k: {c["name"]: c for c in r[k]} for k in ("dmoerm_f32", "dmoerm_int8", "dmoerm_q4", "torch", "ort",
+                                                    "ort_int8")}
+    print(f"\n### {name}: quantised (drift: the largest |reward - dmoerm f32's| in the case)")
+    print("| case | dmoerm f32 | dmoerm int8 | dmoerm q4 | PyTorch f32 | ORT f32 | ORT int8 "
+          "| int8 vs PyTorch f32 | int8 vs ORT int8 | q4 vs ORT int8 | f32 vs ORT f32 | drift int8, q4, ORT int8 |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for case, c in by["dmoerm_f32"].items():
+        med = {k: statistics.median(v[case]["times_s"]) for k, v in by.items()}
+        batch = case.startswith("batch")
+
+        def show(t):
+            return f"{sum(c['expert_tokens']) / t:.0f} tok/s" if batch else f"{t * 1e3:.1f} ms"
+
+        def drift(k):
+            return max(abs(a - b) for a, b in zip(c["rewards"], by[k][case]["rewards"]))
+        print(f"| {case} | " + " | ".join(show(med[k]) for k in by) +
+              f" | {med['torch'] / med['dmoerm_int8']:.2f}x | {med['ort_int8'] / med['dmoerm_int8']:.2f}x "
+              f"| {med['ort_int8'] / med['dmoerm_q4']:.2f}x | {med['ort'] / med['dmoerm_f32']:.2f}x "
+              f"| {drift('dmoerm_int8'):.4f}, {drift('dmoerm_q4'):.4f}, {drift('ort_int8'):.4f} |", flush=True)
+    print("\n| dmoerm bundle | file | RSS after load (above the process before it) | peak after a rank of 16 |")
+    print("|---|---|---|---|")
+    for dtype in DTYPES:
+        m = r[f"memory_{dtype}"]
+        base = m["rss_before_load"]
+        print(f"| {dtype} | {m['file_bytes'] / 1e6:.1f} MB | {m['rss_after_load'] / 1e6:.1f} MB "
+              f"(+{(m['rss_after_load'] - base) / 1e6:.1f}) | {m['peak_after_rank16'] / 1e6:.1f} MB "
+              f"(+{(m['peak_after_rank16'] - base) / 1e6:.1f}) |", flush=True)
 
 
 if __name__ == "__main__":

@@ -5,13 +5,15 @@ value heads + aggregator), on the same bundle directory.
 - `TorchPeer`: HF transformers + PEFT, every adapter loaded into one `PeftModel`; the k experts
   of a task run as ONE mixed-adapter batch (`adapter_names=`, PEFT's batched multi-LoRA), the
   router as a batch with the router adapter.
-- `OrtPeer`: ONNX Runtime. Each pass (the router, the k experts of a task) is exported once to
+- `OrtPeer`: ONNX Runtime (f32, or `int8`: its dynamic quantization). Each pass (the router, the k experts of a task) is exported once to
   ONNX from PyTorch: the backbone with every LoRA-targeted linear layer replaced by a batched
   multi-LoRA layer (expert-major rows, `x @ A_e^T @ B_e^T * scale_e` added to the base output,
   the same math as dmoerm's `AdapterGroup`), plus pooling, heads and aggregator, with dynamic
   batch and sequence axes.
 """
 import json
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -248,16 +250,42 @@ class PassGraph(torch.nn.Module):
         return reward
 
 
+def quantize_int8(src: Path, dst: Path):
+    """ONNX Runtime's dynamic quantization of `src`, as its docs run it for transformers on the
+    CPU (after its pre-processing): int8 weights with one scale per output channel, activations quantised per call. Only
+    MatMuls with a 2-D constant weight are quantised (the backbone's projections and the
+    aggregator, the matrices dmoerm's int8 bundle quantises); the stacked 3-D LoRA factors stay
+    f32, as in dmoerm."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    pre = dst.with_suffix(".pre.onnx")  # ONNX shape inference and ORT graph optimisation first, as ORT advises
+    cwd = os.getcwd()
+    with tempfile.TemporaryDirectory() as scratch:  # it leaves temporary files in the working directory
+        os.chdir(scratch)
+        try:
+            quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)  # the symbolic pass fails on these graphs
+        finally:
+            os.chdir(cwd)
+    model = onnx.load(str(pre))
+    rank2 = {i.name for i in model.graph.initializer if len(i.dims) == 2}
+    nodes = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in rank2]
+    quantize_dynamic(model, str(dst), op_types_to_quantize=["MatMul"], nodes_to_quantize=nodes,
+                     per_channel=True, weight_type=QuantType.QInt8)
+    pre.unlink()
+
+
 class OrtPeer:
     name = "ONNX Runtime"
 
-    def __init__(self, root: Path, workdir: Path, threads: int):
+    def __init__(self, root: Path, workdir: Path, threads: int, int8: bool = False):
         import onnxruntime as ort
 
         self.ort = ort
         self.b = Bundle(root)
         self.heads = Heads(self.b).eval()
-        self.workdir, self.threads = workdir, threads
+        self.workdir, self.threads, self.int8 = workdir, threads, int8
         self.sessions = {}
 
     def _session(self, key, dirs, task):
@@ -269,6 +297,11 @@ class OrtPeer:
                 torch.onnx.export(graph, (ids, mask), str(path), input_names=["ids", "mask"], output_names=["out"],
                                   dynamic_axes={"ids": {0: "n", 1: "s"}, "mask": {0: "n", 1: "s"}, "out": {0: "n"}},
                                   opset_version=17, dynamo=False)
+            if self.int8:
+                quantized = self.workdir / f"{key}.int8.onnx"
+                if not quantized.exists():
+                    quantize_int8(path, quantized)
+                path = quantized
             opts = self.ort.SessionOptions()
             opts.intra_op_num_threads = self.threads
             opts.inter_op_num_threads = 1

@@ -2,6 +2,7 @@
 //!
 //!     bench_compare SPEC.json        # times the cases of SPEC on flex, prints JSON
 //!     bench_compare --memory BUNDLE  # peak resident memory of loading + scoring, prints JSON
+//!     bench_compare --pack int8|q4 DIR OUT  # packs the bundle directory DIR into OUT
 //!
 //! SPEC: `{"bundle": DIR, "warmup": 2, "runs": 10, "cases": [CASE...]}` with CASE one of
 //! `{"name", "kind": "score", "conversations": [..]}` (one `score_batch` call over them) or
@@ -10,7 +11,7 @@
 
 use std::time::Instant;
 
-use dmoerm::{Conversation, DeviceChoice, RewardModel};
+use dmoerm::{Conversation, DeviceChoice, PackDtype, RewardModel};
 use serde::{Deserialize, Serialize};
 
 #[derive(Deserialize)]
@@ -49,8 +50,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
         Some("--memory") => memory(args.get(2).ok_or("--memory needs a bundle path")?),
+        Some("--pack") => match &args[2..] {
+            [dtype, dir, out] => pack(dtype, dir, out),
+            _ => Err("usage: bench_compare --pack int8|q4 DIR OUT".into()),
+        },
         Some(spec) => run(&std::fs::read_to_string(spec)?),
-        None => Err("usage: bench_compare SPEC.json | --memory BUNDLE".into()),
+        None => Err("usage: bench_compare SPEC.json | --memory BUNDLE | --pack int8|q4 DIR OUT".into()),
     }
 }
 
@@ -111,6 +116,18 @@ fn run(spec: &str) -> Result<(), Box<dyn std::error::Error>> {
         });
     }
     println!("{}", serde_json::to_string(&results)?);
+    Ok(())
+}
+
+/// The quantised variants of the benchmark's bundles, packed as `dmoerm pack --dtype` does.
+fn pack(dtype: &str, dir: &str, out: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let dtype = match dtype {
+        "int8" => PackDtype::int8(),
+        "q4" => PackDtype::q4(),
+        other => return Err(format!("--pack: unknown dtype {other}").into()),
+    };
+    let (bytes, _) = dmoerm::pack_bytes(std::path::Path::new(dir), dtype)?;
+    std::fs::write(out, bytes)?;
     Ok(())
 }
 
