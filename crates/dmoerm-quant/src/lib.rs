@@ -301,6 +301,29 @@ impl Int8Linear {
         self.matmul_with(x, self.kernel.runs_here())
     }
 
+    /// `[w.matmul(x) for w in weights]` with each chunk of `x`'s rows quantised once for all
+    /// of them (attention's query, key and value projections read the same rows): the same
+    /// numbers as the matmuls one by one.
+    ///
+    /// # Panics
+    /// When the weights do not all take `in` inputs with the same kernel, or `x.len()` is not
+    /// a multiple of `in`.
+    pub fn matmul_each(weights: &[&Int8Linear], x: &[f32]) -> Vec<Vec<f32>> {
+        let Some(first) = weights.first() else { return Vec::new() };
+        assert!(
+            weights.iter().all(|w| w.inp == first.inp && w.kernel == first.kernel),
+            "the weights take different inputs or kernels"
+        );
+        let fast = first.kernel.runs_here();
+        let outs: Vec<usize> = weights.iter().map(|w| w.out).collect();
+        first.for_row_chunks_each(x, &outs, |x, ys| {
+            let acts = first.quantize(x, fast);
+            for (w, y) in weights.iter().zip(ys) {
+                w.rows_quantized(&acts, y, fast);
+            }
+        })
+    }
+
     /// `next.matmul(between(self.matmul(x)))` (a transformer's MLP: up projection,
     /// activation, down projection), chunk by chunk of rows, so that the `[t, out]`
     /// intermediate is never held whole: each task holds at most MAX_TILES * MR rows of it.
@@ -356,54 +379,103 @@ impl Int8Linear {
     /// row tiles, so that each panel is read from memory once per chunk, not once per tile.
     /// Chunks of at most MAX_TILES tiles, small enough to give every thread two.
     fn for_row_chunks(&self, x: &[f32], out: usize, task: impl Fn(&[f32], &mut [f32]) + Sync) -> Vec<f32> {
+        let mut ys = self.for_row_chunks_each(x, &[out], |x, ys| task(x, ys[0]));
+        ys.pop().unwrap_or_default()
+    }
+
+    /// [`Self::for_row_chunks`] for a task that writes several results, `[t, outs[i]]` each.
+    fn for_row_chunks_each(
+        &self,
+        x: &[f32],
+        outs: &[usize],
+        task: impl Fn(&[f32], &mut [&mut [f32]]) + Sync,
+    ) -> Vec<Vec<f32>> {
         assert!(self.inp > 0 && x.len().is_multiple_of(self.inp), "x is not [t, {}]", self.inp);
         let t = x.len() / self.inp;
-        let mut y = vec![0f32; t * out];
+        let mut ys: Vec<Vec<f32>> = outs.iter().map(|out| vec![0f32; t * out]).collect();
         // rayon natively and in the threaded wasm build (`+atomics`); one thread otherwise
         #[cfg(any(not(target_family = "wasm"), target_feature = "atomics"))]
         let threads = rayon::current_num_threads();
         #[cfg(all(target_family = "wasm", not(target_feature = "atomics")))]
         let threads = 1;
         let chunk = t.div_ceil(2 * threads).next_multiple_of(MR).clamp(MR, MAX_TILES * MR);
-        let rows = x.chunks(chunk * self.inp).zip(y.chunks_mut(chunk * out));
+        // per chunk of rows: its x rows and its rows of every result
+        let mut tasks: Vec<(&[f32], Vec<&mut [f32]>)> = x.chunks(chunk * self.inp).map(|x| (x, Vec::new())).collect();
+        for (y, out) in ys.iter_mut().zip(outs) {
+            for ((_, rows), y) in tasks.iter_mut().zip(y.chunks_mut(chunk * out)) {
+                rows.push(y);
+            }
+        }
         #[cfg(any(not(target_family = "wasm"), target_feature = "atomics"))]
         {
             use rayon::iter::{IntoParallelIterator, ParallelIterator};
-            let rows: Vec<_> = rows.collect();
-            rows.into_par_iter().for_each(|(x, y)| task(x, y));
+            tasks.into_par_iter().for_each(|(x, mut ys)| task(x, &mut ys));
         }
         #[cfg(all(target_family = "wasm", not(target_feature = "atomics")))]
-        rows.for_each(|(x, y)| task(x, y));
-        y
+        tasks.into_iter().for_each(|(x, mut ys)| task(x, &mut ys));
+        ys
     }
 
     /// `y = x W^T + b` for a chunk of rows, on this thread.
     fn rows(&self, x: &[f32], y: &mut [f32], fast: bool) {
+        self.rows_quantized(&self.quantize(x, fast), y, fast);
+    }
+
+    /// The rows `x` quantised as this weight's kernel reads them (`fast`: with the SIMD
+    /// quantiser, which gives the portable one's codes).
+    fn quantize(&self, x: &[f32], fast: bool) -> Quantized {
         match self.kernel {
             Kernel::Vnni => {
                 #[cfg(target_arch = "x86_64")]
                 if fast {
                     // SAFETY: the CPU has AVX-512 F, BW and VNNI (`Kernel::runs_here`)
-                    let acts = Activations::quantize(x, self.inp, |x, q| unsafe { x86::quantize_row(x, q) });
-                    // SAFETY: as above
-                    return unsafe { x86::rows_vnni(self, &acts, y) };
+                    return Quantized::U8(Activations::quantize(x, self.inp, |x, q| unsafe {
+                        x86::quantize_row(x, q)
+                    }));
                 }
-                self.rows_portable(&Activations::<u8>::quantize(x, self.inp, quantize_row), y);
+                Quantized::U8(Activations::quantize(x, self.inp, quantize_row))
             }
             Kernel::Pairs => {
                 #[cfg(target_arch = "x86_64")]
                 if fast {
                     // SAFETY: the CPU has AVX2 (`Kernel::runs_here`)
-                    let acts = Activations::quantize(x, self.inp, |x, q| unsafe { x86::quantize_row_i16(x, q) });
-                    // SAFETY: as above
-                    return unsafe { x86::rows_pairs(self, &acts, y) };
+                    let quantize = |x: &[f32], q: &mut [i16]| unsafe { x86::quantize_row_i16(x, q) };
+                    return Quantized::I16(Activations::quantize(x, self.inp, quantize));
                 }
                 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
                 if fast {
-                    return wasm::rows_pairs(self, &Activations::quantize(x, self.inp, wasm::quantize_row), y);
+                    return Quantized::I16(Activations::quantize(x, self.inp, wasm::quantize_row));
                 }
-                self.rows_portable(&Activations::<i16>::quantize(x, self.inp, quantize_row), y);
+                Quantized::I16(Activations::quantize(x, self.inp, quantize_row))
             }
+        }
+    }
+
+    /// `y = x W^T + b` for a chunk of rows quantised by [`Self::quantize`] (of this weight or
+    /// of one with the same kernel and inputs), on this thread.
+    fn rows_quantized(&self, acts: &Quantized, y: &mut [f32], fast: bool) {
+        match (self.kernel, acts) {
+            (Kernel::Vnni, Quantized::U8(acts)) => {
+                #[cfg(target_arch = "x86_64")]
+                if fast {
+                    // SAFETY: the CPU has AVX-512 F, BW and VNNI (`Kernel::runs_here`)
+                    return unsafe { x86::rows_vnni(self, acts, y) };
+                }
+                self.rows_portable(acts, y);
+            }
+            (Kernel::Pairs, Quantized::I16(acts)) => {
+                #[cfg(target_arch = "x86_64")]
+                if fast {
+                    // SAFETY: the CPU has AVX2 (`Kernel::runs_here`)
+                    return unsafe { x86::rows_pairs(self, acts, y) };
+                }
+                #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+                if fast {
+                    return wasm::rows_pairs(self, acts, y);
+                }
+                self.rows_portable(acts, y);
+            }
+            _ => panic!("activations quantised for another kernel"),
         }
         let _ = fast;
     }
@@ -488,6 +560,12 @@ pub fn quantize_rows(values: &[f32], rows: usize) -> (Vec<i8>, Vec<f32>) {
         scales.push(scale);
     }
     (codes, scales)
+}
+
+/// Activation rows quantised for one of the kernels: u8 codes for VNNI, i16 for the pairs.
+enum Quantized {
+    U8(Activations<u8>),
+    I16(Activations<i16>),
 }
 
 /// Activation rows quantised to `qx + 128`, each block of BK values with its own scale, rows
@@ -1215,6 +1293,27 @@ mod tests {
     }
 
     /// The fused pair gives the numbers of its three steps one after the other.
+    #[test]
+    fn matmuls_of_one_input_equal_the_matmuls_one_by_one() {
+        for kernel in KERNELS {
+            for t in [1, 5, 13, 200] {
+                // int8 and q4 weights of different widths, one input of 128 values
+                let (q, _, _) = linear_as(64, 128, 3, kernel, Format::Int8);
+                let (k, _, _) = linear_as(100, 128, 4, kernel, Format::Q4);
+                let (v, _, _) = linear_as(33, 128, 5, kernel, Format::Int8);
+                let x = random(t * 128, 6);
+                let got = Int8Linear::matmul_each(&[&q, &k, &v], &x);
+                assert_eq!(got.len(), 3);
+                for (w, got) in [&q, &k, &v].into_iter().zip(&got) {
+                    let want = w.matmul(&x);
+                    assert_eq!(got.len(), t * w.dims().0);
+                    assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{kernel:?} t={t}");
+                }
+            }
+        }
+        assert!(Int8Linear::matmul_each(&[], &[1.0]).is_empty());
+    }
+
     #[test]
     fn a_pair_of_matmuls_equals_the_two_matmuls() {
         let gelu = |v: &mut [f32]| v.iter_mut().for_each(|x| *x = *x * 0.5 * (1.0 + (*x * 0.8).tanh()));

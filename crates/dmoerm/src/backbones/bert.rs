@@ -17,7 +17,7 @@ use burn::tensor::activation::gelu_approximate;
 use burn::tensor::{Device, Int, Tensor};
 use serde::Deserialize;
 
-use super::{attend, split_heads, LayerNorm, Projection, Table, TokenBatch, Visibility};
+use super::{attend, LayerNorm, Projection, Table, TokenBatch, Visibility};
 use crate::bundle::keys;
 use crate::error::{Error, Result};
 // exact GELU: a vectorised (natively parallel) CPU path on flex (see `kernels`)
@@ -262,13 +262,10 @@ impl Bert {
     ) -> Tensor<3> {
         let c = &self.config;
         let heads = c.num_attention_heads;
-        let hd = c.hidden_size / heads;
         let mask = batch.attention_mask(Visibility::BIDIRECTIONAL);
         for l in &self.layers[range] {
-            let q = split_heads(l.query.forward(h.clone(), lora), heads, hd);
-            let k = split_heads(l.key.forward(h.clone(), lora), heads, hd);
-            let v = split_heads(l.value.forward(h.clone(), lora), heads, hd);
-            let a = attend(q, k, v, &mask, batch);
+            let [q, k, v] = Projection::forward_each([&l.query, &l.key, &l.value], h.clone(), lora);
+            let a = attend((q, k, v), (heads, heads), &mask, batch);
             h = l.attention_norm.forward(h + l.attention_output.forward(a, lora));
             // int8 on the CPU: up, GELU and down chunk by chunk of rows (the same numbers)
             let fused = match c.hidden_act {

@@ -15,7 +15,7 @@ use std::ops::Range;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::Deserialize;
 
-use super::{attend, split_heads, AttentionMask, Projection, RmsNorm, Table, TokenBatch, Visibility};
+use super::{attend, AttentionMask, Projection, RmsNorm, Table, TokenBatch, Visibility};
 use crate::error::{Error, Result};
 // SiLU: a vectorised (natively parallel) CPU path on flex (see `kernels`)
 use crate::kernels::silu;
@@ -409,8 +409,8 @@ impl Llama {
         self.norm.forward(h)
     }
 
-    /// `cos` and `sin` of the rotary angles, `[1, 1, S, head_dim]` (the half-dim angles repeated
-    /// twice, as HF's `torch.cat((freqs, freqs), dim=-1)`).
+    /// `cos` and `sin` of the rotary angles, `[1, S, 1, head_dim]` (the half-dim angles repeated
+    /// twice, as HF's `torch.cat((freqs, freqs), dim=-1)`), for the heads of `[B, S, heads, hd]`.
     fn rope_tables(&self, seq: usize, device: &Device) -> (Tensor<4>, Tensor<4>) {
         let inv = self.config.inv_freq();
         let d = self.config.head_dim;
@@ -424,7 +424,7 @@ impl Llama {
                 sin.extend(angles.iter().map(|a| a.sin()));
             }
         }
-        let t = |v| Tensor::<2>::from_data(TensorData::new(v, [seq, d]), device).unsqueeze::<4>();
+        let t = |v| Tensor::<4>::from_data(TensorData::new(v, [1, seq, 1, d]), device);
         (t(cos), t(sin))
     }
 }
@@ -469,17 +469,22 @@ impl Attention {
         lora: Option<&AdapterGroup>,
     ) -> Tensor<3> {
         let (heads, kv_heads, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
-        let mut q = split_heads(self.q_proj.forward(x.clone(), lora), heads, hd); // [B, H, S, hd]
-        let mut k = split_heads(self.k_proj.forward(x.clone(), lora), kv_heads, hd); // [B, KV, S, hd]
-        let v = split_heads(self.v_proj.forward(x, lora), kv_heads, hd);
+        // the heads as the projections lay them out, [B, S, heads, hd] (a view, no copy)
+        let by_head = |x: Tensor<3>, n: usize| {
+            let [b, s, _] = x.dims();
+            x.reshape([b, s, n, hd])
+        };
+        let [q, k, v] = Projection::forward_each([&self.q_proj, &self.k_proj, &self.v_proj], x, lora);
+        let (mut q, mut k) = (by_head(q, heads), by_head(k, kv_heads)); // v stays [B, S, KV * hd]
         if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
             q = qn.forward(q);
             k = kn.forward(k);
         }
         // q_embed = (q * cos) + (rotate_half(q) * sin)
-        let q = q.clone() * cos.clone() + rotate_half(q) * sin.clone();
-        let k = k.clone() * cos.clone() + rotate_half(k) * sin.clone();
-        let out = attend(q, k, v, mask, batch); // [B, S, H * hd]
+        let merged = |x: Tensor<4>| x.flatten::<3>(2, 3);
+        let q = merged(q.clone() * cos.clone() + rotate_half(q) * sin.clone());
+        let k = merged(k.clone() * cos.clone() + rotate_half(k) * sin.clone());
+        let out = attend((q, k, v), (heads, kv_heads), mask, batch); // [B, S, H * hd]
         self.o_proj.forward(out, lora)
     }
 }

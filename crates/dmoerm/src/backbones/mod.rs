@@ -237,6 +237,41 @@ impl Projection {
         }
     }
 
+    /// `[p.forward(x, lora) for p in projections]`; where all are int8 (attention's query, key
+    /// and value projections), `x` is read once and each chunk of its rows quantised once for
+    /// all of them. The same numbers either way.
+    ///
+    /// # Shapes
+    /// - x: `[B, S, in]`, output: `[B, S, out]` each
+    pub fn forward_each<const N: usize>(
+        projections: [&Projection; N],
+        x: Tensor<3>,
+        lora: Option<&AdapterGroup>,
+    ) -> [Tensor<3>; N] {
+        let weights: Option<Vec<&Int8Linear>> = projections
+            .iter()
+            .map(|p| match &p.weight {
+                Weight::Int8(w) => Some(w.as_ref()),
+                _ => None,
+            })
+            .collect();
+        let Some(weights) = weights.filter(|w| w.iter().all(|w| w.dims().1 == x.dims()[2])) else {
+            return projections.map(|p| p.forward(x.clone(), lora));
+        };
+        let deltas = projections.map(|p| lora.and_then(|l| l.delta(&p.path, x.clone())));
+        let ([b, s, _], device) = (x.dims(), x.device());
+        let mut ys = Int8Linear::matmul_each(&weights, &crate::kernels::host_values(x)).into_iter();
+        let mut deltas = deltas.into_iter();
+        projections.map(|p| {
+            let y = ys.next().unwrap_or_default();
+            let y = Tensor::from_data(TensorData::new(y, [b, s, p.dims().1]), &device);
+            match deltas.next().flatten() {
+                Some(d) => y + d,
+                None => y,
+            }
+        })
+    }
+
     /// `next.forward(between(self.forward(x)))` (an MLP) in one pass over chunks of rows, where
     /// both are int8 and `lora` adapts neither: the `[B, S, out]` intermediate is never held
     /// whole. `None` elsewhere (the caller runs the steps); the same numbers where it applies.
@@ -315,16 +350,7 @@ fn quantized_resident(device: &Device) -> bool {
 fn on_host(x: Tensor<3>, out: usize, f: impl FnOnce(&[f32]) -> Vec<f32>) -> Tensor<3> {
     let [b, s, _] = x.dims();
     let device = x.device();
-    Tensor::from_data(TensorData::new(f(&host_values(x)), [b, s, out]), &device)
-}
-
-/// A tensor's f32 values on the host (a flex tensor's are already there).
-fn host_values<const D: usize>(x: Tensor<D>) -> Vec<f32> {
-    let data = x.into_data();
-    match data.dtype() {
-        burn::tensor::DType::F32 => data.try_into_vec::<f32>().unwrap_or_default(),
-        _ => data.iter::<f32>().collect(),
-    }
+    Tensor::from_data(TensorData::new(f(&crate::kernels::host_values(x)), [b, s, out]), &device)
 }
 
 /// An embedding table `[rows, dim]`: f32, or, from an int8 or q4 bundle on the CPU (flex,
@@ -393,9 +419,10 @@ impl RmsNorm {
 
     /// Normalises over the last dimension.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        if let Some(y) = crate::kernels::rms_norm(&x, &self.weight, self.eps) {
-            return y;
-        }
+        let x = match crate::kernels::rms_norm(x, &self.weight, self.eps) {
+            Ok(y) => return y,
+            Err(x) => x,
+        };
         let rms = x.clone().square().mean_dim(D - 1).add_scalar(self.eps).sqrt();
         x.div(rms).mul(self.weight.clone().unsqueeze())
     }
@@ -648,16 +675,25 @@ pub(crate) fn split_heads(x: Tensor<3>, heads: usize, head_dim: usize) -> Tensor
 /// `[B, H, QUERY_CHUNK, S]`, never `[B, H, S, S]`.
 const QUERY_CHUNK: usize = 512;
 
-/// Scaled dot-product attention with the heads merged: `q` `[B, H, S, hd]`, `k` and `v`
-/// `[B, KV, S, hd]` (grouped-query when KV < H), the keys each query sees given by `mask`
-/// -> `[B, S, H * hd]`. On flex (inference, wasm included) [`crate::kernels::attention`]
-/// computes it in query blocks from the row lengths; elsewhere (wgpu, training) burn's
-/// attention runs on pieces of at most [`QUERY_CHUNK`] queries.
-pub(crate) fn attend(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: &AttentionMask, batch: &TokenBatch) -> Tensor<3> {
+/// Scaled dot-product attention on the projections' layout: `q` `[B, S, H * hd]`, `k` and `v`
+/// `[B, S, KV * hd]` (grouped-query when KV < H), the keys each query sees given by `mask`
+/// -> the heads merged, `[B, S, H * hd]`. On flex (inference, wasm included)
+/// [`crate::kernels::attention`] reads the heads in place and computes it in query blocks from
+/// the row lengths; elsewhere (wgpu, training) the heads are split and burn's attention runs
+/// on pieces of at most [`QUERY_CHUNK`] queries.
+pub(crate) fn attend(
+    (q, k, v): (Tensor<3>, Tensor<3>, Tensor<3>),
+    (heads, kv_heads): (usize, usize),
+    mask: &AttentionMask,
+    batch: &TokenBatch,
+) -> Tensor<3> {
     let Visibility { causal, window } = mask.seen;
-    if let Some(out) = crate::kernels::attention(q.clone(), k.clone(), v.clone(), &batch.lengths, causal, window) {
-        return out;
-    }
+    let (q, k, v) = match crate::kernels::attention(q, k, v, (heads, kv_heads), &batch.lengths, causal, window) {
+        Ok(out) => return out,
+        Err(qkv) => qkv,
+    };
+    let hd = q.dims()[2] / heads.max(1);
+    let (q, k, v) = (split_heads(q, heads, hd), split_heads(k, kv_heads, hd), split_heads(v, kv_heads, hd));
     burn_attention(q, k, v, mask, batch, QUERY_CHUNK)
 }
 
