@@ -409,9 +409,9 @@ impl Llama {
         self.norm.forward(h)
     }
 
-    /// `cos` and `sin` of the rotary angles, `[1, S, 1, head_dim]` (the half-dim angles repeated
-    /// twice, as HF's `torch.cat((freqs, freqs), dim=-1)`), for the heads of `[B, S, heads, hd]`.
-    fn rope_tables(&self, seq: usize, device: &Device) -> (Tensor<4>, Tensor<4>) {
+    /// `cos` and `sin` of the rotary angles (the half-dim angles repeated twice, as HF's
+    /// `torch.cat((freqs, freqs), dim=-1)`), for the heads of `[B, S, heads, hd]`.
+    fn rope_tables(&self, seq: usize, device: &Device) -> Rope {
         let inv = self.config.inv_freq();
         let d = self.config.head_dim;
         let mut cos = Vec::with_capacity(seq * d);
@@ -424,8 +424,27 @@ impl Llama {
                 sin.extend(angles.iter().map(|a| a.sin()));
             }
         }
-        let t = |v| Tensor::<4>::from_data(TensorData::new(v, [1, seq, 1, d]), device);
-        (t(cos), t(sin))
+        let t = |v: &[f32]| Tensor::<4>::from_data(TensorData::new(v.to_vec(), [1, seq, 1, d]), device);
+        Rope { cos: t(&cos), sin: t(&sin), host: (cos, sin) }
+    }
+}
+
+/// The rotary tables of one forward: `cos` and `sin` `[1, S, 1, head_dim]` for burn's ops, and
+/// the same values `[S, head_dim]` on the host for [`crate::kernels::rope`].
+struct Rope {
+    cos: Tensor<4>,
+    sin: Tensor<4>,
+    host: (Vec<f32>, Vec<f32>),
+}
+
+impl Rope {
+    /// `x * cos + rotate_half(x) * sin` (HF's `apply_rotary_pos_emb`).
+    ///
+    /// # Shapes
+    /// - x: `[B, S, heads, hd]`, output: the same
+    fn apply(&self, x: Tensor<4>) -> Tensor<4> {
+        crate::kernels::rope(x, &self.host.0, &self.host.1)
+            .unwrap_or_else(|x| x.clone() * self.cos.clone() + rotate_half(x) * self.sin.clone())
     }
 }
 
@@ -464,7 +483,7 @@ impl Attention {
         x: Tensor<3>,
         mask: &AttentionMask,
         batch: &TokenBatch,
-        (cos, sin): &(Tensor<4>, Tensor<4>),
+        rope: &Rope,
         c: &LlamaConfig,
         lora: Option<&AdapterGroup>,
     ) -> Tensor<3> {
@@ -480,10 +499,8 @@ impl Attention {
             q = qn.forward(q);
             k = kn.forward(k);
         }
-        // q_embed = (q * cos) + (rotate_half(q) * sin)
         let merged = |x: Tensor<4>| x.flatten::<3>(2, 3);
-        let q = merged(q.clone() * cos.clone() + rotate_half(q) * sin.clone());
-        let k = merged(k.clone() * cos.clone() + rotate_half(k) * sin.clone());
+        let (q, k) = (merged(rope.apply(q)), merged(rope.apply(k)));
         let out = attend((q, k, v), (heads, kv_heads), mask, batch); // [B, S, H * hd]
         self.o_proj.forward(out, lora)
     }
