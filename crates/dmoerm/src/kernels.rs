@@ -246,6 +246,12 @@ pub fn attention(
     attention_in_blocks(q, k, v, (heads, kv_heads), lengths, causal, window, QUERY_BLOCK)
 }
 
+thread_local! {
+    /// Attention's scores, `[block rows, keys]`: one buffer per thread, reused by each
+    /// (batch, head) task the thread runs.
+    static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Query rows per block of [`attention`]: a block's scores are `[QUERY_BLOCK, keys]`, so one
 /// (batch, head) task never holds an `S x S` matrix (at 16k tokens a block is 8 MB).
 const QUERY_BLOCK: usize = 128;
@@ -300,76 +306,85 @@ fn attention_in_blocks(
             true => (window.map_or(0, |w| (i + 1).saturating_sub(w)), if causal { i + 1 } else { len }),
             false => (0, len),
         };
-        let mut p = Vec::new();
-        for i0 in (0..s).step_by(block) {
-            let i1 = (i0 + block).min(s);
-            // the keys the block's rows see together
-            let (lo, end) = (i0..i1).map(span).fold((usize::MAX, 0), |(a, b), (f, e)| (a.min(f), b.max(e)));
-            let (n, m) = (i1 - i0, end - lo);
-            p.clear();
-            p.resize(n * m, 0.0);
-            // SAFETY: the block's [n, d] queries are at `qh[i0 * row..]` with row stride `row`,
-            // the [m, d] keys it sees at `kh[lo * kv_row..]` with row stride `kv_row` (their
-            // last element is inside the batch's rows: lo + m <= len <= s), and `p` is [n, m].
-            unsafe {
-                // p[r, j] = scale * q[i0 + r, :] . k[lo + j, :]
-                gemm(
-                    n,
-                    m,
-                    d,
-                    p.as_mut_ptr(),
-                    1,
-                    m as isize,
-                    false,
-                    qh[i0 * row..].as_ptr(),
-                    1,
-                    row as isize,
-                    kh[lo * kv_row..].as_ptr(),
-                    kv_row as isize,
-                    1,
-                    0.0,
-                    scale,
-                    false,
-                    false,
-                    false,
-                    Parallelism::None,
-                );
+        SCORES.with_borrow_mut(|p| {
+            for i0 in (0..s).step_by(block) {
+                let i1 = (i0 + block).min(s);
+                // the keys the block's rows see together
+                let (lo, end) = (i0..i1).map(span).fold((usize::MAX, 0), |(a, b), (f, e)| (a.min(f), b.max(e)));
+                let (n, m) = (i1 - i0, end - lo);
+                // the thread's scores buffer, grown when a block needs more: the product below
+                // writes all of the block's part (no zeroing per task)
+                if p.len() < n * m {
+                    p.resize(n * m, 0.0);
+                }
+                let p = &mut p[..n * m];
+                // SAFETY: the block's [n, d] queries are at `qh[i0 * row..]` with row stride `row`,
+                // the [m, d] keys it sees at `kh[lo * kv_row..]` with row stride `kv_row` (their
+                // last element is inside the batch's rows: lo + m <= len <= s), and `p` is [n, m].
+                unsafe {
+                    // p[r, j] = scale * q[i0 + r, :] . k[lo + j, :]
+                    gemm(
+                        n,
+                        m,
+                        d,
+                        p.as_mut_ptr(),
+                        1,
+                        m as isize,
+                        false,
+                        qh[i0 * row..].as_ptr(),
+                        1,
+                        row as isize,
+                        kh[lo * kv_row..].as_ptr(),
+                        kv_row as isize,
+                        1,
+                        0.0,
+                        scale,
+                        false,
+                        false,
+                        false,
+                        Parallelism::None,
+                    );
+                }
+                for (r, scores) in p.chunks_exact_mut(m).enumerate() {
+                    let (first, end) = span(i0 + r);
+                    let (first, end) = (first - lo, end - lo);
+                    scores[..first].fill(0.0);
+                    softmax_in_place(&mut scores[first..end]);
+                    scores[end..].fill(0.0);
+                }
+                // SAFETY: (bi, hi) owns the columns hi*d..(hi+1)*d of the s rows of batch bi in `out`,
+                // disjoint from every other task; this block writes rows i0..i1 of them. `p` is
+                // [n, m] and the [m, d] values are at `vh[lo * kv_row..]` with row stride `kv_row`.
+                unsafe {
+                    let o = dst.at(bi * s * row + i0 * row + hi * d);
+                    gemm(
+                        n,
+                        d,
+                        m,
+                        o,
+                        1,
+                        row as isize,
+                        false,
+                        p.as_ptr(),
+                        1,
+                        m as isize,
+                        vh[lo * kv_row..].as_ptr(),
+                        1,
+                        kv_row as isize,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        Parallelism::None,
+                    );
+                }
             }
-            for (r, scores) in p.chunks_exact_mut(m).enumerate() {
-                let (first, end) = span(i0 + r);
-                let (first, end) = (first - lo, end - lo);
-                scores[..first].fill(0.0);
-                softmax_in_place(&mut scores[first..end]);
-                scores[end..].fill(0.0);
+            // a long input's buffer (over 4 MB) is not kept after its call
+            if p.len() > 1 << 20 {
+                *p = Vec::new();
             }
-            // SAFETY: (bi, hi) owns the columns hi*d..(hi+1)*d of the s rows of batch bi in `out`,
-            // disjoint from every other task; this block writes rows i0..i1 of them. `p` is
-            // [n, m] and the [m, d] values are at `vh[lo * kv_row..]` with row stride `kv_row`.
-            unsafe {
-                let o = dst.at(bi * s * row + i0 * row + hi * d);
-                gemm(
-                    n,
-                    d,
-                    m,
-                    o,
-                    1,
-                    row as isize,
-                    false,
-                    p.as_ptr(),
-                    1,
-                    m as isize,
-                    vh[lo * kv_row..].as_ptr(),
-                    1,
-                    kv_row as isize,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    Parallelism::None,
-                );
-            }
-        }
+        });
     });
     Ok(Tensor::from_data(TensorData::new(out, [b, s, row]), &device))
 }
