@@ -1292,7 +1292,7 @@ mod tests {
         }
     }
 
-    /// The fused pair gives the numbers of its three steps one after the other.
+    /// The weights that share one quantised input give the numbers of their matmuls one by one.
     #[test]
     fn matmuls_of_one_input_equal_the_matmuls_one_by_one() {
         for kernel in KERNELS {
@@ -1314,6 +1314,7 @@ mod tests {
         assert!(Int8Linear::matmul_each(&[], &[1.0]).is_empty());
     }
 
+    /// The fused pair gives the numbers of its three steps one after the other.
     #[test]
     fn a_pair_of_matmuls_equals_the_two_matmuls() {
         let gelu = |v: &mut [f32]| v.iter_mut().for_each(|x| *x = *x * 0.5 * (1.0 + (*x * 0.8).tanh()));

@@ -12,8 +12,9 @@
 //!   (grouped K/V heads too) and writes the merged `[B, S, heads * hd]`.
 //!
 //! The element-wise passes (softmax, GELU, SiLU, RMSNorm) are compiled three times, for the
-//! baseline, for AVX2 + FMA and for AVX-512, and pick one at run time; in the browser's wasm (one thread) the same
-//! code runs in order (there libm's erf and exp were 13% of a score of the default model).
+//! baseline, for AVX2 + FMA and for AVX-512, and pick one at run time; in the browser's wasm
+//! (one thread) the same code runs in order (there libm's erf and exp were 13% of a score of
+//! the default model).
 //! LLVM left the scalar GELU loop unvectorised for `simd128` (its `f32::min` is a call to
 //! `fminf` in wasm, and wasm has no vector `copysign`): GELU has a `simd128` version with the
 //! same operations in the same order (10% of a wasm score of the default model, then 3%), and
@@ -85,15 +86,11 @@ pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 /// back where the fast path does not apply (flex composes it of six single-threaded ops).
 pub fn rms_norm<const D: usize>(x: Tensor<D>, weight: &Tensor<1>, eps: f64) -> Result<Tensor<D>, Tensor<D>> {
     let dim = x.dims()[D - 1];
-    if weight.is_autodiff() || weight.dims()[0] != dim || dim == 0 {
+    // the device first: reading a GPU tensor back is slow natively and cannot block in wasm
+    if !on_host(&x) || weight.is_autodiff() || weight.dims()[0] != dim || dim == 0 {
         return Err(x);
     }
-    // the device first: reading a GPU tensor back is slow natively and cannot block in wasm
-    let w = match on_host(&x) {
-        true => weight.clone().into_data().try_into_vec::<f32>().map_err(|_| ()),
-        false => Err(()),
-    };
-    let Ok(w) = w else { return Err(x) };
+    let Ok(w) = weight.clone().into_data().try_into_vec::<f32>() else { return Err(x) };
     let rows_per_task = (1 << 14) / dim + 1;
     host_map(x, rows_per_task * dim, |rows| {
         for row in rows.chunks_exact_mut(w.len()) {
@@ -147,14 +144,11 @@ pub fn rope(x: Tensor<4>, cos: &[f32], sin: &[f32]) -> Result<Tensor<4>, Tensor<
 /// # Shapes
 /// - x: `[B, S, in]`, w: `[in * out]`, bias: `[out]`, output: `[B, S, out]`
 pub fn linear(x: &Tensor<3>, w: &[f32], d_out: usize, bias: Option<&[f32]>) -> Option<Tensor<3>> {
-    if x.is_autodiff() || x.device() != Device::flex() {
-        return None;
-    }
     let [b, s, d_in] = x.dims();
-    if d_in == 0 || d_out == 0 || w.len() != d_in * d_out || bias.is_some_and(|b| b.len() != d_out) {
+    if !on_host(x) || d_in == 0 || d_out == 0 || w.len() != d_in * d_out || bias.is_some_and(|b| b.len() != d_out) {
         return None;
     }
-    let xs = x.clone().into_data().try_into_vec::<f32>().ok()?;
+    let xs = host_values(x.clone());
     let rows = b * s;
     let mut y = vec![0f32; rows * d_out];
     let chunk = rows.div_ceil(threads()).max(1);
@@ -405,9 +399,9 @@ fn has_avx512() -> bool {
 }
 
 /// Defines `$name(args)`: `$body` (an `#[inline(always)]` fn) compiled for AVX-512 or for
-/// AVX2 and FMA when the CPU has them, else for the baseline. The operations are the same in each
-/// (Rust does not contract or reorder float operations), so are the numbers: only the vector
-/// width differs. AVX-512 measured 1.47x (GELU) and 1.3x (softmax) faster than AVX2 per value
+/// AVX2 and FMA when the CPU has them, else for the baseline. The operations are the same in
+/// each (Rust does not contract or reorder float operations), so are the numbers: only the
+/// vector width differs. AVX-512 measured 1.47x (GELU) and 1.3x (softmax) faster than AVX2 per value
 /// on Zen 4, which runs a 512-bit operation as two 256-bit halves: the gain is in instructions.
 macro_rules! simd_dispatch {
     ($name:ident, $body:ident, $($arg:ident: $ty:ty),*) => {
@@ -651,6 +645,13 @@ mod wasm {
 mod tests {
     use super::*;
 
+    /// `n` values spread over `-half_range .. half_range`, a different sequence per `seed`.
+    fn pseudo_random(n: usize, seed: u32, half_range: f32) -> Vec<f32> {
+        (0..n as u32)
+            .map(|i| ((i.wrapping_mul(2_654_435_761) ^ seed) % 1000) as f32 / (500.0 / half_range) - half_range)
+            .collect()
+    }
+
     #[test]
     fn erf_and_gelu_match_f64_references() {
         let mut worst_erf: f64 = 0.0;
@@ -673,9 +674,7 @@ mod tests {
     #[test]
     fn linear_matches_burns_with_and_without_bias_over_uneven_row_chunks() {
         let device = Device::flex();
-        let rand = |n: usize, seed: u32| -> Vec<f32> {
-            (0..n as u32).map(|i| ((i.wrapping_mul(2_654_435_761) ^ seed) % 1000) as f32 / 500.0 - 1.0).collect()
-        };
+        let rand = |n, seed| pseudo_random(n, seed, 1.0);
         // 3 x 7 = 21 rows: the chunks of the threads (1 per thread) do not divide them evenly
         let (b, s, d_in, d_out) = (3, 7, 37, 19);
         let x = Tensor::<3>::from_data(TensorData::new(rand(b * s * d_in, 1), [b, s, d_in]), &device);
@@ -699,9 +698,7 @@ mod tests {
     fn rope_is_burns_rotation_bit_for_bit() {
         let device = Device::flex();
         let (b, s, heads, d) = (2, 5, 3, 8);
-        let rand = |n: usize, seed: u32| -> Vec<f32> {
-            (0..n as u32).map(|i| ((i.wrapping_mul(2_654_435_761) ^ seed) % 1000) as f32 / 250.0 - 2.0).collect()
-        };
+        let rand = |n, seed| pseudo_random(n, seed, 2.0);
         let (cos, sin) = (rand(s * d, 7), rand(s * d, 8));
         let x = Tensor::<4>::from_data(TensorData::new(rand(b * s * heads * d, 9), [b, s, heads, d]), &device);
         let table = |v: &[f32]| Tensor::<4>::from_data(TensorData::new(v.to_vec(), [1, s, 1, d]), &device);
@@ -724,9 +721,7 @@ mod tests {
         use crate::backbones::{burn_attention, merge_heads, repeat_kv, TokenBatch, Visibility};
         let device = Device::flex();
         let (b, heads, kv, s, d) = (3, 4, 2, 7, 8);
-        let rand = |n: usize, seed: u32| -> Vec<f32> {
-            (0..n as u32).map(|i| ((i.wrapping_mul(2_654_435_761) ^ seed) % 1000) as f32 / 250.0 - 2.0).collect()
-        };
+        let rand = |n, seed| pseudo_random(n, seed, 2.0);
         let t = |v: Vec<f32>, h| Tensor::<4>::from_data(TensorData::new(v, [b, h, s, d]), &device);
         let (q, k, v) =
             (t(rand(b * heads * s * d, 1), heads), t(rand(b * kv * s * d, 2), kv), t(rand(b * kv * s * d, 3), kv));
