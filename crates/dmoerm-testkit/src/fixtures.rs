@@ -73,7 +73,7 @@ pub struct Expected {
 }
 
 pub fn fixture_dir(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures").join(name)
+    crate::repo_root().join("tests/fixtures").join(name)
 }
 
 pub fn expected(name: &str) -> Expected {

@@ -11,3 +11,15 @@ pub mod edit;
 pub mod fixtures;
 pub mod http;
 pub mod layering;
+
+use std::path::PathBuf;
+
+/// The repository's root: `DMOERM_REPO_ROOT` when set, else the checkout this crate was
+/// compiled in. Test and bench binaries built on one machine and run on another
+/// (scripts/gpu-check.sh) find the fixtures and the default model through it.
+pub fn repo_root() -> PathBuf {
+    match std::env::var_os("DMOERM_REPO_ROOT") {
+        Some(root) => PathBuf::from(root),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.."),
+    }
+}

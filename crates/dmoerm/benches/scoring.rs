@@ -13,7 +13,6 @@
 //!   [`RewardModel::score_batch`] of the same 16 conversations (routes each).
 
 use std::hint::black_box;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
@@ -24,7 +23,7 @@ const TASK: &str = "chat";
 const K: usize = 5;
 
 fn default_model(device: Device) -> RewardModel {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/default/model.dmoerm");
+    let path = dmoerm_testkit::repo_root().join("models/default/model.dmoerm");
     RewardModel::load_on(&path, device).expect("the default model loads")
 }
 
@@ -80,8 +79,11 @@ fn scoring(c: &mut Criterion) {
     benches_on(c, "flex", Device::flex());
     let forced = std::env::var("DMOERM_BENCH_WGPU").is_ok_and(|v| v == "1");
     if forced || dmoerm::device::has_hardware_gpu() {
-        match dmoerm::device::open(DeviceChoice::Gpu) {
-            Ok(device) => benches_on(c, "wgpu", device),
+        match dmoerm::device::open_explained(DeviceChoice::Gpu) {
+            Ok((device, on)) => {
+                eprintln!("wgpu benches on {on}");
+                benches_on(c, "wgpu", device)
+            }
             Err(e) => eprintln!("wgpu benches skipped: {e}"),
         }
     } else {
