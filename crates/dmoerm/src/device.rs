@@ -151,6 +151,22 @@ pub unsafe fn quiet_vulkan_loader() {
     }
 }
 
+/// Gives the heap memory that is free now back to the kernel (glibc's `malloc_trim`).
+///
+/// Under [`keep_freed_cpu_memory`] the buffers that loading reads each tensor through stay
+/// resident after it: [`RewardModel`](crate::RewardModel) calls this once a model has loaded
+/// onto the CPU, so a loaded model's resident memory is its weights (scoring then grows the
+/// heap to its working set and keeps it). Linux with glibc only (elsewhere it does nothing).
+pub fn release_freed_cpu_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: malloc_trim only returns free heap pages to the kernel; it is thread-safe.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    }
+}
+
 /// Makes glibc keep freed memory for reuse instead of returning each large block to the kernel.
 ///
 /// flex allocates a fresh buffer for every tensor op, and glibc serves each buffer over 32 MB
