@@ -62,10 +62,15 @@ EOF
 run)
     out="${3:-$dir/out}"
     mkdir -p "$out"
-    # DIR holds bin.tar.xz as `build` wrote it, or the two executables unpacked
-    bin="$(mktemp -d)"
-    trap 'rm -rf "$bin"' EXIT
-    if [ -f "$dir/bin.tar.xz" ]; then tar -C "$bin" -xJf "$dir/bin.tar.xz"; else cp "$dir/parity" "$dir/scoring" "$bin/"; fi
+    # DIR holds bin.tar.xz as `build` wrote it (unpacked into a scratch directory), or the two
+    # executables unpacked
+    scratch="$(mktemp -d)"
+    trap 'rm -rf "$scratch"' EXIT
+    bin="$dir"
+    if [ -f "$dir/bin.tar.xz" ]; then
+        tar -C "$scratch" -xJf "$dir/bin.tar.xz"
+        bin="$scratch"
+    fi
     export DMOERM_REPO_ROOT="$root"
     # the parity tests, flex and wgpu: a missing adapter fails them (no DMOERM_SKIP_WGPU here)
     echo "== parity (flex and wgpu)" | tee "$out/parity.log"
@@ -79,7 +84,7 @@ run)
     start=$SECONDS
     # GPU_CHECK_BENCHES unquoted: it may hold several criterion arguments
     # shellcheck disable=SC2086
-    CRITERION_HOME="$bin/criterion" timeout 420 "$bin/scoring" --bench --noplot ${GPU_CHECK_BENCHES:-} 2>&1 | tee -a "$out/bench.log"
+    CRITERION_HOME="$scratch/criterion" timeout 420 "$bin/scoring" --bench --noplot ${GPU_CHECK_BENCHES:-} 2>&1 | tee -a "$out/bench.log"
     echo "benches: $((SECONDS - start)) s" | tee -a "$out/bench.log"
     grep -q "^wgpu benches on" "$out/bench.log" || { echo "gpu-check: the wgpu benches did not run" >&2; exit 1; }
     # "group/bench/param  time: [low estimate high]" -> one line each
