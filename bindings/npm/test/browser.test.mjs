@@ -3,13 +3,15 @@
 // fallback). Screenshots go to $DMOERM_TEST_OUT (default bindings/npm/test-output).
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { MODES, launch } from './chromium.mjs';
 import { serve } from '../../../scripts/serve.mjs';
-import { FIXTURES, packFixtures, expected, checkScore, root } from './fixtures.mjs';
+import { FIXTURES, packFixtures, expected, checkScore, root, dmoermBin } from './fixtures.mjs';
 
 const packed = packFixtures();
+const sortKeys = (o) => Object.fromEntries(Object.entries(o).sort(([a], [b]) => a.localeCompare(b)));
 const out = process.env.DMOERM_TEST_OUT ?? join(root, 'bindings/npm/test-output');
 mkdirSync(out, { recursive: true });
 for (const mode of Object.keys(MODES)) {
@@ -64,6 +66,30 @@ for (const mode of Object.keys(MODES)) {
         // the page is cross-origin isolated: the CPU runs the threaded build, WebGPU the other
         assert.deepEqual(res.device, [mode, mode === 'cpu' ? 2 : 1], `${name}: device, threads`);
         for (const [i, input] of exp.inputs.entries()) checkScore(assert, res.scores[i], input.expected, exp.tolerance, `${name} input ${i}`);
+      }
+    });
+
+    // an int8 or q4 bundle's projections stay quantised on WebGPU (burn's quantised matmul
+    // reads them packed): the scores are the native GPU's (lavapipe) on the same bundle
+    if (mode === 'webgpu') await t.test('int8 and q4 bundles on WebGPU score as on a native GPU', async () => {
+      const dir = dirname(packed.llama);
+      for (const [name, dtype] of [['llama', 'int8'], ['llama', 'q4'], ['bert', 'int8']]) {
+        const inputs = expected(name).inputs.map((i) => ({ messages: i.messages, response: i.response }));
+        const [bundle, jsonl, scores] = ['dmoerm', 'jsonl', 'out.jsonl'].map((ext) => join(dir, `${name}-${dtype}.${ext}`));
+        execFileSync(dmoermBin(), ['pack', '--model', join(root, 'tests/fixtures', name), '--out', bundle, '--dtype', dtype]);
+        writeFileSync(jsonl, inputs.map((i) => JSON.stringify(i)).join('\n'));
+        execFileSync(dmoermBin(), ['score', '--model', bundle, '--device', 'gpu', '--input', jsonl, '--output', scores]);
+        const want = readFileSync(scores, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
+        const got = await page.evaluate(async ({ url, inputs }) => {
+          const rm = await window.dmoerm.RewardModel.load(url, { device: 'webgpu', cache: false });
+          const scores = await rm.scoreBatch(inputs);
+          rm.dispose();
+          return scores;
+        }, { url: `/fixtures/${name}-${dtype}.dmoerm`, inputs });
+        assert.equal(got.length, inputs.length);
+        // the CLI writes the maps' keys sorted; the order is not compared here
+        const sorted = (s) => ({ ...s, capabilities: sortKeys(s.capabilities), task_probs: sortKeys(s.task_probs) });
+        for (const [i, score] of got.entries()) checkScore(assert, sorted(score), sorted(want[i]), 1e-4, `${name} ${dtype} input ${i}`);
       }
     });
 

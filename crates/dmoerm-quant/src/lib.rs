@@ -125,6 +125,16 @@ impl Int8Matrix {
         (self.rows, self.cols)
     }
 
+    /// The codes, `[rows, cols]` row-major.
+    pub fn codes(&self) -> &[i8] {
+        &self.codes
+    }
+
+    /// The scales, one per row.
+    pub fn scales(&self) -> &[f32] {
+        &self.scales
+    }
+
     /// Row `r` as f32 (an embedding lookup), or `None` past the last row.
     pub fn row(&self, r: usize) -> Option<impl Iterator<Item = f32> + '_> {
         let s = *self.scales.get(r)?;

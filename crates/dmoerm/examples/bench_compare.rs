@@ -1,10 +1,12 @@
 //! This crate's side of the side-by-side benchmark (`benches/compare/run.sh` drives it).
 //!
-//!     bench_compare SPEC.json        # times the cases of SPEC on flex, prints JSON
-//!     bench_compare --memory BUNDLE  # peak resident memory of loading + scoring, prints JSON
+//!     bench_compare SPEC.json        # times the cases of SPEC, prints JSON
+//!     bench_compare --memory BUNDLE [cpu|gpu]  # peak resident memory of loading + scoring
+//!                                              # (on the CPU, or a GPU: wgpu), prints JSON
 //!     bench_compare --pack int8|q4 DIR OUT  # packs the bundle directory DIR into OUT
 //!
-//! SPEC: `{"bundle": DIR, "warmup": 2, "runs": 10, "cases": [CASE...]}` with CASE one of
+//! SPEC: `{"bundle": DIR, "warmup": 2, "runs": 10, "cases": [CASE...]}` (and `"device": "gpu"`
+//! for wgpu; the CPU by default) with CASE one of
 //! `{"name", "kind": "score", "conversations": [..]}` (one `score_batch` call over them) or
 //! `{"name", "kind": "rank", "prompt", "candidates": [..]}` (one `rank` call).
 //! Every timed call is the whole public call: tokenizing, routing, experts, heads, aggregator.
@@ -20,6 +22,8 @@ struct Spec {
     warmup: usize,
     runs: usize,
     cases: Vec<Case>,
+    #[serde(default)]
+    device: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -49,19 +53,23 @@ type Call<'a> = Box<dyn Fn() -> dmoerm::Result<Vec<f32>> + 'a>;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
-        Some("--memory") => memory(args.get(2).ok_or("--memory needs a bundle path")?),
+        Some("--memory") => memory(
+            args.get(2).ok_or("--memory needs a bundle path")?,
+            args.get(3).map_or(Ok(DeviceChoice::Cpu), |d| d.parse())?,
+        ),
         Some("--pack") => match &args[2..] {
             [dtype, dir, out] => pack(dtype, dir, out),
             _ => Err("usage: bench_compare --pack int8|q4 DIR OUT".into()),
         },
         Some(spec) => run(&std::fs::read_to_string(spec)?),
-        None => Err("usage: bench_compare SPEC.json | --memory BUNDLE | --pack int8|q4 DIR OUT".into()),
+        None => Err("usage: bench_compare SPEC.json | --memory BUNDLE [cpu|gpu] | --pack int8|q4 DIR OUT".into()),
     }
 }
 
 fn run(spec: &str) -> Result<(), Box<dyn std::error::Error>> {
     let spec: Spec = serde_json::from_str(spec)?;
-    let model = RewardModel::load(&spec.bundle, DeviceChoice::Cpu)?;
+    let device = spec.device.as_deref().map_or(Ok(DeviceChoice::Cpu), str::parse)?;
+    let model = RewardModel::load(&spec.bundle, device)?;
     let mut results = Vec::new();
     for case in &spec.cases {
         let (name, call): (&str, Call) = match case {
@@ -145,9 +153,9 @@ fn rss() -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-fn memory(bundle: &str) -> Result<(), Box<dyn std::error::Error>> {
+fn memory(bundle: &str, device: DeviceChoice) -> Result<(), Box<dyn std::error::Error>> {
     let (before, _) = rss();
-    let model = RewardModel::load(bundle, DeviceChoice::Cpu)?;
+    let model = RewardModel::load(bundle, device)?;
     let (after_load, peak_load) = rss();
     let conv = Conversation::new(
         "Tell me about the river and the quiet town, please, in a few sentences?",
@@ -168,6 +176,7 @@ fn memory(bundle: &str) -> Result<(), Box<dyn std::error::Error>> {
             "rss_after_score": after_score, "peak_after_score": peak_score,
             "rss_after_rank16": after_rank, "peak_after_rank16": peak_rank,
             "backbone_params": model.backbone().num_params(),
+            "quantized_params": model.backbone().quantized_params(),
         })
     );
     Ok(())

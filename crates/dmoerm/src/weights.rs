@@ -401,6 +401,46 @@ impl TensorFile {
     }
 }
 
+/// Values per block of an int8 row in [`burn_quantized`] at most: burn's blocks hold at most
+/// 255 values, and an int8 row's one scale is repeated per block (4 bytes per 128 codes).
+const BURN_INT8_BLOCK: usize = 128;
+
+/// A quantised matrix `[rows, cols]` as burn's quantised tensor data, for a GPU: on wgpu,
+/// burn's matmul (cubek) reads the codes packed and scales each block as it multiplies, so the
+/// matrix stays quantised in GPU memory. The layout is burn's `PackedU32` store: along a row,
+/// the codes packed four (int8) or eight (q4, two's complement nibbles) to a little-endian
+/// `u32` word, then an f32 scale per block of a row. A q4 matrix keeps its blocks of
+/// [`Q4_BLOCK`]; an int8 row's one scale is repeated for each of its blocks of
+/// `gcd(cols, 128)` values. The values are the matrix's own, `code * scale`, exactly. `None`
+/// when an int8 row does not split into blocks of at least 16 values (the caller expands the
+/// matrix to f32).
+pub fn burn_quantized(m: &QuantMatrix) -> Option<TensorData> {
+    use burn::tensor::quantization::{QuantScheme, QuantStore, QuantValue, ScaleDtype};
+    use burn::tensor::DType;
+    let (rows, cols) = m.dims();
+    let (value, block, mut bytes, scales) = match m {
+        QuantMatrix::Int8(m) => {
+            let block = 1 << cols.trailing_zeros().min(BURN_INT8_BLOCK.trailing_zeros());
+            if block < 16 {
+                return None;
+            }
+            let scales = m.scales().iter().flat_map(|&s| std::iter::repeat_n(s, cols / block)).collect();
+            (QuantValue::Q8S, block, m.codes().iter().map(|&q| q as u8).collect::<Vec<u8>>(), scales)
+        }
+        // the bundle's byte `j` holds columns `2 j` (low nibble) and `2 j + 1` as `q + 8`, which
+        // is burn's order; `(q + 8) ^ 8` is `q` as a two's complement nibble
+        QuantMatrix::Q4(m) => {
+            (QuantValue::Q4F, Q4_BLOCK, m.codes().iter().map(|&b| b ^ 0x88).collect(), m.scales().to_vec())
+        }
+    };
+    bytes.extend(scales.iter().flat_map(|s: &f32| s.to_le_bytes()));
+    let scheme = QuantScheme::default()
+        .with_value(value)
+        .with_store(QuantStore::PackedU32(0))
+        .per_block([u8::try_from(block).ok()?], ScaleDtype::F32);
+    TensorData::try_from_bytes_vec(bytes, [rows, cols], DType::QFloat(scheme)).ok()
+}
+
 /// `path.name`, or `name` at the top.
 fn join(path: &str, name: &str) -> String {
     match (path.is_empty(), name.is_empty()) {

@@ -238,6 +238,39 @@ fn int8_and_q4_packed_bundles_store_each_matrix_quantised_and_stay_close() {
     }
 }
 
+/// On a GPU, an int8 or q4 bundle's matrices stay quantised as on the CPU (projections as
+/// burn's quantised tensors, which its matmul reads packed; embedding tables on the host), and
+/// the scores are those of the same weights expanded to f32 (the GPU computes in f32 on the
+/// dequantised values: only the order of the sums differs).
+#[test]
+fn int8_and_q4_bundles_stay_quantised_on_wgpu_and_score_as_their_expanded_weights() {
+    let Some(device) = gpu() else { return };
+    let formats = [PackDtype::Int8 { min_elements: 0 }, PackDtype::Q4 { min_elements: 0 }];
+    for (name, dtype) in ["llama", "bert"].into_iter().flat_map(|n| formats.map(|f| (n, f))) {
+        let (bytes, _) = dmoerm::pack_bytes(&fixture_dir(name), dtype).unwrap();
+        let expanded = RewardModel::from_packed_bytes(name, bytes.clone(), Device::flex().autodiff()).unwrap();
+        let on_cpu = RewardModel::from_packed_bytes(name, bytes.clone(), Device::flex()).unwrap();
+        let on_gpu = RewardModel::from_packed_bytes(name, bytes, device.clone()).unwrap();
+        let quantized = on_gpu.backbone().quantized_params();
+        assert_eq!(expanded.backbone().quantized_params(), 0, "{name} {dtype:?}: autodiff expands");
+        assert_eq!(quantized, on_cpu.backbone().quantized_params(), "{name} {dtype:?}: GPU against CPU");
+        // every matrix: all the parameters but the norms, biases and (Llama) nothing else
+        assert!(quantized * 10 > on_gpu.backbone().num_params() * 9, "{name} {dtype:?}: {quantized} quantised");
+        for input in &expected(name).inputs {
+            let want = expanded.score(&input.conversation()).unwrap();
+            let got = on_gpu.score(&input.conversation()).unwrap();
+            let close = |a: f32, b: f32| (a - b).abs() <= 1e-4 * b.abs().max(1.0);
+            assert!(close(got.reward, want.reward), "{name} {dtype:?}: reward {} vs {}", got.reward, want.reward);
+            assert_eq!(got.task, want.task, "{name} {dtype:?}");
+            for ((task, g), (_, w)) in
+                got.task_probs.iter().chain(&got.capabilities).zip(want.task_probs.iter().chain(&want.capabilities))
+            {
+                assert!(close(*g, *w), "{name} {dtype:?}: {task} {g} vs {w}");
+            }
+        }
+    }
+}
+
 #[test]
 fn f16_packed_bundle_stays_close() {
     let (bytes, _) = dmoerm::pack_bytes(&fixture_dir("llama"), PackDtype::F16).unwrap();

@@ -14,7 +14,7 @@
 use std::ops::Range;
 
 use burn::tensor::activation::gelu_approximate;
-use burn::tensor::{Device, Int, Tensor};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::Deserialize;
 
 use super::{attend, LayerNorm, Projection, Table, TokenBatch, Visibility};
@@ -244,11 +244,15 @@ impl Bert {
     pub fn embed(&self, batch: &TokenBatch) -> Tensor<3> {
         let device = batch.ids.device();
         let [b, seq] = batch.dims();
-        let positions = Tensor::<1, Int>::arange(0..seq as i64, &device).reshape([1, seq]);
-        let types = batch.type_ids.clone().unwrap_or_else(|| Tensor::<2, Int>::zeros([b, seq], &device));
-        let x = self.word_embeddings.lookup(batch.ids.clone())
-            + self.position_embeddings.lookup(positions)
-            + self.token_type_embeddings.lookup(types);
+        let host_positions: Vec<i64> = (0..seq as i64).collect();
+        let positions = Tensor::<2, Int>::from_data(TensorData::new(host_positions.clone(), [1, seq]), &device);
+        let types = match (&batch.type_ids, batch.host_type_ids()) {
+            (Some(types), Some(host)) => self.token_type_embeddings.lookup(types, host),
+            _ => self.token_type_embeddings.lookup(&Tensor::zeros([b, seq], &device), &vec![0; b * seq]),
+        };
+        let x = self.word_embeddings.lookup(&batch.ids, batch.host_ids())
+            + self.position_embeddings.lookup(&positions, &host_positions)
+            + types;
         self.embeddings_norm.forward(x)
     }
 
@@ -313,6 +317,14 @@ impl Bert {
             + self.position_embeddings.num_params()
             + self.token_type_embeddings.num_params()
             + 2 * h
+            + layers
+    }
+
+    pub(crate) fn quantized_params(&self) -> usize {
+        let layers: usize = self.layers.iter().flat_map(Layer::projections).map(Projection::quantized_params).sum();
+        let tables = [&self.word_embeddings, &self.position_embeddings, &self.token_type_embeddings];
+        self.pooler.as_ref().map_or(0, Projection::quantized_params)
+            + tables.iter().map(|t| t.quantized_params()).sum::<usize>()
             + layers
     }
 }

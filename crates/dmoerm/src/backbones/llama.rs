@@ -370,7 +370,7 @@ impl Llama {
 
     /// Token embeddings, `[B, S, hidden]`.
     pub fn embed(&self, batch: &TokenBatch) -> Tensor<3> {
-        self.embed_tokens.lookup(batch.ids.clone())
+        self.embed_tokens.lookup(&batch.ids, batch.host_ids())
     }
 
     /// Runs the decoder layers `range` on the hidden states `h` (`[B, S, hidden]`).
@@ -474,6 +474,12 @@ impl Llama {
         let projections: usize =
             self.layers.iter().flat_map(DecoderLayer::projections).map(Projection::num_params).sum();
         self.embed_tokens.num_params() + norms + projections
+    }
+
+    pub(crate) fn quantized_params(&self) -> usize {
+        let projections: usize =
+            self.layers.iter().flat_map(DecoderLayer::projections).map(Projection::quantized_params).sum();
+        self.embed_tokens.quantized_params() + projections
     }
 }
 

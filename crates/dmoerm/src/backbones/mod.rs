@@ -31,6 +31,10 @@ pub struct TokenBatch {
     pub ids: Tensor<2, Int>,
     /// `[B, S]` token type ids (segments of text pairs), or `None`: all 0.
     pub type_ids: Option<Tensor<2, Int>>,
+    /// `ids` and `type_ids` on the host: a quantised embedding table reads its rows there,
+    /// without reading the ids back from a GPU.
+    host_ids: Arc<[i64]>,
+    host_type_ids: Option<Arc<[i64]>>,
     /// Number of real tokens of each row.
     pub lengths: Vec<usize>,
     /// Per row, the last position whose id is not the pad id (0 when there is none): where
@@ -42,17 +46,26 @@ impl TokenBatch {
     /// Pads `rows` on the right to the longest row.
     pub fn new(rows: &[Vec<u32>], pad_id: u32, device: &Device) -> Self {
         let seq = rows.iter().map(Vec::len).max().unwrap_or(0).max(1);
-        let ids = Tensor::from_data(TensorData::new(pad(rows, pad_id, seq), [rows.len(), seq]), device);
+        let host_ids: Arc<[i64]> = pad(rows, pad_id, seq).into();
+        let ids = Tensor::from_data(TensorData::new(host_ids.to_vec(), [rows.len(), seq]), device);
         let last_non_pad = rows.iter().map(|r| r.iter().rposition(|&t| t != pad_id).unwrap_or(0)).collect();
-        Self { ids, type_ids: None, lengths: rows.iter().map(Vec::len).collect(), last_non_pad }
+        Self {
+            ids,
+            type_ids: None,
+            host_ids,
+            host_type_ids: None,
+            lengths: rows.iter().map(Vec::len).collect(),
+            last_non_pad,
+        }
     }
 
     /// With the token type ids of each row (padded with 0); rows without any stay all 0.
     pub fn with_type_ids(mut self, types: &[Vec<u32>]) -> Self {
         if types.iter().any(|t| !t.is_empty()) {
             let [b, seq] = self.dims();
-            let types = Tensor::from_data(TensorData::new(pad(types, 0, seq), [b, seq]), &self.ids.device());
-            self.type_ids = Some(types);
+            let host: Arc<[i64]> = pad(types, 0, seq).into();
+            self.type_ids = Some(Tensor::from_data(TensorData::new(host.to_vec(), [b, seq]), &self.ids.device()));
+            self.host_type_ids = Some(host);
         }
         self
     }
@@ -62,12 +75,25 @@ impl TokenBatch {
         self.ids.dims()
     }
 
+    /// `ids` on the host, row-major.
+    pub fn host_ids(&self) -> &[i64] {
+        &self.host_ids
+    }
+
+    /// `type_ids` on the host, row-major (`None` with `type_ids`).
+    pub fn host_type_ids(&self) -> Option<&[i64]> {
+        self.host_type_ids.as_deref()
+    }
+
     /// Repeats every row `times` times, block after block (`[x; times]` expert-major).
     pub fn repeat(&self, times: usize) -> Self {
         let blocks = |v: &[usize]| (0..times).flat_map(|_| v.iter().copied()).collect();
+        let host = |v: &[i64]| -> Arc<[i64]> { (0..times).flat_map(|_| v.iter().copied()).collect() };
         Self {
             ids: self.ids.clone().repeat_dim(0, times),
             type_ids: self.type_ids.clone().map(|t| t.repeat_dim(0, times)),
+            host_ids: host(&self.host_ids),
+            host_type_ids: self.host_type_ids.as_deref().map(host),
             lengths: blocks(&self.lengths),
             last_non_pad: blocks(&self.last_non_pad),
         }
@@ -145,13 +171,15 @@ pub struct Projection {
     weight: Weight,
 }
 
-/// A projection's weight and bias: f32 for burn's matmul (`weight` `[in, out]`, the transpose
-/// of PyTorch's), or, from an int8 or q4 bundle on a CPU with the int8 kernel, quantised
-/// ([`Int8Linear`], `[out, in]`, with the bias).
+/// A projection's weight and bias: for burn's matmul (`weight` `[in, out]`, the transpose of
+/// PyTorch's), f32, or, from an int8 or q4 bundle on a GPU, burn's quantised tensor (its codes
+/// and block scales, which the matmul reads packed: [`crate::weights::burn_quantized`]); or,
+/// from such a bundle on a CPU with the int8 kernel, quantised for that kernel ([`Int8Linear`],
+/// `[out, in]`, with the bias).
 #[derive(Debug, Clone)]
 #[allow(clippy::large_enum_variant)] // one per module, never moved in bulk
 enum Weight {
-    F32 {
+    Burn {
         weight: Tensor<2>,
         bias: Option<Tensor<1>>,
     },
@@ -168,13 +196,21 @@ enum Weight {
 
 impl Projection {
     /// Loads the linear module at `w`: `weight` `[out, in]`, and `bias` `[out]` when `bias`.
-    /// Its path is `w`'s canonical path. A quantised weight (int8, q4) stays so on the CPU
-    /// (flex, not autodiff) where it has the int8 kernel ([`Int8Linear::available`]);
-    /// elsewhere it is expanded to f32.
+    /// Its path is `w`'s canonical path. A quantised weight (int8, q4) stays so for inference
+    /// ([`quantized_projections_stay`]): on the CPU (flex) where it has the int8 kernel
+    /// ([`Int8Linear::available`]), and on a GPU as burn's quantised tensor where its rows split
+    /// into burn's blocks; elsewhere it is expanded to f32.
     pub fn load(w: &Scope, dims: (usize, usize), bias: bool, device: &Device) -> Result<Self> {
         let (d_in, d_out) = dims;
         let path = w.path().to_string();
-        if quantized_projections_stay(device) {
+        if quantized_on_gpu(device) {
+            if let Some(data) = w.quantized(d_out, d_in)?.as_ref().and_then(crate::weights::burn_quantized) {
+                let weight = Tensor::<2>::from_data(data, device).transpose();
+                let bias = if bias { Some(w.tensor(keys::BIAS, [d_out], device)?) } else { None };
+                return Ok(Self { path, weight: Weight::Burn { weight, bias } });
+            }
+        }
+        if quantized_resident(device) && Int8Linear::available() {
             if let Some(weight) = w.quantized(d_out, d_in)? {
                 let bias = if bias { Some(w.read_f32(keys::BIAS, Some(&[d_out]))?.0) } else { None };
                 let linear = Int8Linear::new(&weight, bias.as_deref()).ok_or_else(|| Error::Shape {
@@ -194,13 +230,13 @@ impl Projection {
         }
         let weight = w.linear_weight(d_in, d_out, device)?;
         let bias = if bias { Some(w.tensor(keys::BIAS, [d_out], device)?) } else { None };
-        Ok(Self { path, weight: Weight::F32 { weight, bias } })
+        Ok(Self { path, weight: Weight::Burn { weight, bias } })
     }
 
     /// `(in, out)`
     pub fn dims(&self) -> (usize, usize) {
         match &self.weight {
-            Weight::F32 { weight, .. } => {
+            Weight::Burn { weight, .. } => {
                 let [i, o] = weight.dims();
                 (i, o)
             }
@@ -218,7 +254,7 @@ impl Projection {
     pub fn forward(&self, x: Tensor<3>, lora: Option<&AdapterGroup>) -> Tensor<3> {
         let delta = lora.and_then(|l| l.delta(&self.path, x.clone()));
         let y = match &self.weight {
-            Weight::F32 { weight, bias } => burn::tensor::module::linear(x, weight.clone(), bias.clone()),
+            Weight::Burn { weight, bias } => burn::tensor::module::linear(x, weight.clone(), bias.clone()),
             #[cfg(all(target_family = "wasm", target_feature = "atomics"))]
             Weight::Host { weight, d_in, bias } => {
                 let d_out = weight.len() / d_in;
@@ -320,20 +356,35 @@ impl Projection {
 
     pub(crate) fn num_params(&self) -> usize {
         match &self.weight {
-            Weight::F32 { weight, bias } => count(weight) + bias.as_ref().map_or(0, count),
+            Weight::Burn { weight, bias } => count(weight) + bias.as_ref().map_or(0, count),
             #[cfg(all(target_family = "wasm", target_feature = "atomics"))]
             Weight::Host { weight, bias, .. } => weight.len() + bias.as_ref().map_or(0, |b| b.len()),
             Weight::Int8(weight) => weight.num_params(),
         }
     }
+
+    /// How many of the weights (not the bias) are held as int8 or 4-bit codes on the device.
+    pub(crate) fn quantized_params(&self) -> usize {
+        match &self.weight {
+            Weight::Burn { weight, .. } if matches!(weight.dtype(), burn::tensor::DType::QFloat(_)) => count(weight),
+            Weight::Int8(weight) => weight.dims().0 * weight.dims().1,
+            _ => 0,
+        }
+    }
 }
 
-/// Whether a bundle's quantised projections (int8, q4) stay quantised on `device`: on the CPU
-/// backend, for inference, where the CPU has an int8 kernel ([`Int8Linear::available`]);
-/// elsewhere they are expanded to f32 when they load. (Embedding tables stay quantised on the
-/// CPU backend whatever the kernel.)
+/// Whether a bundle's quantised projections (int8, q4) stay quantised on `device`, for
+/// inference: on the CPU backend where the CPU has an int8 kernel ([`Int8Linear::available`]),
+/// and on a GPU (burn's quantised matmul; a projection whose int8 rows do not split into
+/// blocks of 16 is the exception). Elsewhere (training's autodiff) they are expanded to f32
+/// when they load. (Embedding tables stay quantised on the CPU backend whatever the kernel.)
 pub fn quantized_projections_stay(device: &Device) -> bool {
-    quantized_resident(device) && Int8Linear::available()
+    (quantized_resident(device) && Int8Linear::available()) || quantized_on_gpu(device)
+}
+
+/// Whether `device` is a GPU for inference (wgpu, not autodiff).
+fn quantized_on_gpu(device: &Device) -> bool {
+    *device != Device::flex() && !device.is_autodiff()
 }
 
 /// Whether quantised weights stay quantised on `device`: on the CPU backend, for inference
@@ -353,9 +404,9 @@ fn on_host(x: Tensor<3>, out: usize, f: impl FnOnce(&[f32]) -> Vec<f32>) -> Tens
     Tensor::from_data(TensorData::new(f(&crate::kernels::host_values(x)), [b, s, out]), &device)
 }
 
-/// An embedding table `[rows, dim]`: f32, or, from an int8 or q4 bundle on the CPU (flex,
-/// inference; every CPU, wasm included), the rows as packed; a lookup expands only the rows it
-/// reads.
+/// An embedding table `[rows, dim]`: f32 on the device, or, from an int8 or q4 bundle for
+/// inference (on the CPU, and on a GPU, where the rows a lookup reads are sent to it), the
+/// rows as packed on the host; a lookup expands only the rows it reads.
 #[derive(Debug, Clone)]
 #[allow(clippy::large_enum_variant)] // one per table, never moved in bulk
 pub enum Table {
@@ -366,7 +417,7 @@ pub enum Table {
 impl Table {
     /// The module at `w`'s `weight`, `[rows, dim]`.
     pub fn load(w: &Scope, rows: usize, dim: usize, device: &Device) -> Result<Self> {
-        if quantized_resident(device) {
+        if quantized_resident(device) || quantized_on_gpu(device) {
             if let Some(m) = w.quantized(rows, dim)? {
                 return Ok(Table::Quantized(Arc::new(m)));
             }
@@ -374,24 +425,24 @@ impl Table {
         Ok(Table::F32(w.tensor(keys::WEIGHT, [rows, dim], device)?))
     }
 
-    /// The rows of `ids`; an id past the table gives NaN (its score is then an error).
+    /// The rows of `ids` (on the device, and `host`, the same ids on the host, row-major); an
+    /// id past the table gives NaN (its score is then an error).
     ///
     /// # Shapes
     /// - ids: `[B, S]`, output: `[B, S, dim]`
-    pub fn lookup(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+    pub fn lookup(&self, ids: &Tensor<2, Int>, host: &[i64]) -> Tensor<3> {
         match self {
-            Table::F32(t) => burn::tensor::module::embedding(t.clone(), ids),
+            Table::F32(t) => burn::tensor::module::embedding(t.clone(), ids.clone()),
             Table::Quantized(m) => {
                 let [b, s] = ids.dims();
-                let device = ids.device();
                 let dim = m.dims().1;
                 let mut out = Vec::with_capacity(b * s * dim);
-                for id in ids.into_data().iter::<i64>() {
+                for &id in host {
                     if !usize::try_from(id).is_ok_and(|r| m.push_row(r, &mut out)) {
                         out.extend(std::iter::repeat_n(f32::NAN, dim));
                     }
                 }
-                Tensor::from_data(TensorData::new(out, [b, s, dim]), &device)
+                Tensor::from_data(TensorData::new(out, [b, s, dim]), &ids.device())
             }
         }
     }
@@ -400,6 +451,13 @@ impl Table {
         match self {
             Table::F32(t) => count(t),
             Table::Quantized(m) => m.dims().0 * m.dims().1,
+        }
+    }
+
+    pub(crate) fn quantized_params(&self) -> usize {
+        match self {
+            Table::F32(_) => 0,
+            Table::Quantized(_) => self.num_params(),
         }
     }
 }
@@ -627,6 +685,15 @@ impl Backbone {
         match self {
             Backbone::Llama(m) => m.num_params(),
             Backbone::Bert(m) => m.num_params(),
+        }
+    }
+
+    /// How many of [`num_params`](Self::num_params) are held as int8 or 4-bit codes on this
+    /// model's device (a packed int8 or q4 bundle's matrices, for inference; 0 otherwise).
+    pub fn quantized_params(&self) -> usize {
+        match self {
+            Backbone::Llama(m) => m.quantized_params(),
+            Backbone::Bert(m) => m.quantized_params(),
         }
     }
 }
