@@ -141,6 +141,11 @@ fn pack(dtype: &str, dir: &str, out: &str) -> Result<(), Box<dyn std::error::Err
 
 /// Resident set size and its peak so far, in bytes (Linux `/proc/self/status`).
 fn rss() -> (u64, u64) {
+    (status("VmRSS:"), status("VmHWM:"))
+}
+
+/// A field of `/proc/self/status` given in kB, in bytes (0 where there is none).
+fn status(key: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let field = |key: &str| {
         status
@@ -150,11 +155,12 @@ fn rss() -> (u64, u64) {
             .and_then(|v| v.parse::<u64>().ok())
             .map_or(0, |kb| kb * 1024)
     };
-    (field("VmRSS:"), field("VmHWM:"))
+    field(key)
 }
 
 fn memory(bundle: &str, device: DeviceChoice) -> Result<(), Box<dyn std::error::Error>> {
     let (before, _) = rss();
+    let file_before = status("RssFile:");
     let model = RewardModel::load(bundle, device)?;
     let (after_load, peak_load) = rss();
     let conv = Conversation::new(
@@ -175,6 +181,8 @@ fn memory(bundle: &str, device: DeviceChoice) -> Result<(), Box<dyn std::error::
             "rss_before_load": before, "rss_after_load": after_load, "peak_after_load": peak_load,
             "rss_after_score": after_score, "peak_after_score": peak_score,
             "rss_after_rank16": after_rank, "peak_after_rank16": peak_rank,
+            // file-backed pages (the program's code as it runs for the first time, mapped files)
+            "rss_file_before_load": file_before, "rss_file_after_rank16": status("RssFile:"),
             "backbone_params": model.backbone().num_params(),
             "quantized_params": model.backbone().quantized_params(),
         })

@@ -7,7 +7,9 @@
 //! ```
 //!
 //! stored as PyTorch's `nn.Sequential(Linear, PReLU, Linear)` state dict (key names in
-//! [`crate::bundle::keys::aggregator`]). An ensemble of reward models has no MLP: [`Combine`]
+//! [`crate::bundle::keys::aggregator`]). From an int8 or q4 bundle, on the CPU, for
+//! inference, the first layer (`k * H * H` weights, most of the MLP) stays packed and is
+//! expanded for each pass ([`PackedLinear`]). An ensemble of reward models has no MLP: [`Combine`]
 //! merges its members' scores.
 
 use burn::config::Config;
@@ -21,7 +23,7 @@ use crate::bundle::keys::{
     aggregator::{ACT, FC1, FC2},
 };
 use crate::error::{Error, Result};
-use crate::weights::{load_linear, param, save_linear, Scope, WriteScope};
+use crate::weights::{load_linear, load_linear_or_packed, param, save_linear, PackedLinear, Scope, WriteScope};
 
 /// The aggregator's sizes.
 #[derive(Config, Debug)]
@@ -38,9 +40,10 @@ impl AggregatorConfig {
     pub fn init(&self, device: &Device) -> Aggregator {
         let (k, h) = (self.experts, self.hidden);
         Aggregator {
-            fc1: LinearConfig::new(k * h, h).init(device),
+            fc1: Some(LinearConfig::new(k * h, h).init(device)),
             act: PReluConfig::new().init(device),
             fc2: LinearConfig::new(h, 1).init(device),
+            fc1_packed: None,
         }
     }
 
@@ -48,7 +51,7 @@ impl AggregatorConfig {
     /// (`Linear(H, 1)`).
     pub fn load(&self, w: &Scope, device: &Device) -> Result<Aggregator> {
         let (k, h) = (self.experts, self.hidden);
-        let fc1 = load_linear(&w.at(FC1), k * h, h, device)?;
+        let fc1 = load_linear_or_packed(&w.at(FC1), k * h, h, device)?;
         let act = w.at(ACT);
         let (slopes, shape) = act.read_f32(keys::WEIGHT, None)?;
         if !(shape == [1] || shape == [h]) {
@@ -58,28 +61,57 @@ impl AggregatorConfig {
         let n = slopes.len();
         let slope = Tensor::from_data(TensorData::new(slopes, [n]), device);
         let fc2 = load_linear(&w.at(FC2), h, 1, device)?;
-        Ok(Aggregator::new(fc1, slope, fc2))
+        Ok(Aggregator::with_first_layer(fc1, slope, fc2))
     }
 }
 
 /// A task's aggregator MLP.
 #[derive(Module, Debug)]
 pub struct Aggregator {
-    fc1: Linear,
+    /// `Linear(k*H, H)`; `None` where `fc1_packed` holds it.
+    fc1: Option<Linear>,
     act: PRelu,
     fc2: Linear,
+    /// `fc1` kept packed (an int8 or q4 bundle on the CPU, for inference; never trained).
+    #[module(skip)]
+    fc1_packed: Option<PackedLinear>,
 }
 
 impl Aggregator {
     /// From its layers: `fc1` `Linear(k*H, H)`, PReLU `slope` `[1]` or `[H]`, `fc2` `Linear(H, 1)`.
     pub fn new(fc1: Linear, slope: Tensor<1>, fc2: Linear) -> Self {
-        let alpha_value = 0.25; // PReluConfig's default; only its init uses it
-        Self { fc1, act: PRelu { alpha: param(slope), alpha_value }, fc2 }
+        Self::with_first_layer(Ok(fc1), slope, fc2)
     }
 
-    /// Adds the MLP at `out` in PyTorch's `nn.Sequential` layout.
+    /// [`new`](Self::new), with the first layer as burn's `Linear` or kept packed.
+    fn with_first_layer(fc1: std::result::Result<Linear, PackedLinear>, slope: Tensor<1>, fc2: Linear) -> Self {
+        let alpha_value = 0.25; // PReluConfig's default; only its init uses it
+        let act = PRelu { alpha: param(slope), alpha_value };
+        match fc1 {
+            Ok(fc1) => Self { fc1: Some(fc1), act, fc2, fc1_packed: None },
+            Err(packed) => Self { fc1: None, act, fc2, fc1_packed: Some(packed) },
+        }
+    }
+
+    /// The first layer, as built by [`with_first_layer`](Self::with_first_layer).
+    fn first_layer(&self) -> std::result::Result<&Linear, &PackedLinear> {
+        match (&self.fc1, &self.fc1_packed) {
+            (Some(fc1), _) => Ok(fc1),
+            (None, Some(packed)) => Err(packed),
+            (None, None) => unreachable!("an aggregator is built with its first layer, as a Linear or packed"),
+        }
+    }
+
+    /// Adds the MLP at `out` in PyTorch's `nn.Sequential` layout (a packed first layer as the
+    /// f32 it stands for).
     pub fn save(&self, out: &mut WriteScope) -> Result<()> {
-        save_linear(&self.fc1, &mut out.at(FC1))?;
+        match self.first_layer() {
+            Ok(fc1) => save_linear(fc1, &mut out.at(FC1))?,
+            Err(packed) => {
+                let fc1 = crate::weights::linear(packed.expanded_weight(&self.fc2.weight.device()), packed.bias());
+                save_linear(&fc1, &mut out.at(FC1))?
+            }
+        }
         out.at(ACT).insert_tensor(keys::WEIGHT, self.act.alpha.val())?;
         save_linear(&self.fc2, &mut out.at(FC2))
     }
@@ -90,7 +122,11 @@ impl Aggregator {
         let [k, n, h] = pooled.dims();
         // concat over experts in manifest order: row j = [h_0(j), h_1(j), ..., h_{k-1}(j)]
         let x = pooled.swap_dims(0, 1).reshape([n, k * h]);
-        self.fc2.forward(self.act.forward(self.fc1.forward(x))).reshape([n])
+        let hidden = match self.first_layer() {
+            Ok(fc1) => fc1.forward(x),
+            Err(packed) => packed.forward(x),
+        };
+        self.fc2.forward(self.act.forward(hidden)).reshape([n])
     }
 }
 

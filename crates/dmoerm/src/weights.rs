@@ -623,6 +623,60 @@ pub fn load_linear(w: &Scope, d_in: usize, d_out: usize, device: &Device) -> Res
     Ok(linear(weight, bias))
 }
 
+/// A linear layer `y = x W^T + b` whose weight stays as a packed bundle stores it (int8, q4)
+/// and is expanded to f32 for each product: the same numbers as the expanded weight, in a
+/// quarter (an eighth) of its resident bytes. For a large layer that runs once a call (a
+/// task's aggregator), on the CPU, for inference.
+#[derive(Debug, Clone)]
+pub struct PackedLinear {
+    /// `[out, in]`
+    weight: Arc<QuantMatrix>,
+    bias: Option<Tensor<1>>,
+}
+
+impl PackedLinear {
+    /// `(in, out)`
+    pub fn dims(&self) -> (usize, usize) {
+        let (out, inp) = self.weight.dims();
+        (inp, out)
+    }
+
+    /// The weight as the f32 it stands for, `[in, out]` (burn's layout; a transposed view).
+    pub fn expanded_weight(&self, device: &Device) -> Tensor<2> {
+        let (out, inp) = self.weight.dims();
+        Tensor::<2>::from_data(TensorData::new(self.weight.to_f32(), [out, inp]), device).transpose()
+    }
+
+    pub fn bias(&self) -> Option<Tensor<1>> {
+        self.bias.clone()
+    }
+
+    /// # Shapes
+    /// - x: `[n, in]`, output: `[n, out]`
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let weight = self.expanded_weight(&x.device());
+        burn::tensor::module::linear(x, weight, self.bias.clone())
+    }
+}
+
+/// [`load_linear`], except that on the CPU, for inference, a weight the file stores quantised
+/// stays so ([`PackedLinear`]).
+pub fn load_linear_or_packed(
+    w: &Scope,
+    d_in: usize,
+    d_out: usize,
+    device: &Device,
+) -> Result<std::result::Result<Linear, PackedLinear>> {
+    if *device == Device::flex() && !device.is_autodiff() {
+        if let Some(weight) = w.quantized(d_out, d_in)? {
+            let bias = crate::bundle::keys::BIAS;
+            let bias = if w.contains(bias) { Some(w.tensor(bias, [d_out], device)?) } else { None };
+            return Ok(Err(PackedLinear { weight: Arc::new(weight), bias }));
+        }
+    }
+    load_linear(w, d_in, d_out, device).map(Ok)
+}
+
 /// A [`Linear`] from its tensors: `weight` `[in, out]`, `bias` `[out]`.
 pub fn linear(weight: Tensor<2>, bias: Option<Tensor<1>>) -> Linear {
     Linear { weight: param(weight), bias: bias.map(param) }
@@ -679,6 +733,33 @@ pub fn is_float(dtype: Dtype) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A packed layer computes what burn's `Linear` computes on its weight expanded to f32.
+    #[test]
+    fn a_packed_linear_computes_as_its_expanded_weight() {
+        let device = Device::flex();
+        let (n, d_in, d_out) = (3, 128, 48);
+        let values = |len: usize, seed: u32| -> Vec<f32> {
+            (0..len as u32).map(|i| ((i.wrapping_mul(2_654_435_761) ^ seed) % 1000) as f32 / 500.0 - 1.0).collect()
+        };
+        let (codes, scales) = quantize_rows(&values(d_out * d_in, 7), d_out);
+        let int8 = QuantMatrix::Int8(Int8Matrix::new(d_out, d_in, codes, scales).unwrap());
+        let q4 = QuantMatrix::Q4(Q4Matrix::quantize(&values(d_out * d_in, 9), d_out).unwrap());
+        let x = Tensor::<2>::from_data(TensorData::new(values(n * d_in, 3), [n, d_in]), &device);
+        let bias = Tensor::<1>::from_data(TensorData::new(values(d_out, 5), [d_out]), &device);
+        for weight in [int8, q4] {
+            let expanded = transpose(&weight.to_f32(), d_out, d_in);
+            let reference =
+                linear(Tensor::from_data(TensorData::new(expanded, [d_in, d_out]), &device), Some(bias.clone()));
+            let want: Vec<f32> = reference.forward(x.clone()).into_data().try_into_vec().unwrap();
+            let packed = PackedLinear { weight: Arc::new(weight), bias: Some(bias.clone()) };
+            assert_eq!(packed.dims(), (d_in, d_out));
+            let got: Vec<f32> = packed.forward(x.clone()).into_data().try_into_vec().unwrap();
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - w).abs() <= 1e-5 * w.abs().max(1.0), "{g} vs {w}");
+            }
+        }
+    }
 
     #[test]
     fn scopes_nest_names_as_pytorch_state_dicts_do() {
