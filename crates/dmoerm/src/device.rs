@@ -151,6 +151,13 @@ pub unsafe fn quiet_vulkan_loader() {
     }
 }
 
+/// Whether `device` is the CPU backend for inference, where quantised weights stay quantised
+/// on the host (the kernels of [`crate::quant`]; autodiff gets f32).
+pub(crate) fn quantized_resident(device: &burn::tensor::Device) -> bool {
+    // an autodiff device compares equal to the device it wraps
+    *device == burn::tensor::Device::flex() && !device.is_autodiff()
+}
+
 /// Gives the heap memory that is free now back to the kernel (glibc's `malloc_trim`).
 ///
 /// Under [`keep_freed_cpu_memory`] the buffers that loading reads each tensor through stay

@@ -618,9 +618,13 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
 /// has it, `bias` `[out]`, as a burn [`Linear`] (`weight` `[in, out]`).
 pub fn load_linear(w: &Scope, d_in: usize, d_out: usize, device: &Device) -> Result<Linear> {
     let weight = w.linear_weight(d_in, d_out, device)?;
+    Ok(linear(weight, optional_bias(w, d_out, device)?))
+}
+
+/// The `bias` `[d_out]` at `w`, when the file has one.
+fn optional_bias(w: &Scope, d_out: usize, device: &Device) -> Result<Option<Tensor<1>>> {
     let bias = crate::bundle::keys::BIAS;
-    let bias = if w.contains(bias) { Some(w.tensor(bias, [d_out], device)?) } else { None };
-    Ok(linear(weight, bias))
+    w.contains(bias).then(|| w.tensor(bias, [d_out], device)).transpose()
 }
 
 /// A linear layer `y = x W^T + b` whose weight stays as a packed bundle stores it (int8, q4)
@@ -667,11 +671,9 @@ pub fn load_linear_or_packed(
     d_out: usize,
     device: &Device,
 ) -> Result<std::result::Result<Linear, PackedLinear>> {
-    if *device == Device::flex() && !device.is_autodiff() {
+    if crate::device::quantized_resident(device) {
         if let Some(weight) = w.quantized(d_out, d_in)? {
-            let bias = crate::bundle::keys::BIAS;
-            let bias = if w.contains(bias) { Some(w.tensor(bias, [d_out], device)?) } else { None };
-            return Ok(Err(PackedLinear { weight: Arc::new(weight), bias }));
+            return Ok(Err(PackedLinear { weight: Arc::new(weight), bias: optional_bias(w, d_out, device)? }));
         }
     }
     load_linear(w, d_in, d_out, device).map(Ok)

@@ -18,6 +18,7 @@ use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use serde::Deserialize;
 
 use crate::bundle::keys;
+use crate::device::quantized_resident;
 use crate::error::{Error, Result};
 use crate::lora::{AdapterGroup, Projections};
 use crate::pooling::Pooling;
@@ -203,13 +204,6 @@ impl Projection {
     pub fn load(w: &Scope, dims: (usize, usize), bias: bool, device: &Device) -> Result<Self> {
         let (d_in, d_out) = dims;
         let path = w.path().to_string();
-        if quantized_on_gpu(device) {
-            if let Some(data) = w.quantized(d_out, d_in)?.as_ref().and_then(crate::weights::burn_quantized) {
-                let weight = Tensor::<2>::from_data(data, device).transpose();
-                let bias = if bias { Some(w.tensor(keys::BIAS, [d_out], device)?) } else { None };
-                return Ok(Self { path, weight: Weight::Burn { weight, bias } });
-            }
-        }
         if quantized_resident(device) && Int8Linear::available() {
             if let Some(weight) = w.quantized(d_out, d_in)? {
                 let bias = if bias { Some(w.read_f32(keys::BIAS, Some(&[d_out]))?.0) } else { None };
@@ -228,7 +222,15 @@ impl Projection {
             let bias = if bias { Some(w.read_f32(keys::BIAS, Some(&[d_out]))?.0.into()) } else { None };
             return Ok(Self { path, weight: Weight::Host { weight: weight.into(), d_in, bias } });
         }
-        let weight = w.linear_weight(d_in, d_out, device)?;
+        // on a GPU, burn's quantised tensor where the rows split into its blocks; else f32
+        let quantized = match quantized_on_gpu(device) {
+            true => w.quantized(d_out, d_in)?.as_ref().and_then(crate::weights::burn_quantized),
+            false => None,
+        };
+        let weight = match quantized {
+            Some(data) => Tensor::<2>::from_data(data, device).transpose(),
+            None => w.linear_weight(d_in, d_out, device)?,
+        };
         let bias = if bias { Some(w.tensor(keys::BIAS, [d_out], device)?) } else { None };
         Ok(Self { path, weight: Weight::Burn { weight, bias } })
     }
@@ -385,13 +387,6 @@ pub fn quantized_projections_stay(device: &Device) -> bool {
 /// Whether `device` is a GPU for inference (wgpu, not autodiff).
 fn quantized_on_gpu(device: &Device) -> bool {
     *device != Device::flex() && !device.is_autodiff()
-}
-
-/// Whether quantised weights stay quantised on `device`: on the CPU backend, for inference
-/// (the host kernels of [`crate::quant`]; autodiff and wgpu get f32).
-fn quantized_resident(device: &Device) -> bool {
-    // an autodiff device compares equal to the device it wraps
-    *device == Device::flex() && !device.is_autodiff()
 }
 
 /// `f` of `x`'s values on the host (the int8 kernels), as `[B, S, out]` on `x`'s device.
