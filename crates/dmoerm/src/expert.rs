@@ -180,17 +180,25 @@ impl ExpertGroup {
 
     /// The pooled state each expert gives each row of `batch`: one pass of `k x n` rows.
     ///
+    /// The layers below the first one an adapter changes compute the same states for every
+    /// expert (the default model adapts the top 2 of 6), so they run once on the `n` rows,
+    /// whose states are then repeated for the `k` experts: the same numbers as `k x n` rows
+    /// through every layer.
+    ///
     /// # Shapes
     /// - batch: `[n, S]` token ids, output: `[k, n, H]` (expert-major)
     pub fn pooled(&self, backbone: &Backbone, batch: &TokenBatch, pooling: Pooling) -> Tensor<3> {
         let (k, n, h) = (self.experts(), batch.lengths.len(), backbone.hidden_size());
-        if self.adapter.is_none() {
+        let Some(adapter) = &self.adapter else {
             // bare experts (the labels of one head) all read the same states: one pass
             return backbone.pooled(batch, None, pooling).unsqueeze::<3>().expand([k, n, h]);
-        }
+        };
+        let shared = backbone.first_adapted_layer(adapter);
         // expert-major: rows e*n .. (e+1)*n run expert e
+        let hidden = backbone.hidden_at(batch, shared, None).repeat_dim(0, k);
         let batch = batch.repeat(k);
-        backbone.pooled(&batch, self.adapter.as_ref(), pooling).reshape([k, n, h])
+        let states = backbone.forward_from(hidden, &batch, shared, Some(adapter));
+        backbone.pool(states, &batch, pooling).reshape([k, n, h])
     }
 
     /// Each expert's capability score.

@@ -424,3 +424,40 @@ fn block_on<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
     burn::tensor::try_read_sync(f)
         .unwrap_or_else(|| Err(Error::Backend("blocking reads are not possible here; use the async API".into())))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shipped default model adapts layers 4 and 5 of 6: its expert pass runs layers 0-3
+    /// once per conversation and repeats their states for the 5 experts. The reference runs
+    /// every layer on the `5 x n` rows.
+    #[test]
+    fn an_expert_pass_shares_the_unadapted_layers_and_gives_the_full_passs_numbers() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/default/model.dmoerm");
+        let m = RewardModel::load_on(path, Device::flex()).expect("models/default/model.dmoerm loads");
+        let conversations = [
+            Conversation::new("What does the word \"harbor\" mean?", "A sheltered port where ships anchor."),
+            Conversation::new(
+                "Tell me a saying about patience.",
+                "Patience is a virtue, and good things come to those who wait.",
+            ),
+        ];
+        let encoded: Vec<Encoded> =
+            conversations.iter().map(|c| m.encode_for(c, Input::Expert).expect("encodes")).collect();
+        assert_ne!(encoded[0].ids.len(), encoded[1].ids.len(), "rows of different lengths: padding is exercised");
+        let batch = m.batch(&encoded);
+        for task in &m.tasks {
+            let adapter = task.experts.adapter().expect("the default model's experts have adapters");
+            assert_eq!(m.backbone.first_adapted_layer(adapter), 4, "task {}", task.name);
+            let k = task.capabilities.len();
+            let shared = m.expert_pass(task, &encoded);
+            let repeated = batch.repeat(k);
+            let full = m.backbone.pooled(&repeated, Some(adapter), m.manifest.pooling).reshape(shared.dims());
+            let values = |t: Tensor<3>| t.into_data().try_into_vec::<f32>().expect("f32");
+            let (shared, full) = (values(shared), values(full));
+            let worst = shared.iter().zip(&full).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(worst <= 1e-6, "task {}: worst difference {worst:e}", task.name);
+        }
+    }
+}

@@ -622,6 +622,13 @@ impl Backbone {
         }
     }
 
+    /// The first layer with a projection that `lora` adapts (`num_layers()` when there is
+    /// none): the layers below it give every adapter of the group the same states.
+    pub fn first_adapted_layer(&self, lora: &AdapterGroup) -> usize {
+        let n = self.num_layers();
+        (0..n).find(|&l| self.layer_projections(l).iter().any(|p| lora.adapts(p))).unwrap_or(n)
+    }
+
     /// Canonical paths of the linear modules of layer `layer` that LoRA can adapt, e.g.
     /// `layers.3.self_attn.q_proj` or `encoder.layer.3.attention.self.query`.
     pub fn layer_projections(&self, layer: usize) -> Vec<String> {
