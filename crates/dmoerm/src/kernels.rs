@@ -17,8 +17,8 @@
 //! the default model).
 //! LLVM left the scalar GELU loop unvectorised for `simd128` (its `f32::min` is a call to
 //! `fminf` in wasm, and wasm has no vector `copysign`): GELU has a `simd128` version with the
-//! same operations in the same order (10% of a wasm score of the default model, then 3%), and
-//! the passes use compare-and-select helpers instead of `f32::min` / `f32::max`. The fast paths are taken only for f32 tensors
+//! same operations in the same order (10% of a wasm score of the default model, then 3%), so
+//! have softmax's exponentials (5% of a wasm score), and the passes use compare-and-select helpers instead of `f32::min` / `f32::max`. The fast paths are taken only for f32 tensors
 //! on flex that autodiff does not track; everything else (wgpu, training) goes through burn's
 //! own ops.
 
@@ -483,8 +483,12 @@ fn softmax_passes(r: &mut [f32]) {
             lanes[l] = above(lanes[l], c[l]);
         }
     }
-    let max = chunks.remainder().iter().chain(&lanes).copied().fold(f32::NEG_INFINITY, f32::max);
-    for x in r.iter_mut() {
+    let max = chunks.remainder().iter().chain(&lanes).copied().fold(f32::NEG_INFINITY, above);
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    let r_rest = wasm::exp_below_max_x4(r, max);
+    #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+    let r_rest = &mut *r;
+    for x in r_rest.iter_mut() {
         *x = exp_neg(below(max - *x, 87.0));
     }
     let mut sums = [0.0f32; L];
@@ -581,8 +585,8 @@ fn exp_neg(y: f32) -> f32 {
     p * f32::from_bits(((k_int + 127) as u32) << 23)
 }
 
-/// [`gelu_f32`] four values at a time with wasm `simd128`, for the browser: LLVM leaves the
-/// scalar loop unvectorised there. The same operations in the same order, so the same numbers.
+/// [`gelu_f32`] and softmax's exponentials four values at a time with wasm `simd128`, for the
+/// browser: LLVM leaves the scalar loops unvectorised there. The same operations in the same order, so the same numbers.
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod wasm {
     use core::arch::wasm32::*;
@@ -593,6 +597,21 @@ mod wasm {
         for c in &mut chunks {
             // SAFETY: 4 values
             unsafe { v128_store(c.as_mut_ptr().cast(), gelu(v128_load(c.as_ptr().cast()))) };
+        }
+        chunks.into_remainder()
+    }
+
+    /// Softmax's exponentials, `x = e^-(max - x)` (the difference capped at 87 as
+    /// [`super::below`] does) for the whole groups of 4 of `values`, in place; returns the rest.
+    pub(super) fn exp_below_max_x4(values: &mut [f32], max: f32) -> &mut [f32] {
+        let (max, cap) = (f32x4_splat(max), f32x4_splat(87.0));
+        let mut chunks = values.chunks_exact_mut(4);
+        for c in &mut chunks {
+            // SAFETY: 4 values
+            unsafe {
+                let d = f32x4_sub(max, v128_load(c.as_ptr().cast()));
+                v128_store(c.as_mut_ptr().cast(), exp_neg(v128_bitselect(d, cap, f32x4_lt(d, cap))));
+            }
         }
         chunks.into_remainder()
     }
