@@ -184,12 +184,11 @@ enum Weight {
         weight: Tensor<2>,
         bias: Option<Tensor<1>>,
     },
-    /// The threaded wasm build's f32: on the host, `weight` `[in, out]`, for
-    /// [`crate::kernels::linear`] (one parallel pass per product, no copy of the weight).
-    #[cfg(all(target_family = "wasm", target_feature = "atomics"))]
+    /// The wasm builds' f32 on the CPU: on the host, `weight` `[in, out]` packed for
+    /// [`crate::kernels::linear`].
+    #[cfg(target_family = "wasm")]
     Host {
-        weight: Arc<[f32]>,
-        d_in: usize,
+        weight: Arc<crate::kernels::PackedB>,
         bias: Option<Arc<[f32]>>,
     },
     Int8(Arc<Int8Linear>),
@@ -216,11 +215,13 @@ impl Projection {
                 return Ok(Self { path, weight: Weight::Int8(Arc::new(linear)) });
             }
         }
-        #[cfg(all(target_family = "wasm", target_feature = "atomics"))]
+        #[cfg(target_family = "wasm")]
         if *device == Device::flex() {
-            let weight = crate::weights::transpose(&w.read_f32(keys::WEIGHT, Some(&[d_out, d_in]))?.0, d_out, d_in);
+            // PyTorch's [out, in] is the transpose of [in, out]: (c, j) at j * in + c
+            let weight =
+                crate::kernels::PackedB::new(d_in, d_out, &w.read_f32(keys::WEIGHT, Some(&[d_out, d_in]))?.0, 1, d_in);
             let bias = if bias { Some(w.read_f32(keys::BIAS, Some(&[d_out]))?.0.into()) } else { None };
-            return Ok(Self { path, weight: Weight::Host { weight: weight.into(), d_in, bias } });
+            return Ok(Self { path, weight: Weight::Host { weight: weight.into(), bias } });
         }
         // on a GPU, burn's quantised tensor where the rows split into its blocks; else f32
         let quantized = match quantized_on_gpu(device) {
@@ -242,8 +243,8 @@ impl Projection {
                 let [i, o] = weight.dims();
                 (i, o)
             }
-            #[cfg(all(target_family = "wasm", target_feature = "atomics"))]
-            Weight::Host { weight, d_in, .. } => (*d_in, weight.len() / d_in),
+            #[cfg(target_family = "wasm")]
+            Weight::Host { weight, .. } => weight.dims(),
             Weight::Int8(weight) => {
                 let (o, i) = weight.dims();
                 (i, o)
@@ -257,16 +258,13 @@ impl Projection {
         let delta = lora.and_then(|l| l.delta(&self.path, x.clone()));
         let y = match &self.weight {
             Weight::Burn { weight, bias } => burn::tensor::module::linear(x, weight.clone(), bias.clone()),
-            #[cfg(all(target_family = "wasm", target_feature = "atomics"))]
-            Weight::Host { weight, d_in, bias } => {
-                let d_out = weight.len() / d_in;
-                crate::kernels::linear(&x, weight, d_out, bias.as_deref()).unwrap_or_else(|| {
-                    let device = x.device();
-                    let w = Tensor::from_data(TensorData::new(weight.to_vec(), [*d_in, d_out]), &device);
-                    let b = bias.as_ref().map(|b| Tensor::from_data(TensorData::new(b.to_vec(), [d_out]), &device));
-                    burn::tensor::module::linear(x, w, b)
-                })
-            }
+            #[cfg(target_family = "wasm")]
+            Weight::Host { weight, bias } => crate::kernels::linear(&x, weight, bias.as_deref()).unwrap_or_else(|| {
+                let (device, (d_in, d_out)) = (x.device(), weight.dims());
+                let w = Tensor::from_data(TensorData::new(weight.to_row_major(), [d_in, d_out]), &device);
+                let b = bias.as_ref().map(|b| Tensor::from_data(TensorData::new(b.to_vec(), [d_out]), &device));
+                burn::tensor::module::linear(x, w, b)
+            }),
             Weight::Int8(weight) => on_host(x, weight.dims().0, |x| weight.matmul(x)),
         };
         match delta {
@@ -359,8 +357,11 @@ impl Projection {
     pub(crate) fn num_params(&self) -> usize {
         match &self.weight {
             Weight::Burn { weight, bias } => count(weight) + bias.as_ref().map_or(0, count),
-            #[cfg(all(target_family = "wasm", target_feature = "atomics"))]
-            Weight::Host { weight, bias, .. } => weight.len() + bias.as_ref().map_or(0, |b| b.len()),
+            #[cfg(target_family = "wasm")]
+            Weight::Host { weight, bias } => {
+                let (d_in, d_out) = weight.dims();
+                d_in * d_out + bias.as_ref().map_or(0, |b| b.len())
+            }
             Weight::Int8(weight) => weight.num_params(),
         }
     }

@@ -27,9 +27,15 @@
 #![allow(clippy::result_large_err)]
 
 use burn::tensor::{DType, Device, Tensor, TensorData};
+#[cfg(not(target_family = "wasm"))]
 use gemm::{gemm, Parallelism};
 #[cfg(any(not(target_family = "wasm"), target_feature = "atomics"))]
 use rayon::prelude::*;
+
+#[cfg(any(target_family = "wasm", test))]
+mod packed;
+#[cfg(any(target_family = "wasm", test))]
+pub use packed::{Output, PackedB};
 
 /// `f` over `values` in chunks of `chunk`: on rayon natively and in the threaded wasm build
 /// (`+atomics`), in order in the single-thread one.
@@ -46,6 +52,7 @@ fn for_each_chunk_at(values: &mut [f32], chunk: usize, f: impl Fn(usize, &mut [f
 }
 
 /// The threads that [`for_each_chunk`] and [`for_each_task`] spread work over.
+#[cfg(any(target_family = "wasm", test))]
 fn threads() -> usize {
     #[cfg(any(not(target_family = "wasm"), target_feature = "atomics"))]
     return rayon::current_num_threads();
@@ -134,18 +141,20 @@ pub fn rope(x: Tensor<4>, cos: &[f32], sin: &[f32]) -> Result<Tensor<4>, Tensor<
     Ok(Tensor::from_data(TensorData::new(values, shape), &device))
 }
 
-/// `x W + b` for `x` `[B, S, in]`, the host values of `w` `[in, out]` (burn's layout) and
-/// `bias` `[out]`, as one parallel pass over chunks of rows, one per thread, each a
-/// single-threaded gemm; or `None` where the fast path does not apply. For the threaded wasm
-/// build: there burn's matmul, which lets gemm share one product between the threads (a
-/// parallel pass per block of the inner dimension), made an f32 model slower on 2 threads than
-/// on 1 (BENCHMARKS.md).
+/// `x W + b` for `x` `[B, S, in]`, `w` `[in, out]` packed ([`PackedB`]) and `bias` `[out]`,
+/// as one parallel pass over chunks of rows, one per thread, each a single-threaded
+/// [`PackedB::matmul_into`]; or `None` where the fast path does not apply. The wasm builds'
+/// f32 projections: burn's matmul (the `gemm` crate) runs slower there, and in the threaded
+/// build it shares one product between the threads (a parallel pass per block of the inner
+/// dimension), which made an f32 model slower on 2 threads than on 1 (BENCHMARKS.md).
 ///
 /// # Shapes
-/// - x: `[B, S, in]`, w: `[in * out]`, bias: `[out]`, output: `[B, S, out]`
-pub fn linear(x: &Tensor<3>, w: &[f32], d_out: usize, bias: Option<&[f32]>) -> Option<Tensor<3>> {
+/// - x: `[B, S, in]`, w: `[in, out]`, bias: `[out]`, output: `[B, S, out]`
+#[cfg(any(target_family = "wasm", test))]
+pub fn linear(x: &Tensor<3>, w: &PackedB, bias: Option<&[f32]>) -> Option<Tensor<3>> {
     let [b, s, d_in] = x.dims();
-    if !on_host(x) || d_in == 0 || d_out == 0 || w.len() != d_in * d_out || bias.is_some_and(|b| b.len() != d_out) {
+    let d_out = w.dims().1;
+    if !on_host(x) || d_in == 0 || d_out == 0 || w.dims().0 != d_in || bias.is_some_and(|b| b.len() != d_out) {
         return None;
     }
     let xs = host_values(x.clone());
@@ -157,31 +166,8 @@ pub fn linear(x: &Tensor<3>, w: &[f32], d_out: usize, bias: Option<&[f32]>) -> O
         if let Some(bias) = bias {
             y.chunks_exact_mut(d_out).for_each(|row| row.copy_from_slice(bias));
         }
-        // SAFETY: y is [m, d_out], the chunk's x rows [m, d_in] and w [d_in, d_out], all
-        // row-major, as the strides say
-        unsafe {
-            gemm(
-                m,
-                d_out,
-                d_in,
-                y.as_mut_ptr(),
-                1,
-                d_out as isize,
-                bias.is_some(),
-                xs[i * chunk * d_in..].as_ptr(),
-                1,
-                d_in as isize,
-                w.as_ptr(),
-                1,
-                d_out as isize,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                Parallelism::None,
-            );
-        }
+        let out = if bias.is_some() { Output::Added } else { Output::Scaled(1.0) };
+        w.matmul_into(m, &xs[i * chunk * d_in..], d_in, y, d_out, out);
     });
     Some(Tensor::from_data(TensorData::new(y, [b, s, d_out]), &x.device()))
 }
@@ -312,33 +298,10 @@ fn attention_in_blocks(
                     p.resize(n * m, 0.0);
                 }
                 let p = &mut p[..n * m];
-                // SAFETY: the block's [n, d] queries are at `qh[i0 * row..]` with row stride `row`,
-                // the [m, d] keys it sees at `kh[lo * kv_row..]` with row stride `kv_row` (their
-                // last element is inside the batch's rows: lo + m <= len <= s), and `p` is [n, m].
-                unsafe {
-                    // p[r, j] = scale * q[i0 + r, :] . k[lo + j, :]
-                    gemm(
-                        n,
-                        m,
-                        d,
-                        p.as_mut_ptr(),
-                        1,
-                        m as isize,
-                        false,
-                        qh[i0 * row..].as_ptr(),
-                        1,
-                        row as isize,
-                        kh[lo * kv_row..].as_ptr(),
-                        kv_row as isize,
-                        1,
-                        0.0,
-                        scale,
-                        false,
-                        false,
-                        false,
-                        Parallelism::None,
-                    );
-                }
+                // p[r, j] = scale * q[i0 + r, :] . k[lo + j, :]: the block's [n, d] queries with
+                // row stride `row`, the [m, d] keys it sees with row stride `kv_row` (their last
+                // element is inside the batch's rows: lo + m <= len <= s)
+                block_scores(p, &qh[i0 * row..], row, &kh[lo * kv_row..], kv_row, (n, m, d), scale);
                 for (r, scores) in p.chunks_exact_mut(m).enumerate() {
                     let (first, end) = span(i0 + r);
                     let (first, end) = (first - lo, end - lo);
@@ -351,36 +314,117 @@ fn attention_in_blocks(
                 // [n, m] and the [m, d] values are at `vh[lo * kv_row..]` with row stride `kv_row`.
                 unsafe {
                     let o = dst.at(bi * s * row + i0 * row + hi * d);
-                    gemm(
-                        n,
-                        d,
-                        m,
-                        o,
-                        1,
-                        row as isize,
-                        false,
-                        p.as_ptr(),
-                        1,
-                        m as isize,
-                        vh[lo * kv_row..].as_ptr(),
-                        1,
-                        kv_row as isize,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        Parallelism::None,
-                    );
+                    block_output(o, row, p, &vh[lo * kv_row..], kv_row, (n, m, d));
                 }
             }
-            // a long input's buffer (over 4 MB) is not kept after its call
+            // a long input's buffers (over 4 MB) are not kept after its call
             if p.len() > 1 << 20 {
                 *p = Vec::new();
             }
+            #[cfg(target_family = "wasm")]
+            PACKED.with_borrow_mut(|(keys, values)| [keys, values].into_iter().for_each(|b| b.release_over(1 << 20)));
         });
     });
     Ok(Tensor::from_data(TensorData::new(out, [b, s, row]), &device))
+}
+
+#[cfg(target_family = "wasm")]
+thread_local! {
+    /// Attention's keys (transposed) and values of a block, packed for [`PackedB`]'s matmul:
+    /// one pair of buffers per thread.
+    static PACKED: std::cell::RefCell<(PackedB, PackedB)> = std::cell::RefCell::new(Default::default());
+}
+
+/// `p = scale * q k^T` for a block of queries: `p` `[n, m]`, `q` `[n, d]` (rows `row` apart),
+/// `k` the `[m, d]` keys they see (rows `kv_row` apart). In wasm with [`PackedB`] (the keys
+/// packed once per block), natively with the `gemm` crate.
+fn block_scores(
+    p: &mut [f32],
+    q: &[f32],
+    row: usize,
+    k: &[f32],
+    kv_row: usize,
+    dims: (usize, usize, usize),
+    scale: f32,
+) {
+    let (n, m, d) = dims;
+    #[cfg(target_family = "wasm")]
+    PACKED.with_borrow_mut(|(keys, _)| {
+        keys.pack(d, m, k, 1, kv_row); // k^T [d, m]
+        keys.matmul_into(n, q, row, p, m, Output::Scaled(scale));
+    });
+    #[cfg(not(target_family = "wasm"))]
+    {
+        assert!(p.len() >= n * m && q.len() >= (n - 1) * row + d && k.len() >= (m - 1) * kv_row + d);
+        // SAFETY: the lengths checked above hold the strided [n, d], [m, d] and [n, m]
+        unsafe {
+            gemm(
+                n,
+                m,
+                d,
+                p.as_mut_ptr(),
+                1,
+                m as isize,
+                false,
+                q.as_ptr(),
+                1,
+                row as isize,
+                k.as_ptr(),
+                kv_row as isize,
+                1,
+                0.0,
+                scale,
+                false,
+                false,
+                false,
+                Parallelism::None,
+            );
+        }
+    }
+}
+
+/// `o = p v` for a block of queries: `o` `[n, d]` (rows `row` apart), `p` `[n, m]`, `v` the
+/// `[m, d]` values (rows `kv_row` apart). As [`block_scores`], in wasm with [`PackedB`].
+///
+/// # Safety
+/// `o` is valid for writing the strided `[n, d]`, which no other thread accesses meanwhile.
+unsafe fn block_output(o: *mut f32, row: usize, p: &[f32], v: &[f32], kv_row: usize, dims: (usize, usize, usize)) {
+    let (n, m, d) = dims;
+    #[cfg(target_family = "wasm")]
+    PACKED.with_borrow_mut(|(_, values)| {
+        values.pack(m, d, v, kv_row, 1);
+        // SAFETY: the function's contract
+        unsafe { values.matmul(n, p, m, o, row, Output::Scaled(1.0)) };
+    });
+    #[cfg(not(target_family = "wasm"))]
+    {
+        assert!(p.len() >= n * m && v.len() >= (m - 1) * kv_row + d);
+        // SAFETY: `p` and `v` hold the [n, m] and strided [m, d] (checked above), `o` the [n, d]
+        // (the function's contract)
+        unsafe {
+            gemm(
+                n,
+                d,
+                m,
+                o,
+                1,
+                row as isize,
+                false,
+                p.as_ptr(),
+                1,
+                m as isize,
+                v.as_ptr(),
+                1,
+                kv_row as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                Parallelism::None,
+            );
+        }
+    }
 }
 
 /// Attention's inputs, given back where [`attention`] does not apply.
@@ -700,17 +744,18 @@ mod tests {
         let w = Tensor::<2>::from_data(TensorData::new(rand(d_in * d_out, 2), [d_in, d_out]), &device);
         let bias = Tensor::<1>::from_data(TensorData::new(rand(d_out, 3), [d_out]), &device);
         let values = |t: Tensor<3>| t.into_data().try_into_vec::<f32>().expect("f32");
-        let (w_host, b_host) = (rand(d_in * d_out, 2), rand(d_out, 3));
+        let (w_host, b_host) = (PackedB::new(d_in, d_out, &rand(d_in * d_out, 2), d_out, 1), rand(d_out, 3));
         for bias in [None, Some(bias)] {
             let reference = values(burn::tensor::module::linear(x.clone(), w.clone(), bias.clone()));
             let b = bias.as_ref().map(|_| b_host.as_slice());
-            let got = values(linear(&x, &w_host, d_out, b).expect("flex f32 takes the fast path"));
+            let got = values(linear(&x, &w_host, b).expect("flex f32 takes the fast path"));
             let worst = got.iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
             assert!(worst < 1e-5, "bias {}: worst difference {worst:e}", bias.is_some());
         }
         // a shape that does not chain is not computed
-        assert!(linear(&x, &w_host[1..], d_out, None).is_none());
-        assert!(linear(&x, &w_host, d_out, Some(&b_host[1..])).is_none());
+        let w_short = PackedB::new(d_in - 1, d_out, &rand(d_in * d_out, 2), d_out, 1);
+        assert!(linear(&x, &w_short, None).is_none());
+        assert!(linear(&x, &w_host, Some(&b_host[1..])).is_none());
     }
 
     #[test]
