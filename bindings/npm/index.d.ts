@@ -43,9 +43,9 @@ export interface LoadOptions {
   device?: 'auto' | 'webgpu' | 'cpu';
   /**
    * Threads for the CPU (default: all cores). Used on a cross-origin-isolated page (COOP/COEP
-   * headers): the model then runs in a Worker of this package, on the threaded wasm build.
-   * Elsewhere, and in Node, the CPU computes on one thread. The first threaded load sets the
-   * size of the pool, which later models share.
+   * headers) and in Node: the model then runs in a Worker of this package (a worker thread in
+   * Node), on the threaded wasm build. On a plain page the CPU computes on one thread. The
+   * first threaded load sets the size of the pool, which later models share.
    */
   threads?: number;
   onProgress?: (event: ProgressEvent) => void;

@@ -4,9 +4,7 @@
 // they serialise (the same JSON as the CLI's), typed by the declarations tsify generates.
 
 import { deadModelError, panicOf, runModel, trapError } from './wasm-calls.js';
-import { canStartWorkers, cpuThreads, prepareWebgpu, WorkerModel, workersMemoryBytes } from './workers.js';
-
-const isNode = typeof process !== 'undefined' && !!process.versions?.node && typeof window === 'undefined';
+import { canStartWorkers, cpuThreads, isNode, prepareWebgpu, WorkerModel, workersMemoryBytes } from './workers.js';
 const CACHE_NAME = 'dmoerm-models';
 
 // The wasm instance. A trap (a Rust panic, or an allocation that failed) leaves an instance
@@ -235,14 +233,14 @@ export class RewardModel {
    * Loads a packed bundle (`dmoerm pack`) from a URL (a file path in Node) or from bytes.
    * The bytes stay in JavaScript memory; wasm reads them one tensor at a time.
    * options: device 'auto' | 'webgpu' | 'cpu'; threads (the CPU's, default all cores: used on a
-   * cross-origin-isolated page, where the model runs in a Worker of this package on the
-   * threaded build; elsewhere, and in Node, the CPU computes on one thread); onProgress(event)
+   * cross-origin-isolated page and in Node, where the model runs in a Worker of this package on
+   * the threaded build; on a plain page the CPU computes on one thread); onProgress(event)
    * with `event.status` 'download' ({loaded, total, fraction, cached}, as bytes arrive), 'load'
    * ({bytes}: the bundle is being read onto the device) and 'ready' ({device}); cache (default
    * true: the Cache API keeps downloads, keyed by URL and `version`).
    */
   static async load(source, { device = 'auto', threads, onProgress, cache = true, version } = {}) {
-    const pool = cpuThreads(threads, isNode);
+    const pool = await cpuThreads(threads);
     let bytes;
     let name = 'model';
     let owned = false;
@@ -257,9 +255,10 @@ export class RewardModel {
     }
     onProgress?.({ status: 'load', bytes: bytes.length });
     // In a browser the models live in Workers of the package: WebGPU ones on the single-thread
-    // build, CPU ones on the threaded build where the page is cross-origin isolated. On the
-    // CPU without isolation, and in Node, they live in this thread's instance.
-    const own = canStartWorkers(isNode);
+    // build, CPU ones on the threaded build where the page is cross-origin isolated; in Node
+    // CPU ones on the threaded build in a worker thread. On one thread (no isolation, or
+    // `threads: 1`) they live in this thread's instance.
+    const own = canStartWorkers();
     let chosen = device;
     if (device === 'auto' && !globalThis.navigator?.gpu) chosen = 'cpu';
     else if (device !== 'cpu') {

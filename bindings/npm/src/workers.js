@@ -1,28 +1,34 @@
 import { deadModelError, trapError } from './wasm-calls.js';
 
 // The Workers the package owns to hold models (src/model-worker.js), one of each kind at most:
-// 'threads' (CPU models on the threaded build, where the page is cross-origin isolated) and
-// 'webgpu' (WebGPU models on the single-thread build). Each model is a handle in its Worker;
-// each call a request.
+// 'threads' (CPU models on the threaded build, where the page is cross-origin isolated, and in
+// Node, on node:worker_threads: src/node-worker.js) and 'webgpu' (WebGPU models on the
+// single-thread build, in a browser). Each model is a handle in its Worker; each call a request.
+
+/** Whether this is Node (not a browser page or worker). */
+export const isNode = typeof process !== 'undefined' && !!process.versions?.node && typeof window === 'undefined';
 
 const workers = { threads: null, webgpu: null }; // kind -> {post, ready, gen}
 let generation = 0;
+// the Worker class: the browser's, or in Node src/node-worker.js's (imported on first use)
+let WorkerClass = isNode ? null : globalThis.Worker;
 
-/** Whether this context can start Workers of its own (a browser page or worker; not Node). */
-export function canStartWorkers(isNode) {
+/** Whether a browser context can start WebGPU Workers of its own (a page or a worker). */
+export function canStartWorkers() {
   return !isNode && typeof Worker !== 'undefined';
 }
 
 /**
- * How many threads the CPU path can compute on here, given the `threads` option: 1 without
- * cross-origin isolation (no SharedArrayBuffer) or in Node (the single-thread build runs on
- * the calling thread), else `threads`, all cores by default.
+ * How many threads the CPU path can compute on here, given the `threads` option: in a browser
+ * 1 without cross-origin isolation (no SharedArrayBuffer), else `threads`, all cores by
+ * default; in Node `threads`, all cores by default.
  */
-export function cpuThreads(threads, isNode) {
+export async function cpuThreads(threads) {
   if (threads !== undefined && !(Number.isInteger(threads) && threads >= 1)) {
     throw new TypeError(`dmoerm: threads must be a positive integer, not ${threads}`);
   }
-  if (!canStartWorkers(isNode) || globalThis.crossOriginIsolated !== true) return 1;
+  if (isNode) return threads ?? (await import('node:os')).availableParallelism();
+  if (!canStartWorkers() || globalThis.crossOriginIsolated !== true) return 1;
   return threads ?? Math.max(1, navigator.hardwareConcurrency || 1);
 }
 
@@ -31,11 +37,12 @@ export function cpuThreads(threads, isNode) {
 function start(kind, threads) {
   if (!workers[kind]) {
     const gen = ++generation;
-    const w = new Worker(new URL('./model-worker.js', import.meta.url), { type: 'module' });
+    const w = new WorkerClass(new URL('./model-worker.js', import.meta.url), { type: 'module' });
     // A panic that no reply can report (on a pool thread, which the caller waits for forever,
     // or inside a WebGPU call's promise task) is posted here by the Rust panic hook.
     const panics = `dmoerm-panics-${crypto.randomUUID()}`;
     const channel = new BroadcastChannel(panics);
+    channel.unref?.(); // Node: listening does not keep it running
     const pending = new Map();
     let next = 0;
     const failAll = (error, trapped) => {
@@ -48,7 +55,10 @@ function start(kind, threads) {
     channel.onmessage = ({ data }) => failAll(String(data), true);
     w.onmessage = ({ data }) => {
       const call = pending.get(data.id);
+      // the reply to a call that the panic channel already failed (a trap: failAll)
+      if (!call) return;
       pending.delete(data.id);
+      if (pending.size === 0) w.unref?.(); // Node: nothing in flight
       if (data.ok) call.resolve(data.value);
       else {
         if (data.trapped) failAll(data.error, true);
@@ -65,6 +75,7 @@ function start(kind, threads) {
       new Promise((resolve, reject) => {
         const id = next++;
         pending.set(id, { resolve, reject });
+        w.ref?.(); // Node: keeps running until the reply
         w.postMessage({ id, op, ...args }, transfer);
       });
     const ready = post('init', { kind, threads, panics });
@@ -87,6 +98,7 @@ async function call(w, what, op, args, transfer) {
 }
 
 async function started(kind, threads) {
+  if (isNode) WorkerClass ??= (await import('./node-worker.js')).NodeWorker;
   const w = start(kind, threads);
   try {
     return { w, threads: await w.ready };

@@ -1,18 +1,23 @@
 // The npm package in Node, on the wasm CPU backend: every parity fixture bundle scores as the
-// PyTorch reference (and so as native Rust) within the fixtures' tolerance.
+// PyTorch reference (and so as native Rust) within the fixtures' tolerance, on the threaded
+// build in a worker thread (the default: all cores) and on the single-thread build.
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { RewardModel, webgpuAvailable, _panicForTests, _panicInNextScoreForTests } from '../src/index.js';
 import { FIXTURES, packFixtures, expected, checkScore, root } from './fixtures.mjs';
 
 const packed = packFixtures();
 
-for (const name of FIXTURES) {
-  test(`${name}: scores match the reference`, async () => {
+// the threaded build, as Node loads by default where it has 2 cores or more (this machine kind)
+const cores = availableParallelism();
+for (const [name, threads] of [...FIXTURES.map((f) => [f, undefined]), ['llama', 1], ['bert', 1], ['hf_qwen2', 1]]) {
+  test(`${name}: scores match the reference (${threads ? `${threads} thread` : `default threads: ${cores}`})`, async () => {
     const exp = expected(name);
-    const rm = await RewardModel.load(packed[name], { device: 'cpu' });
+    const rm = await RewardModel.load(packed[name], { device: 'cpu', threads });
     assert.equal(rm.device, 'cpu');
+    assert.equal(rm.threads, threads ?? cores);
     for (const [i, input] of exp.inputs.entries()) {
       const got = await rm.score({ messages: input.messages, response: input.response });
       checkScore(assert, got, input.expected, exp.tolerance, `${name} input ${i}`);
@@ -45,10 +50,13 @@ test('errors reach JS as Error with a message', async () => {
   for (const threads of [0, 1.5, '2']) {
     await assert.rejects(RewardModel.load(packed.llama, { device: 'cpu', threads }), (e) => e instanceof TypeError && /threads must be a positive integer/.test(e.message));
   }
-  // Node has no web Workers for the threaded build: one thread, whatever is asked
-  const one = await RewardModel.load(packed.llama, { device: 'cpu', threads: 4 });
-  assert.equal(one.threads, 1);
-  one.dispose();
+  // Node computes on the threads it is given (worker threads: one pool, of the size the first
+  // threaded load asked for), or on this thread with one
+  for (const threads of [1, 2]) {
+    const rm = await RewardModel.load(packed.llama, { device: 'cpu', threads });
+    assert.equal(rm.threads, threads);
+    rm.dispose();
+  }
   // Node has no navigator.gpu
   assert.equal(await webgpuAvailable(), false);
   await assert.rejects(RewardModel.load(packed.llama, { device: 'webgpu' }), /WebGPU is not available/);
@@ -172,7 +180,8 @@ test('mutated tokenizer.json files load or are an Error; none traps', async (t) 
 });
 
 test('a panic inside wasm is an Error with its message, and the package recovers', async () => {
-  const good = await RewardModel.load(packed.llama, { device: 'cpu' });
+  // a model in this thread's instance (one thread), which the panic traps
+  const good = await RewardModel.load(packed.llama, { device: 'cpu', threads: 1 });
   await assert.rejects(_panicForTests(), /failed inside wasm \([\s\S]*a deliberate test panic/);
   // models of the trapped instance say so instead of trapping again
   await assert.rejects(async () => good.score({ prompt: 'a', response: 'b' }), /trapped; load it again/);
@@ -183,23 +192,43 @@ test('a panic inside wasm is an Error with its message, and the package recovers
   checkScore(assert, await rm.score({ messages: input.messages, response: input.response }), input.expected, exp.tolerance, 'after recovery');
 });
 
-test('a trap while scoring on the CPU rejects that call with its message, and the package recovers', { timeout: 120_000 }, async () => {
+test('a trap while scoring on the CPU rejects that call with its message, and the package recovers', { timeout: 180_000 }, async () => {
   const exp = expected('llama');
   const input = exp.inputs[0];
   const conv = { messages: input.messages, response: input.response };
-  for (const [what, call] of [
-    ['score', (rm) => rm.score(conv)],
-    ['scoreBatch', (rm) => rm.scoreBatch([conv, conv])],
-    ['rank', (rm) => rm.rank('a prompt', ['one', 'two'])],
-  ]) {
-    const rm = await RewardModel.load(packed.llama, { device: 'cpu' });
-    await _panicInNextScoreForTests(rm);
-    // the promise settles (it used to stay pending, the trap thrown elsewhere)
-    await assert.rejects(call(rm), /failed inside wasm \([\s\S]*a deliberate test panic while scoring/, what);
-    await assert.rejects(async () => rm.score(conv), /trapped; load it again/, what);
-    const fresh = await RewardModel.load(packed.llama, { device: 'cpu' });
-    checkScore(assert, await fresh.score(conv), input.expected, exp.tolerance, `after the trap in ${what}`);
+  // on this thread, in the worker thread, and on a thread of its pool
+  for (const [threads, onPool] of [[1, false], [2, false], [2, true]]) {
+    for (const [what, call] of [
+      ['score', (rm) => rm.score(conv)],
+      ['scoreBatch', (rm) => rm.scoreBatch([conv, conv])],
+      ['rank', (rm) => rm.rank('a prompt', ['one', 'two'])],
+    ]) {
+      const at = `${what} on ${threads} thread(s)${onPool ? ', on the pool' : ''}`;
+      const rm = await RewardModel.load(packed.llama, { device: 'cpu', threads });
+      await _panicInNextScoreForTests(rm, { onPool });
+      // the promise settles (it used to stay pending, the trap thrown elsewhere)
+      await assert.rejects(call(rm), /failed inside wasm \([\s\S]*a deliberate test panic/, at);
+      await assert.rejects(async () => rm.score(conv), /trapped; load it again/, at);
+      const fresh = await RewardModel.load(packed.llama, { device: 'cpu', threads });
+      checkScore(assert, await fresh.score(conv), input.expected, exp.tolerance, `after the trap in ${at}`);
+      fresh.dispose();
+    }
   }
+});
+
+test('a script that scores on threads exits by itself, with its output', async () => {
+  const { execFile } = await import('node:child_process');
+  const script = `
+    const { RewardModel } = await import(${JSON.stringify(new URL('../src/index.js', import.meta.url).href)});
+    const rm = await RewardModel.load(${JSON.stringify(packed.llama)}, { device: 'cpu', threads: 2 });
+    const s = await rm.score({ prompt: 'a', response: 'b' });
+    console.log(rm.threads, Number.isFinite(s.reward));`; // no dispose: the threads are idle
+  const run = new Promise((resolve, reject) =>
+    execFile(process.execPath, ['--input-type=module', '-e', script], { timeout: 60_000 }, (e, stdout, stderr) => (e ? reject(new Error(`${e.message}: ${stderr}`)) : resolve({ stdout, stderr }))),
+  );
+  const { stdout, stderr } = await run;
+  assert.equal(stdout.trim(), '2 true');
+  assert.equal(stderr, '', 'nothing on stderr');
 });
 
 test('the default model loads and ranks its model card examples', async () => {

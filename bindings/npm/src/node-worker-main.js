@@ -1,0 +1,43 @@
+// The entry of a NodeWorker's thread (src/node-worker.js): a Web Worker's globals over
+// node:worker_threads, then the Worker's script.
+
+import { parentPort, workerData } from 'node:worker_threads';
+import { readFile } from 'node:fs/promises';
+import { NodeWorker } from './node-worker.js';
+
+// `self`: its messages, `onmessage` and `addEventListener('message')`, and `postMessage`
+const self = new EventTarget();
+self.onmessage = null;
+self.postMessage = (message, transfer) => parentPort.postMessage(message, transfer);
+globalThis.self = self;
+globalThis.postMessage = self.postMessage;
+// Workers of its own (the rayon pool, started in the package's Worker)
+globalThis.Worker = NodeWorker;
+// Node's fetch takes no file: URLs; the wasm glue fetches its .wasm and wasm-bindgen-rayon its
+// own script through them
+const webFetch = globalThis.fetch;
+globalThis.fetch = async (resource, options) => {
+  const url = resource instanceof Request ? new URL(resource.url) : new URL(String(resource));
+  if (url.protocol !== 'file:') return webFetch(resource, options);
+  const type = url.pathname.endsWith('.wasm') ? 'application/wasm' : 'text/javascript';
+  return new Response(await readFile(url), { headers: { 'content-type': type } });
+};
+
+if (workerData.blob) {
+  // wasm-bindgen-rayon's Worker initialises the glue with positional arguments, for which the
+  // glue warns once per thread of the pool (in browsers too); its arguments are right
+  const warn = console.warn;
+  const deprecated = 'using deprecated parameters for the initialization function';
+  console.warn = (...args) => String(args[0]).startsWith(deprecated) || warn(...args);
+}
+const script = workerData.blob
+  ? `data:text/javascript;base64,${Buffer.from(await workerData.blob.text()).toString('base64')}`
+  : workerData.url;
+await import(script);
+// Messages wait in the port until this listener starts it: the script's own listeners, which
+// its module code sets up, see every one.
+parentPort.on('message', (data) => {
+  const event = new MessageEvent('message', { data });
+  self.onmessage?.(event);
+  self.dispatchEvent(event);
+});
