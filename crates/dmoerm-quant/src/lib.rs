@@ -101,7 +101,8 @@ impl Kernel {
     /// A task's chunk of rows is a multiple of this: whole row tiles of the kernel.
     const fn chunk_rows(self) -> usize {
         match self {
-            Kernel::Pairs if cfg!(target_family = "wasm") => 4,
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            Kernel::Pairs => wasm::ROWS,
             _ => MR,
         }
     }
@@ -991,7 +992,8 @@ mod wasm {
     /// registers once V8 compiles it) run 1.27x faster than 3 rows of 16 outputs (12
     /// accumulators, which spill): 39.5 against 31.2 GMAC/s for `[96, 384] x [384, 1536]` in
     /// Node 20 on Zen 4.
-    const ROWS: usize = 4;
+    pub(super) const ROWS: usize = 4;
+    const _: () = assert!(super::PAD_ROWS.is_multiple_of(ROWS), "the activations are padded to whole tiles");
 
     /// The integer sums of ROWS activation rows (at `a`, rows `stride` codes apart) with 8
     /// outputs of a panel (at `panel`, groups NR * 2 bytes apart) over the groups `groups`: per

@@ -54,16 +54,23 @@ impl PackedB {
         (self.k, self.n) = (k, n);
         self.panels.clear();
         self.panels.resize(n.div_ceil(NC) * k * NC, 0.0);
-        if k == 0 {
-            return;
-        }
-        for (p, panel) in self.panels.chunks_exact_mut(k * NC).enumerate() {
-            for (j, col) in (p * NC..n.min((p + 1) * NC)).enumerate() {
-                for (c, row) in panel.chunks_exact_mut(NC).enumerate() {
-                    row[j] = b[c * rs + col * cs];
-                }
+        for col in 0..n {
+            for c in 0..k {
+                let at = self.index(c, col);
+                self.panels[at] = b[c * rs + col * cs];
             }
         }
+    }
+
+    /// Where `B[c, col]` is in `panels`.
+    fn index(&self, c: usize, col: usize) -> usize {
+        (col / NC * self.k + c) * NC + col % NC
+    }
+
+    /// Panel `p`: columns `8p .. 8p + 8`, `k` rows of 8 (empty when `k` is 0).
+    fn panel(&self, p: usize) -> &[f32] {
+        let len = self.k * NC;
+        &self.panels[p * len..(p + 1) * len]
     }
 
     /// Frees the buffer where it holds over `values` (a long input's), for the next
@@ -81,18 +88,7 @@ impl PackedB {
 
     /// `B` row-major, `[k, n]`.
     pub fn to_row_major(&self) -> Vec<f32> {
-        let mut out = vec![0f32; self.k * self.n];
-        if self.k == 0 {
-            return out;
-        }
-        for (p, panel) in self.panels.chunks_exact(self.k * NC).enumerate() {
-            for (c, row) in panel.chunks_exact(NC).enumerate() {
-                for (j, &v) in row.iter().enumerate().take(self.n.saturating_sub(p * NC)) {
-                    out[c * self.n + p * NC + j] = v;
-                }
-            }
-        }
-        out
+        (0..self.k).flat_map(|c| (0..self.n).map(move |col| self.panels[self.index(c, col)])).collect()
     }
 
     /// `c[i * ldc + j] = out(sum_c a[i * lda + c] * B[c, j])` for `i < m`, `j < n`.
@@ -127,10 +123,8 @@ impl PackedB {
             Output::Added => (1.0, true),
         };
         let alpha4 = F4::splat(alpha);
-        // k = 0: the panels are empty, B has no row (and `chunks_exact` takes no 0)
-        let panels = self.panels.chunks_exact((k * NC).max(1)).map(Some).chain(std::iter::repeat(None));
-        for (p, panel) in panels.enumerate().take(n.div_ceil(NC)) {
-            let panel = panel.unwrap_or(&[]);
+        for p in 0..n.div_ceil(NC) {
+            let panel = self.panel(p);
             let cols = (n - p * NC).min(NC);
             for t in 0..m.div_ceil(MR) {
                 // a tile past the last row repeats it (its results are not written)
