@@ -23,8 +23,9 @@ export class NodeWorker extends EventTarget {
   constructor(url) {
     super();
     const href = String(url);
-    const script = href.startsWith('blob:') ? { blob: resolveObjectURL(href) } : { url: href };
-    if (script.blob === undefined && !script.url) throw new Error(`dmoerm: no script at ${href} for a Worker`);
+    const blob = href.startsWith('blob:') ? resolveObjectURL(href) : null;
+    if (blob === undefined) throw new Error(`dmoerm: no script at ${href} for a Worker`);
+    const script = blob ? { blob } : { url: href };
     this.onmessage = null;
     this.onerror = null;
     // Node's flags, but for --input-type (the main script's, which a thread's module refuses)
