@@ -17,6 +17,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::kernels::batched_matmul;
 use crate::weights::{derived, param, TensorFile};
 
 /// The fields of PEFT's `adapter_config.json` that change the math.
@@ -280,7 +281,7 @@ impl AdapterGroup {
         let b = lora.b.val();
         let d_out = b.dims()[2];
         let x = x.reshape([self.experts, rows * seq, d_in]); // [E, m*S, in]
-        let delta = x.matmul(lora.a.val()).matmul(b); // [E, m*S, out]
+        let delta = batched_matmul(batched_matmul(x, lora.a.val()), b); // [E, m*S, out]
         Some(delta.reshape([batch, seq, d_out]))
     }
 }

@@ -251,9 +251,8 @@ impl Bert {
             _ => self.token_type_embeddings.lookup(&Tensor::zeros([b, seq], &device), &vec![0; b * seq]),
         };
         let x = self.word_embeddings.lookup(&batch.ids, batch.host_ids())
-            + self.position_embeddings.lookup(&positions, &host_positions)
-            + types;
-        self.embeddings_norm.forward(x)
+            + self.position_embeddings.lookup(&positions, &host_positions);
+        self.embeddings_norm.forward_sum(x, types)
     }
 
     /// Runs the encoder layers `range` on the hidden states `h` (`[B, S, hidden]`).
@@ -270,7 +269,7 @@ impl Bert {
         for l in &self.layers[range] {
             let [q, k, v] = Projection::forward_each([&l.query, &l.key, &l.value], h.clone(), lora);
             let a = attend((q, k, v), (heads, heads), &mask, batch);
-            h = l.attention_norm.forward(h + l.attention_output.forward(a, lora));
+            h = l.attention_norm.forward_sum(h, l.attention_output.forward(a, lora));
             // int8 on the CPU: up, GELU and down chunk by chunk of rows (the same numbers)
             let fused = match c.hidden_act {
                 Gelu::Exact => l.intermediate.forward_pair(&l.output, &h, lora, crate::kernels::gelu_values),
@@ -284,7 +283,7 @@ impl Bert {
                 };
                 l.output.forward(i, lora)
             });
-            h = l.output_norm.forward(h + o);
+            h = l.output_norm.forward_sum(h, o);
         }
         h
     }

@@ -257,7 +257,7 @@ impl Projection {
     pub fn forward(&self, x: Tensor<3>, lora: Option<&AdapterGroup>) -> Tensor<3> {
         let delta = lora.and_then(|l| l.delta(&self.path, x.clone()));
         let y = match &self.weight {
-            Weight::Burn { weight, bias } => burn::tensor::module::linear(x, weight.clone(), bias.clone()),
+            Weight::Burn { weight, bias } => crate::kernels::affine(x, weight, bias.as_ref()),
             #[cfg(target_family = "wasm")]
             Weight::Host { weight, bias } => crate::kernels::linear(&x, weight, bias.as_deref()).unwrap_or_else(|| {
                 let (device, (d_in, d_out)) = (x.device(), weight.dims());
@@ -498,6 +498,16 @@ impl LayerNorm {
 
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         burn::tensor::module::layer_norm(x, self.weight.clone(), Some(self.bias.clone()), self.eps)
+    }
+
+    /// `forward(a + b)` (a residual sum): one kernel on a GPU.
+    pub fn forward_sum<const D: usize>(&self, a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
+        #[cfg(feature = "gpu")]
+        let (a, b) = match crate::kernels::gpu::layer_norm_sum(a, b, &self.weight, &self.bias, self.eps) {
+            Ok(y) => return y,
+            Err(ab) => ab,
+        };
+        self.forward(a + b)
     }
 }
 

@@ -1,5 +1,7 @@
-//! CPU fast paths for ops where burn's `flex` kernel is the bottleneck (found with `perf`;
-//! figures in BENCHMARKS.md).
+//! Fast paths for ops where burn's kernels are the bottleneck (found with `perf` and by
+//! counting GPU launches; figures in BENCHMARKS.md): on the CPU (`flex`, below) and on a GPU
+//! (`gpu.rs`: attention, LayerNorm of a residual sum, RMSNorm and GELU, one CubeCL kernel
+//! each where burn launches 5 to 20; f32 products with the bias added as they are written).
 //!
 //! - GELU: flex evaluates a scalar, single-threaded `libm::erff` per element (13.5% of the
 //!   samples of a MiniLM batch). [`gelu`] uses a branch-free erf that vectorises, on rayon.
@@ -38,6 +40,8 @@ use gemm::{gemm, Parallelism};
 #[cfg(any(not(target_family = "wasm"), target_feature = "atomics"))]
 use rayon::prelude::*;
 
+#[cfg(feature = "gpu")]
+pub mod gpu;
 #[cfg(any(target_family = "wasm", test))]
 mod packed;
 #[cfg(any(target_family = "wasm", test))]
@@ -77,7 +81,37 @@ fn for_each_task(n: usize, f: impl Fn(usize) + Sync + Send) {
 
 /// GELU, erf form: `x / 2 * (1 + erf(x / sqrt(2)))` (HF `"gelu"`).
 pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    host_map(x, 1 << 14, gelu_in_place).unwrap_or_else(burn::tensor::activation::gelu)
+    let x = host_map(x, 1 << 14, gelu_in_place);
+    #[cfg(feature = "gpu")]
+    let x = x.or_else(gpu::gelu);
+    x.unwrap_or_else(burn::tensor::activation::gelu)
+}
+
+/// `x W + b` (burn's `linear`, `W` `[in, out]`): one kernel on a GPU, the bias added as the
+/// product is written; burn's `linear` elsewhere.
+///
+/// # Shapes
+/// - x: `[B, S, in]`, weight: `[in, out]`, bias: `[out]`, output: `[B, S, out]`
+pub fn affine(x: Tensor<3>, weight: &Tensor<2>, bias: Option<&Tensor<1>>) -> Tensor<3> {
+    #[cfg(feature = "gpu")]
+    let x = match gpu::linear(x, weight, bias) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
+    burn::tensor::module::linear(x, weight.clone(), bias.cloned())
+}
+
+/// The batched product `a b`: one kernel on a GPU, burn's `matmul` elsewhere.
+///
+/// # Shapes
+/// - a: `[Z, m, k]`, b: `[Z, k, n]`, output: `[Z, m, n]`
+pub fn batched_matmul(a: Tensor<3>, b: Tensor<3>) -> Tensor<3> {
+    #[cfg(feature = "gpu")]
+    let (a, b) = match gpu::matmul(a, b) {
+        Ok(y) => return y,
+        Err(ab) => ab,
+    };
+    a.matmul(b)
 }
 
 /// [`gelu`] of host values in place, on this thread (a step inside a fused host pass).
@@ -98,6 +132,11 @@ pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 /// RMSNorm over the last dimension, `x / sqrt(mean(x^2) + eps) * weight` (HF Llama), or `x`
 /// back where the fast path does not apply (flex composes it of six single-threaded ops).
 pub fn rms_norm<const D: usize>(x: Tensor<D>, weight: &Tensor<1>, eps: f64) -> Result<Tensor<D>, Tensor<D>> {
+    #[cfg(feature = "gpu")]
+    let x = match gpu::rms_norm(x, weight, eps) {
+        Ok(y) => return Ok(y),
+        Err(x) => x,
+    };
     let dim = x.dims()[D - 1];
     // the device first: reading a GPU tensor back is slow natively and cannot block in wasm
     if !on_host(&x) || weight.is_autodiff() || weight.dims()[0] != dim || dim == 0 {
@@ -229,6 +268,11 @@ pub fn attention(
     causal: bool,
     window: Option<usize>,
 ) -> Result<Tensor<3>, QKV> {
+    #[cfg(feature = "gpu")]
+    let (q, k, v) = match gpu::attention((q, k, v), (heads, kv_heads), lengths, causal, window) {
+        Ok(out) => return Ok(out),
+        Err(qkv) => qkv,
+    };
     attention_in_blocks(q, k, v, (heads, kv_heads), lengths, causal, window, QUERY_BLOCK)
 }
 

@@ -1,0 +1,793 @@
+//! GPU fast paths (wgpu: Vulkan, Metal, DX12 natively, WebGPU in the browser): ops that burn
+//! composes of many kernel launches run as one CubeCL kernel each. On WebGPU a launch costs
+//! a dispatch whatever its size, and a score of the default model launched ~750 of them.
+//!
+//! - [`attention`]: burn splits the heads (copies), multiplies Q by K^T, scales, masks with a
+//!   boolean `[B, H, S, S]` tensor, runs softmax (max, subtract, exp, sum, divide), multiplies
+//!   by V and merges the heads: ~20 launches per layer. Here one thread per (row, head,
+//!   query) reads its head in place in the projections' `[B, S, H * hd]` layout, runs softmax
+//!   in one pass over the keys the query sees and writes the merged output.
+//! - [`layer_norm_sum`]: `LayerNorm(a + b)`, the residual sum and the norm (9 launches in
+//!   burn's composition, 10 with the sum), one workgroup per row.
+//! - [`rms_norm`]: RMSNorm (Llama family), 6 launches in burn's composition; here one.
+//! - [`gelu`]: burn's erf GELU is 5 element-wise launches; here one.
+//!
+//! Each takes f32 tensors on a cubecl device that autodiff does not track (inference on wgpu)
+//! and gives its inputs back otherwise, for burn's ops.
+
+// A fast path that does not apply gives its input tensors back as `Err`.
+#![allow(clippy::result_large_err)]
+
+use burn::tensor::{DType, Tensor};
+use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::ops::numeric::empty_device_dtype;
+use burn_cubecl::tensor::CubeTensor;
+use burn_cubecl::Cube;
+use cubecl::prelude::*;
+use cubecl::{calculate_cube_count_elemwise, CubeDim};
+
+use super::QKV;
+
+/// Threads per workgroup of the row kernels: a power of two (the reductions halve it), and
+/// within WebGPU's default limit of 256 invocations.
+const THREADS: usize = 64;
+
+/// The longest sequence [`attention`] takes: a thread walks its query's keys one by one, so a
+/// longer sequence goes to burn's attention (matrix products on query chunks).
+const MAX_KEYS: usize = 2048;
+
+/// The widest head [`attention`] takes: a thread holds its query and output (unrolled).
+const MAX_HEAD_DIM: usize = 256;
+
+/// `x`'s cubecl tensor (contiguous) where `x` is an f32 tensor on a cubecl device that
+/// autodiff does not track, else `x` back.
+fn take<const D: usize>(x: Tensor<D>) -> Result<CubeTensor, Tensor<D>> {
+    if x.is_autodiff() || x.dtype() != DType::F32 {
+        return Err(x);
+    }
+    match x.clone().try_into_primitive::<Cube>() {
+        Ok(t) => Ok(into_contiguous(t)),
+        Err(_) => Err(x),
+    }
+}
+
+/// The tensor of a kernel's output.
+fn give<const D: usize>(t: CubeTensor) -> Tensor<D> {
+    Tensor::from_primitive::<Cube>(t)
+}
+
+/// A new contiguous f32 tensor shaped like `like`, on its device.
+fn empty_like(like: &CubeTensor) -> CubeTensor {
+    empty_device_dtype(like.client.clone(), like.device.clone(), like.meta.shape().clone(), DType::F32)
+}
+
+/// The sum of each thread's `value` over the workgroup (every thread gets it). `red` holds
+/// [`THREADS`] values; `CUBE_DIM` is a power of two.
+#[cube]
+fn cube_sum(red: &mut Shared<[f32]>, value: f32) -> f32 {
+    let t = UNIT_POS as usize;
+    red[t] = value;
+    sync_cube();
+    let mut half = CUBE_DIM as usize / 2;
+    while half > 0 {
+        if t < half {
+            let other = red[t + half];
+            red[t] += other;
+        }
+        sync_cube();
+        half /= 2;
+    }
+    let total = red[0];
+    sync_cube(); // every thread has read it before `red` is written again
+    total
+}
+
+/// Four f32 values: one load or store, one register (WGSL's `vec4<f32>`).
+type F4 = Vector<f32, Const<4>>;
+
+/// [`matmul_kernel`]'s workgroup: 16 threads along the columns by 4 along the rows, each
+/// computing 4 rows by 4 columns (a block of 16 rows by 64 columns).
+const MATMUL_CUBE: (u32, u32) = (16, 4);
+
+/// `out[z] = a[z] b[z] (+ bias)`, read and written four values at a time: `a` `[Z, m, k]`,
+/// `b` `[k, n]` at `z * b_batch` values (0: one `b` for all), `out` `[Z, m, n]`, row-major,
+/// `k` and `n` multiples of 4. Each thread keeps a 4 x 4 block of the output in four `F4`
+/// registers; per four steps of `k` it loads four `F4` of `a` (its rows, the same for the 16
+/// threads along a workgroup's columns) and four of `b` (neighbouring threads, neighbouring
+/// columns) for 64 multiply-adds. No shared memory and no barriers. A partial block at the
+/// bottom reads the last row again and does not write it; the bias is added as the block is
+/// written.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)] // a kernel's arguments
+fn matmul_kernel(
+    a: &[F4],
+    b: &[F4],
+    bias: &[F4],
+    out: &mut [F4],
+    m: usize,
+    k: usize,
+    n: usize,
+    b_batch: usize,
+    #[comptime] biased: bool,
+) {
+    let z = CUBE_POS_Z as usize;
+    let col = (CUBE_POS_X as usize * CUBE_DIM_X as usize + UNIT_POS_X as usize) * 4;
+    let row = (CUBE_POS_Y as usize * CUBE_DIM_Y as usize + UNIT_POS_Y as usize) * 4;
+    if row >= m || col >= n {
+        terminate!();
+    }
+    // in units of F4
+    let (k4, n4) = (k / 4, n / 4);
+    let mut rows = Array::<usize>::new(4usize);
+    #[unroll]
+    for r in 0..4 {
+        let mut at = row + r;
+        if at >= m {
+            at = m - 1;
+        }
+        rows[r] = (z * m + at) * k4;
+    }
+    let b_at = z * b_batch / 4 + col / 4;
+    let mut acc = Array::<F4>::new(4usize);
+    #[unroll]
+    for r in 0..4 {
+        acc[r] = F4::new(0.0);
+    }
+    for kk in 0..k4 {
+        let b0 = b[b_at + (4 * kk) * n4];
+        let b1 = b[b_at + (4 * kk + 1) * n4];
+        let b2 = b[b_at + (4 * kk + 2) * n4];
+        let b3 = b[b_at + (4 * kk + 3) * n4];
+        #[unroll]
+        for r in 0..4 {
+            let ar = a[rows[r] + kk];
+            acc[r] += b0 * F4::new(ar.extract(0usize))
+                + b1 * F4::new(ar.extract(1usize))
+                + b2 * F4::new(ar.extract(2usize))
+                + b3 * F4::new(ar.extract(3usize));
+        }
+    }
+    #[unroll]
+    for r in 0..4 {
+        if row + r < m {
+            let mut y = acc[r];
+            if biased {
+                y += bias[col / 4];
+            }
+            out[((z * m + row + r) * n + col) / 4] = y;
+        }
+    }
+}
+
+/// Launches [`matmul_kernel`] on `a` `[Z, m, k]` and `b` (`[k, n]`, or `[Z, k, n]` with
+/// `batched`) with an optional `bias` `[n]`: `[Z, m, n]`.
+fn launch_matmul(a: CubeTensor, b: CubeTensor, bias: Option<CubeTensor>, batched: bool) -> CubeTensor {
+    let [z, m, k] = a.meta.shape().dims::<3>();
+    let n = *b.meta.shape().as_slice().last().unwrap_or(&0);
+    let client = a.client.clone();
+    let out = empty_device_dtype(client.clone(), a.device.clone(), [z, m, n].into(), DType::F32);
+    let (x, y) = MATMUL_CUBE;
+    let cube_count = CubeCount::Static(n.div_ceil(x as usize * 4) as u32, m.div_ceil(y as usize * 4) as u32, z as u32);
+    let biased = bias.is_some();
+    let bias = match bias {
+        Some(bias) => bias.into_buffer_arg(),
+        // SAFETY: a buffer of four f32, one F4, the length given (the kernel does not read it).
+        None => unsafe { BufferArg::from_raw_parts(client.create_from_slice(f32::as_bytes(&[0.0; 4])), 1) },
+    };
+    matmul_kernel::launch(
+        &client,
+        cube_count,
+        CubeDim::new_2d(x, y),
+        a.into_buffer_arg(),
+        b.into_buffer_arg(),
+        bias,
+        out.clone().into_buffer_arg(),
+        m,
+        k,
+        n,
+        if batched { k * n } else { 0 },
+        biased,
+    );
+    out
+}
+
+/// Whether [`matmul_kernel`] takes a product of these sizes on `client`'s device: `k` and `n`
+/// multiples of 4, and a device without cooperative matrices, where burn's matmul is its
+/// unit kernel (WebGPU; Vulkan without them, software adapters included); with them burn's
+/// tensor-core kernels run.
+fn takes_matmul(client: &cubecl::client::Client, k: usize, n: usize) -> bool {
+    k.is_multiple_of(4) && n.is_multiple_of(4) && client.properties().features.matmul.cmma.is_empty()
+}
+
+/// `x W + b` (a linear layer, `W` `[in, out]`) in one launch, the bias added as the product
+/// is written; `x` back where the fast path does not apply (a quantised `W`, or not on a GPU).
+///
+/// # Shapes
+/// - x: `[B, S, in]`, weight: `[in, out]`, bias: `[out]`, output: `[B, S, out]`
+pub fn linear(x: Tensor<3>, weight: &Tensor<2>, bias: Option<&Tensor<1>>) -> Result<Tensor<3>, Tensor<3>> {
+    let [b, s, d_in] = x.dims();
+    let [w_in, d_out] = weight.dims();
+    if w_in != d_in || bias.is_some_and(|bias| bias.dims() != [d_out]) || b * s * d_in * d_out == 0 {
+        return Err(x);
+    }
+    let x = take(x)?;
+    if !takes_matmul(&x.client, d_in, d_out) {
+        return Err(give(x));
+    }
+    let Ok(w) = take(weight.clone()) else { return Err(give(x)) };
+    let bias = match bias.map(|bias| take(bias.clone())).transpose() {
+        Ok(bias) => bias,
+        Err(_) => return Err(give(x)),
+    };
+    let x = reshape(x, [1, b * s, d_in]);
+    Ok(give(reshape(launch_matmul(x, w, bias, false), [b, s, d_out])))
+}
+
+/// The batched product `a b` in one launch; `(a, b)` back where the fast path does not apply.
+///
+/// # Shapes
+/// - a: `[Z, m, k]`, b: `[Z, k, n]`, output: `[Z, m, n]`
+pub fn matmul(a: Tensor<3>, b: Tensor<3>) -> Result<Tensor<3>, (Tensor<3>, Tensor<3>)> {
+    let ([z, m, k], [zb, kb, n]) = (a.dims(), b.dims());
+    if z != zb || k != kb || z * m * k * n == 0 || z > 65_535 {
+        return Err((a, b));
+    }
+    match (take(a), take(b)) {
+        (Ok(a), Ok(b)) if takes_matmul(&a.client, k, n) => Ok(give(launch_matmul(a, b, None, true))),
+        (Ok(a), Ok(b)) => Err((give(a), give(b))),
+        (a, b) => Err((a.map(give).unwrap_or_else(|a| a), b.map(give).unwrap_or_else(|b| b))),
+    }
+}
+
+/// A contiguous tensor with a new shape of as many values (metadata only).
+fn reshape<const D: usize>(t: CubeTensor, shape: [usize; D]) -> CubeTensor {
+    let client = t.client.clone();
+    CubeTensor::new_contiguous(client, t.device.clone(), shape.into(), t.handle, t.dtype)
+}
+
+/// `LayerNorm(a + b)` over rows of `dim`, one workgroup per row (rows numbered across the
+/// x and y of the grid). Mean and variance as PyTorch takes them: the mean, then the mean of
+/// the squared deviations (biased).
+#[cube(launch)]
+fn layer_norm_sum_kernel(a: &[f32], b: &[f32], weight: &[f32], bias: &[f32], out: &mut [f32], dim: usize, eps: f32) {
+    let row = (CUBE_POS_Y * CUBE_COUNT_X + CUBE_POS_X) as usize;
+    if row * dim >= out.len() {
+        terminate!(); // the whole workgroup: its threads share the row
+    }
+    let base = row * dim;
+    let t = UNIT_POS as usize;
+    let step = CUBE_DIM as usize;
+    let mut red = Shared::new_slice(THREADS);
+    let n = f32::cast_from(dim as u32);
+
+    let mut sum = 0.0f32;
+    let mut i = t;
+    while i < dim {
+        sum += a[base + i] + b[base + i];
+        i += step;
+    }
+    let mean = cube_sum(&mut red, sum) / n;
+
+    let mut squares = 0.0f32;
+    let mut i = t;
+    while i < dim {
+        let d = a[base + i] + b[base + i] - mean;
+        squares += d * d;
+        i += step;
+    }
+    let inv = 1.0f32 / (cube_sum(&mut red, squares) / n + eps).sqrt();
+
+    let mut i = t;
+    while i < dim {
+        out[base + i] = (a[base + i] + b[base + i] - mean) * inv * weight[i] + bias[i];
+        i += step;
+    }
+}
+
+/// `LayerNorm(a + b)` over the last dimension with `weight` and `bias` (`[dim]` each), one
+/// launch; `(a, b)` back where the fast path does not apply.
+///
+/// # Shapes
+/// - a, b: `[..., dim]`, output: `[..., dim]`
+pub fn layer_norm_sum<const D: usize>(
+    a: Tensor<D>,
+    b: Tensor<D>,
+    weight: &Tensor<1>,
+    bias: &Tensor<1>,
+    eps: f64,
+) -> Result<Tensor<D>, (Tensor<D>, Tensor<D>)> {
+    let dim = a.dims()[D - 1];
+    if a.dims() != b.dims() || weight.dims() != [dim] || bias.dims() != [dim] || dim == 0 {
+        return Err((a, b));
+    }
+    let (a, b) = match (take(a), take(b)) {
+        (Ok(a), Ok(b)) => (a, b),
+        (a, b) => return Err((a.map(give).unwrap_or_else(|a| a), b.map(give).unwrap_or_else(|b| b))),
+    };
+    let (Ok(w), Ok(bias)) = (take(weight.clone()), take(bias.clone())) else {
+        return Err((give(a), give(b)));
+    };
+    let out = empty_like(&a);
+    let rows = out.meta.shape().num_elements() / dim;
+    let client = out.client.clone();
+    let cube_count = rows_grid(rows);
+    layer_norm_sum_kernel::launch(
+        &client,
+        cube_count,
+        CubeDim::new_1d(THREADS as u32),
+        a.into_buffer_arg(),
+        b.into_buffer_arg(),
+        w.into_buffer_arg(),
+        bias.into_buffer_arg(),
+        out.clone().into_buffer_arg(),
+        dim,
+        eps as f32,
+    );
+    Ok(give(out))
+}
+
+/// RMSNorm over rows of `dim`, `x / sqrt(mean(x^2) + eps) * weight`, one workgroup per row.
+#[cube(launch)]
+fn rms_norm_kernel(x: &[f32], weight: &[f32], out: &mut [f32], dim: usize, eps: f32) {
+    let row = (CUBE_POS_Y * CUBE_COUNT_X + CUBE_POS_X) as usize;
+    if row * dim >= out.len() {
+        terminate!();
+    }
+    let base = row * dim;
+    let t = UNIT_POS as usize;
+    let step = CUBE_DIM as usize;
+    let mut red = Shared::new_slice(THREADS);
+    let mut squares = 0.0f32;
+    let mut i = t;
+    while i < dim {
+        let v = x[base + i];
+        squares += v * v;
+        i += step;
+    }
+    let rms = (cube_sum(&mut red, squares) / f32::cast_from(dim as u32) + eps).sqrt();
+    let mut i = t;
+    while i < dim {
+        out[base + i] = x[base + i] / rms * weight[i];
+        i += step;
+    }
+}
+
+/// RMSNorm over the last dimension (HF Llama) in one launch; `x` back where the fast path
+/// does not apply.
+///
+/// # Shapes
+/// - x: `[..., dim]`, weight: `[dim]`, output: `[..., dim]`
+pub fn rms_norm<const D: usize>(x: Tensor<D>, weight: &Tensor<1>, eps: f64) -> Result<Tensor<D>, Tensor<D>> {
+    let dim = x.dims()[D - 1];
+    if weight.dims() != [dim] || dim == 0 {
+        return Err(x);
+    }
+    let x = take(x)?;
+    let Ok(w) = take(weight.clone()) else { return Err(give(x)) };
+    let out = empty_like(&x);
+    let rows = out.meta.shape().num_elements() / dim;
+    let client = out.client.clone();
+    rms_norm_kernel::launch(
+        &client,
+        rows_grid(rows),
+        CubeDim::new_1d(THREADS as u32),
+        x.into_buffer_arg(),
+        w.into_buffer_arg(),
+        out.clone().into_buffer_arg(),
+        dim,
+        eps as f32,
+    );
+    Ok(give(out))
+}
+
+/// A grid of at least `rows` workgroups within WebGPU's 65,535 per dimension (x, then y).
+fn rows_grid(rows: usize) -> CubeCount {
+    const MAX: usize = 65_535;
+    let x = rows.clamp(1, MAX);
+    CubeCount::Static(x as u32, rows.div_ceil(x).max(1) as u32, 1)
+}
+
+/// GELU, erf form, element-wise.
+#[cube(launch)]
+fn gelu_kernel(x: &[f32], out: &mut [f32]) {
+    let i = ABSOLUTE_POS;
+    if i < out.len() {
+        let v = x[i];
+        out[i] = v * 0.5f32 * (1.0f32 + Erf::erf(v * 0.70710677f32));
+    }
+}
+
+/// GELU, erf form (HF `"gelu"`), in one launch; `x` back where the fast path does not apply.
+pub fn gelu<const D: usize>(x: Tensor<D>) -> Result<Tensor<D>, Tensor<D>> {
+    let x = take(x)?;
+    let out = empty_like(&x);
+    let n = out.meta.shape().num_elements();
+    let client = out.client.clone();
+    let cube_dim = CubeDim::new(&client, n);
+    let cube_count = calculate_cube_count_elemwise(&client, n, cube_dim);
+    gelu_kernel::launch(&client, cube_count, cube_dim, x.into_buffer_arg(), out.clone().into_buffer_arg());
+    Ok(give(out))
+}
+
+/// Scaled dot-product attention, one thread per (row `b`, head `h`, query `i`), `i` fastest:
+/// the keys the query sees (the real ones of its row; with `causal` none after it; with a
+/// `window` > 0 only the last `window` up to it; a padding query sees every real key, as
+/// [`crate::backbones::Visibility`] says), softmax in one pass with a running maximum
+/// (rescaling the sum and the output when it grows), the weighted sum of their values. No
+/// shared memory and no barriers: the threads of a workgroup are neighbouring queries of one
+/// head and read the same keys. `q` is `[B, S, H * hd]`, `k` and `v` `[B, S, KV * hd]` with
+/// query head `h` reading KV head `h / group`; `out` is `[B, S, H * hd]`.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)] // a kernel's arguments
+fn attention_kernel(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    lengths: &[u32],
+    out: &mut [f32],
+    seq: usize,
+    scale: f32,
+    window: usize,
+    #[comptime] heads: usize,
+    #[comptime] group: usize,
+    #[comptime] head_dim: usize,
+    #[comptime] causal: bool,
+) {
+    let pos = ABSOLUTE_POS;
+    if pos >= out.len() / head_dim {
+        terminate!();
+    }
+    let i = pos % seq;
+    let h = (pos / seq) % heads;
+    let b = pos / (seq * heads);
+    let q_row = heads * head_dim;
+    let kv_row = q_row / group;
+    let kv_col = (h / group) * head_dim;
+
+    // the keys `lo..hi` this query sees
+    let len = lengths[b] as usize;
+    let mut lo = 0usize;
+    let mut hi = len;
+    if i < len {
+        if causal {
+            hi = i + 1;
+        }
+        if window > 0 && i + 1 > window {
+            lo = i + 1 - window;
+        }
+    }
+
+    let at = (b * seq + i) * q_row + h * head_dim;
+    let mut query = Array::<f32>::new(head_dim);
+    let mut acc = Array::<f32>::new(head_dim);
+    #[unroll]
+    for d in 0..head_dim {
+        query[d] = q[at + d];
+    }
+    let mut top = f32::new(-3.0e38);
+    let mut sum = 0.0f32;
+    for j in lo..hi {
+        let kv_at = (b * seq + j) * kv_row + kv_col;
+        let mut s = 0.0f32;
+        #[unroll]
+        for d in 0..head_dim {
+            s += query[d] * k[kv_at + d];
+        }
+        s *= scale;
+        if s > top {
+            // the earlier terms were taken against a smaller maximum
+            let shrink = (top - s).exp();
+            sum *= shrink;
+            #[unroll]
+            for d in 0..head_dim {
+                acc[d] *= shrink;
+            }
+            top = s;
+        }
+        let e = (s - top).exp();
+        sum += e;
+        #[unroll]
+        for d in 0..head_dim {
+            acc[d] += e * v[kv_at + d];
+        }
+    }
+    let inv = 1.0f32 / sum;
+    #[unroll]
+    for d in 0..head_dim {
+        out[at + d] = acc[d] * inv;
+    }
+}
+
+/// Scaled dot-product attention in one launch, as [`super::attention`] states it: `q`
+/// `[B, S, H * hd]`, `k` and `v` `[B, S, KV * hd]` read in place, the keys each query sees
+/// from the row `lengths`, `causal` and `window`; the heads merged, `[B, S, H * hd]`. The
+/// inputs back where the fast path does not apply (sequences over [`MAX_KEYS`], heads over
+/// [`MAX_HEAD_DIM`]).
+pub fn attention(
+    (q, k, v): QKV,
+    (heads, kv_heads): (usize, usize),
+    lengths: &[usize],
+    causal: bool,
+    window: Option<usize>,
+) -> Result<Tensor<3>, QKV> {
+    let [b, s, row] = q.dims();
+    let head_dim = row.checked_div(heads).unwrap_or(0);
+    let fits = heads > 0
+        && kv_heads > 0
+        && heads.is_multiple_of(kv_heads)
+        && head_dim * heads == row
+        && k.dims() == [b, s, kv_heads * head_dim]
+        && v.dims() == k.dims()
+        && lengths.len() == b
+        && lengths.iter().all(|&n| n <= s)
+        && (1..=MAX_KEYS).contains(&s)
+        && window != Some(0)
+        && head_dim <= MAX_HEAD_DIM;
+    if !fits {
+        return Err((q, k, v));
+    }
+    let (q, k, v) = match (take(q), take(k), take(v)) {
+        (Ok(q), Ok(k), Ok(v)) => (q, k, v),
+        (q, k, v) => {
+            let back = |t: Result<CubeTensor, Tensor<3>>| t.map(give).unwrap_or_else(|t| t);
+            return Err((back(q), back(k), back(v)));
+        }
+    };
+    let out = empty_like(&q);
+    let client = out.client.clone();
+    let host: Vec<u32> = lengths.iter().map(|&n| n as u32).collect();
+    let lengths = client.create_from_slice(u32::as_bytes(&host));
+    let queries = b * heads * s;
+    let cube_dim = CubeDim::new_1d(THREADS as u32);
+    let cube_count = calculate_cube_count_elemwise(&client, queries, cube_dim);
+    attention_kernel::launch(
+        &client,
+        cube_count,
+        cube_dim,
+        q.into_buffer_arg(),
+        k.into_buffer_arg(),
+        v.into_buffer_arg(),
+        // SAFETY: the buffer holds `b` u32 values, the length given.
+        unsafe { BufferArg::from_raw_parts(lengths, b) },
+        out.clone().into_buffer_arg(),
+        s,
+        1.0 / (head_dim as f32).sqrt(),
+        window.unwrap_or(0),
+        heads,
+        heads / kv_heads,
+        head_dim,
+        causal,
+    );
+    Ok(give(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backbones::Visibility;
+    use burn::tensor::{Device, TensorData};
+
+    /// The wgpu device (CI installs Mesa's lavapipe); `None` with `DMOERM_SKIP_WGPU=1`.
+    fn gpu() -> Option<Device> {
+        if std::env::var("DMOERM_SKIP_WGPU").as_deref() == Ok("1") {
+            eprintln!("DMOERM_SKIP_WGPU=1: the GPU kernels are NOT checked");
+            return None;
+        }
+        Some(crate::device::open(crate::DeviceChoice::Gpu).expect("a wgpu adapter (mesa-vulkan-drivers)"))
+    }
+
+    /// `n` values in `-1 .. 1`, a different sequence per `seed`.
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+            })
+            .collect()
+    }
+
+    fn upload<const D: usize>(v: &[f32], shape: [usize; D], device: &Device) -> Tensor<D> {
+        Tensor::from_data(TensorData::new(v.to_vec(), shape), device)
+    }
+
+    fn download<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().try_into_vec::<f32>().expect("f32 values")
+    }
+
+    /// Attention in f64 on the host, straight from the definition: for each query, the
+    /// softmax of `q . k / sqrt(hd)` over the keys [`Visibility::sees`] allows, times V.
+    #[allow(clippy::too_many_arguments)]
+    fn reference(
+        (q, k, v): (&[f32], &[f32], &[f32]),
+        (b, s, heads, kv_heads, hd): (usize, usize, usize, usize, usize),
+        lengths: &[usize],
+        seen: Visibility,
+    ) -> Vec<f64> {
+        let (row, kv_row) = (heads * hd, kv_heads * hd);
+        let mut out = vec![0.0; b * s * row];
+        for r in 0..b {
+            for h in 0..heads {
+                let kvh = h / (heads / kv_heads);
+                for i in 0..s {
+                    let keys: Vec<usize> = (0..s).filter(|&j| seen.sees(i, j, lengths[r])).collect();
+                    let score = |j: usize| {
+                        let dot: f64 = (0..hd)
+                            .map(|d| {
+                                q[(r * s + i) * row + h * hd + d] as f64 * k[(r * s + j) * kv_row + kvh * hd + d] as f64
+                            })
+                            .sum();
+                        dot / (hd as f64).sqrt()
+                    };
+                    let top = keys.iter().map(|&j| score(j)).fold(f64::MIN, f64::max);
+                    let weights: Vec<f64> = keys.iter().map(|&j| (score(j) - top).exp()).collect();
+                    let total: f64 = weights.iter().sum();
+                    for d in 0..hd {
+                        let acc: f64 = keys
+                            .iter()
+                            .zip(&weights)
+                            .map(|(&j, w)| w * v[(r * s + j) * kv_row + kvh * hd + d] as f64)
+                            .sum();
+                        out[(r * s + i) * row + h * hd + d] = acc / total;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn worst(got: &[f32], want: &[f64]) -> f64 {
+        assert_eq!(got.len(), want.len());
+        got.iter().zip(want).map(|(&g, &w)| (g as f64 - w).abs()).fold(0.0, f64::max)
+    }
+
+    #[test]
+    fn attention_matches_the_definition_for_padding_causal_windows_and_grouped_heads() {
+        let Some(device) = gpu() else { return };
+        // (batch, seq, heads, kv heads, head dim, row lengths, rule): head dims that split the
+        // workgroup's threads in parts (16, 32) and that do not (48, 80); more keys than threads
+        let cases = [
+            (2, 7, 4, 4, 32, vec![7, 3], Visibility::BIDIRECTIONAL),
+            (3, 75, 12, 12, 32, vec![75, 11, 40], Visibility::BIDIRECTIONAL),
+            (2, 130, 4, 2, 16, vec![130, 97], Visibility::CAUSAL),
+            (2, 40, 6, 2, 48, vec![40, 25], Visibility { causal: true, window: Some(9) }),
+            (1, 19, 2, 1, 80, vec![19], Visibility::BIDIRECTIONAL),
+        ];
+        for (n, (b, s, heads, kv_heads, hd, lengths, seen)) in cases.into_iter().enumerate() {
+            let (q, k, v) = (
+                values(b * s * heads * hd, 3 * n as u64 + 1),
+                values(b * s * kv_heads * hd, 3 * n as u64 + 2),
+                values(b * s * kv_heads * hd, 3 * n as u64 + 3),
+            );
+            let want = reference((&q, &k, &v), (b, s, heads, kv_heads, hd), &lengths, seen);
+            let qkv = (
+                upload(&q, [b, s, heads * hd], &device),
+                upload(&k, [b, s, kv_heads * hd], &device),
+                upload(&v, [b, s, kv_heads * hd], &device),
+            );
+            let out = attention(qkv, (heads, kv_heads), &lengths, seen.causal, seen.window)
+                .unwrap_or_else(|_| panic!("case {n}: the GPU kernel applies"));
+            let err = worst(&download(out), &want);
+            assert!(err < 1e-5, "case {n}: worst |error| {err:e}");
+        }
+    }
+
+    #[test]
+    fn attention_gives_its_inputs_back_where_it_does_not_apply() {
+        let Some(device) = gpu() else { return };
+        let t = |s: usize| upload(&values(s * 8, 1), [1, s, 8], &device);
+        // more keys than shared memory holds
+        let long = attention((t(MAX_KEYS + 1), t(MAX_KEYS + 1), t(MAX_KEYS + 1)), (2, 2), &[MAX_KEYS + 1], false, None);
+        assert!(long.is_err());
+        // on the CPU
+        let host = |s: usize| upload(&values(s * 8, 1), [1, s, 8], &Device::flex());
+        assert!(attention((host(4), host(4), host(4)), (2, 2), &[4], false, None).is_err());
+    }
+
+    #[test]
+    fn layer_norm_of_a_sum_matches_the_definition() {
+        let Some(device) = gpu() else { return };
+        // rows narrower and wider than the workgroup, an offset mean
+        for (n, (rows, dim)) in [(3, 16), (75, 384), (5, 1000)].into_iter().enumerate() {
+            let a: Vec<f32> = values(rows * dim, 10 + n as u64).iter().map(|x| x * 3.0 + 5.0).collect();
+            let b = values(rows * dim, 20 + n as u64);
+            let (w, bias) = (values(dim, 30 + n as u64), values(dim, 40 + n as u64));
+            let eps = 1e-12;
+            let mut want = Vec::with_capacity(rows * dim);
+            for r in 0..rows {
+                let x: Vec<f64> = (0..dim).map(|i| a[r * dim + i] as f64 + b[r * dim + i] as f64).collect();
+                let mean = x.iter().sum::<f64>() / dim as f64;
+                let var = x.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / dim as f64;
+                want.extend((0..dim).map(|i| (x[i] - mean) / (var + eps).sqrt() * w[i] as f64 + bias[i] as f64));
+            }
+            let out = layer_norm_sum(
+                upload(&a, [1, rows, dim], &device),
+                upload(&b, [1, rows, dim], &device),
+                &upload(&w, [dim], &device),
+                &upload(&bias, [dim], &device),
+                eps,
+            )
+            .unwrap_or_else(|_| panic!("case {n}: the GPU kernel applies"));
+            let err = worst(&download(out), &want);
+            assert!(err < 1e-5, "case {n}: worst |error| {err:e}");
+        }
+    }
+
+    /// `a b` in f64: `a` `[m, k]`, `b` `[k, n]`.
+    fn product(a: &[f32], b: &[f32], (m, k, n): (usize, usize, usize)) -> Vec<f64> {
+        let mut out = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                out[i * n + j] = (0..k).map(|p| a[i * k + p] as f64 * b[p * n + j] as f64).sum();
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn linear_and_batched_products_match_the_definition() {
+        let Some(device) = gpu() else { return };
+        // rows that fill no tile, part of one, several; columns of a partial workgroup
+        for (n_case, (rows, d_in, d_out)) in
+            [(1, 4, 4), (7, 384, 1536), (81, 64, 12), (130, 20, 392)].into_iter().enumerate()
+        {
+            let seed = 100 + 4 * n_case as u64;
+            let (x, w, bias) = (values(rows * d_in, seed), values(d_in * d_out, seed + 1), values(d_out, seed + 2));
+            let plain = product(&x, &w, (rows, d_in, d_out));
+            let biased: Vec<f64> = plain.iter().enumerate().map(|(i, y)| y + bias[i % d_out] as f64).collect();
+            let x_t = || upload(&x, [1, rows, d_in], &device);
+            let w_t = upload(&w, [d_in, d_out], &device);
+            for (bias, want) in [(None, &plain), (Some(upload(&bias, [d_out], &device)), &biased)] {
+                let y =
+                    linear(x_t(), &w_t, bias.as_ref()).unwrap_or_else(|_| panic!("case {n_case}: the kernel applies"));
+                let err = worst(&download(y), want) / (d_in as f64).sqrt();
+                assert!(err < 1e-6, "case {n_case}: worst |error| / sqrt(k) {err:e}");
+            }
+        }
+        // three products at once, each its own `b` (LoRA's per-expert matrices)
+        let (z, m, k, n) = (3, 10, 16, 8);
+        let (a, b) = (values(z * m * k, 7), values(z * k * n, 8));
+        let y = matmul(upload(&a, [z, m, k], &device), upload(&b, [z, k, n], &device))
+            .unwrap_or_else(|_| panic!("the batched kernel applies"));
+        let want: Vec<f64> = (0..z)
+            .flat_map(|i| product(&a[i * m * k..(i + 1) * m * k], &b[i * k * n..(i + 1) * k * n], (m, k, n)))
+            .collect();
+        let err = worst(&download(y), &want);
+        assert!(err < 1e-5, "batched: worst |error| {err:e}");
+        // sizes that are not multiples of 4 go to burn
+        let odd = linear(upload(&values(6, 1), [1, 2, 3], &device), &upload(&values(12, 2), [3, 4], &device), None);
+        assert!(odd.is_err());
+    }
+
+    #[test]
+    fn rms_norm_matches_the_definition() {
+        let Some(device) = gpu() else { return };
+        for (n, (rows, dim)) in [(4, 24), (9, 576)].into_iter().enumerate() {
+            let (x, w) = (values(rows * dim, 50 + n as u64), values(dim, 60 + n as u64));
+            let eps = 1e-6;
+            let mut want = Vec::with_capacity(rows * dim);
+            for r in 0..rows {
+                let row = &x[r * dim..(r + 1) * dim];
+                let ms = row.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / dim as f64;
+                want.extend(row.iter().zip(&w).map(|(&v, &w)| v as f64 / (ms + eps).sqrt() * w as f64));
+            }
+            let out = rms_norm(upload(&x, [rows, dim], &device), &upload(&w, [dim], &device), eps)
+                .unwrap_or_else(|_| panic!("case {n}: the GPU kernel applies"));
+            let err = worst(&download(out), &want);
+            assert!(err < 1e-5, "case {n}: worst |error| {err:e}");
+        }
+    }
+
+    #[test]
+    fn gelu_matches_the_definition() {
+        let Some(device) = gpu() else { return };
+        let x: Vec<f32> = (-60_000..60_000).map(|i| i as f32 * 1e-4).collect(); // -6 .. 6
+        let want: Vec<f64> =
+            x.iter().map(|&x| 0.5 * x as f64 * (1.0 + libm::erf(x as f64 / std::f64::consts::SQRT_2))).collect();
+        let out = gelu(upload(&x, [2, x.len() / 2], &device)).unwrap_or_else(|_| panic!("the GPU kernel applies"));
+        let err = worst(&download(out), &want);
+        assert!(err < 1e-6, "worst |error| {err:e}");
+    }
+}
