@@ -341,10 +341,18 @@ impl RewardModel {
             let encoded = chunk.iter().map(|c| self.encode_for(c, Input::Expert)).collect::<Result<Vec<_>>>()?;
             let n = encoded.len();
             let (caps, rewards) = task.forward(self.expert_pass(task, &encoded));
-            let caps = read_back(caps).await?; // [k, n]
-            let rewards = match rewards {
-                Some(r) => read_back(r.reshape([1, n])).await?,
-                None => task.combine_rewards(&caps, n),
+            // one read-back (a GPU round trip) for the capabilities [k, n] and the rewards [n]
+            let (caps, rewards) = match rewards {
+                Some(r) => {
+                    let mut caps = read_back(Tensor::cat(vec![caps, r.reshape([1, n])], 0)).await?;
+                    let rewards = caps.split_off(k * n);
+                    (caps, rewards)
+                }
+                None => {
+                    let caps = read_back(caps).await?;
+                    let rewards = task.combine_rewards(&caps, n);
+                    (caps, rewards)
+                }
             };
             for (j, enc) in encoded.iter().enumerate() {
                 let capabilities: Vec<f32> = (0..k).map(|e| caps[e * n + j]).collect();
