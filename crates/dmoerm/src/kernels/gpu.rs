@@ -11,6 +11,11 @@
 //!   burn's composition, 10 with the sum), one workgroup per row.
 //! - [`rms_norm`]: RMSNorm (Llama family), 6 launches in burn's composition; here one.
 //! - [`gelu`]: burn's erf GELU is 5 element-wise launches; here one.
+//! - [`linear`], [`matmul`]: f32 products (the projections, LoRA's), the bias added as the
+//!   product is written (burn adds it in a second launch). Where the device has no
+//!   cooperative matrices burn runs its unit kernel, whose shared-memory stages and barriers a
+//!   CPU emulating a GPU runs slowly (224 ms a projection on SwiftShader against 23.5 here);
+//!   where it has them, burn's tensor-core kernels run instead.
 //!
 //! Each takes f32 tensors on a cubecl device that autodiff does not track (inference on wgpu)
 //! and gives its inputs back otherwise, for burn's ops.
@@ -191,12 +196,16 @@ fn launch_matmul(a: CubeTensor, b: CubeTensor, bias: Option<CubeTensor>, batched
     out
 }
 
-/// Whether [`matmul_kernel`] takes a product of these sizes on `client`'s device: `k` and `n`
-/// multiples of 4, and a device without cooperative matrices, where burn's matmul is its
-/// unit kernel (WebGPU; Vulkan without them, software adapters included); with them burn's
-/// tensor-core kernels run.
-fn takes_matmul(client: &cubecl::client::Client, k: usize, n: usize) -> bool {
-    k.is_multiple_of(4) && n.is_multiple_of(4) && client.properties().features.matmul.cmma.is_empty()
+/// Whether [`matmul_kernel`] takes a product of `m x k` by `k x n` on `client`'s device: `k`
+/// and `n` multiples of 4, rows within the grid's 65,535 blocks, and a device without
+/// cooperative matrices, where burn's matmul is its unit kernel (WebGPU; Vulkan without them,
+/// software adapters included); with them burn's tensor-core kernels run.
+fn takes_matmul(client: &cubecl::client::Client, m: usize, k: usize, n: usize) -> bool {
+    let rows_per_block = MATMUL_CUBE.1 as usize * 4;
+    k.is_multiple_of(4)
+        && n.is_multiple_of(4)
+        && m.div_ceil(rows_per_block) <= 65_535
+        && client.properties().features.matmul.cmma.is_empty()
 }
 
 /// `x W + b` (a linear layer, `W` `[in, out]`) in one launch, the bias added as the product
@@ -211,7 +220,7 @@ pub fn linear(x: Tensor<3>, weight: &Tensor<2>, bias: Option<&Tensor<1>>) -> Res
         return Err(x);
     }
     let x = take(x)?;
-    if !takes_matmul(&x.client, d_in, d_out) {
+    if !takes_matmul(&x.client, b * s, d_in, d_out) {
         return Err(give(x));
     }
     let Ok(w) = take(weight.clone()) else { return Err(give(x)) };
@@ -233,7 +242,7 @@ pub fn matmul(a: Tensor<3>, b: Tensor<3>) -> Result<Tensor<3>, (Tensor<3>, Tenso
         return Err((a, b));
     }
     match (take(a), take(b)) {
-        (Ok(a), Ok(b)) if takes_matmul(&a.client, k, n) => Ok(give(launch_matmul(a, b, None, true))),
+        (Ok(a), Ok(b)) if takes_matmul(&a.client, m, k, n) => Ok(give(launch_matmul(a, b, None, true))),
         (Ok(a), Ok(b)) => Err((give(a), give(b))),
         (a, b) => Err((a.map(give).unwrap_or_else(|a| a), b.map(give).unwrap_or_else(|b| b))),
     }
