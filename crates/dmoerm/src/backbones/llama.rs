@@ -18,7 +18,7 @@ use serde::Deserialize;
 use super::{attend, AttentionMask, Projection, RmsNorm, Table, TokenBatch, Visibility};
 use crate::error::{Error, Result};
 // SiLU: a vectorised (natively parallel) CPU path on flex (see `kernels`)
-use crate::kernels::silu;
+use crate::kernels::silu_mul;
 use crate::lora::AdapterGroup;
 use crate::weights::{Scope, TensorFile};
 
@@ -443,8 +443,16 @@ impl Rope {
     /// # Shapes
     /// - x: `[B, S, heads, hd]`, output: the same
     fn apply(&self, x: Tensor<4>) -> Tensor<4> {
-        crate::kernels::rope(x, &self.host.0, &self.host.1)
-            .unwrap_or_else(|x| x.clone() * self.cos.clone() + rotate_half(x) * self.sin.clone())
+        let x = match crate::kernels::rope(x, &self.host.0, &self.host.1) {
+            Ok(y) => return y,
+            Err(x) => x,
+        };
+        #[cfg(feature = "gpu")]
+        let x = match crate::kernels::gpu::rope(x, &self.cos, &self.sin) {
+            Ok(y) => return y,
+            Err(x) => x,
+        };
+        x.clone() * self.cos.clone() + rotate_half(x) * self.sin.clone()
     }
 }
 
@@ -519,8 +527,8 @@ impl Mlp {
         if let Some(y) = fused {
             return y;
         }
-        let gate = silu(self.gate_proj.forward(x.clone(), lora));
-        self.down_proj.forward(gate * self.up_proj.forward(x, lora), lora)
+        let gate = self.gate_proj.forward(x.clone(), lora);
+        self.down_proj.forward(silu_mul(gate, self.up_proj.forward(x, lora)), lora)
     }
 }
 

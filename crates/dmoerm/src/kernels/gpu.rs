@@ -9,7 +9,8 @@
 //!   in one pass over the keys the query sees and writes the merged output.
 //! - [`layer_norm_sum`]: `LayerNorm(a + b)`, the residual sum and the norm (9 launches in
 //!   burn's composition, 10 with the sum), one workgroup per row.
-//! - [`rms_norm`]: RMSNorm (Llama family), 6 launches in burn's composition; here one.
+//! - [`rms_norm`]: RMSNorm (Llama family), 6 launches in burn's composition; here one; so are
+//!   [`rope`] (6) and the gated MLP's [`silu_mul`] (3).
 //! - [`gelu`]: burn's erf GELU is 5 element-wise launches; here one.
 //! - [`linear`], [`matmul`]: f32 products (the projections, LoRA's), the bias added as the
 //!   product is written (burn adds it in a second launch). Where the device has no
@@ -54,6 +55,34 @@ fn take<const D: usize>(x: Tensor<D>) -> Result<CubeTensor, Tensor<D>> {
         Ok(t) => Ok(into_contiguous(t)),
         Err(_) => Err(x),
     }
+}
+
+/// [`take`] of two tensors, or both back.
+fn take_pair<const D: usize, const E: usize>(
+    a: Tensor<D>,
+    b: Tensor<E>,
+) -> Result<(CubeTensor, CubeTensor), (Tensor<D>, Tensor<E>)> {
+    match (take(a), take(b)) {
+        (Ok(a), Ok(b)) => Ok((a, b)),
+        (a, b) => Err((a.map(give).unwrap_or_else(|a| a), b.map(give).unwrap_or_else(|b| b))),
+    }
+}
+
+/// An element-wise kernel's output (shaped like its input) and grid: a thread per value.
+struct Elementwise {
+    out: CubeTensor,
+    client: cubecl::client::Client,
+    count: CubeCount,
+    dim: CubeDim,
+}
+
+fn elementwise(like: &CubeTensor) -> Elementwise {
+    let out = empty_like(like);
+    let client = out.client.clone();
+    let n = out.meta.shape().num_elements();
+    let dim = CubeDim::new(&client, n);
+    let count = calculate_cube_count_elemwise(&client, n, dim);
+    Elementwise { out, client, count, dim }
 }
 
 /// The tensor of a kernel's output.
@@ -241,10 +270,10 @@ pub fn matmul(a: Tensor<3>, b: Tensor<3>) -> Result<Tensor<3>, (Tensor<3>, Tenso
     if z != zb || k != kb || z * m * k * n == 0 || z > 65_535 {
         return Err((a, b));
     }
-    match (take(a), take(b)) {
-        (Ok(a), Ok(b)) if takes_matmul(&a.client, m, k, n) => Ok(give(launch_matmul(a, b, None, true))),
-        (Ok(a), Ok(b)) => Err((give(a), give(b))),
-        (a, b) => Err((a.map(give).unwrap_or_else(|a| a), b.map(give).unwrap_or_else(|b| b))),
+    let (a, b) = take_pair(a, b)?;
+    match takes_matmul(&a.client, m, k, n) {
+        true => Ok(give(launch_matmul(a, b, None, true))),
+        false => Err((give(a), give(b))),
     }
 }
 
@@ -309,11 +338,8 @@ pub fn layer_norm_sum<const D: usize>(
     if a.dims() != b.dims() || weight.dims() != [dim] || bias.dims() != [dim] || dim == 0 {
         return Err((a, b));
     }
-    let (a, b) = match (take(a), take(b)) {
-        (Ok(a), Ok(b)) => (a, b),
-        (a, b) => return Err((a.map(give).unwrap_or_else(|a| a), b.map(give).unwrap_or_else(|b| b))),
-    };
-    let (Ok(w), Ok(bias)) = (take(weight.clone()), take(bias.clone())) else {
+    let (a, b) = take_pair(a, b)?;
+    let Ok((w, bias)) = take_pair(weight.clone(), bias.clone()) else {
         return Err((give(a), give(b)));
     };
     let out = empty_like(&a);
@@ -409,12 +435,83 @@ fn gelu_kernel(x: &[f32], out: &mut [f32]) {
 /// GELU, erf form (HF `"gelu"`), in one launch; `x` back where the fast path does not apply.
 pub fn gelu<const D: usize>(x: Tensor<D>) -> Result<Tensor<D>, Tensor<D>> {
     let x = take(x)?;
-    let out = empty_like(&x);
-    let n = out.meta.shape().num_elements();
-    let client = out.client.clone();
-    let cube_dim = CubeDim::new(&client, n);
-    let cube_count = calculate_cube_count_elemwise(&client, n, cube_dim);
-    gelu_kernel::launch(&client, cube_count, cube_dim, x.into_buffer_arg(), out.clone().into_buffer_arg());
+    let Elementwise { out, client, count, dim } = elementwise(&x);
+    gelu_kernel::launch(&client, count, dim, x.into_buffer_arg(), out.clone().into_buffer_arg());
+    Ok(give(out))
+}
+
+/// Rotary position embedding, element-wise over `x` `[B, S, heads, hd]`: with `a` the value
+/// and `b` its partner half a head away, `a cos - b sin` in the first half of a head and
+/// `a cos + b sin` in the second (HF's `x * cos + rotate_half(x) * sin`), the tables `[S, hd]`.
+#[cube(launch)]
+fn rope_kernel(x: &[f32], cos: &[f32], sin: &[f32], out: &mut [f32], seq: usize, heads: usize, head_dim: usize) {
+    let i = ABSOLUTE_POS;
+    if i < out.len() {
+        let d = i % head_dim;
+        let at = ((i / (head_dim * heads)) % seq) * head_dim + d;
+        let half = head_dim / 2;
+        if d < half {
+            out[i] = x[i] * cos[at] + -x[i + half] * sin[at];
+        } else {
+            out[i] = x[i] * cos[at] + x[i - half] * sin[at];
+        }
+    }
+}
+
+/// Rotary position embedding in one launch (burn composes it of six), with the tables `cos`
+/// and `sin` `[1, S, 1, hd]` on the device; `x` back where the fast path does not apply.
+///
+/// # Shapes
+/// - x: `[B, S, heads, hd]`, output: the same
+pub fn rope(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Result<Tensor<4>, Tensor<4>> {
+    let [_, s, heads, d] = x.dims();
+    if d == 0 || !d.is_multiple_of(2) || cos.dims() != [1, s, 1, d] || sin.dims() != [1, s, 1, d] {
+        return Err(x);
+    }
+    let x = take(x)?;
+    let Ok((cos, sin)) = take_pair(cos.clone(), sin.clone()) else { return Err(give(x)) };
+    let Elementwise { out, client, count, dim } = elementwise(&x);
+    rope_kernel::launch(
+        &client,
+        count,
+        dim,
+        x.into_buffer_arg(),
+        cos.into_buffer_arg(),
+        sin.into_buffer_arg(),
+        out.clone().into_buffer_arg(),
+        s,
+        heads,
+        d,
+    );
+    Ok(give(out))
+}
+
+/// `silu(gate) * up`, element-wise (Llama's gated MLP), `silu(g) = g / (1 + exp(-g))`.
+#[cube(launch)]
+fn silu_mul_kernel(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    let i = ABSOLUTE_POS;
+    if i < out.len() {
+        let g = gate[i];
+        out[i] = g / (1.0f32 + (-g).exp()) * up[i];
+    }
+}
+
+/// `silu(gate) * up` in one launch (burn's composition is three); the inputs back where the
+/// fast path does not apply.
+pub fn silu_mul<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Result<Tensor<D>, (Tensor<D>, Tensor<D>)> {
+    if gate.dims() != up.dims() {
+        return Err((gate, up));
+    }
+    let (gate, up) = take_pair(gate, up)?;
+    let Elementwise { out, client, count, dim } = elementwise(&gate);
+    silu_mul_kernel::launch(
+        &client,
+        count,
+        dim,
+        gate.into_buffer_arg(),
+        up.into_buffer_arg(),
+        out.clone().into_buffer_arg(),
+    );
     Ok(give(out))
 }
 
@@ -787,6 +884,50 @@ mod tests {
             let err = worst(&download(out), &want);
             assert!(err < 1e-5, "case {n}: worst |error| {err:e}");
         }
+    }
+
+    #[test]
+    fn rope_and_the_gated_mlp_product_match_their_definitions() {
+        let Some(device) = gpu() else { return };
+        let (b, s, heads, hd) = (2, 9, 3, 8);
+        let x = values(b * s * heads * hd, 70);
+        // tables as Llama builds them: the half-dim angles twice
+        let (mut cos, mut sin) = (Vec::new(), Vec::new());
+        for pos in 0..s {
+            let angles: Vec<f32> =
+                (0..hd / 2).map(|i| pos as f32 * 10_000f32.powf(-2.0 * i as f32 / hd as f32)).collect();
+            for _ in 0..2 {
+                cos.extend(angles.iter().map(|a| a.cos()));
+                sin.extend(angles.iter().map(|a| a.sin()));
+            }
+        }
+        let mut want = Vec::with_capacity(x.len());
+        for (n, head) in x.chunks(hd).enumerate() {
+            let pos = n / heads % s;
+            let (c, sn) = (&cos[pos * hd..(pos + 1) * hd], &sin[pos * hd..(pos + 1) * hd]);
+            // x * cos + rotate_half(x) * sin, rotate_half(x) = cat(-x2, x1)
+            let rotated: Vec<f64> = (0..hd)
+                .map(|d| if d < hd / 2 { -(head[d + hd / 2] as f64) } else { head[d - hd / 2] as f64 })
+                .collect();
+            want.extend((0..hd).map(|d| head[d] as f64 * c[d] as f64 + rotated[d] * sn[d] as f64));
+        }
+        let table = |v: &[f32]| upload(v, [1, s, 1, hd], &device);
+        let out = rope(upload(&x, [b, s, heads, hd], &device), &table(&cos), &table(&sin))
+            .unwrap_or_else(|_| panic!("the rope kernel applies"));
+        let err = worst(&download(out), &want);
+        assert!(err < 1e-6, "rope: worst |error| {err:e}");
+
+        let (gate, up): (Vec<f32>, Vec<f32>) = (
+            values(4096, 71).iter().map(|g| g * 12.0).collect(), // -12 .. 12
+            values(4096, 72),
+        );
+        let want: Vec<f64> =
+            gate.iter().zip(&up).map(|(&g, &u)| g as f64 / (1.0 + (-(g as f64)).exp()) * u as f64).collect();
+        let out = silu_mul(upload(&gate, [4, 1024], &device), upload(&up, [4, 1024], &device))
+            .unwrap_or_else(|_| panic!("the silu kernel applies"));
+        let got = download(out);
+        let err = got.iter().zip(&want).map(|(&g, &w)| (g as f64 - w).abs() / w.abs().max(1.0)).fold(0.0, f64::max);
+        assert!(err < 1e-6, "silu(gate) * up: worst error {err:e} (relative to max(|y|, 1))");
     }
 
     #[test]

@@ -129,6 +129,17 @@ pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     host_map(x, 1 << 14, silu_in_place).unwrap_or_else(burn::tensor::activation::silu)
 }
 
+/// `silu(gate) * up` (Llama's gated MLP): one kernel on a GPU, [`silu`] and a product
+/// elsewhere.
+pub fn silu_mul<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
+    #[cfg(feature = "gpu")]
+    let (gate, up) = match gpu::silu_mul(gate, up) {
+        Ok(y) => return y,
+        Err(gu) => gu,
+    };
+    silu(gate) * up
+}
+
 /// RMSNorm over the last dimension, `x / sqrt(mean(x^2) + eps) * weight` (HF Llama), or `x`
 /// back where the fast path does not apply (flex composes it of six single-threaded ops).
 pub fn rms_norm<const D: usize>(x: Tensor<D>, weight: &Tensor<1>, eps: f64) -> Result<Tensor<D>, Tensor<D>> {
