@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 use super::{attend, AttentionMask, Projection, RmsNorm, Table, TokenBatch, Visibility};
 use crate::error::{Error, Result};
-// SiLU: a vectorised (natively parallel) CPU path on flex (see `kernels`)
+// `silu(gate) * up`: one kernel on a GPU, a vectorised (natively parallel) SiLU on flex (see `kernels`)
 use crate::kernels::silu_mul;
 use crate::lora::AdapterGroup;
 use crate::weights::{Scope, TensorFile};

@@ -1,7 +1,8 @@
 //! Fast paths for ops where burn's kernels are the bottleneck (found with `perf` and by
 //! counting GPU launches; figures in BENCHMARKS.md): on the CPU (`flex`, below) and on a GPU
-//! (`gpu.rs`: attention, LayerNorm of a residual sum, RMSNorm and GELU, one CubeCL kernel
-//! each where burn launches 5 to 20; f32 products with the bias added as they are written).
+//! (`gpu.rs`: attention, LayerNorm of a residual sum, RMSNorm, RoPE, GELU and `silu(gate) *
+//! up`, one CubeCL kernel each where burn launches 3 to 20; f32 products with the bias added
+//! as they are written).
 //!
 //! - GELU: flex evaluates a scalar, single-threaded `libm::erff` per element (13.5% of the
 //!   samples of a MiniLM batch). [`gelu`] uses a branch-free erf that vectorises, on rayon.
