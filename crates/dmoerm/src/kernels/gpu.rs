@@ -34,8 +34,8 @@ use cubecl::{calculate_cube_count_elemwise, CubeDim};
 
 use super::QKV;
 
-/// Threads per workgroup of the row kernels: a power of two (the reductions halve it), and
-/// within WebGPU's default limit of 256 invocations.
+/// Threads per workgroup of the row kernels (a power of two: the reductions halve it) and of
+/// attention (neighbouring queries), within WebGPU's default limit of 256 invocations.
 const THREADS: usize = 64;
 
 /// The longest sequence [`attention`] takes: a thread walks its query's keys one by one, so a
@@ -752,8 +752,8 @@ mod tests {
     #[test]
     fn attention_matches_the_definition_for_padding_causal_windows_and_grouped_heads() {
         let Some(device) = gpu() else { return };
-        // (batch, seq, heads, kv heads, head dim, row lengths, rule): head dims that split the
-        // workgroup's threads in parts (16, 32) and that do not (48, 80); more keys than threads
+        // (batch, seq, heads, kv heads, head dim, row lengths, rule): head dims 16 to 80 (the
+        // unrolled query and output), padding rows, queries past one workgroup's 64
         let cases = [
             (2, 7, 4, 4, 32, vec![7, 3], Visibility::BIDIRECTIONAL),
             (3, 75, 12, 12, 32, vec![75, 11, 40], Visibility::BIDIRECTIONAL),
@@ -784,7 +784,7 @@ mod tests {
     fn attention_gives_its_inputs_back_where_it_does_not_apply() {
         let Some(device) = gpu() else { return };
         let t = |s: usize| upload(&values(s * 8, 1), [1, s, 8], &device);
-        // more keys than shared memory holds
+        // more keys than a thread walks (burn's chunked attention takes them)
         let long = attention((t(MAX_KEYS + 1), t(MAX_KEYS + 1), t(MAX_KEYS + 1)), (2, 2), &[MAX_KEYS + 1], false, None);
         assert!(long.is_err());
         // on the CPU
