@@ -185,6 +185,7 @@ fn memory(bundle: &str, device: DeviceChoice) -> Result<(), Box<dyn std::error::
             "rss_file_before_load": file_before, "rss_file_after_rank16": status("RssFile:"),
             "backbone_params": model.backbone().num_params(),
             "quantized_params": model.backbone().quantized_params(),
+            "half_params": model.backbone().half_params(),
         })
     );
     Ok(())

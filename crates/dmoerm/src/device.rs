@@ -158,6 +158,16 @@ pub(crate) fn quantized_resident(device: &burn::tensor::Device) -> bool {
     *device == burn::tensor::Device::flex() && !device.is_autodiff()
 }
 
+/// Whether `device` holds a weight that a bundle stores as f16 in f16 (half the memory and
+/// half the reads of f32): a GPU for inference whose adapter has f16 in shaders (WebGPU's
+/// `shader-f16`; Vulkan's `shaderFloat16` with 16-bit storage). The model still computes in
+/// f32: the products read the f16 weights and multiply and sum in f32, so the scores are
+/// those of the same weights expanded to f32. Elsewhere an f16 weight is expanded when it
+/// loads.
+pub(crate) fn half_resident(device: &burn::tensor::Device) -> bool {
+    *device != burn::tensor::Device::flex() && !device.is_autodiff() && device.supports_dtype(burn::tensor::DType::F16)
+}
+
 /// Gives the heap memory that is free now back to the kernel (glibc's `malloc_trim`).
 ///
 /// Under [`keep_freed_cpu_memory`] the buffers that loading reads each tensor through stay

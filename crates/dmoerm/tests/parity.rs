@@ -256,18 +256,48 @@ fn int8_and_q4_bundles_stay_quantised_on_wgpu_and_score_as_their_expanded_weight
         assert_eq!(quantized, on_cpu.backbone().quantized_params(), "{name} {dtype:?}: GPU against CPU");
         // every matrix: all the parameters but the norms, biases and (Llama) nothing else
         assert!(quantized * 10 > on_gpu.backbone().num_params() * 9, "{name} {dtype:?}: {quantized} quantised");
-        for input in &expected(name).inputs {
-            let want = expanded.score(&input.conversation()).unwrap();
-            let got = on_gpu.score(&input.conversation()).unwrap();
-            let close = |a: f32, b: f32| (a - b).abs() <= 1e-4 * b.abs().max(1.0);
-            assert!(close(got.reward, want.reward), "{name} {dtype:?}: reward {} vs {}", got.reward, want.reward);
-            assert_eq!(got.task, want.task, "{name} {dtype:?}");
-            for ((task, g), (_, w)) in
-                got.task_probs.iter().chain(&got.capabilities).zip(want.task_probs.iter().chain(&want.capabilities))
-            {
-                assert!(close(*g, *w), "{name} {dtype:?}: {task} {g} vs {w}");
-            }
+        assert_same_scores(&format!("{name} {dtype:?}"), &on_gpu, &expanded, name);
+    }
+}
+
+/// `got` scores the fixture `name`'s inputs as `want` does, within 1e-4 (relative above 1):
+/// the same weights, summed in another order. Returns the worst |reward error| of `got`
+/// against the f32 reference.
+fn assert_same_scores(what: &str, got: &RewardModel, want: &RewardModel, name: &str) -> f32 {
+    let mut worst = 0.0f32;
+    for input in &expected(name).inputs {
+        let (g, w) = (got.score(&input.conversation()).unwrap(), want.score(&input.conversation()).unwrap());
+        let close = |a: f32, b: f32| (a - b).abs() <= 1e-4 * b.abs().max(1.0);
+        assert!(close(g.reward, w.reward), "{what}: reward {} vs {}", g.reward, w.reward);
+        assert_eq!(g.task, w.task, "{what}");
+        for ((task, g), (_, w)) in
+            g.task_probs.iter().chain(&g.capabilities).zip(w.task_probs.iter().chain(&w.capabilities))
+        {
+            assert!(close(*g, *w), "{what}: {task} {g} vs {w}");
         }
+        worst = worst.max((g.reward - input.expected.reward).abs());
+    }
+    worst
+}
+
+/// On a GPU with f16 in shaders (lavapipe has it), an f16 bundle's matrices (projections and
+/// embedding tables) stay f16, half the memory of f32; the model computes in f32 on them, so
+/// the scores are those of the same bundle on the CPU, which expands them to f32. Against the
+/// f32 reference the difference is the bundle's rounding to f16.
+#[test]
+fn f16_bundles_stay_f16_on_wgpu_and_score_as_their_expanded_weights() {
+    let Some(device) = gpu() else { return };
+    for name in ["llama", "bert"] {
+        let (bytes, _) = dmoerm::pack_bytes(&fixture_dir(name), PackDtype::F16).unwrap();
+        let on_cpu = RewardModel::from_packed_bytes(name, bytes.clone(), Device::flex()).unwrap();
+        let on_gpu = RewardModel::from_packed_bytes(name, bytes, device.clone()).unwrap();
+        assert_eq!(on_cpu.backbone().half_params(), 0, "{name}: the CPU expands f16");
+        // every matrix: all the parameters but the norms and biases (lavapipe has f16 in
+        // shaders, as most Vulkan GPUs do)
+        let half = on_gpu.backbone().half_params();
+        assert!(half * 10 > on_gpu.backbone().num_params() * 9, "{name}: {half} f16 (does the adapter have f16?)");
+        let worst = assert_same_scores(name, &on_gpu, &on_cpu, name);
+        eprintln!("{name}: f16 bundle on the GPU against the f32 reference: worst |reward error| {worst:e}");
     }
 }
 

@@ -17,7 +17,7 @@ use burn::tensor::activation::gelu_approximate;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::Deserialize;
 
-use super::{attend, LayerNorm, Projection, Table, TokenBatch, Visibility};
+use super::{attend, Held, LayerNorm, Projection, Table, TokenBatch, Visibility};
 use crate::bundle::keys;
 use crate::error::{Error, Result};
 // exact GELU: a vectorised (natively parallel) CPU path on flex (see `kernels`)
@@ -319,11 +319,11 @@ impl Bert {
             + layers
     }
 
-    pub(crate) fn quantized_params(&self) -> usize {
-        let layers: usize = self.layers.iter().flat_map(Layer::projections).map(Projection::quantized_params).sum();
+    pub(crate) fn held_params(&self, held: Held) -> usize {
+        let layers: usize = self.layers.iter().flat_map(Layer::projections).map(|p| p.held_params(held)).sum();
         let tables = [&self.word_embeddings, &self.position_embeddings, &self.token_type_embeddings];
-        self.pooler.as_ref().map_or(0, Projection::quantized_params)
-            + tables.iter().map(|t| t.quantized_params()).sum::<usize>()
+        self.pooler.as_ref().map_or(0, |p| p.held_params(held))
+            + tables.iter().map(|t| t.held_params(held)).sum::<usize>()
             + layers
     }
 }

@@ -15,7 +15,7 @@ use std::ops::Range;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::Deserialize;
 
-use super::{attend, AttentionMask, Projection, RmsNorm, Table, TokenBatch, Visibility};
+use super::{attend, AttentionMask, Held, Projection, RmsNorm, Table, TokenBatch, Visibility};
 use crate::error::{Error, Result};
 // `silu(gate) * up`: one kernel on a GPU, a vectorised (natively parallel) SiLU on flex (see `kernels`)
 use crate::kernels::silu_mul;
@@ -484,10 +484,10 @@ impl Llama {
         self.embed_tokens.num_params() + norms + projections
     }
 
-    pub(crate) fn quantized_params(&self) -> usize {
+    pub(crate) fn held_params(&self, held: Held) -> usize {
         let projections: usize =
-            self.layers.iter().flat_map(DecoderLayer::projections).map(Projection::quantized_params).sum();
-        self.embed_tokens.quantized_params() + projections
+            self.layers.iter().flat_map(DecoderLayer::projections).map(|p| p.held_params(held)).sum();
+        self.embed_tokens.held_params(held) + projections
     }
 }
 

@@ -14,7 +14,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use burn::tensor::{Bool, DType, Device, Int, Tensor, TensorData};
 use serde::Deserialize;
 
 use crate::bundle::keys;
@@ -173,7 +173,8 @@ pub struct Projection {
 }
 
 /// A projection's weight and bias: for burn's matmul (`weight` `[in, out]`, the transpose of
-/// PyTorch's), f32, or, from an int8 or q4 bundle on a GPU, burn's quantised tensor (its codes
+/// PyTorch's), f32 (f16 where the bundle stores it so and the GPU holds f16:
+/// [`crate::device::half_resident`]), or, from an int8 or q4 bundle on a GPU, burn's quantised tensor (its codes
 /// and block scales, which the matmul reads packed: [`crate::weights::burn_quantized`]); or,
 /// from such a bundle on a CPU with the int8 kernel, quantised for that kernel ([`Int8Linear`],
 /// `[out, in]`, with the bias).
@@ -230,7 +231,7 @@ impl Projection {
         };
         let weight = match quantized {
             Some(data) => Tensor::<2>::from_data(data, device).transpose(),
-            None => w.linear_weight(d_in, d_out, device)?,
+            None => w.linear_weight_as_stored(d_in, d_out, device)?,
         };
         let bias = if bias { Some(w.tensor(keys::BIAS, [d_out], device)?) } else { None };
         Ok(Self { path, weight: Weight::Burn { weight, bias } })
@@ -366,11 +367,14 @@ impl Projection {
         }
     }
 
-    /// How many of the weights (not the bias) are held as int8 or 4-bit codes on the device.
-    pub(crate) fn quantized_params(&self) -> usize {
-        match &self.weight {
-            Weight::Burn { weight, .. } if matches!(weight.dtype(), burn::tensor::DType::QFloat(_)) => count(weight),
-            Weight::Int8(weight) => weight.dims().0 * weight.dims().1,
+    /// How many of the weights (not the bias) are held as `held` on the device.
+    pub(crate) fn held_params(&self, held: Held) -> usize {
+        match (&self.weight, held) {
+            (Weight::Burn { weight, .. }, Held::Quantized) if matches!(weight.dtype(), DType::QFloat(_)) => {
+                count(weight)
+            }
+            (Weight::Burn { weight, .. }, Held::F16) if weight.dtype() == DType::F16 => count(weight),
+            (Weight::Int8(weight), Held::Quantized) => weight.dims().0 * weight.dims().1,
             _ => 0,
         }
     }
@@ -383,6 +387,14 @@ impl Projection {
 /// when they load. (Embedding tables stay quantised on the CPU backend whatever the kernel.)
 pub fn quantized_projections_stay(device: &Device) -> bool {
     (quantized_resident(device) && Int8Linear::available()) || quantized_on_gpu(device)
+}
+
+/// What a weight is held as on the device, besides f32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Held {
+    /// int8 or 4-bit codes with scales
+    Quantized,
+    F16,
 }
 
 /// Whether `device` is a GPU for inference (wgpu, not autodiff).
@@ -400,13 +412,14 @@ fn on_host(x: Tensor<3>, out: usize, f: impl FnOnce(&[f32]) -> Vec<f32>) -> Tens
     Tensor::from_data(TensorData::new(f(&crate::kernels::host_values(x)), [b, s, out]), &device)
 }
 
-/// An embedding table `[rows, dim]`: f32 on the device, or, from an int8 or q4 bundle for
+/// An embedding table `[rows, dim]`: f32 on the device (f16 where the bundle stores it so and
+/// the GPU holds f16: [`crate::device::half_resident`]), or, from an int8 or q4 bundle for
 /// inference (on the CPU, and on a GPU, where the rows a lookup reads are sent to it), the
 /// rows as packed on the host; a lookup expands only the rows it reads.
 #[derive(Debug, Clone)]
 #[allow(clippy::large_enum_variant)] // one per table, never moved in bulk
 pub enum Table {
-    F32(Tensor<2>),
+    Dense(Tensor<2>),
     Quantized(Arc<QuantMatrix>),
 }
 
@@ -418,7 +431,7 @@ impl Table {
                 return Ok(Table::Quantized(Arc::new(m)));
             }
         }
-        Ok(Table::F32(w.tensor(keys::WEIGHT, [rows, dim], device)?))
+        Ok(Table::Dense(w.tensor_as_stored(keys::WEIGHT, [rows, dim], device)?))
     }
 
     /// The rows of `ids` (on the device, and `host`, the same ids on the host, row-major); an
@@ -428,7 +441,10 @@ impl Table {
     /// - ids: `[B, S]`, output: `[B, S, dim]`
     pub fn lookup(&self, ids: &Tensor<2, Int>, host: &[i64]) -> Tensor<3> {
         match self {
-            Table::F32(t) => burn::tensor::module::embedding(t.clone(), ids.clone()),
+            Table::Dense(t) => match burn::tensor::module::embedding(t.clone(), ids.clone()) {
+                rows if rows.dtype() == DType::F32 => rows,
+                rows => rows.cast(DType::F32),
+            },
             Table::Quantized(m) => {
                 let [b, s] = ids.dims();
                 let dim = m.dims().1;
@@ -445,15 +461,16 @@ impl Table {
 
     pub(crate) fn num_params(&self) -> usize {
         match self {
-            Table::F32(t) => count(t),
+            Table::Dense(t) => count(t),
             Table::Quantized(m) => m.dims().0 * m.dims().1,
         }
     }
 
-    pub(crate) fn quantized_params(&self) -> usize {
-        match self {
-            Table::F32(_) => 0,
-            Table::Quantized(_) => self.num_params(),
+    pub(crate) fn held_params(&self, held: Held) -> usize {
+        match (self, held) {
+            (Table::Dense(t), Held::F16) if t.dtype() == DType::F16 => count(t),
+            (Table::Quantized(_), Held::Quantized) => self.num_params(),
+            _ => 0,
         }
     }
 }
@@ -704,9 +721,19 @@ impl Backbone {
     /// How many of [`num_params`](Self::num_params) are held as int8 or 4-bit codes on this
     /// model's device (a packed int8 or q4 bundle's matrices, for inference; 0 otherwise).
     pub fn quantized_params(&self) -> usize {
+        self.held_params(Held::Quantized)
+    }
+
+    /// How many of [`num_params`](Self::num_params) are held as f16 on this model's device
+    /// (an f16 bundle's matrices on a GPU with f16 in shaders; 0 otherwise).
+    pub fn half_params(&self) -> usize {
+        self.held_params(Held::F16)
+    }
+
+    fn held_params(&self, held: Held) -> usize {
         match self {
-            Backbone::Llama(m) => m.quantized_params(),
-            Backbone::Bert(m) => m.quantized_params(),
+            Backbone::Llama(m) => m.held_params(held),
+            Backbone::Bert(m) => m.held_params(held),
         }
     }
 }

@@ -13,12 +13,13 @@
 //!   [`rope`] (6) and the gated MLP's [`silu_mul`] (3).
 //! - [`gelu`]: burn's erf GELU is 5 element-wise launches; here one.
 //! - [`linear`], [`matmul`]: f32 products (the projections, LoRA's), the bias added as the
-//!   product is written (burn adds it in a second launch). Where the device has no
+//!   product is written (burn adds it in a second launch). A projection's weight may be f16
+//!   (an f16 bundle on an adapter with f16 in shaders): read as f16, multiplied in f32. Where the device has no
 //!   cooperative matrices burn runs its unit kernel, whose shared-memory stages and barriers a
 //!   CPU emulating a GPU runs slowly (224 ms a projection on SwiftShader against 23.5 here);
 //!   where it has them, burn's tensor-core kernels run instead.
 //!
-//! Each takes f32 tensors on a cubecl device that autodiff does not track (inference on wgpu)
+//! Each takes f32 tensors (and [`linear`] an f16 weight) on a cubecl device that autodiff does not track (inference on wgpu)
 //! and gives its inputs back otherwise, for burn's ops.
 
 // A fast path that does not apply gives its input tensors back as `Err`.
@@ -48,7 +49,12 @@ const MAX_HEAD_DIM: usize = 256;
 /// `x`'s cubecl tensor (contiguous) where `x` is an f32 tensor on a cubecl device that
 /// autodiff does not track, else `x` back.
 fn take<const D: usize>(x: Tensor<D>) -> Result<CubeTensor, Tensor<D>> {
-    if x.is_autodiff() || x.dtype() != DType::F32 {
+    take_as(x, &[DType::F32])
+}
+
+/// [`take`] of a tensor of one of `dtypes`.
+fn take_as<const D: usize>(x: Tensor<D>, dtypes: &[DType]) -> Result<CubeTensor, Tensor<D>> {
+    if x.is_autodiff() || !dtypes.contains(&x.dtype()) {
         return Err(x);
     }
     match x.clone().try_into_primitive::<Cube>() {
@@ -125,7 +131,8 @@ const MATMUL_CUBE: (u32, u32) = (16, 4);
 
 /// `out[z] = a[z] b[z] (+ bias)`, read and written four values at a time: `a` `[Z, m, k]`,
 /// `b` `[k, n]` at `z * b_batch` values (0: one `b` for all), `out` `[Z, m, n]`, row-major,
-/// `k` and `n` multiples of 4. Each thread keeps a 4 x 4 block of the output in four `F4`
+/// `k` and `n` multiples of 4. `b` is f32 or f16 (`W`), converted to f32 as it is read: the
+/// products and sums are f32 either way. Each thread keeps a 4 x 4 block of the output in four `F4`
 /// registers; per four steps of `k` it loads four `F4` of `a` (its rows, the same for the 16
 /// threads along a workgroup's columns) and four of `b` (neighbouring threads, neighbouring
 /// columns) for 64 multiply-adds. No shared memory and no barriers. A partial block at the
@@ -133,9 +140,9 @@ const MATMUL_CUBE: (u32, u32) = (16, 4);
 /// written.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)] // a kernel's arguments
-fn matmul_kernel(
+fn matmul_kernel<W: Float>(
     a: &[F4],
-    b: &[F4],
+    b: &[Vector<W, Const<4>>],
     bias: &[F4],
     out: &mut [F4],
     m: usize,
@@ -168,10 +175,10 @@ fn matmul_kernel(
         acc[r] = F4::new(0.0);
     }
     for kk in 0..k4 {
-        let b0 = b[b_at + (4 * kk) * n4];
-        let b1 = b[b_at + (4 * kk + 1) * n4];
-        let b2 = b[b_at + (4 * kk + 2) * n4];
-        let b3 = b[b_at + (4 * kk + 3) * n4];
+        let b0 = F4::cast_from(b[b_at + (4 * kk) * n4]);
+        let b1 = F4::cast_from(b[b_at + (4 * kk + 1) * n4]);
+        let b2 = F4::cast_from(b[b_at + (4 * kk + 2) * n4]);
+        let b3 = F4::cast_from(b[b_at + (4 * kk + 3) * n4]);
         #[unroll]
         for r in 0..4 {
             let ar = a[rows[r] + kk];
@@ -194,7 +201,7 @@ fn matmul_kernel(
 }
 
 /// Launches [`matmul_kernel`] on `a` `[Z, m, k]` and `b` (`[k, n]`, or `[Z, k, n]` with
-/// `batched`) with an optional `bias` `[n]`: `[Z, m, n]`.
+/// `batched`; f32 or f16) with an optional `bias` `[n]`: `[Z, m, n]`.
 fn launch_matmul(a: CubeTensor, b: CubeTensor, bias: Option<CubeTensor>, batched: bool) -> CubeTensor {
     let [z, m, k] = a.meta.shape().dims::<3>();
     let n = *b.meta.shape().as_slice().last().unwrap_or(&0);
@@ -208,7 +215,11 @@ fn launch_matmul(a: CubeTensor, b: CubeTensor, bias: Option<CubeTensor>, batched
         // SAFETY: a buffer of four f32, one F4, the length given (the kernel does not read it).
         None => unsafe { BufferArg::from_raw_parts(client.create_from_slice(f32::as_bytes(&[0.0; 4])), 1) },
     };
-    matmul_kernel::launch(
+    let launch = match b.dtype {
+        DType::F16 => matmul_kernel::launch::<half::f16>,
+        _ => matmul_kernel::launch::<f32>,
+    };
+    launch(
         &client,
         cube_count,
         CubeDim::new_2d(x, y),
@@ -237,8 +248,9 @@ fn takes_matmul(client: &cubecl::client::Client, m: usize, k: usize, n: usize) -
         && client.properties().features.matmul.cmma.is_empty()
 }
 
-/// `x W + b` (a linear layer, `W` `[in, out]`) in one launch, the bias added as the product
-/// is written; `x` back where the fast path does not apply (a quantised `W`, or not on a GPU).
+/// `x W + b` (a linear layer, `W` `[in, out]`, f32 or f16) in one launch, the bias added as
+/// the product is written; `x` back where the fast path does not apply (a quantised `W`, or
+/// not on a GPU).
 ///
 /// # Shapes
 /// - x: `[B, S, in]`, weight: `[in, out]`, bias: `[out]`, output: `[B, S, out]`
@@ -252,7 +264,7 @@ pub fn linear(x: Tensor<3>, weight: &Tensor<2>, bias: Option<&Tensor<1>>) -> Res
     if !takes_matmul(&x.client, b * s, d_in, d_out) {
         return Err(give(x));
     }
-    let Ok(w) = take(weight.clone()) else { return Err(give(x)) };
+    let Ok(w) = take_as(weight.clone(), &[DType::F32, DType::F16]) else { return Err(give(x)) };
     let bias = match bias.map(|bias| take(bias.clone())).transpose() {
         Ok(bias) => bias,
         Err(_) => return Err(give(x)),
@@ -865,6 +877,36 @@ mod tests {
         // sizes that are not multiples of 4 go to burn
         let odd = linear(upload(&values(6, 1), [1, 2, 3], &device), &upload(&values(12, 2), [3, 4], &device), None);
         assert!(odd.is_err());
+    }
+
+    /// An f16 weight (an f16 bundle's, on a GPU with f16 in shaders) is read as the f32 it
+    /// stands for: the kernel's product, and `affine`'s where the kernel does not apply (it
+    /// expands the weight for burn's product), are those of the weight expanded to f32.
+    #[test]
+    fn an_f16_weight_multiplies_as_its_f32_values() {
+        let Some(device) = gpu() else { return };
+        // lavapipe has f16 in shaders, as most Vulkan GPUs do
+        assert!(crate::device::half_resident(&device), "the adapter has no f16 in shaders");
+        for (n_case, (rows, d_in, d_out)) in [(7, 384, 1536), (81, 64, 12), (5, 6, 10)].into_iter().enumerate() {
+            let seed = 300 + 3 * n_case as u64;
+            let (x, bias) = (values(rows * d_in, seed), values(d_out, seed + 2));
+            let w16: Vec<half::f16> = values(d_in * d_out, seed + 1).into_iter().map(half::f16::from_f32).collect();
+            let w: Vec<f32> = w16.iter().map(|v| v.to_f32()).collect();
+            let want: Vec<f64> = product(&x, &w, (rows, d_in, d_out))
+                .iter()
+                .enumerate()
+                .map(|(i, y)| y + bias[i % d_out] as f64)
+                .collect();
+            let w_t = Tensor::<2>::from_data(TensorData::new(w16, [d_in, d_out]), (&device, DType::F16));
+            assert_eq!(w_t.dtype(), DType::F16);
+            let (x_t, bias_t) = (upload(&x, [1, rows, d_in], &device), upload(&bias, [d_out], &device));
+            let kernel = linear(x_t.clone(), &w_t, Some(&bias_t));
+            assert_eq!(kernel.is_ok(), d_in.is_multiple_of(4), "case {n_case}: the kernel takes k % 4 == 0");
+            let y = crate::kernels::affine(x_t, &w_t, Some(&bias_t));
+            assert_eq!(y.dtype(), DType::F32);
+            let err = worst(&download(y), &want) / (d_in as f64).sqrt();
+            assert!(err < 1e-6, "case {n_case}: worst |error| / sqrt(k) {err:e}");
+        }
     }
 
     #[test]

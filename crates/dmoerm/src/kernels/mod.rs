@@ -99,7 +99,13 @@ pub fn affine(x: Tensor<3>, weight: &Tensor<2>, bias: Option<&Tensor<1>>) -> Ten
         Ok(y) => return y,
         Err(x) => x,
     };
-    burn::tensor::module::linear(x, weight.clone(), bias.cloned())
+    // an f16 weight where the kernel above does not apply (training's tracked activations, a
+    // device with cooperative matrices): expanded for this product, which stays in f32
+    let weight = match weight.dtype() {
+        DType::F16 => weight.clone().cast(DType::F32),
+        _ => weight.clone(),
+    };
+    burn::tensor::module::linear(x, weight, bias.cloned())
 }
 
 /// The batched product `a b`: one kernel on a GPU, burn's `matmul` elsewhere.
