@@ -402,41 +402,13 @@ impl TensorFile {
 
     /// The f16 values of `name` where the file stores it as f16 with the `expected` shape;
     /// `None` for any other dtype (a shape error is [`read_f32`](Self::read_f32)'s to report).
-    fn half_values(&self, name: &str, expected: &[usize]) -> Result<Option<Vec<half::f16>>> {
+    pub(crate) fn half_values(&self, name: &str, expected: &[usize]) -> Result<Option<Vec<half::f16>>> {
         let (entry, _) = self.entry(name).ok_or_else(|| self.missing(name))?;
         if entry.dtype != Dtype::F16 || entry.shape != expected {
             return Ok(None);
         }
         let (_, bytes) = self.raw(name)?;
         Ok(Some(bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]])).collect()))
-    }
-
-    /// [`tensor`](Self::tensor), except that a tensor the file stores as f16 stays f16 on a
-    /// device that holds f16 weights ([`crate::device::half_resident`]).
-    pub fn tensor_as_stored<const D: usize>(
-        &self,
-        name: &str,
-        expected: [usize; D],
-        device: &Device,
-    ) -> Result<Tensor<D>> {
-        if crate::device::half_resident(device) {
-            if let Some(values) = self.half_values(name, &expected)? {
-                return Ok(Tensor::from_data(TensorData::new(values, expected), (device, DType::F16)));
-            }
-        }
-        self.tensor(name, expected, device)
-    }
-
-    /// [`linear_weight`](Self::linear_weight), except that a weight the file stores as f16
-    /// stays f16 on a device that holds f16 weights ([`crate::device::half_resident`]).
-    pub fn linear_weight_as_stored(&self, name: &str, d_in: usize, d_out: usize, device: &Device) -> Result<Tensor<2>> {
-        if crate::device::half_resident(device) {
-            if let Some(values) = self.half_values(name, &[d_out, d_in])? {
-                let data = TensorData::new(transpose(&values, d_out, d_in), [d_in, d_out]);
-                return Ok(Tensor::from_data(data, (device, DType::F16)));
-            }
-        }
-        self.linear_weight(name, d_in, d_out, device)
     }
 }
 
@@ -564,20 +536,40 @@ impl<'a> Scope<'a> {
         self.file.linear_weight(&self.key(crate::bundle::keys::WEIGHT), d_in, d_out, device)
     }
 
-    /// This module's `weight` as [`TensorFile::linear_weight_as_stored`] reads it: f16 where
-    /// the file stores it so and the device holds f16 weights, else f32.
+    /// [`linear_weight`](Self::linear_weight), except that a weight the file stores as f16
+    /// stays f16 on a device that holds f16 weights ([`crate::device::half_resident`]).
     pub fn linear_weight_as_stored(&self, d_in: usize, d_out: usize, device: &Device) -> Result<Tensor<2>> {
-        self.file.linear_weight_as_stored(&self.key(crate::bundle::keys::WEIGHT), d_in, d_out, device)
+        let name = self.key(crate::bundle::keys::WEIGHT);
+        match self.half_on(device, &name, &[d_out, d_in])? {
+            Some(values) => Ok(Tensor::from_data(
+                TensorData::new(transpose(&values, d_out, d_in), [d_in, d_out]),
+                (device, DType::F16),
+            )),
+            None => self.linear_weight(d_in, d_out, device),
+        }
     }
 
-    /// This module's tensor `name` as [`TensorFile::tensor_as_stored`] reads it.
+    /// [`tensor`](Self::tensor), except that a tensor the file stores as f16 stays f16 on a
+    /// device that holds f16 weights ([`crate::device::half_resident`]).
     pub fn tensor_as_stored<const D: usize>(
         &self,
         name: &str,
         expected: [usize; D],
         device: &Device,
     ) -> Result<Tensor<D>> {
-        self.file.tensor_as_stored(&self.key(name), expected, device)
+        match self.half_on(device, &self.key(name), &expected)? {
+            Some(values) => Ok(Tensor::from_data(TensorData::new(values, expected), (device, DType::F16))),
+            None => self.tensor(name, expected, device),
+        }
+    }
+
+    /// The f16 values of the file's tensor `key` where `device` holds f16 weights and the file
+    /// stores it as f16 with the `expected` shape.
+    fn half_on(&self, device: &Device, key: &str, expected: &[usize]) -> Result<Option<Vec<half::f16>>> {
+        match crate::device::half_resident(device) {
+            true => self.file.half_values(key, expected),
+            false => Ok(None),
+        }
     }
 }
 
