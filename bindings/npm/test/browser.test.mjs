@@ -70,10 +70,12 @@ for (const mode of Object.keys(MODES)) {
     });
 
     // an int8 or q4 bundle's projections stay quantised on WebGPU (burn's quantised matmul
-    // reads them packed): the scores are the native GPU's (lavapipe) on the same bundle
-    if (mode === 'webgpu') await t.test('int8 and q4 bundles on WebGPU score as on a native GPU', async () => {
+    // reads them packed): the scores are the native GPU's (lavapipe) on the same bundle. An
+    // f16 bundle's matrices stay f16 natively (lavapipe has f16 in shaders) and are expanded
+    // on SwiftShader (no `shader-f16`): the same scores either way.
+    if (mode === 'webgpu') await t.test('int8, q4 and f16 bundles on WebGPU score as on a native GPU', async () => {
       const dir = dirname(packed.llama);
-      for (const [name, dtype] of [['llama', 'int8'], ['llama', 'q4'], ['bert', 'int8']]) {
+      for (const [name, dtype] of [['llama', 'int8'], ['llama', 'q4'], ['bert', 'int8'], ['bert', 'f16']]) {
         const inputs = expected(name).inputs.map((i) => ({ messages: i.messages, response: i.response }));
         const [bundle, jsonl, scores] = ['dmoerm', 'jsonl', 'out.jsonl'].map((ext) => join(dir, `${name}-${dtype}.${ext}`));
         execFileSync(dmoermBin(), ['pack', '--model', join(root, 'tests/fixtures', name), '--out', bundle, '--dtype', dtype]);
