@@ -158,12 +158,12 @@ pub(crate) fn quantized_resident(device: &burn::tensor::Device) -> bool {
     *device == burn::tensor::Device::flex() && !device.is_autodiff()
 }
 
-/// Whether `device` holds a weight that a bundle stores as f16 in f16 (half the memory and
-/// half the reads of f32): a GPU for inference whose adapter has f16 in shaders (WebGPU's
-/// `shader-f16`; Vulkan's `shaderFloat16` with 16-bit storage). The model still computes in
-/// f32: the products read the f16 weights and multiply and sum in f32, so the scores are
-/// those of the same weights expanded to f32. Elsewhere an f16 weight is expanded when it
-/// loads.
+/// Whether `device` holds a weight that a bundle stores in 16 bits (f16; bf16 within f16's
+/// range) in f16, half the memory and half the reads of f32: a GPU for inference whose
+/// adapter has f16 in shaders (WebGPU's `shader-f16`; Vulkan's `shaderFloat16` with 16-bit
+/// storage). The model still computes in f32: the products read the f16 weights and multiply
+/// and sum in f32, so the scores are those of the same weights expanded to f32. Elsewhere a
+/// 16-bit weight is expanded when it loads.
 pub(crate) fn half_resident(device: &burn::tensor::Device) -> bool {
     *device != burn::tensor::Device::flex() && !device.is_autodiff() && device.supports_dtype(burn::tensor::DType::F16)
 }

@@ -400,15 +400,29 @@ impl TensorFile {
         Ok(Tensor::from_data(TensorData::new(transpose(&values, d_out, d_in), [d_in, d_out]), device))
     }
 
-    /// The f16 values of `name` where the file stores it as f16 with the `expected` shape;
-    /// `None` for any other dtype (a shape error is [`read_f32`](Self::read_f32)'s to report).
+    /// The f16 values of `name` where the file stores it in 16 bits with the `expected` shape:
+    /// f16 as it is, bf16 converted where no finite value overflows f16 (f16 holds bf16's
+    /// 8 significant bits exactly; only magnitudes below f16's normal range, 6.1e-5, round, by
+    /// at most 3e-8). `None` for any other dtype, and for bf16 beyond f16's range (a shape
+    /// error is [`read_f32`](Self::read_f32)'s to report).
     pub(crate) fn half_values(&self, name: &str, expected: &[usize]) -> Result<Option<Vec<half::f16>>> {
         let (entry, _) = self.entry(name).ok_or_else(|| self.missing(name))?;
-        if entry.dtype != Dtype::F16 || entry.shape != expected {
+        if !matches!(entry.dtype, Dtype::F16 | Dtype::BF16) || entry.shape != expected {
             return Ok(None);
         }
-        let (_, bytes) = self.raw(name)?;
-        Ok(Some(bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]])).collect()))
+        let (entry, bytes) = self.raw(name)?;
+        let pairs = bytes.chunks_exact(2).map(|b| [b[0], b[1]]);
+        if entry.dtype == Dtype::F16 {
+            return Ok(Some(pairs.map(half::f16::from_le_bytes).collect()));
+        }
+        let converted: Option<Vec<half::f16>> = pairs
+            .map(|b| {
+                let v = half::bf16::from_le_bytes(b).to_f32();
+                let h = half::f16::from_f32(v);
+                (h.is_finite() || !v.is_finite()).then_some(h)
+            })
+            .collect();
+        Ok(converted)
     }
 }
 
@@ -536,8 +550,9 @@ impl<'a> Scope<'a> {
         self.file.linear_weight(&self.key(crate::bundle::keys::WEIGHT), d_in, d_out, device)
     }
 
-    /// [`linear_weight`](Self::linear_weight), except that a weight the file stores as f16
-    /// stays f16 on a device that holds f16 weights ([`crate::device::half_resident`]).
+    /// [`linear_weight`](Self::linear_weight), except that a weight the file stores in 16
+    /// bits (f16; bf16 within f16's range) is f16 on a device that holds f16 weights
+    /// ([`crate::device::half_resident`]).
     pub fn linear_weight_as_stored(&self, d_in: usize, d_out: usize, device: &Device) -> Result<Tensor<2>> {
         let name = self.key(crate::bundle::keys::WEIGHT);
         match self.half_on(device, &name, &[d_out, d_in])? {
@@ -549,8 +564,9 @@ impl<'a> Scope<'a> {
         }
     }
 
-    /// [`tensor`](Self::tensor), except that a tensor the file stores as f16 stays f16 on a
-    /// device that holds f16 weights ([`crate::device::half_resident`]).
+    /// [`tensor`](Self::tensor), except that a tensor the file stores in 16 bits (f16; bf16
+    /// within f16's range) is f16 on a device that holds f16 weights
+    /// ([`crate::device::half_resident`]).
     pub fn tensor_as_stored<const D: usize>(
         &self,
         name: &str,
@@ -564,7 +580,7 @@ impl<'a> Scope<'a> {
     }
 
     /// The f16 values of the file's tensor `key` where `device` holds f16 weights and the file
-    /// stores it as f16 with the `expected` shape.
+    /// stores it in 16 bits with the `expected` shape ([`TensorFile::half_values`]).
     fn half_on(&self, device: &Device, key: &str, expected: &[usize]) -> Result<Option<Vec<half::f16>>> {
         match crate::device::half_resident(device) {
             true => self.file.half_values(key, expected),
@@ -863,5 +879,36 @@ mod tests {
         assert!(matches!(SafetensorsBuffer::open("t", &path), Err(Error::Safetensors { .. })));
         std::fs::write(&path, [&u64::MAX.to_le_bytes()[..], b"{}"].concat()).unwrap();
         assert!(matches!(SafetensorsBuffer::open("t", &path), Err(Error::Safetensors { .. })));
+    }
+
+    /// 16-bit values for a GPU: f16 as stored; bf16 as f16 where it fits (tiny magnitudes
+    /// round by at most 3e-8), `None` where a value overflows f16 and for 32-bit floats.
+    #[test]
+    fn sixteen_bit_tensors_read_as_f16_where_f16_holds_them() {
+        let file = |dtype: Dtype, values: &[f32]| {
+            let data: Vec<u8> = match dtype {
+                Dtype::BF16 => values.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect(),
+                Dtype::F16 => values.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect(),
+                _ => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            };
+            let view = TensorView::new(dtype, vec![values.len()], &data).unwrap();
+            let bytes = safetensors::serialize([("t", view)], None).unwrap();
+            TensorFile::new("f", Arc::new(SafetensorsBuffer::parse("f", bytes).unwrap()), String::new())
+        };
+        let values = [1.0, -0.375, 3.0e-3, 1.0e-6, 0.0, 60000.0];
+        let n = [values.len()];
+        for dtype in [Dtype::F16, Dtype::BF16] {
+            let stored = file(dtype, &values);
+            let expanded = stored.read_f32("t", None).unwrap().0;
+            let half = stored.half_values("t", &n).unwrap().expect("16-bit values");
+            for (h, v) in half.iter().zip(&expanded) {
+                assert!((h.to_f32() - v).abs() <= 3e-8 * v.abs().max(1.0), "{dtype:?}: {h} for {v}");
+                // only the value below f16's normal range is not exact
+                assert!(h.to_f32() == *v || v.abs() < 6.1e-5, "{dtype:?}: {h} for {v}");
+            }
+            assert!(stored.half_values("t", &[n[0] + 1]).unwrap().is_none(), "another shape");
+        }
+        assert!(file(Dtype::BF16, &[1.0, 70000.0]).half_values("t", &[2]).unwrap().is_none(), "beyond f16");
+        assert!(file(Dtype::F32, &[1.0]).half_values("t", &[1]).unwrap().is_none(), "32 bits");
     }
 }

@@ -301,6 +301,40 @@ fn f16_bundles_stay_f16_on_wgpu_and_score_as_their_expanded_weights() {
     }
 }
 
+/// A checkpoint stored in bf16 (as most Hugging Face reward models are) loads on the CPU
+/// expanded to f32 and, on a GPU with f16 in shaders, as f16 (WebGPU has no bf16; f16 holds
+/// bf16's significant bits exactly, only the values below f16's normal range round): the
+/// same scores within 1e-4 either way.
+#[test]
+fn a_bf16_checkpoint_scores_alike_on_the_cpu_and_as_f16_on_wgpu() {
+    let Some(device) = gpu() else { return };
+    let dir = std::env::temp_dir().join(format!("dmoerm-bf16-{}", std::process::id()));
+    copy_dir(&fixture_dir("bert"), &dir);
+    let path = dir.join("backbone/model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = file
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let values = dmoerm::weights::to_f32(view.data(), view.dtype()).expect("float tensors");
+            let data = values.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect();
+            (name, view.shape().to_vec(), data)
+        })
+        .collect();
+    let views = tensors.iter().map(|(name, shape, data)| {
+        (name.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::BF16, shape.clone(), data).unwrap())
+    });
+    std::fs::write(&path, safetensors::serialize(views, None).unwrap()).unwrap();
+    let on_cpu = RewardModel::load_on(&dir, Device::flex()).unwrap();
+    let on_gpu = RewardModel::load_on(&dir, device).unwrap();
+    let half = on_gpu.backbone().half_params();
+    assert!(half * 10 > on_gpu.backbone().num_params() * 9, "{half} f16");
+    let worst = assert_same_scores("bert bf16", &on_gpu, &on_cpu, "bert");
+    eprintln!("bert in bf16 against the f32 reference: worst |reward error| {worst:e}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[test]
 fn f16_packed_bundle_stays_close() {
     let (bytes, _) = dmoerm::pack_bytes(&fixture_dir("llama"), PackDtype::F16).unwrap();
