@@ -1,10 +1,11 @@
 // Long inputs in the browser: a packed reward model scores one conversation per input in
-// headless Chromium on the wasm CPU backend (Debian's chromium, WebGPU off), a fresh page per
-// input so that each input's wasm memory is its own. Prints one JSON line per input: the
+// headless Chromium on the wasm CPU backend (Debian's chromium, WebGPU off; DEVICE=webgpu:
+// on WebGPU, SwiftShader here), a fresh page per input so that each input's wasm memory is
+// its own. Prints one JSON line per input: the
 // reward, the load and score seconds, and the wasm memory (MB) after loading and after scoring
 // (wasm memory only grows, so the second is the peak; wasm32 has at most 4096 MiB).
 //
-//   node benches/long/browser.mjs MODEL.dmoerm CONV.jsonl...
+//   [DEVICE=webgpu] node benches/long/browser.mjs MODEL.dmoerm CONV.jsonl...
 //
 // The model and the inputs are served from their directories with the COOP/COEP server; the
 // bundle is downloaded once per page (no cache) and stays in JavaScript memory while wasm
@@ -21,20 +22,21 @@ if (!model || convs.length === 0) {
 }
 const server = await serve({ mounts: { '/model/': dirname(resolve(model)) } });
 const mb = (bytes) => bytes / 2 ** 20;
+const device = process.env.DEVICE === 'webgpu' ? 'webgpu' : 'cpu';
 try {
   for (const conv of convs) {
     const input = JSON.parse(readFileSync(conv, 'utf8').split('\n')[0]);
-    const browser = await launch('cpu');
+    const browser = await launch(device);
     try {
       const page = await browser.newPage();
       page.on('console', (m) => m.type() === 'error' && console.error(`[chromium] ${m.text()}`));
       await page.goto(`${server.url}/bindings/npm/test/harness.html`);
       await page.waitForFunction(() => window.harnessReady === true);
       const r = await page.evaluate(
-        async ({ url, input }) => {
+        async ({ url, input, device }) => {
           const { RewardModel, wasmMemoryBytes } = window.dmoerm;
           let t = performance.now();
-          const rm = await RewardModel.load(url, { device: 'cpu', cache: false });
+          const rm = await RewardModel.load(url, { device, cache: false });
           const loadSeconds = (performance.now() - t) / 1000;
           const loaded = await wasmMemoryBytes();
           t = performance.now();
@@ -42,7 +44,7 @@ try {
           const seconds = (performance.now() - t) / 1000;
           return { device: rm.device, score, loadSeconds, seconds, loaded, peak: await wasmMemoryBytes() };
         },
-        { url: `/model/${basename(model)}`, input },
+        { url: `/model/${basename(model)}`, input, device },
       );
       console.log(
         JSON.stringify({

@@ -26,18 +26,7 @@ WORDS = "the sea is wide and the fox is quick while reward models read every tok
 def main():
     out, lengths = Path(sys.argv[1]), [int(n) for n in sys.argv[2:]]
     model_dir = out / "model"
-    if not (model_dir / "config.json").exists():
-        torch.manual_seed(0)
-        tok = transformers.AutoTokenizer.from_pretrained(FIXTURE)
-        cfg = transformers.Qwen3Config(
-            vocab_size=151936, hidden_size=1024, intermediate_size=3072, num_hidden_layers=28,
-            num_attention_heads=16, num_key_value_heads=8, head_dim=128, max_position_embeddings=40960,
-            rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=True, num_labels=1,
-            pad_token_id=tok.pad_token_id)
-        model = transformers.Qwen3ForSequenceClassification(cfg).eval()
-        model.save_pretrained(model_dir, safe_serialization=True)
-        for f in ["tokenizer.json", "tokenizer_config.json", "chat_template.jinja"]:
-            shutil.copy(FIXTURE / f, model_dir / f)
+    write_model(model_dir, vocab_size=151936, hidden_size=1024, intermediate_size=3072, num_hidden_layers=28)
     tok = transformers.AutoTokenizer.from_pretrained(model_dir)
 
     def tokens(prompt_words, response_words):
@@ -57,6 +46,25 @@ def main():
         got, conv = tokens(w - w // 4, w // 4)
         (out / f"conv-{n}.jsonl").write_text(json.dumps(conv) + "\n")
         print(f"conv-{n}.jsonl: {got} tokens")
+
+
+def write_model(model_dir, dtype=torch.float32, **shape):
+    """A Qwen3ForSequenceClassification of `shape` (Qwen3's heads: 16 query / 8 KV of 128,
+    tied embeddings) with transformers' random initialisation, in `dtype`, and the fixture's
+    tokenizer, at `model_dir` unless it is there."""
+    if (model_dir / "config.json").exists():
+        return
+    torch.manual_seed(0)
+    tok = transformers.AutoTokenizer.from_pretrained(FIXTURE)
+    cfg = transformers.Qwen3Config(
+        **shape, num_attention_heads=16, num_key_value_heads=8, head_dim=128, max_position_embeddings=40960,
+        rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=True, num_labels=1,
+        pad_token_id=tok.pad_token_id)
+    with torch.no_grad():
+        model = transformers.Qwen3ForSequenceClassification(cfg).eval().to(dtype)
+    model.save_pretrained(model_dir, safe_serialization=True, max_shard_size="20GB")
+    for f in ["tokenizer.json", "tokenizer_config.json", "chat_template.jinja"]:
+        shutil.copy(FIXTURE / f, model_dir / f)
 
 
 def conversation(prompt_words, response_words):

@@ -95,10 +95,10 @@ export async function clearCache() {
 
 async function download(url, { onProgress, cache = true, version } = {}) {
   if (isNode && !/^https?:/.test(String(url))) {
-    const { readFile } = await import('node:fs/promises');
-    const bytes = new Uint8Array(await readFile(url instanceof URL ? url : String(url)));
-    onProgress?.({ status: 'download', loaded: bytes.length, total: bytes.length, fraction: 1, cached: false });
-    return bytes;
+    const parts = await readParts(url instanceof URL ? url : String(url));
+    const size = length(parts);
+    onProgress?.({ status: 'download', loaded: size, total: size, fraction: 1, cached: false });
+    return parts;
   }
   const key = cacheKey(url, version);
   const store = cache && globalThis.caches ? await caches.open(CACHE_NAME) : null;
@@ -115,39 +115,96 @@ async function download(url, { onProgress, cache = true, version } = {}) {
     }
   }
   const total = Number(response.headers.get('content-length')) || 0;
-  // With a length, the bytes go straight into one array (a large model is not held twice);
+  // With a length, the bytes go straight into their parts (a large model is not held twice);
   // without one, or when more arrives (a compressed transfer), they are joined at the end.
-  let whole = total ? new Uint8Array(total) : null;
+  let parts = total ? emptyParts(total) : null;
   const chunks = [];
   let loaded = 0;
   const reader = response.body.getReader();
   for (;;) {
     const { done, value } = await reader.read();
     if (done) break;
-    if (whole && loaded + value.length <= whole.length) {
-      whole.set(value, loaded);
+    if (parts && loaded + value.length <= total) {
+      put(parts, value, loaded);
     } else {
-      if (whole) chunks.push(whole.subarray(0, loaded));
-      whole = null;
+      if (parts) chunks.push(...firstBytes(parts, loaded));
+      parts = null;
       chunks.push(value);
     }
     loaded += value.length;
     onProgress?.({ status: 'download', loaded, total, fraction: total ? Math.min(loaded / total, 1) : 0, cached });
   }
-  let bytes = whole?.subarray(0, loaded);
-  if (!bytes) {
-    bytes = new Uint8Array(loaded);
+  if (!parts) {
+    parts = emptyParts(loaded);
     let at = 0;
     for (const c of chunks) {
-      bytes.set(c, at);
+      put(parts, c, at);
       at += c.length;
     }
+  } else if (loaded < total) {
+    parts = firstBytes(parts, loaded);
   }
   onProgress?.({ status: 'download', loaded, total: loaded, fraction: 1, cached });
   if (store && !cached) {
-    await store.put(key, new Response(bytes, { headers: { 'content-length': String(loaded) } }));
+    await store.put(key, new Response(new Blob(parts), { headers: { 'content-length': String(loaded) } }));
   }
-  return bytes;
+  return parts;
+}
+
+// A bundle is held in parts of at most PART_BYTES, each its own ArrayBuffer: a browser moves
+// at most 2 GiB to a Worker in one (and a part the package downloaded is moved, not copied).
+const PART_BYTES = 2 ** 30;
+let partBytes = PART_BYTES;
+
+/** @internal Holds the bundles loaded next in parts of `n` bytes (tests of the parts); none: 1 GiB. */
+export function _setPartBytesForTests(n = PART_BYTES) {
+  partBytes = n;
+}
+
+function emptyParts(size) {
+  const parts = [];
+  for (let at = 0; at < size; at += partBytes) parts.push(new Uint8Array(Math.min(partBytes, size - at)));
+  return parts;
+}
+
+// Writes `bytes` at `at` into `parts` (every part but the last holds partBytes).
+function put(parts, bytes, at) {
+  for (let done = 0; done < bytes.length; ) {
+    const [i, offset] = [Math.floor((at + done) / partBytes), (at + done) % partBytes];
+    const n = Math.min(bytes.length - done, parts[i].length - offset);
+    parts[i].set(bytes.subarray(done, done + n), offset);
+    done += n;
+  }
+}
+
+// The first `n` bytes of `parts` (views).
+function firstBytes(parts, n) {
+  const out = [];
+  for (let at = 0; at < n; at += partBytes) out.push(parts[at / partBytes].subarray(0, Math.min(partBytes, n - at)));
+  return out;
+}
+
+function length(parts) {
+  return parts.reduce((sum, p) => sum + p.length, 0);
+}
+
+// Node: a file in parts (`readFile` stops at 2 GiB).
+async function readParts(path) {
+  const { open } = await import('node:fs/promises');
+  const file = await open(path);
+  try {
+    const parts = emptyParts((await file.stat()).size);
+    for (const p of parts) {
+      for (let got = 0; got < p.length; ) {
+        const { bytesRead } = await file.read(p, got, p.length - got, null);
+        if (bytesRead === 0) throw new Error(`dmoerm: ${path} ended early`);
+        got += bytesRead;
+      }
+    }
+    return parts;
+  } finally {
+    await file.close();
+  }
 }
 
 // A result as the Rust `Score` serialises, plus `taskProbs`: the name 0.1 of this package used
@@ -177,8 +234,8 @@ class LocalModel {
     return this.#live().info();
   }
 
-  static async load(wasm, bytes, device, name) {
-    const model = await guard('loading the model', wasm, () => wasm.glue.Model.fromBytes(bytes, device, name));
+  static async load(wasm, parts, device, name) {
+    const model = await guard('loading the model', wasm, () => wasm.glue.Model.fromParts(parts, device, name));
     return new LocalModel(model, wasm);
   }
 
@@ -241,19 +298,21 @@ export class RewardModel {
    */
   static async load(source, { device = 'auto', threads, onProgress, cache = true, version } = {}) {
     const pool = await cpuThreads(threads);
-    let bytes;
+    let parts;
     let name = 'model';
     let owned = false;
-    if (source instanceof Uint8Array) bytes = source;
-    else if (source instanceof ArrayBuffer) bytes = new Uint8Array(source);
-    else if (typeof source === 'string' || source instanceof URL) {
+    if (source instanceof Uint8Array || source instanceof ArrayBuffer) {
+      const bytes = source instanceof ArrayBuffer ? new Uint8Array(source) : source;
+      parts = [];
+      for (let at = 0; at < bytes.length || at === 0; at += partBytes) parts.push(bytes.subarray(at, at + partBytes));
+    } else if (typeof source === 'string' || source instanceof URL) {
       name = String(source);
-      bytes = await download(source, { onProgress, cache, version });
+      parts = await download(source, { onProgress, cache, version });
       owned = true;
     } else {
       throw new TypeError('dmoerm: RewardModel.load takes a URL, a path (Node) or the bytes of a packed bundle');
     }
-    onProgress?.({ status: 'load', bytes: bytes.length });
+    onProgress?.({ status: 'load', bytes: length(parts) });
     // In a browser the models live in Workers of the package: WebGPU ones on the single-thread
     // build, CPU ones on the threaded build where the page is cross-origin isolated; in Node
     // CPU ones on the threaded build in a worker thread. On one thread (no isolation, or
@@ -267,9 +326,9 @@ export class RewardModel {
       chosen = own ? await prepareWebgpu(device) : await guard('opening the device', wasm, () => wasm.glue.prepareDevice(device));
     }
     let engine;
-    if (chosen === 'webgpu' && own) engine = await WorkerModel.load('webgpu', bytes, name, { owned });
-    else if (chosen === 'cpu' && pool > 1) engine = await WorkerModel.load('threads', bytes, name, { threads: pool, owned });
-    else engine = await LocalModel.load(await loadWasm(), bytes, chosen, name);
+    if (chosen === 'webgpu' && own) engine = await WorkerModel.load('webgpu', parts, name, { owned });
+    else if (chosen === 'cpu' && pool > 1) engine = await WorkerModel.load('threads', parts, name, { threads: pool, owned });
+    else engine = await LocalModel.load(await loadWasm(), parts, chosen, name);
     onProgress?.({ status: 'ready', device: engine.device });
     return new RewardModel(engine);
   }

@@ -32,8 +32,8 @@ const ops = {
   },
   // 'webgpu', 'cpu' or 'auto' -> the device to load onto (initialising WebGPU once)
   prepare: ({ device }) => glue.prepareDevice(device),
-  load({ bytes, name, device }) {
-    const model = glue.Model.fromBytes(bytes, device, name);
+  load({ parts, name, device }) {
+    const model = glue.Model.fromParts(parts, device, name);
     const id = nextModel++;
     models.set(id, model);
     return { id, info: model.info() };

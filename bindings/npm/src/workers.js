@@ -89,12 +89,15 @@ function start(kind, threads) {
 
 // Runs request `op`; a failure becomes an Error, and a trap names what to do about it.
 async function call(w, what, op, args, transfer) {
+  let reply;
   try {
     return await w.post(op, args, transfer);
-  } catch ({ error, trapped }) {
-    if (trapped) throw trapError(what, error);
-    throw new Error(error);
+  } catch (e) {
+    reply = e;
   }
+  if (reply instanceof Error) throw new Error(`dmoerm: ${what} failed: ${reply.message}`); // e.g. postMessage's own
+  if (reply.trapped) throw trapError(what, reply.error);
+  throw new Error(reply.error);
 }
 
 async function started(kind, threads) {
@@ -132,16 +135,20 @@ export class WorkerModel {
   }
 
   /**
-   * Loads `bytes` into the Worker of `kind` ('threads': onto the CPU, with a pool of `threads`;
-   * 'webgpu': onto WebGPU, which `prepareWebgpu` opened); `owned`: the bytes are the
-   * package's own download, moved to the Worker instead of copied.
+   * Loads a bundle (its bytes in `parts`, Uint8Arrays of at most 1 GiB) into the Worker of
+   * `kind` ('threads': onto the CPU, with a pool of `threads`; 'webgpu': onto WebGPU, which
+   * `prepareWebgpu` opened); `owned`: the parts are the package's own download, moved to the
+   * Worker instead of copied.
    */
-  static async load(kind, bytes, name, { threads, owned }) {
+  static async load(kind, parts, name, { threads, owned }) {
     const { w, threads: pool } = await started(kind, threads);
-    const whole = bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength;
-    const transfer = owned && whole ? [bytes.buffer] : [];
+    // a part that is not the package's own whole buffer is copied into one (posting a view
+    // would copy all of its buffer); each is then moved
+    const whole = (p) => p.byteOffset === 0 && p.byteLength === p.buffer.byteLength;
+    const sent = parts.map((p) => (owned && whole(p) ? p : p.slice()));
     const device = kind === 'threads' ? 'cpu' : 'webgpu';
-    const { id, info } = await call(w, 'loading the model', 'load', { bytes, name, device }, transfer);
+    const args = { parts: sent, name, device };
+    const { id, info } = await call(w, 'loading the model', 'load', args, sent.map((p) => p.buffer));
     return new WorkerModel(w, kind, id, info, device, pool);
   }
 

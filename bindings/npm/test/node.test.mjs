@@ -5,7 +5,9 @@ import test from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
-import { RewardModel, webgpuAvailable, _panicForTests, _panicInNextScoreForTests } from '../src/index.js';
+import { RewardModel, webgpuAvailable, _panicForTests, _panicInNextScoreForTests, _setPartBytesForTests } from '../src/index.js';
+import { serve } from '../../../scripts/serve.mjs';
+import { dirname } from 'node:path';
 import { FIXTURES, packFixtures, expected, checkScore, root } from './fixtures.mjs';
 
 const packed = packFixtures();
@@ -41,6 +43,29 @@ test('rank: best-of-n order and rewards match the reference', async () => {
     assert.equal(r.task, exp.rank.task);
   }
   assert.deepEqual(Object.keys(rm.info.tasks), ['chat', 'obj_qa']);
+});
+
+// A bundle over 1 GiB is held in parts (a browser moves at most 2 GiB to a Worker in one
+// buffer); here in parts of 4093 bytes, so that tensors and the header straddle them: from a
+// file, from the caller's bytes and downloaded, on one thread and in the threads' worker.
+test('a bundle held in many parts scores as the reference', async () => {
+  const server = await serve({ mounts: { '/fixtures/': dirname(packed.llama) } });
+  _setPartBytesForTests(4093);
+  try {
+    const exp = expected('llama');
+    const bytes = new Uint8Array(readFileSync(packed.llama));
+    const url = `${server.url}/fixtures/${packed.llama.split('/').pop()}`;
+    for (const [source, threads] of [[packed.llama, 1], [packed.llama, undefined], [bytes, undefined], [url, 1], [url, undefined]]) {
+      const rm = await RewardModel.load(source, { device: 'cpu', threads, cache: false });
+      const got = await rm.scoreBatch(exp.inputs.map((i) => ({ messages: i.messages, response: i.response })));
+      for (const [i, input] of exp.inputs.entries()) checkScore(assert, got[i], input.expected, exp.tolerance, `${typeof source} ${threads} input ${i}`);
+      rm.dispose();
+    }
+    assert.equal(bytes.length, readFileSync(packed.llama).length, "the caller's bytes are copied, not moved");
+  } finally {
+    _setPartBytesForTests();
+    await server.close();
+  }
 });
 
 test('errors reach JS as Error with a message', async () => {

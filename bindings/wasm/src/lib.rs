@@ -143,33 +143,69 @@ fn is_fallback(adapter: &JsValue) -> bool {
     info.as_ref().and_then(flag).or_else(|| flag(adapter)).unwrap_or(false)
 }
 
-/// A packed bundle kept in JavaScript memory: loading copies one tensor at a time into wasm,
-/// so the file itself never takes room in wasm's 4 GiB.
+/// A packed bundle kept in JavaScript memory, in parts (a browser moves at most 2 GiB to a
+/// Worker in one `ArrayBuffer`; the package cuts a bundle into parts of at most 1 GiB):
+/// loading copies one tensor at a time into wasm, so the file itself never takes room in
+/// wasm's 4 GiB.
 #[derive(Debug)]
-struct JsBytes(js_sys::Uint8Array);
+struct JsParts {
+    parts: Vec<js_sys::Uint8Array>,
+    /// where each part starts in the bundle, and the bundle's length last
+    starts: Vec<u64>,
+}
 
-impl ReadAt for JsBytes {
+impl JsParts {
+    fn new(parts: &js_sys::Array) -> Result<Self, JsValue> {
+        let parts: Vec<js_sys::Uint8Array> = parts
+            .iter()
+            .map(|p| p.dyn_into::<js_sys::Uint8Array>())
+            .collect::<Result<_, _>>()
+            .map_err(|_| js_error("a bundle's parts must be Uint8Arrays"))?;
+        let mut starts = vec![0u64];
+        for p in &parts {
+            starts.push(starts[starts.len() - 1] + u64::from(p.length()));
+        }
+        Ok(Self { parts, starts })
+    }
+}
+
+impl ReadAt for JsParts {
     fn size(&self) -> std::io::Result<u64> {
-        Ok(u64::from(self.0.length()))
+        Ok(self.starts[self.starts.len() - 1])
     }
 
-    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-        let end = offset.checked_add(buf.len() as u64).filter(|&e| e <= u64::from(self.0.length()));
-        let (Ok(start), Some(Ok(end))) = (u32::try_from(offset), end.map(u32::try_from)) else {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        };
-        self.0.subarray(start, end).copy_to(buf);
+    fn read_exact_at(&self, mut buf: &mut [u8], mut offset: u64) -> std::io::Result<()> {
+        while !buf.is_empty() {
+            // the part holding `offset`: the last that starts at or before it
+            let i = self.starts.partition_point(|&s| s <= offset).saturating_sub(1);
+            let part = self.parts.get(i).ok_or(std::io::ErrorKind::UnexpectedEof)?;
+            let at = u32::try_from(offset - self.starts[i]).map_err(|_| std::io::ErrorKind::UnexpectedEof)?;
+            let n = (part.length().saturating_sub(at) as usize).min(buf.len());
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            let (now, rest) = buf.split_at_mut(n);
+            part.subarray(at, at + n as u32).copy_to(now);
+            (buf, offset) = (rest, offset + n as u64);
+        }
         Ok(())
     }
 }
 
-/// The wasm32 address space is 4 GiB; loading needs the weights as they stay in memory (f32,
-/// but int8 and q4 matrices stay quantised on the CPU), one more copy of the largest tensor while it is
-/// read, and room to compute. Refuse early, with a message, instead
-/// of aborting when an allocation fails.
-fn check_memory(name: &str, buffer: &SafetensorsBuffer, quantized_stays: bool) -> Result<(), JsValue> {
-    let (largest, total) = buffer.loaded_bytes(quantized_stays);
-    let needed = total + largest;
+/// The wasm32 address space is 4 GiB. On the CPU loading needs the weights as they stay in
+/// memory (f32, but int8 and q4 matrices stay quantised), one more copy of the largest tensor
+/// while it is read, and room to compute. On WebGPU the weights go to the GPU as they load:
+/// wasm holds the quantised matrices at most (an embedding table stays on the host) and the
+/// tensor being read: its stored bytes and its f32 values, then those values, their transpose
+/// (a linear weight) and wgpu's staging copy for the upload, three times its f32 size at most
+/// (a 262 MB table peaked at 769 MB of wasm memory). Refuse early, with a message, instead of
+/// aborting when an allocation fails.
+fn check_memory(name: &str, buffer: &SafetensorsBuffer, device: &Device) -> Result<(), JsValue> {
+    let (largest, total) = buffer.loaded_bytes(quantized_projections_stay(device));
+    let needed = match *device == Device::flex() {
+        true => total + largest,
+        false => buffer.quantized_bytes() + 3 * largest,
+    };
     const LIMIT: u64 = 7 << 29; // 3.5 GiB: 0.5 GiB stays for the code, the stack and activations
     if needed > LIMIT {
         return Err(js_error(format!(
@@ -271,12 +307,12 @@ pub struct Model {
 
 #[wasm_bindgen]
 impl Model {
-    /// Loads a packed bundle onto the device [`prepare_device`] returned (`"webgpu"` or
-    /// `"cpu"`). Synchronous, so that a trap while parsing a bad bundle surfaces in the
-    /// caller's `try`.
-    #[wasm_bindgen(js_name = fromBytes)]
-    pub fn from_bytes(bytes: js_sys::Uint8Array, device: &str, name: &str) -> Result<Model, JsValue> {
-        let buffer = SafetensorsBuffer::from_reader(name, Box::new(JsBytes(bytes)))
+    /// Loads a packed bundle, given as its bytes in order in `parts` (`Uint8Array`s), onto
+    /// the device [`prepare_device`] returned (`"webgpu"` or `"cpu"`). Synchronous, so that a
+    /// trap while parsing a bad bundle surfaces in the caller's `try`.
+    #[wasm_bindgen(js_name = fromParts)]
+    pub fn from_parts(parts: js_sys::Array, device: &str, name: &str) -> Result<Model, JsValue> {
+        let buffer = SafetensorsBuffer::from_reader(name, Box::new(JsParts::new(&parts)?))
             .map_err(|e| js_error(format!("{name}: not a packed dmoerm bundle ({e})")))?;
         let (dev, label) = match device {
             #[cfg(not(target_feature = "atomics"))]
@@ -289,7 +325,7 @@ impl Model {
             "cpu" => (Device::flex(), "cpu"),
             other => return Err(js_error(format!("device '{other}': expected 'webgpu' or 'cpu'"))),
         };
-        check_memory(name, &buffer, quantized_projections_stay(&dev))?;
+        check_memory(name, &buffer, &dev)?;
         let inner = RewardModel::from_packed_buffer(name, buffer, dev).map_err(js_error)?;
         Ok(Model { inner: Rc::new(inner), device: label })
     }

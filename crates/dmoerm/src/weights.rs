@@ -218,19 +218,30 @@ impl SafetensorsBuffer {
     pub fn loaded_bytes(&self, quantized_stays: bool) -> (u64, u64) {
         let bytes = |(name, e): (&String, &Entry)| {
             let stored = e.shape.iter().map(|&d| d as u64).product::<u64>();
-            match e.dtype {
-                Dtype::I8 if quantized_stays => stored,
-                Dtype::U8 if self.entries.contains_key(&format!("{name}{SCALE_SUFFIX}")) => {
-                    if quantized_stays {
-                        stored
-                    } else {
-                        8 * stored // two values a byte
-                    }
-                }
+            match self.is_quantized(name, e) {
+                true if quantized_stays => stored,
+                true if e.dtype == Dtype::U8 => 8 * stored, // two values a byte
                 _ => 4 * stored,
             }
         };
         (self.entries.iter().map(bytes).max().unwrap_or(0), self.entries.iter().map(bytes).sum())
+    }
+
+    /// The bytes of the quantised matrices' codes (int8, q4) as stored: on a GPU, the most of
+    /// the weights that stays in host memory (a quantised embedding table does; the
+    /// projections and every float tensor go to the GPU as they load).
+    pub fn quantized_bytes(&self) -> u64 {
+        let entries = self.entries.iter().filter(|(name, e)| self.is_quantized(name, e));
+        entries.map(|(_, e)| e.shape.iter().map(|&d| d as u64).product::<u64>()).sum()
+    }
+
+    /// Whether the entry `name` holds a quantised matrix's codes: i8, or u8 with scales.
+    fn is_quantized(&self, name: &str, e: &Entry) -> bool {
+        match e.dtype {
+            Dtype::I8 => true,
+            Dtype::U8 => self.entries.contains_key(&format!("{name}{SCALE_SUFFIX}")),
+            _ => false,
+        }
     }
 
     pub fn metadata(&self) -> &HashMap<String, String> {

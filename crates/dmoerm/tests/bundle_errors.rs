@@ -219,6 +219,7 @@ fn safetensors_headers_are_checked() {
     let ok = ok.unwrap();
     assert_eq!(ok.loaded_bytes(false), (12, 20));
     assert_eq!(ok.loaded_bytes(true), (8, 11));
+    assert_eq!(ok.quantized_bytes(), 3);
     // a q4 matrix [2, 64]: u8 codes [2, 32] with f16 scales [2, 1]; a u8 tensor without
     // scales is not quantised
     let q4 = file(
@@ -228,6 +229,7 @@ fn safetensors_headers_are_checked() {
     .unwrap();
     assert_eq!(q4.loaded_bytes(false), (512, 512 + 8 + 16));
     assert_eq!(q4.loaded_bytes(true), (64, 64 + 8 + 16));
+    assert_eq!(q4.quantized_bytes(), 64);
     for (header, data, says) in [
         (r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}}"#, 4, "do not hold"),
         (r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#, 8, "offsets"),
