@@ -168,6 +168,17 @@ pub(crate) fn half_resident(device: &burn::tensor::Device) -> bool {
     *device != burn::tensor::Device::flex() && !device.is_autodiff() && device.supports_dtype(burn::tensor::DType::F16)
 }
 
+/// The most bytes one tensor may take on `device`: a GPU's largest buffer (WebGPU's
+/// `maxBufferSize` and `maxStorageBufferBindingSize`, the smaller); `None` on the CPU.
+pub(crate) fn largest_buffer(device: &burn::tensor::Device) -> Option<u64> {
+    #[cfg(feature = "gpu")]
+    if *device != burn::tensor::Device::flex() {
+        return crate::kernels::gpu::largest_buffer(device);
+    }
+    let _ = device;
+    None
+}
+
 /// Gives the heap memory that is free now back to the kernel (glibc's `malloc_trim`).
 ///
 /// Under [`keep_freed_cpu_memory`] the buffers that loading reads each tensor through stay

@@ -566,7 +566,9 @@ impl<'a> Scope<'a> {
     /// ([`crate::device::half_resident`]).
     pub fn linear_weight_as_stored(&self, d_in: usize, d_out: usize, device: &Device) -> Result<Tensor<2>> {
         let name = self.key(crate::bundle::keys::WEIGHT);
-        match self.half_on(device, &name, &[d_out, d_in])? {
+        let half = self.half_on(device, &name, &[d_out, d_in])?;
+        self.fits(device, &name, d_in * d_out, half.is_some())?;
+        match half {
             Some(values) => Ok(Tensor::from_data(
                 TensorData::new(transpose(&values, d_out, d_in), [d_in, d_out]),
                 (device, DType::F16),
@@ -584,9 +586,28 @@ impl<'a> Scope<'a> {
         expected: [usize; D],
         device: &Device,
     ) -> Result<Tensor<D>> {
-        match self.half_on(device, &self.key(name), &expected)? {
+        let half = self.half_on(device, &self.key(name), &expected)?;
+        self.fits(device, &self.key(name), expected.iter().product(), half.is_some())?;
+        match half {
             Some(values) => Ok(Tensor::from_data(TensorData::new(values, expected), (device, DType::F16))),
             None => self.tensor(name, expected, device),
+        }
+    }
+
+    /// A `Device` error where the tensor `key`, `values` long (f16 with `half`, else f32), is
+    /// larger than the largest buffer `device` allocates (a GPU's; WebGPU's SwiftShader takes
+    /// 1 GiB): said at loading, instead of failing the first score.
+    fn fits(&self, device: &Device, key: &str, values: usize, half: bool) -> Result<()> {
+        let bytes = values as u64 * if half { 2 } else { 4 };
+        match crate::device::largest_buffer(device) {
+            Some(largest) if bytes > largest => Err(Error::Device(format!(
+                "{}: {key} takes {:.2} GB, more than the largest buffer this GPU allocates ({:.2} GB); \
+                 pack the model with `--dtype int8` or `q4`, or run it on the CPU",
+                self.file.file,
+                bytes as f64 / 1e9,
+                largest as f64 / 1e9
+            ))),
+            _ => Ok(()),
         }
     }
 
@@ -921,5 +942,33 @@ mod tests {
         }
         assert!(file(Dtype::BF16, &[1.0, 70000.0]).half_values("t", &[2]).unwrap().is_none(), "beyond f16");
         assert!(file(Dtype::F32, &[1.0]).half_values("t", &[1]).unwrap().is_none(), "32 bits");
+    }
+
+    /// A tensor larger than the GPU's largest buffer is refused when it loads, with the sizes;
+    /// on the CPU there is no such limit.
+    #[cfg(feature = "gpu")]
+    #[test]
+    fn a_tensor_over_the_gpus_largest_buffer_is_refused_at_loading() {
+        if std::env::var("DMOERM_SKIP_WGPU").as_deref() == Ok("1") {
+            eprintln!("DMOERM_SKIP_WGPU=1: the buffer limit is NOT checked");
+            return;
+        }
+        let gpu = crate::device::open(crate::DeviceChoice::Gpu).expect("a wgpu adapter (mesa-vulkan-drivers)");
+        let largest = crate::device::largest_buffer(&gpu).expect("a GPU's largest buffer");
+        assert!(largest >= 1 << 27, "WebGPU guarantees 128 MiB at least: {largest}");
+        eprintln!("largest buffer: {largest} bytes");
+        let mut out = TensorWriter::new();
+        out.insert("t", vec![1.0; 2], vec![2]);
+        let file = TensorFile::new(
+            "f",
+            Arc::new(SafetensorsBuffer::parse("f", out.to_bytes(BTreeMap::new()).unwrap()).unwrap()),
+            String::new(),
+        );
+        let w = Scope::new(&file);
+        let values = (largest / 4 + 1) as usize;
+        let err = w.fits(&gpu, "big.weight", values, false).unwrap_err().to_string();
+        assert!(err.contains("big.weight") && err.contains("largest buffer"), "{err}");
+        assert!(w.fits(&gpu, "big.weight", values, true).is_ok(), "in f16 it fits");
+        assert!(w.fits(&Device::flex(), "big.weight", values, false).is_ok());
     }
 }

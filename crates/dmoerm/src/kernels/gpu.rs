@@ -63,6 +63,13 @@ fn take_as<const D: usize>(x: Tensor<D>, dtypes: &[DType]) -> Result<CubeTensor,
     }
 }
 
+/// The largest buffer `device`'s runtime allocates (`None` off a cubecl device or under
+/// autodiff).
+pub(crate) fn largest_buffer(device: &burn::tensor::Device) -> Option<u64> {
+    let probe = take(Tensor::<1>::empty([1], device)).ok()?;
+    Some(probe.client.properties().memory.max_page_size)
+}
+
 /// [`take`] of two tensors, or both back.
 fn take_pair<const D: usize, const E: usize>(
     a: Tensor<D>,
