@@ -13,14 +13,15 @@
 //!   [`rope`] (6) and the gated MLP's [`silu_mul`] (3).
 //! - [`gelu`]: burn's erf GELU is 5 element-wise launches; here one.
 //! - [`linear`], [`matmul`]: f32 products (the projections, LoRA's), the bias added as the
-//!   product is written (burn adds it in a second launch). A projection's weight may be f16
-//!   (an f16 bundle on an adapter with f16 in shaders): read as f16, multiplied in f32. Where the device has no
+//!   product is written (burn adds it in a second launch). Where the device has no
 //!   cooperative matrices burn runs its unit kernel, whose shared-memory stages and barriers a
 //!   CPU emulating a GPU runs slowly (224 ms a projection on SwiftShader against 23.5 here);
-//!   where it has them, burn's tensor-core kernels run instead.
+//!   where it has them, burn's tensor-core kernels run instead, except for an f16 weight (a
+//!   16-bit bundle on an adapter with f16 in shaders), which this kernel reads as f16 and
+//!   multiplies in f32 on any GPU.
 //!
-//! Each takes f32 tensors (and [`linear`] an f16 weight) on a cubecl device that autodiff does not track (inference on wgpu)
-//! and gives its inputs back otherwise, for burn's ops.
+//! Each takes f32 tensors (and [`linear`] an f16 weight) on a cubecl device that autodiff does
+//! not track (inference on wgpu) and gives its inputs back otherwise, for burn's ops.
 
 // A fast path that does not apply gives its input tensors back as `Err`.
 #![allow(clippy::result_large_err)]
@@ -244,15 +245,17 @@ fn launch_matmul(a: CubeTensor, b: CubeTensor, bias: Option<CubeTensor>, batched
 }
 
 /// Whether [`matmul_kernel`] takes a product of `m x k` by `k x n` on `client`'s device: `k`
-/// and `n` multiples of 4, rows within the grid's 65,535 blocks, and a device without
+/// and `n` multiples of 4, rows within the grid's 65,535 blocks, and either a device without
 /// cooperative matrices, where burn's matmul is its unit kernel (WebGPU; Vulkan without them,
-/// software adapters included); with them burn's tensor-core kernels run.
-fn takes_matmul(client: &cubecl::client::Client, m: usize, k: usize, n: usize) -> bool {
+/// software adapters included), or an f16 weight (`half`), which burn's product would need
+/// expanded to f32 for every call. With cooperative matrices burn's tensor-core kernels run
+/// the f32 products.
+fn takes_matmul(client: &cubecl::client::Client, (m, k, n): (usize, usize, usize), half: bool) -> bool {
     let rows_per_block = MATMUL_CUBE.1 as usize * 4;
     k.is_multiple_of(4)
         && n.is_multiple_of(4)
         && m.div_ceil(rows_per_block) <= 65_535
-        && client.properties().features.matmul.cmma.is_empty()
+        && (half || client.properties().features.matmul.cmma.is_empty())
 }
 
 /// `x W + b` (a linear layer, `W` `[in, out]`, f32 or f16) in one launch, the bias added as
@@ -268,7 +271,7 @@ pub fn linear(x: Tensor<3>, weight: &Tensor<2>, bias: Option<&Tensor<1>>) -> Res
         return Err(x);
     }
     let x = take(x)?;
-    if !takes_matmul(&x.client, b * s, d_in, d_out) {
+    if !takes_matmul(&x.client, (b * s, d_in, d_out), weight.dtype() == DType::F16) {
         return Err(give(x));
     }
     let Ok(w) = take_as(weight.clone(), &[DType::F32, DType::F16]) else { return Err(give(x)) };
@@ -290,7 +293,7 @@ pub fn matmul(a: Tensor<3>, b: Tensor<3>) -> Result<Tensor<3>, (Tensor<3>, Tenso
         return Err((a, b));
     }
     let (a, b) = take_pair(a, b)?;
-    match takes_matmul(&a.client, m, k, n) {
+    match takes_matmul(&a.client, (m, k, n), false) {
         true => Ok(give(launch_matmul(a, b, None, true))),
         false => Err((give(a), give(b))),
     }

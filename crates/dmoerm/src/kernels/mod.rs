@@ -100,7 +100,7 @@ pub fn affine(x: Tensor<3>, weight: &Tensor<2>, bias: Option<&Tensor<1>>) -> Ten
         Err(x) => x,
     };
     // an f16 weight where the kernel above does not apply (training's tracked activations, a
-    // device with cooperative matrices): expanded for this product, which stays in f32
+    // size that is not a multiple of 4): expanded for this product, which stays in f32
     let weight = match weight.dtype() {
         DType::F16 => weight.clone().cast(DType::F32),
         _ => weight.clone(),
