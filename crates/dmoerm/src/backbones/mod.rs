@@ -173,9 +173,10 @@ pub struct Projection {
 }
 
 /// A projection's weight and bias: for burn's matmul (`weight` `[in, out]`, the transpose of
-/// PyTorch's), f32 (f16 where the bundle stores it so and the GPU holds f16:
-/// [`crate::device::half_resident`]), or, from an int8 or q4 bundle on a GPU, burn's quantised tensor (its codes
-/// and block scales, which the matmul reads packed: [`crate::weights::burn_quantized`]); or,
+/// PyTorch's), f32 (f16 where the bundle stores it in 16 bits and the GPU holds f16:
+/// [`crate::device::half_resident`]), or, from an int8 or q4 bundle on a GPU, burn's
+/// quantised tensor (its codes and block scales, which the matmul reads packed:
+/// [`crate::weights::burn_quantized`]); or,
 /// from such a bundle on a CPU with the int8 kernel, quantised for that kernel ([`Int8Linear`],
 /// `[out, in]`, with the bias).
 #[derive(Debug, Clone)]
@@ -412,8 +413,8 @@ fn on_host(x: Tensor<3>, out: usize, f: impl FnOnce(&[f32]) -> Vec<f32>) -> Tens
     Tensor::from_data(TensorData::new(f(&crate::kernels::host_values(x)), [b, s, out]), &device)
 }
 
-/// An embedding table `[rows, dim]`: f32 on the device (f16 where the bundle stores it so and
-/// the GPU holds f16: [`crate::device::half_resident`]), or, from an int8 or q4 bundle for
+/// An embedding table `[rows, dim]`: f32 on the device (f16 where the bundle stores it in 16
+/// bits and the GPU holds f16: [`crate::device::half_resident`]), or, from an int8 or q4 bundle for
 /// inference (on the CPU, and on a GPU, where the rows a lookup reads are sent to it), the
 /// rows as packed on the host; a lookup expands only the rows it reads.
 #[derive(Debug, Clone)]
