@@ -23,16 +23,18 @@ export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 /**
  * Starts the server; `mounts` maps URL prefixes to extra directories (the tests serve packed
  * fixtures from a temporary one); `isolated: false` leaves out COOP/COEP (a plain page, where
- * the package computes on one thread). Resolves to `{url, close}`.
+ * the package computes on one thread); `cors: true` lets pages of any origin load the files
+ * (a CDN, as the consumer tests play one). Resolves to `{url, close}`.
  */
-export function serve({ port = 0, root = repoRoot, mounts = {}, isolated = true } = {}) {
+export function serve({ port = 0, root = repoRoot, mounts = {}, isolated = true, cors = false } = {}) {
   const server = createServer((req, res) => {
     const headers = {
       ...(isolated && {
         'Cross-Origin-Opener-Policy': 'same-origin',
         'Cross-Origin-Embedder-Policy': 'require-corp',
-        'Cross-Origin-Resource-Policy': 'same-origin',
+        'Cross-Origin-Resource-Policy': cors ? 'cross-origin' : 'same-origin',
       }),
+      ...(cors && { 'Access-Control-Allow-Origin': '*' }),
       'Cache-Control': 'no-cache',
     };
     let path = decodeURIComponent(new URL(req.url, 'http://x').pathname);

@@ -35,3 +35,8 @@ CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
 # them), then Node (CPU) and headless Chromium (WebGPU and CPU) tests
 ./bindings/npm/build.sh
 (cd bindings/npm && npm ci --no-audit --no-fund --silent && node --test test/node.test.mjs test/browser.test.mjs)
+# the package as users install it (the tarball npm pack makes) in the apps they build: Vite,
+# webpack, a page with no bundler (and one whose package is on another origin), Node ES modules
+# and CommonJS, TypeScript; its contents, size, publint and arethetypeswrong. The tools are
+# pinned in consumers/package-lock.json, installed without their install scripts.
+(cd bindings/npm/consumers && npm ci --ignore-scripts --no-audit --no-fund --silent && node --test consumers.test.mjs)

@@ -18,12 +18,14 @@ RUSTC_BOOTSTRAP=1 RUSTFLAGS='-C target-feature=+simd128,+atomics,+bulk-memory,+m
     cargo build --manifest-path "$root/Cargo.toml" -p dmoerm-wasm --target wasm32-unknown-unknown --profile wasm-release --locked \
     -Z build-std=panic_abort,std --target-dir "$target/wasm-threads"
 rm -rf wasm wasm-threads
-# no name section: -7.9 MB raw, -1.4 MB gzip (panic messages still reach JS)
+# no name section: -7.9 MB raw, -1.4 MB gzip (panic messages still reach JS). The single-thread
+# build also runs in the calling thread, whose instance the package replaces after a trap: its
+# glue gets `__wbg_reset_state` (a fresh instance of the module it compiled, src/core.js).
 bindgen() {
-    wasm-bindgen --target web --remove-name-section --remove-producers-section --out-dir "$2" "$1"
+    wasm-bindgen --target web --remove-name-section --remove-producers-section "${@:3}" --out-dir "$2" "$1"
     raw=$(stat -c %s "$2/dmoerm_wasm_bg.wasm")
     gz=$(gzip -9 -c "$2/dmoerm_wasm_bg.wasm" | wc -c)
     echo "$2: $raw bytes raw, $gz bytes gzip -9"
 }
-bindgen "$target/wasm32-unknown-unknown/wasm-release/dmoerm_wasm.wasm" wasm
+bindgen "$target/wasm32-unknown-unknown/wasm-release/dmoerm_wasm.wasm" wasm --experimental-reset-state-function
 bindgen "$target/wasm-threads/wasm32-unknown-unknown/wasm-release/dmoerm_wasm.wasm" wasm-threads

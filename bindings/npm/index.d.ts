@@ -71,6 +71,25 @@ export declare class RewardModel {
   dispose(): void;
 }
 
+/**
+ * Where the package's files are served from, when not beside its modules (a CDN, or a folder
+ * an app copies them to). Each is a URL; one left out keeps the package's own file. In Node,
+ * `wasmUrl` and `threadedWasmUrl` are file URLs or paths.
+ */
+export interface Locations {
+  /** The single-thread build's `.wasm` (the package's `wasm/dmoerm_wasm_bg.wasm`). */
+  wasmUrl?: string | URL;
+  /** The threaded build's `.wasm` (`wasm-threads/dmoerm_wasm_bg.wasm`). */
+  threadedWasmUrl?: string | URL;
+  /** The WebGPU Worker's script (`src/webgpu-worker.js`, or what a bundler built of it). */
+  workerUrl?: string | URL;
+  /** The threads Worker's script (`src/threads-worker.js`, or what a bundler built of it). */
+  threadedWorkerUrl?: string | URL;
+}
+
+/** Sets where the package's files are (see `Locations`); call it before the first load. */
+export declare function configure(options: Locations): void;
+
 /** Whether WebGPU is usable here. */
 export declare function webgpuAvailable(): Promise<boolean>;
 /**

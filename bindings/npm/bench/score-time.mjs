@@ -7,7 +7,7 @@
 // ~30 tokens) and rank of 4 candidates. A benchmark, not a test: it asserts nothing.
 import { relative } from 'node:path';
 import { launch } from '../test/chromium.mjs';
-import { RewardModel } from '../src/index.js';
+import { RewardModel } from '../src/node.js';
 import { serve, repoRoot } from '../../../scripts/serve.mjs';
 
 const model = process.argv[2] ?? `${repoRoot}/models/default/model.dmoerm`;

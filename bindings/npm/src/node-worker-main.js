@@ -11,10 +11,9 @@ self.onmessage = null;
 self.postMessage = (message, transfer) => parentPort.postMessage(message, transfer);
 globalThis.self = self;
 globalThis.postMessage = self.postMessage;
-// Workers of its own (the rayon pool, started in the package's Worker)
+// Workers of its own (the rayon pool, which src/threads-worker.js starts)
 globalThis.Worker = NodeWorker;
-// Node's fetch takes no file: URLs; the wasm glue fetches its .wasm and wasm-bindgen-rayon its
-// own script through them
+// Node's fetch takes no file: URLs; the wasm glue fetches its .wasm through one
 const webFetch = globalThis.fetch;
 globalThis.fetch = async (resource, options) => {
   const url = resource instanceof Request ? new URL(resource.url) : new URL(String(resource));
@@ -23,17 +22,7 @@ globalThis.fetch = async (resource, options) => {
   return new Response(await readFile(url), { headers: { 'content-type': type } });
 };
 
-if (workerData.blob) {
-  // wasm-bindgen-rayon's Worker initialises the glue with positional arguments, for which the
-  // glue warns once per thread of the pool (in browsers too); its arguments are right
-  const warn = console.warn;
-  const deprecated = 'using deprecated parameters for the initialization function';
-  console.warn = (...args) => String(args[0]).startsWith(deprecated) || warn(...args);
-}
-const script = workerData.blob
-  ? `data:text/javascript;base64,${Buffer.from(await workerData.blob.text()).toString('base64')}`
-  : workerData.url;
-await import(script);
+await import(workerData.url);
 // Messages wait in the port until this listener starts it: the script's own listeners, which
 // its module code sets up, see every one.
 parentPort.on('message', (data) => {

@@ -1,18 +1,15 @@
 // Web Workers in Node, over node:worker_threads: what the package's Worker (src/workers.js)
-// and, inside it, the rayon pool of the threaded build (wasm-bindgen-rayon, written for
-// browsers) start there, so that Node computes on threads as a cross-origin-isolated page does.
+// and, inside it, the rayon pool of the threaded build (src/threads-worker.js) start there, so
+// that Node computes on threads as a cross-origin-isolated page does.
 //
 // A NodeWorker runs src/node-worker-main.js, which gives the thread a Web Worker's globals
-// (`self`, `postMessage`, `Worker`, `fetch` of file: URLs) and then imports the script: a
-// module URL, or a blob: URL (wasm-bindgen-rayon starts its Workers on a blob of its own
-// script), whose Blob goes to the thread with it.
+// (`self`, `postMessage`, `Worker`, `fetch` of file: URLs) and then imports the script.
 //
 // A thread does not keep Node running: the pool's threads wait for work forever, and a script
 // that has scored must still exit. The package refs its Worker while a call is in flight
 // (`ref`, `unref`).
 
 import { Worker as Thread } from 'node:worker_threads';
-import { resolveObjectURL } from 'node:buffer';
 
 const MAIN = new URL('./node-worker-main.js', import.meta.url);
 
@@ -22,15 +19,11 @@ export class NodeWorker extends EventTarget {
   /** As `new Worker(url, {type: 'module'})`. */
   constructor(url) {
     super();
-    const href = String(url);
-    const blob = href.startsWith('blob:') ? resolveObjectURL(href) : null;
-    if (blob === undefined) throw new Error(`dmoerm: no script at ${href} for a Worker`);
-    const script = blob ? { blob } : { url: href };
     this.onmessage = null;
     this.onerror = null;
     // Node's flags, but for --input-type (the main script's, which a thread's module refuses)
     const execArgv = process.execArgv.filter((a, i, all) => !a.startsWith('--input-type') && all[i - 1] !== '--input-type');
-    this.#thread = new Thread(MAIN, { workerData: script, execArgv });
+    this.#thread = new Thread(MAIN, { workerData: { url: String(url) }, execArgv });
     this.#thread.unref();
     this.#thread.on('message', (data) => {
       const event = new MessageEvent('message', { data });

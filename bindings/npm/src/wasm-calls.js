@@ -1,4 +1,4 @@
-// What this thread's instance (src/index.js) and the package's Workers (src/model-worker.js,
+// What this thread's instance (src/core.js) and the package's Workers (src/worker-serve.js,
 // src/workers.js) share about calling into wasm: how a model's call runs, and how a trap is
 // reported.
 

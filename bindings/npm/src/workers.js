@@ -1,21 +1,18 @@
+import { locations, platform } from './platform.js';
 import { deadModelError, trapError } from './wasm-calls.js';
 
-// The Workers the package owns to hold models (src/model-worker.js), one of each kind at most:
-// 'threads' (CPU models on the threaded build, where the page is cross-origin isolated, and in
+// The Workers the package owns to hold models, one of each kind at most: 'threads' (CPU models
+// on the threaded build, src/threads-worker.js, where the page is cross-origin isolated, and in
 // Node, on node:worker_threads: src/node-worker.js) and 'webgpu' (WebGPU models on the
-// single-thread build, in a browser). Each model is a handle in its Worker; each call a request.
-
-/** Whether this is Node (not a browser page or worker). */
-export const isNode = typeof process !== 'undefined' && !!process.versions?.node && typeof window === 'undefined';
+// single-thread build, src/webgpu-worker.js, in a browser). Each model is a handle in its
+// Worker; each call a request.
 
 const workers = { threads: null, webgpu: null }; // kind -> {post, ready, gen}
 let generation = 0;
-// the Worker class: the browser's, or in Node src/node-worker.js's (imported on first use)
-let WorkerClass = isNode ? null : globalThis.Worker;
 
 /** Whether a browser context can start WebGPU Workers of its own (a page or a worker). */
 export function canStartWorkers() {
-  return !isNode && typeof Worker !== 'undefined';
+  return platform.name === 'browser' && typeof Worker !== 'undefined';
 }
 
 /**
@@ -27,9 +24,8 @@ export async function cpuThreads(threads) {
   if (threads !== undefined && !(Number.isInteger(threads) && threads >= 1)) {
     throw new TypeError(`dmoerm: threads must be a positive integer, not ${threads}`);
   }
-  if (isNode) return threads ?? (await import('node:os')).availableParallelism();
-  if (!canStartWorkers() || globalThis.crossOriginIsolated !== true) return 1;
-  return threads ?? Math.max(1, navigator.hardwareConcurrency || 1);
+  if (platform.name === 'browser' && (!canStartWorkers() || globalThis.crossOriginIsolated !== true)) return 1;
+  return threads ?? platform.defaultThreads();
 }
 
 // Starts the Worker of `kind` once; the threaded one's pool has the size the first threaded
@@ -37,7 +33,7 @@ export async function cpuThreads(threads) {
 function start(kind, threads) {
   if (!workers[kind]) {
     const gen = ++generation;
-    const w = new WorkerClass(new URL('./model-worker.js', import.meta.url), { type: 'module' });
+    const w = platform.spawn(kind);
     // A panic that no reply can report (on a pool thread, which the caller waits for forever,
     // or inside a WebGPU call's promise task) is posted here by the Rust panic hook.
     const panics = `dmoerm-panics-${crypto.randomUUID()}`;
@@ -78,7 +74,8 @@ function start(kind, threads) {
         w.ref?.(); // Node: keeps running until the reply
         w.postMessage({ id, op, ...args }, transfer);
       });
-    const ready = post('init', { kind, threads, panics });
+    const wasmUrl = kind === 'threads' ? locations.threadedWasmUrl : locations.wasmUrl;
+    const ready = post('init', { threads, panics, wasmUrl });
     workers[kind] = { post, ready, gen };
     ready.catch(() => {
       if (workers[kind]?.gen === gen) workers[kind] = null;
@@ -101,7 +98,6 @@ async function call(w, what, op, args, transfer) {
 }
 
 async function started(kind, threads) {
-  if (isNode) WorkerClass ??= (await import('./node-worker.js')).NodeWorker;
   const w = start(kind, threads);
   try {
     return { w, threads: await w.ready };

@@ -5,7 +5,7 @@ import test from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
-import { RewardModel, webgpuAvailable, _panicForTests, _panicInNextScoreForTests, _setPartBytesForTests } from '../src/index.js';
+import { RewardModel, webgpuAvailable, _panicForTests, _panicInNextScoreForTests, _setPartBytesForTests } from '../src/node.js';
 import { serve } from '../../../scripts/serve.mjs';
 import { dirname } from 'node:path';
 import { FIXTURES, packFixtures, expected, checkScore, root } from './fixtures.mjs';
@@ -244,7 +244,7 @@ test('a trap while scoring on the CPU rejects that call with its message, and th
 test('a script that scores on threads exits by itself, with its output', async () => {
   const { execFile } = await import('node:child_process');
   const script = `
-    const { RewardModel } = await import(${JSON.stringify(new URL('../src/index.js', import.meta.url).href)});
+    const { RewardModel } = await import(${JSON.stringify(new URL('../src/node.js', import.meta.url).href)});
     const rm = await RewardModel.load(${JSON.stringify(packed.llama)}, { device: 'cpu', threads: 2 });
     const s = await rm.score({ prompt: 'a', response: 'b' });
     console.log(rm.threads, Number.isFinite(s.reward));`; // no dispose: the threads are idle

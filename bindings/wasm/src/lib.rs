@@ -2,7 +2,7 @@
 //!
 //! It holds no model logic, only conversions: JS inputs to [`dmoerm::Conversation`]s, scores
 //! back to plain JS objects, and every [`dmoerm::Error`] to a JS `Error` with its message.
-//! The JS wrapper (`bindings/npm/src/index.js`) adds downloading, caching and the public API.
+//! The JS wrapper (`bindings/npm/src/core.js`) adds downloading, caching and the public API.
 #![cfg(target_arch = "wasm32")]
 
 use std::cell::{Cell, RefCell};
@@ -69,11 +69,11 @@ async fn webgpu_device() -> Result<Device, JsValue> {
     Ok(dev)
 }
 
-/// The threaded build (`+atomics`) only: starts the rayon pool of `threads` Web Workers that
-/// burn's CPU backend and the kernels run on (wasm-bindgen-rayon). The package calls it once,
-/// in the Worker that holds the models, before loading any.
+/// The threaded build (`+atomics`) only: the rayon pool of Web Workers that burn's CPU backend
+/// and the kernels run on. The package starts it once, in the Worker that holds the models,
+/// before loading any.
 #[cfg(target_feature = "atomics")]
-pub use wasm_bindgen_rayon::init_thread_pool;
+mod pool;
 
 /// How many threads the CPU backend computes on: 1 in the single-thread build, the pool's size
 /// in the threaded one.
