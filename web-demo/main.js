@@ -1,5 +1,6 @@
 // The demo page: loads a packed bundle (models/default by default, or ?model=URL) with the
-// npm package and scores the entered responses.
+// npm package and scores the entered responses; "Open a reward-model folder" (or a folder
+// dropped on the page) loads a Hugging Face reward model's files instead, in the tab.
 import { RewardModel } from '../bindings/npm/src/index.js';
 
 const $ = (id) => document.getElementById(id);
@@ -49,14 +50,19 @@ function barRow(label, value, fraction) {
 
 const sigmoid = (x) => 1 / (1 + Math.exp(-x));
 
-async function main() {
-  addResponse(EXAMPLES[0]);
-  addResponse(EXAMPLES[1]);
-  addResponse(EXAMPLES[2]);
-  $('add').onclick = () => addResponse();
-  let rm;
+let rm = null;
+
+// Loads `source` (a URL, or a folder's files) in place of the model shown; `label` names it.
+async function load(source, label) {
+  $('error').hidden = true;
+  $('score').disabled = true;
+  $('result').hidden = true;
+  document.body.dataset.ready = 'false';
+  rm?.dispose();
+  rm = null;
+  $('model-name').textContent = label;
   try {
-    rm = await RewardModel.load(modelUrl, {
+    rm = await RewardModel.load(source, {
       device,
       onProgress: (e) => {
         if (e.status === 'download') {
@@ -71,14 +77,58 @@ async function main() {
     });
   } catch (e) {
     $('device').textContent = 'device: none';
-    showError(`Could not load the model from ${modelUrl}: ${e.message}`);
+    showError(`Could not load the model from ${label}: ${e.message}`);
     return;
   }
   const threads = rm.threads > 1 ? `, ${rm.threads} threads` : '';
   $('device').textContent = `device: ${rm.device === 'webgpu' ? 'WebGPU' : `CPU (wasm${threads})`}`;
-  $('model-name').textContent = rm.info.name ?? 'model';
+  $('model-name').textContent = rm.info.name ?? label;
   document.body.dataset.ready = 'true';
   $('score').disabled = false;
+}
+
+// The files under a dropped folder, each with its path in it (as <input webkitdirectory>
+// gives `webkitRelativePath`).
+async function droppedFiles(items) {
+  const files = [];
+  const walk = async (entry, path) => {
+    if (entry.isFile) {
+      const file = await new Promise((ok, fail) => entry.file(ok, fail));
+      Object.defineProperty(file, 'webkitRelativePath', { value: `${path}${file.name}` });
+      files.push(file);
+    } else if (entry.isDirectory) {
+      const reader = entry.createReader();
+      for (;;) {
+        const batch = await new Promise((ok, fail) => reader.readEntries(ok, fail));
+        if (batch.length === 0) break;
+        for (const child of batch) await walk(child, `${path}${entry.name}/`);
+      }
+    }
+  };
+  for (const entry of [...items].map((i) => i.webkitGetAsEntry?.()).filter(Boolean)) await walk(entry, '');
+  return files;
+}
+
+async function main() {
+  addResponse(EXAMPLES[0]);
+  addResponse(EXAMPLES[1]);
+  addResponse(EXAMPLES[2]);
+  $('add').onclick = () => addResponse();
+  $('folder').onchange = () => {
+    const files = $('folder').files;
+    if (files.length) load(files, files[0].webkitRelativePath.split('/')[0] || 'folder');
+  };
+  document.addEventListener('dragover', (e) => {
+    e.preventDefault();
+    document.body.classList.add('dragging');
+  });
+  document.addEventListener('dragleave', () => document.body.classList.remove('dragging'));
+  document.addEventListener('drop', async (e) => {
+    e.preventDefault();
+    document.body.classList.remove('dragging');
+    const files = await droppedFiles(e.dataTransfer.items);
+    if (files.length) load(files, files[0].webkitRelativePath.split('/')[0]);
+  });
   $('score').onclick = async () => {
     $('error').hidden = true;
     const prompt = $('prompt').value.trim();
@@ -99,6 +149,7 @@ async function main() {
       $('score').disabled = false;
     }
   };
+  await load(modelUrl, modelUrl);
 }
 
 function render(ranked, ms) {

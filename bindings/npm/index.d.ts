@@ -56,8 +56,13 @@ export interface LoadOptions {
 }
 
 export declare class RewardModel {
-  /** A packed bundle (`dmoerm pack`) from a URL, a file path (Node) or its bytes. */
-  static load(source: string | URL | Uint8Array | ArrayBuffer, options?: LoadOptions): Promise<RewardModel>;
+  /**
+   * A packed bundle (`dmoerm pack`) from a URL, a file path (Node) or its bytes; or a model's
+   * folder, not packed (a Hugging Face reward model's files, or a dmoerm bundle directory): a
+   * `FileList` or `File[]` (`<input type="file" webkitdirectory>`, or dropped), a URL ending
+   * in `/` that serves the Hugging Face files, or a directory path ending in `/` (Node).
+   */
+  static load(source: string | URL | Uint8Array | ArrayBuffer | FileList | File[], options?: LoadOptions): Promise<RewardModel>;
   /** The device in use. */
   readonly device: 'webgpu' | 'cpu';
   /** Threads the model computes on: 1, or the pool's size on the threaded CPU path. */

@@ -9,11 +9,13 @@
 // built with Vite or webpack carries the wasm builds and Workers it needs.
 
 import { locations, platform } from './platform.js';
-import { emptyParts, firstBytes, length, partBytes, put } from './parts.js';
+import { download } from './download.js';
+import { folderOf, loadFolder } from './folder.js';
+import { length, partBytes } from './parts.js';
 export { _setPartBytesForTests } from './parts.js';
+export { clearCache } from './download.js';
 import { deadModelError, panicOf, runModel, trapError } from './wasm-calls.js';
 import { canStartWorkers, cpuThreads, prepareWebgpu, WorkerModel, workersMemoryBytes } from './workers.js';
-const CACHE_NAME = 'dmoerm-models';
 
 // This thread's wasm instance (the single-thread build). A trap (a Rust panic, or an
 // allocation that failed) leaves an instance unusable: the next call then starts a fresh one
@@ -90,12 +92,6 @@ export async function wasmMemoryBytes() {
   return wasm.memory.buffer.byteLength + inWorkers;
 }
 
-function cacheKey(url, version) {
-  const u = new URL(url, globalThis.location?.href);
-  if (version) u.searchParams.set('dmoerm-version', version);
-  return u.href;
-}
-
 /** @internal Panics inside wasm (tests of the recovery from a trap). */
 export async function _panicForTests() {
   const wasm = await loadWasm();
@@ -108,70 +104,6 @@ export async function _panicForTests() {
  */
 export async function _panicInNextScoreForTests(rm, { onPool = false } = {}) {
   await RewardModel._panicNext(rm, onPool);
-}
-
-/** Removes every model this package cached with the Cache API. Resolves to whether it did. */
-export async function clearCache() {
-  if (!globalThis.caches) return false;
-  return caches.delete(CACHE_NAME);
-}
-
-async function download(url, { onProgress, cache = true, version } = {}) {
-  if (platform.readParts && !/^https?:/.test(String(url))) {
-    const parts = await platform.readParts(url instanceof URL ? url : String(url));
-    const size = length(parts);
-    onProgress?.({ status: 'download', loaded: size, total: size, fraction: 1, cached: false });
-    return parts;
-  }
-  const key = cacheKey(url, version);
-  const store = cache && globalThis.caches ? await caches.open(CACHE_NAME) : null;
-  let response = store ? await store.match(key) : undefined;
-  const cached = !!response;
-  if (!response) {
-    try {
-      response = await fetch(url);
-    } catch (e) {
-      throw new Error(`dmoerm: could not download the model from ${url}: ${e.message}`);
-    }
-    if (!response.ok) {
-      throw new Error(`dmoerm: could not download the model from ${url}: HTTP ${response.status} ${response.statusText}`);
-    }
-  }
-  const total = Number(response.headers.get('content-length')) || 0;
-  // With a length, the bytes go straight into their parts (a large model is not held twice);
-  // without one, or when more arrives (a compressed transfer), they are joined at the end.
-  let parts = total ? emptyParts(total) : null;
-  const chunks = [];
-  let loaded = 0;
-  const reader = response.body.getReader();
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    if (parts && loaded + value.length <= total) {
-      put(parts, value, loaded);
-    } else {
-      if (parts) chunks.push(...firstBytes(parts, loaded));
-      parts = null;
-      chunks.push(value);
-    }
-    loaded += value.length;
-    onProgress?.({ status: 'download', loaded, total, fraction: total ? Math.min(loaded / total, 1) : 0, cached });
-  }
-  if (!parts) {
-    parts = emptyParts(loaded);
-    let at = 0;
-    for (const c of chunks) {
-      put(parts, c, at);
-      at += c.length;
-    }
-  } else if (loaded < total) {
-    parts = firstBytes(parts, loaded);
-  }
-  onProgress?.({ status: 'download', loaded, total: loaded, fraction: 1, cached });
-  if (store && !cached) {
-    await store.put(key, new Response(new Blob(parts), { headers: { 'content-length': String(loaded) } }));
-  }
-  return parts;
 }
 
 // A result as the Rust `Score` serialises, plus `taskProbs`: the name 0.1 of this package used
@@ -201,9 +133,15 @@ class LocalModel {
     return this.#live().info();
   }
 
-  static async load(wasm, parts, device, name) {
-    const model = await guard('loading the model', wasm, () => wasm.glue.Model.fromParts(parts, device, name));
-    return new LocalModel(model, wasm);
+  /** Where a model loads into this thread's instance `wasm`, on `device`. */
+  static on(wasm, device) {
+    const loaded = (model) => new LocalModel(model, wasm);
+    return {
+      load: async (parts, name) => loaded(await guard('loading the model', wasm, () => wasm.glue.Model.fromParts(parts, device, name))),
+      plan: (paths, sizes, files, name) => guard('reading the folder', wasm, () => wasm.glue.folderPlan(paths, sizes, files, device, name)),
+      loadFiles: async (paths, sizes, files, name) =>
+        loaded(await guard('loading the model', wasm, () => wasm.glue.Model.fromFiles(paths, sizes, files, device, name))),
+    };
   }
 
   // A trap on the CPU throws inside the call and `guard` turns it into a rejection; on WebGPU
@@ -254,8 +192,12 @@ export class RewardModel {
   }
 
   /**
-   * Loads a packed bundle (`dmoerm pack`) from a URL (a file path in Node) or from bytes.
-   * The bytes stay in JavaScript memory; wasm reads them one tensor at a time.
+   * Loads a model: a packed bundle (`dmoerm pack`) from a URL (a file path in Node) or from its
+   * bytes; or a model's folder, not packed (a Hugging Face reward model's files, or a dmoerm
+   * bundle directory): a `FileList` or array of `File`s (from `<input type="file"
+   * webkitdirectory>` or dropped on a page), a URL ending in `/` where the Hugging Face files
+   * are served, or in Node a directory path ending in `/`. The bytes stay in JavaScript
+   * memory; wasm reads them one tensor at a time.
    * options: device 'auto' | 'webgpu' | 'cpu'; threads (the CPU's, default all cores: used on a
    * cross-origin-isolated page and in Node, where the model runs in a Worker of this package on
    * the threaded build; on a plain page the CPU computes on one thread); onProgress(event)
@@ -265,21 +207,6 @@ export class RewardModel {
    */
   static async load(source, { device = 'auto', threads, onProgress, cache = true, version } = {}) {
     const pool = await cpuThreads(threads);
-    let parts;
-    let name = 'model';
-    let owned = false;
-    if (source instanceof Uint8Array || source instanceof ArrayBuffer) {
-      const bytes = source instanceof ArrayBuffer ? new Uint8Array(source) : source;
-      parts = [];
-      for (let at = 0; at < bytes.length || at === 0; at += partBytes) parts.push(bytes.subarray(at, at + partBytes));
-    } else if (typeof source === 'string' || source instanceof URL) {
-      name = String(source);
-      parts = await download(source, { onProgress, cache, version });
-      owned = true;
-    } else {
-      throw new TypeError('dmoerm: RewardModel.load takes a URL, a path (Node) or the bytes of a packed bundle');
-    }
-    onProgress?.({ status: 'load', bytes: length(parts) });
     // In a browser the models live in Workers of the package: WebGPU ones on the single-thread
     // build, CPU ones on the threaded build where the page is cross-origin isolated; in Node
     // CPU ones on the threaded build in a worker thread. On one thread (no isolation, or
@@ -292,10 +219,39 @@ export class RewardModel {
       const wasm = own ? null : await loadWasm();
       chosen = own ? await prepareWebgpu(device) : await guard('opening the device', wasm, () => wasm.glue.prepareDevice(device));
     }
+    const where =
+      chosen === 'webgpu' && own
+        ? WorkerModel.on('webgpu')
+        : chosen === 'cpu' && pool > 1
+          ? WorkerModel.on('threads', pool)
+          : LocalModel.on(await loadWasm(), chosen);
     let engine;
-    if (chosen === 'webgpu' && own) engine = await WorkerModel.load('webgpu', parts, name, { owned });
-    else if (chosen === 'cpu' && pool > 1) engine = await WorkerModel.load('threads', parts, name, { threads: pool, owned });
-    else engine = await LocalModel.load(await loadWasm(), parts, chosen, name);
+    const folder = await folderOf(source, { onProgress, cache, version }, platform);
+    if (folder) {
+      engine = await loadFolder(folder, {
+        plan: (paths, sizes, files) => where.plan(paths, sizes, files, folder.name),
+        load: (paths, sizes, files) => where.loadFiles(paths, sizes, files, folder.name),
+      }, onProgress);
+    } else {
+      let parts;
+      let name = 'model';
+      let owned = false;
+      if (source instanceof Uint8Array || source instanceof ArrayBuffer) {
+        const bytes = source instanceof ArrayBuffer ? new Uint8Array(source) : source;
+        parts = [];
+        for (let at = 0; at < bytes.length || at === 0; at += partBytes) parts.push(bytes.subarray(at, at + partBytes));
+      } else if (typeof source === 'string' || source instanceof URL) {
+        name = String(source);
+        parts = await download(source, { onProgress, cache, version });
+        owned = true;
+      } else {
+        throw new TypeError(
+          'dmoerm: RewardModel.load takes a URL, a path (Node) or the bytes of a packed bundle, or a folder (a FileList, Files, or a URL ending in /)',
+        );
+      }
+      onProgress?.({ status: 'load', bytes: length(parts) });
+      engine = await where.load(parts, name, owned);
+    }
     onProgress?.({ status: 'ready', device: engine.device });
     return new RewardModel(engine);
   }

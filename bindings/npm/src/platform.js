@@ -11,8 +11,10 @@ export const platform = {
   defaultThreads: null,
   /** The single-thread build's wasm, as this thread's instance is initialised with it. */
   localWasm: null,
-  /** Node: a file path's bytes, in parts (src/core.js). */
+  /** Node: a file path's bytes, in parts (src/download.js). */
   readParts: null,
+  /** Node: a directory's files, as src/folder.js reads a folder. */
+  directory: null,
 };
 
 /**

@@ -44,6 +44,13 @@ export function serve(glue, { instantiate, startPool }) {
       models.set(id, model);
       return { id, info: model.info() };
     },
+    plan: ({ paths, sizes, files, name, device }) => glue.folderPlan(paths, sizes, files, device, name),
+    loadFiles({ paths, sizes, files, name, device }) {
+      const model = glue.Model.fromFiles(paths, sizes, files, device, name);
+      const id = nextModel++;
+      models.set(id, model);
+      return { id, info: model.info() };
+    },
     score: ({ model, input }) => runModel(live(model), 'score', [input]),
     scoreBatch: ({ model, inputs }) => runModel(live(model), 'scoreBatch', [inputs]),
     rank: ({ model, prompt, candidates }) => runModel(live(model), 'rank', [prompt, candidates]),

@@ -131,21 +131,37 @@ export class WorkerModel {
   }
 
   /**
-   * Loads a bundle (its bytes in `parts`, Uint8Arrays of at most 1 GiB) into the Worker of
-   * `kind` ('threads': onto the CPU, with a pool of `threads`; 'webgpu': onto WebGPU, which
-   * `prepareWebgpu` opened); `owned`: the parts are the package's own download, moved to the
-   * Worker instead of copied.
+   * Where a model loads in the Worker of `kind` ('threads': onto the CPU, with a pool of
+   * `threads`; 'webgpu': onto WebGPU, which `prepareWebgpu` opened): a bundle's bytes in
+   * `parts` (Uint8Arrays of at most 1 GiB; `owned`: the package's own download, moved to the
+   * Worker instead of copied), or a folder's files (src/folder.js), which the package read and
+   * moves.
    */
-  static async load(kind, parts, name, { threads, owned }) {
-    const { w, threads: pool } = await started(kind, threads);
-    // a part that is not the package's own whole buffer is copied into one (posting a view
-    // would copy all of its buffer); each is then moved
-    const whole = (p) => p.byteOffset === 0 && p.byteLength === p.buffer.byteLength;
-    const sent = parts.map((p) => (owned && whole(p) ? p : p.slice()));
+  static on(kind, threads) {
     const device = kind === 'threads' ? 'cpu' : 'webgpu';
-    const args = { parts: sent, name, device };
-    const { id, info } = await call(w, 'loading the model', 'load', args, sent.map((p) => p.buffer));
-    return new WorkerModel(w, kind, id, info, device, pool);
+    const model = async (w, pool, reply) => new WorkerModel(w, kind, reply.id, reply.info, device, pool);
+    return {
+      async load(parts, name, owned) {
+        const { w, threads: pool } = await started(kind, threads);
+        // a part that is not the package's own whole buffer is copied into one (posting a view
+        // would copy all of its buffer); each is then moved
+        const sent = parts.map((p) => (owned && whole(p) ? p : p.slice()));
+        const args = { parts: sent, name, device };
+        return model(w, pool, await call(w, 'loading the model', 'load', args, sent.map((p) => p.buffer)));
+      },
+      async plan(paths, sizes, files, name) {
+        const { w } = await started(kind, threads);
+        // copied (the files go again with the load); a view alone, not all of its buffer
+        const sent = files.map((parts) => parts.map((p) => (whole(p) ? p : p.slice())));
+        return call(w, 'reading the folder', 'plan', { paths, sizes, files: sent, name, device });
+      },
+      async loadFiles(paths, sizes, files, name) {
+        const { w, threads: pool } = await started(kind, threads);
+        const sent = files.map((parts) => parts.map((p) => (whole(p) ? p : p.slice())));
+        const args = { paths, sizes, files: sent, name, device };
+        return model(w, pool, await call(w, 'loading the model', 'loadFiles', args, sent.flat().map((p) => p.buffer)));
+      },
+    };
   }
 
   #live() {
@@ -174,6 +190,9 @@ export class WorkerModel {
     if (workers[this.#kind] === this.#w) this.#w.post('dispose', { model: this.#id }).catch(() => {});
   }
 }
+
+// Whether `p` views all of its buffer (which can then be moved to a Worker).
+const whole = (p) => p.byteOffset === 0 && p.byteLength === p.buffer.byteLength;
 
 /** The wasm memory in bytes of the package's running Workers, added up (0 when none runs). */
 export async function workersMemoryBytes() {

@@ -235,6 +235,66 @@ for (const mode of Object.keys(MODES)) {
       await page.screenshot({ path: join(out, `demo-${mode}.png`), fullPage: true });
     });
 
+    // A Hugging Face reward model's folder, not packed: as <input webkitdirectory> gives it
+    // (Playwright sets the folder on the input) and as files served at a URL
+    await t.test('a folder of Hugging Face files scores as the reference', async () => {
+      await page.goto(`${server.url}/bindings/npm/test/harness.html`);
+      await page.waitForFunction(() => window.harnessReady === true);
+      await page.evaluate(() => {
+        const input = Object.assign(document.createElement('input'), { type: 'file', id: 'folder', webkitdirectory: true });
+        document.body.append(input);
+      });
+      const name = 'hf_qwen2';
+      await page.setInputFiles('#folder', join(root, 'tests/fixtures', name));
+      const exp = expected(name);
+      const inputs = exp.inputs.map((i) => ({ messages: i.messages, response: i.response }));
+      const res = await page.evaluate(
+        async ({ inputs, device, url }) => {
+          const out = [];
+          for (const source of [document.getElementById('folder').files, url]) {
+            const rm = await window.dmoerm.RewardModel.load(source, { device, cache: false });
+            out.push({ device: rm.device, name: rm.info.name, scores: await rm.scoreBatch(inputs) });
+            rm.dispose();
+          }
+          return out;
+        },
+        { inputs, device: mode, url: `/tests/fixtures/${name}/` },
+      );
+      for (const [i, r] of res.entries()) {
+        assert.equal(r.device, mode);
+        for (const [j, input] of exp.inputs.entries()) checkScore(assert, r.scores[j], input.expected, exp.tolerance, `${['files', 'url'][i]} input ${j}`);
+      }
+    });
+
+    await t.test('the demo scores a reward-model folder opened in it', async () => {
+      const name = 'hf_qwen2';
+      await page.goto(`${server.url}/web-demo/?device=${mode}`);
+      await page.waitForSelector('body[data-ready="true"]', { timeout: 300_000 });
+      await page.setInputFiles('#folder', join(root, 'tests/fixtures', name));
+      await page.waitForSelector(`#model-name:text("${name}")`, { timeout: 60_000 });
+      await page.waitForSelector('body[data-ready="true"]', { timeout: 300_000 });
+      const prompt = 'What is the capital of France?';
+      const responses = ['Paris is the capital of France.', 'I think it is Lyon.'];
+      await page.fill('#prompt', prompt);
+      await page.fill('.response-text >> nth=0', responses[0]);
+      await page.fill('.response-text >> nth=1', responses[1]);
+      await page.fill('.response-text >> nth=2', '');
+      const before = Number((await page.getAttribute('body', 'data-scored')) ?? 0);
+      await page.click('#score');
+      await page.waitForSelector(`body[data-scored="${before + 1}"]`, { timeout: 300_000 });
+      assert.equal(await page.isHidden('#error'), true, await page.textContent('#error'));
+      // the rewards shown are the native CLI's on the same folder (3 decimals shown)
+      const shown = await page.$$eval('li.ranked', (lis) => lis.map((li) => [li.querySelector('.muted').textContent, Number(li.querySelector('.reward').textContent.replace('reward ', ''))]));
+      assert.equal(shown.length, 2);
+      const exp = expected(name);
+      for (const [label, reward] of shown) {
+        const response = responses[Number(label.match(/^response (\d+)/)[1]) - 1];
+        const cli = JSON.parse(execFileSync(dmoermBin(), ['score', '--model', join(root, 'tests/fixtures', name), '--prompt', prompt, '--response', response, '--json'], { encoding: 'utf8' }));
+        assert.ok(Math.abs(reward - cli.reward) <= 5e-4 + exp.tolerance, `${response}: ${reward} vs the CLI's ${cli.reward}`);
+      }
+      await page.screenshot({ path: join(out, `demo-folder-${mode}.png`), fullPage: true });
+    });
+
     await t.test('a bad model URL shows an error, no uncaught exception', async () => {
       await page.goto(`${server.url}/web-demo/?model=/no/such/model.dmoerm`);
       await page.waitForSelector('#error:not([hidden])', { timeout: 60_000 });

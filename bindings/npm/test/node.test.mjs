@@ -68,6 +68,113 @@ test('a bundle held in many parts scores as the reference', async () => {
   }
 });
 
+// A model's folder, not packed: a Hugging Face reward model's files (and a dmoerm bundle
+// directory), read as the page or Node gives them, scores as the reference.
+test('a folder of Hugging Face files, or a bundle directory, scores as the reference', async () => {
+  const fixtures = `${root}/tests/fixtures`;
+  const server = await serve({ mounts: { '/fixtures/': fixtures } });
+  try {
+    for (const [name, threads] of [['hf_qwen2', 1], ['hf_llama3', undefined], ['hf_bert', 1], ['llama', 1], ['qwen3', undefined]]) {
+      const exp = expected(name);
+      const inputs = exp.inputs.map((i) => ({ messages: i.messages, response: i.response }));
+      // a directory (Node), and the Hugging Face files served at a URL
+      const sources = [`${fixtures}/${name}/`, ...(name.startsWith('hf_') ? [`${server.url}/fixtures/${name}/`] : [])];
+      for (const source of sources) {
+        const events = [];
+        const rm = await RewardModel.load(source, { device: 'cpu', threads, cache: false, onProgress: (e) => events.push(e.status) });
+        assert.equal(rm.threads, threads ?? cores);
+        const got = await rm.scoreBatch(inputs);
+        for (const [i, input] of exp.inputs.entries()) checkScore(assert, got[i], input.expected, exp.tolerance, `${source} input ${i}`);
+        assert.deepEqual(events.slice(-2), ['load', 'ready'], `${source}: progress`);
+        rm.dispose();
+      }
+    }
+  } finally {
+    await server.close();
+  }
+});
+
+test('a folder that cannot load is refused with the message the CLI gives', async () => {
+  const { spawnSync } = await import('node:child_process');
+  const { mkdtempSync, cpSync, rmSync, renameSync, truncateSync, writeFileSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { dmoermBin } = await import('./fixtures.mjs');
+  const copy = (from, edit) => {
+    const dir = `${mkdtempSync(`${tmpdir()}/dmoerm-folder-`)}/model`;
+    cpSync(`${root}/tests/fixtures/${from}`, dir, { recursive: true });
+    edit(dir);
+    return dir;
+  };
+  const cases = [
+    ['no config.json', copy('hf_llama3', (d) => rmSync(`${d}/config.json`)), /neither dmoerm\.json .* nor config\.json/],
+    ['no tokenizer', copy('hf_llama3', (d) => rmSync(`${d}/tokenizer.json`)), /no tokenizer\.json/],
+    ['not a reward model', copy('llama/backbone', () => {}), /LlamaForCausalLM/],
+    ['.bin weights', copy('hf_llama3', (d) => renameSync(`${d}/model.safetensors`, `${d}/pytorch_model.bin`)), /only PyTorch \.bin weights/],
+    [
+      'a shard the index names is missing',
+      copy('hf_llama3', (d) => {
+        renameSync(`${d}/model.safetensors`, `${d}/model-00001-of-00002.safetensors`);
+        const weight_map = { a: 'model-00001-of-00002.safetensors', b: 'model-00002-of-00002.safetensors' };
+        writeFileSync(`${d}/model.safetensors.index.json`, JSON.stringify({ weight_map }));
+      }),
+      /names the shard model-00002-of-00002\.safetensors, which is not in the directory/,
+    ],
+    [
+      'a file outside the folder named by the index',
+      copy('hf_llama3', (d) => {
+        rmSync(`${d}/model.safetensors`);
+        writeFileSync(`${d}/model.safetensors.index.json`, JSON.stringify({ weight_map: { a: '../../hf_qwen2/model.safetensors' } }));
+      }),
+      /must be relative and stay inside the bundle/,
+    ],
+  ];
+  for (const [what, dir, message] of cases) {
+    const cli = spawnSync(dmoermBin(), ['score', '--model', dir, '--prompt', 'a', '--response', 'b'], { encoding: 'utf8' });
+    assert.notEqual(cli.status, 0, what);
+    const said = cli.stderr.trim().replace(/^error: /, '');
+    for (const threads of [1, 2]) {
+      await assert.rejects(RewardModel.load(`${dir}/`, { device: 'cpu', threads }), (e) => {
+        assert.ok(e instanceof Error, what);
+        assert.match(e.message, message, what);
+        assert.ok(said.includes(e.message), `${what}: the CLI says ${said}; the package ${e.message}`);
+        return true;
+      });
+    }
+  }
+  // weights that cannot fit in wasm's 4 GiB are refused from their headers, before they are
+  // read: two shards of 2.8 GB, and one file of 5.6 GB, which wasm32 cannot address (sparse
+  // files on disk)
+  const safetensors = (path, tensors) => {
+    const header = {};
+    let at = 0;
+    for (const [name, shape] of Object.entries(tensors)) {
+      const end = at + 4 * shape.reduce((a, b) => a * b, 1);
+      header[name] = { dtype: 'F32', shape, data_offsets: [at, end] };
+      at = end;
+    }
+    const json = Buffer.from(JSON.stringify(header));
+    const start = Buffer.alloc(8);
+    start.writeBigUInt64LE(BigInt(json.length));
+    writeFileSync(path, Buffer.concat([start, json]));
+    truncateSync(path, 8 + json.length + at);
+  };
+  const sharded = copy('hf_qwen2', (d) => {
+    rmSync(`${d}/model.safetensors`);
+    safetensors(`${d}/model-00001-of-00002.safetensors`, { 'score.weight': [1, 64], a: [700_000_000] });
+    safetensors(`${d}/model-00002-of-00002.safetensors`, { b: [700_000_000] });
+    const weight_map = { 'score.weight': 'model-00001-of-00002.safetensors', a: 'model-00001-of-00002.safetensors', b: 'model-00002-of-00002.safetensors' };
+    writeFileSync(`${d}/model.safetensors.index.json`, JSON.stringify({ weight_map }));
+  });
+  const single = copy('hf_qwen2', (d) => safetensors(`${d}/model.safetensors`, { 'score.weight': [1, 64], a: [1_400_000_000] }));
+  for (const threads of [1, 2]) {
+    await assert.rejects(RewardModel.load(`${sharded}/`, { device: 'cpu', threads }), /out of memory: the model needs about 8\.4 GB loaded/);
+    await assert.rejects(RewardModel.load(`${single}/`, { device: 'cpu', threads }), /lies beyond the 4 GiB .* split the weights into shards/);
+  }
+  // still usable after them
+  const rm = await RewardModel.load(`${root}/tests/fixtures/hf_qwen2/`, { device: 'cpu', threads: 1 });
+  assert.ok(Number.isFinite((await rm.score({ prompt: 'a', response: 'b' })).reward));
+});
+
 test('errors reach JS as Error with a message', async () => {
   await assert.rejects(RewardModel.load(new Uint8Array([1, 2, 3, 4, 5, 6, 7, 8, 9])), (e) => e instanceof Error && /packed dmoerm bundle/.test(e.message));
   await assert.rejects(RewardModel.load('/nonexistent/model.dmoerm'), (e) => e instanceof Error && /ENOENT/.test(e.message));

@@ -9,6 +9,7 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use dmoerm::backbones::quantized_projections_stay;
+use dmoerm::bundle::Folder;
 use dmoerm::text::history;
 use dmoerm::weights::{ReadAt, SafetensorsBuffer};
 use dmoerm::{Conversation, ConversationInput, Device, Message, RewardModel};
@@ -150,8 +151,10 @@ fn is_fallback(adapter: &JsValue) -> bool {
 #[derive(Debug)]
 struct JsParts {
     parts: Vec<js_sys::Uint8Array>,
-    /// where each part starts in the bundle, and the bundle's length last
+    /// where each part starts in the bundle, and the end of the bytes held last
     starts: Vec<u64>,
+    /// the file's size, when only its first bytes are held (see [`folder_plan`])
+    size: Option<u64>,
 }
 
 impl JsParts {
@@ -165,13 +168,22 @@ impl JsParts {
         for p in &parts {
             starts.push(starts[starts.len() - 1] + u64::from(p.length()));
         }
-        Ok(Self { parts, starts })
+        Ok(Self { parts, starts, size: None })
+    }
+
+    /// A file of `size` bytes of which `parts` hold the first ones (all, or its header).
+    fn first_bytes(parts: &js_sys::Array, size: u64) -> Result<Self, JsValue> {
+        let held = Self::new(parts)?;
+        match held.starts[held.starts.len() - 1] <= size {
+            true => Ok(Self { size: Some(size), ..held }),
+            false => Err(js_error("a file's parts hold more bytes than its size")),
+        }
     }
 }
 
 impl ReadAt for JsParts {
     fn size(&self) -> std::io::Result<u64> {
-        Ok(self.starts[self.starts.len() - 1])
+        Ok(self.size.unwrap_or(self.starts[self.starts.len() - 1]))
     }
 
     fn read_exact_at(&self, mut buf: &mut [u8], mut offset: u64) -> std::io::Result<()> {
@@ -199,12 +211,13 @@ impl ReadAt for JsParts {
 /// tensor being read: its stored bytes and its f32 values, then those values, their transpose
 /// (a linear weight) and wgpu's staging copy for the upload, three times its f32 size at most
 /// (a 262 MB table peaked at 769 MB of wasm memory). Refuse early, with a message, instead of
-/// aborting when an allocation fails.
-fn check_memory(name: &str, buffer: &SafetensorsBuffer, device: &Device) -> Result<(), JsValue> {
-    let (largest, total) = buffer.loaded_bytes(quantized_projections_stay(device));
+/// aborting when an allocation fails. `(largest, total)`: the bytes of the largest tensor and
+/// of all as loaded (`SafetensorsBuffer::loaded_bytes`); `quantized`: the quantised
+/// matrices' bytes.
+fn check_memory(name: &str, (largest, total): (u64, u64), quantized: u64, device: &Device) -> Result<(), JsValue> {
     let needed = match *device == Device::flex() {
         true => total + largest,
-        false => buffer.quantized_bytes() + 3 * largest,
+        false => quantized + 3 * largest,
     };
     const LIMIT: u64 = 7 << 29; // 3.5 GiB: 0.5 GiB stays for the code, the stack and activations
     if needed > LIMIT {
@@ -298,6 +311,59 @@ fn to_js<T: Serialize>(value: &T) -> Result<JsValue, JsValue> {
     value.serialize(&serde_wasm_bindgen::Serializer::json_compatible()).map_err(js_error)
 }
 
+/// The device `"webgpu"` or `"cpu"` names ([`prepare_device`] opened WebGPU), and its label.
+fn device_named(device: &str) -> Result<(Device, &'static str), JsValue> {
+    match device {
+        #[cfg(not(target_feature = "atomics"))]
+        "webgpu" => Ok((
+            WEBGPU
+                .with(|d| d.borrow().clone())
+                .ok_or_else(|| js_error("WebGPU is not initialised: call prepareDevice first"))?,
+            "webgpu",
+        )),
+        "cpu" => Ok((Device::flex(), "cpu")),
+        other => Err(js_error(format!("device '{other}': expected 'webgpu' or 'cpu'"))),
+    }
+}
+
+/// A directory given as its files: the file `paths[i]` (relative to it) has `sizes[i]` bytes,
+/// held in JavaScript memory as the parts `files[i]` (an array of `Uint8Array`s), which hold
+/// only its first bytes (a safetensors header) when it is not read yet ([`folder_plan`]).
+fn folder(name: &str, paths: Vec<String>, sizes: Vec<f64>, files: &js_sys::Array) -> Result<Folder, JsValue> {
+    if paths.len() != files.length() as usize || paths.len() != sizes.len() {
+        return Err(js_error("a folder needs a size and an array of parts per path"));
+    }
+    let readers = paths
+        .into_iter()
+        .zip(sizes)
+        .zip(files.iter())
+        .map(|((path, size), parts)| {
+            let parts = parts.dyn_into::<js_sys::Array>().map_err(|_| js_error("a file's parts must be an array"))?;
+            Ok((path, Box::new(JsParts::first_bytes(&parts, size as u64)?) as Box<dyn ReadAt>))
+        })
+        .collect::<Result<Vec<_>, JsValue>>()?;
+    Folder::new(name, readers).map_err(js_error)
+}
+
+/// Checks a folder (a Hugging Face reward model's, or a dmoerm bundle directory) before it is
+/// read: its text files whole, its safetensors files as far as their headers. Resolves the
+/// paths of the safetensors files the model reads, which the package then reads whole for
+/// [`Model::from_files`]; throws the error loading would give (the native loader's), or an
+/// out-of-memory one when the weights cannot fit on `device`.
+#[wasm_bindgen(js_name = folderPlan)]
+pub fn folder_plan(
+    paths: Vec<String>,
+    sizes: Vec<f64>,
+    files: js_sys::Array,
+    device: &str,
+    name: &str,
+) -> Result<Vec<String>, JsValue> {
+    let folder = folder(name, paths, sizes, &files)?;
+    let (dev, _) = device_named(device)?;
+    check_memory(name, folder.loaded_bytes(quantized_projections_stay(&dev)), folder.quantized_bytes(), &dev)?;
+    Ok(folder.manifest().files().1)
+}
+
 /// A loaded reward model.
 #[wasm_bindgen]
 pub struct Model {
@@ -314,19 +380,26 @@ impl Model {
     pub fn from_parts(parts: js_sys::Array, device: &str, name: &str) -> Result<Model, JsValue> {
         let buffer = SafetensorsBuffer::from_reader(name, Box::new(JsParts::new(&parts)?))
             .map_err(|e| js_error(format!("{name}: not a packed dmoerm bundle ({e})")))?;
-        let (dev, label) = match device {
-            #[cfg(not(target_feature = "atomics"))]
-            "webgpu" => (
-                WEBGPU
-                    .with(|d| d.borrow().clone())
-                    .ok_or_else(|| js_error("WebGPU is not initialised: call prepareDevice first"))?,
-                "webgpu",
-            ),
-            "cpu" => (Device::flex(), "cpu"),
-            other => return Err(js_error(format!("device '{other}': expected 'webgpu' or 'cpu'"))),
-        };
-        check_memory(name, &buffer, &dev)?;
+        let (dev, label) = device_named(device)?;
+        check_memory(name, buffer.loaded_bytes(quantized_projections_stay(&dev)), buffer.quantized_bytes(), &dev)?;
         let inner = RewardModel::from_packed_buffer(name, buffer, dev).map_err(js_error)?;
+        Ok(Model { inner: Rc::new(inner), device: label })
+    }
+
+    /// Loads a folder's model ([`folder_plan`] said which files to read whole) onto `device`,
+    /// one tensor at a time.
+    #[wasm_bindgen(js_name = fromFiles)]
+    pub fn from_files(
+        paths: Vec<String>,
+        sizes: Vec<f64>,
+        files: js_sys::Array,
+        device: &str,
+        name: &str,
+    ) -> Result<Model, JsValue> {
+        let folder = folder(name, paths, sizes, &files)?;
+        let (dev, label) = device_named(device)?;
+        check_memory(name, folder.loaded_bytes(quantized_projections_stay(&dev)), folder.quantized_bytes(), &dev)?;
+        let inner = RewardModel::from_folder(folder, dev).map_err(js_error)?;
         Ok(Model { inner: Rc::new(inner), device: label })
     }
 

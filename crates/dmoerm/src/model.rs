@@ -139,6 +139,12 @@ impl RewardModel {
         Self::from_source(Source::packed_buffer(name, buffer)?, device)
     }
 
+    /// Loads a bundle given as the files of its directory ([`crate::bundle::Folder`]: a
+    /// Hugging Face reward model a browser page was given, say), one tensor at a time.
+    pub fn from_folder(folder: crate::bundle::Folder, device: Device) -> Result<Self> {
+        Self::from_parts(folder.source, folder.manifest, device)
+    }
+
     fn from_source(mut source: Source, device: Device) -> Result<Self> {
         let manifest = source.manifest()?;
         Self::from_parts(source, manifest, device)

@@ -87,6 +87,18 @@ impl ReadAt for std::fs::File {
     }
 }
 
+/// One reader shared by several users (a file of a [`crate::bundle`] given as its files, read
+/// as text and as tensors).
+impl<T: ReadAt + ?Sized> ReadAt for std::sync::Arc<T> {
+    fn size(&self) -> std::io::Result<u64> {
+        (**self).size()
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        (**self).read_exact_at(buf, offset)
+    }
+}
+
 impl ReadAt for Vec<u8> {
     fn size(&self) -> std::io::Result<u64> {
         Ok(self.len() as u64)
@@ -98,6 +110,14 @@ impl ReadAt for Vec<u8> {
         buf.copy_from_slice(bytes.ok_or(std::io::ErrorKind::UnexpectedEof)?);
         Ok(())
     }
+}
+
+fn beyond_address_space(tensor: &str) -> String {
+    format!(
+        "tensor `{tensor}` lies beyond the {} GiB this platform can address in one file (a browser's wasm): \
+         split the weights into shards of less (transformers: `save_pretrained(..., max_shard_size=\"2GB\")`)",
+        (usize::MAX as u64).saturating_add(1) >> 30
+    )
 }
 
 /// Reads and checks a safetensors header: every tensor's byte size matches its dtype and
@@ -127,8 +147,13 @@ fn read_header(file: &str, reader: &dyn ReadAt) -> Result<(HashMap<String, Entry
         if name == "__metadata__" {
             metadata = serde_json::from_value(value).map_err(|e| bad(format!("__metadata__: {e}")))?;
         } else {
-            let info: safetensors::tensor::TensorInfo =
-                serde_json::from_value(value).map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
+            let info: safetensors::tensor::TensorInfo = serde_json::from_value(value).map_err(|e| {
+                // offsets past 4 GiB on wasm32 (a browser)
+                bad(match e.to_string().contains("expected usize") {
+                    true => beyond_address_space(&name),
+                    false => format!("tensor `{name}`: {e}"),
+                })
+            })?;
             tensors.push((name, info));
         }
     }
@@ -147,7 +172,7 @@ fn read_header(file: &str, reader: &dyn ReadAt) -> Result<(HashMap<String, Entry
             return Err(bad(format!("tensor `{name}`: {} bytes do not hold {:?} {:?}", e - s, info.dtype, info.shape)));
         }
         let (Ok(start), Ok(stop)) = (usize::try_from(data_start + s), usize::try_from(data_start + e)) else {
-            return Err(bad(format!("tensor `{name}` lies beyond what this platform can address")));
+            return Err(bad(beyond_address_space(&name)));
         };
         entries.insert(name, Entry { dtype: info.dtype, shape: info.shape, start, end: stop });
     }

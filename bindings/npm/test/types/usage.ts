@@ -14,6 +14,12 @@ export async function use(): Promise<number> {
       else events.push(e.device);
     },
   });
+  // a Hugging Face reward model's folder, as a page is given it or as served
+  const input = document.querySelector('input[webkitdirectory]') as HTMLInputElement;
+  const fromFolder = await RewardModel.load(input.files!, { device: 'cpu' });
+  const fromUrl = await RewardModel.load('https://example.com/models/qwen-rm/');
+  fromFolder.dispose();
+  fromUrl.dispose();
   const s: Score = await rm.score({ prompt: 'q', response: 'r' });
   const m: Score = await rm.score({ messages: [{ role: 'system', content: 's' }, { role: 'user', content: 'q' }], response: 'r' });
   const probs: Record<string, number> = s.task_probs;

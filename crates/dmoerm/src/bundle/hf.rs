@@ -20,7 +20,7 @@ use crate::pooling::Pooling;
 use crate::text::InputFormat;
 
 /// The files of the directory, as transformers names them.
-const CONFIG: &str = "config.json";
+pub(crate) const CONFIG: &str = "config.json";
 const WEIGHTS: &str = "model.safetensors";
 const WEIGHTS_INDEX: &str = "model.safetensors.index.json";
 const TOKENIZER: &str = "tokenizer.json";
@@ -64,14 +64,6 @@ impl HfCheckpoint {
     }
 }
 
-fn listing(dir: &Path) -> Result<Vec<String>> {
-    let entries = std::fs::read_dir(dir).map_err(|source| Error::Io { path: dir.display().to_string(), source })?;
-    let mut names: Vec<String> =
-        entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
-    names.sort();
-    Ok(names)
-}
-
 #[derive(Deserialize)]
 struct WeightIndex {
     weight_map: BTreeMap<String, String>,
@@ -81,16 +73,28 @@ struct WeightIndex {
 /// `model.safetensors.index.json` lists, or else every `model-*.safetensors`);
 /// `tokenizer.json`; and when present `tokenizer_config.json` and `chat_template.jinja`.
 pub fn backbone_spec(dir: &Path) -> Result<BackboneSpec> {
-    let names = listing(dir)?;
+    backbone_files(&Source::dir(dir)?)
+}
+
+/// [`backbone_spec`] of a directory given as a [`Source`]: every file it names is there.
+fn backbone_files(source: &Source) -> Result<BackboneSpec> {
+    let names = source.listing()?;
     let has = |n: &str| names.iter().any(|m| m == n);
+    let missing = |message: String| Error::bundle(&source.name(), message);
     let weights: Vec<String> = if has(WEIGHTS) {
         vec![WEIGHTS.to_string()]
     } else if has(WEIGHTS_INDEX) {
-        let text = Source::dir(dir)?.text(WEIGHTS_INDEX)?;
-        let index: WeightIndex = serde_json::from_str(&text).map_err(|e| Error::json(WEIGHTS_INDEX, e))?;
+        let index: WeightIndex =
+            serde_json::from_str(&source.text(WEIGHTS_INDEX)?).map_err(|e| Error::json(WEIGHTS_INDEX, e))?;
         let mut shards: Vec<String> = index.weight_map.into_values().collect();
         shards.sort();
         shards.dedup();
+        for shard in &shards {
+            super::check_relative(WEIGHTS_INDEX, shard)?;
+            if !has(shard) {
+                return Err(missing(format!("{WEIGHTS_INDEX} names the shard {shard}, which is not in the directory")));
+            }
+        }
         shards
     } else {
         names.iter().filter(|n| n.starts_with("model-") && n.ends_with(".safetensors")).cloned().collect()
@@ -101,7 +105,10 @@ pub fn backbone_spec(dir: &Path) -> Result<BackboneSpec> {
         } else {
             "no model.safetensors (or model-*.safetensors shards)"
         };
-        return Err(Error::bundle(&dir.display().to_string(), message));
+        return Err(missing(message.into()));
+    }
+    if !has(TOKENIZER) {
+        return Err(missing(format!("no {TOKENIZER}: dmoerm needs the fast tokenizer's file")));
     }
     let optional = |n: &str| has(n).then(|| n.to_string());
     Ok(BackboneSpec {
@@ -111,12 +118,6 @@ pub fn backbone_spec(dir: &Path) -> Result<BackboneSpec> {
         tokenizer_config: optional(TOKENIZER_CONFIG),
         chat_template: optional(CHAT_TEMPLATE),
     })
-}
-
-/// Whether `dir` is a Hugging Face model directory rather than a bundle: it has no
-/// `dmoerm.json` but a `config.json`.
-pub fn is_hf_dir(dir: &Path) -> bool {
-    !dir.join(MANIFEST_FILE).exists() && dir.join(CONFIG).exists()
 }
 
 /// The fields of `config.json` the manifest is made from.
@@ -144,8 +145,8 @@ struct ClassifierConfig {
 ///   `max_position_embeddings`;
 /// - pooling as the class pools: the last token that is not `pad_token_id` (the last token
 ///   when the config has none) for decoders, `[CLS]` through the pooler for BERT.
-pub(crate) fn reward_model_manifest(dir: &Path, source: &mut Source) -> Result<Manifest> {
-    let backbone = backbone_spec(dir)?;
+pub(crate) fn reward_model_manifest(source: &mut Source) -> Result<Manifest> {
+    let backbone = backbone_files(source)?;
     let text = source.text(CONFIG)?;
     let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::json(CONFIG, e))?;
     let config = ClassifierConfig::deserialize(&value).map_err(|e| Error::json(CONFIG, e))?;
@@ -205,7 +206,7 @@ pub(crate) fn reward_model_manifest(dir: &Path, source: &mut Source) -> Result<M
         text_pair: bert && !chat,
     };
     let name = match config._name_or_path.as_str() {
-        "" => dir.file_name().map(|n| n.to_string_lossy().into_owned()),
+        "" => Path::new(&source.name()).file_name().map(|n| n.to_string_lossy().into_owned()),
         n => Some(n.to_string()),
     };
     let m = Manifest {
@@ -232,7 +233,7 @@ pub(crate) fn reward_model_manifest(dir: &Path, source: &mut Source) -> Result<M
 /// The manifest of the reward model in `dir`, as [`RewardModel::load`](crate::RewardModel::load)
 /// reads it (what `dmoerm import` writes beside its files).
 pub fn manifest(dir: &Path) -> Result<Manifest> {
-    reward_model_manifest(dir, &mut Source::dir(dir)?)
+    reward_model_manifest(&mut Source::dir(dir)?)
 }
 
 /// The output labels in order: `id2label` (keys `"0"`, `"1"`, ...), or `LABEL_<i>` for

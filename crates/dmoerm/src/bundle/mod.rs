@@ -24,7 +24,7 @@ pub use manifest::{BackboneSpec, Combine, ExpertSpec, Manifest, Pooling, RouterS
 
 use crate::error::{Error, Result};
 use crate::quant::{Q4Matrix, Q4_BLOCK};
-use crate::weights::{is_float, quantize_rows, to_f32, SafetensorsBuffer, TensorFile, SCALE_SUFFIX};
+use crate::weights::{is_float, quantize_rows, to_f32, ReadAt, SafetensorsBuffer, TensorFile, SCALE_SUFFIX};
 
 /// Metadata key of the packed format's name.
 const PACKED_FORMAT_KEY: &str = "dmoerm.format";
@@ -36,8 +36,24 @@ const PACKED_FILES_KEY: &str = "dmoerm.files";
 /// Where the files of a bundle are read from.
 #[derive(Debug)]
 pub(crate) enum Source {
-    Dir { root: PathBuf, cache: HashMap<String, Arc<SafetensorsBuffer>> },
-    Packed { name: String, buffer: Arc<SafetensorsBuffer>, files: HashMap<String, String>, manifest: String },
+    Dir {
+        root: PathBuf,
+        cache: HashMap<String, Arc<SafetensorsBuffer>>,
+    },
+    Packed {
+        name: String,
+        buffer: Arc<SafetensorsBuffer>,
+        files: HashMap<String, String>,
+        manifest: String,
+    },
+    /// A directory's files handed over one by one, by their paths in it (a folder a browser
+    /// page was given, or files it fetched): no other file exists, and each is read when the
+    /// model needs it.
+    Files {
+        name: String,
+        files: BTreeMap<String, Arc<dyn ReadAt>>,
+        cache: HashMap<String, Arc<SafetensorsBuffer>>,
+    },
 }
 
 /// Rejects absolute paths and `..`: a bundle only reads its own files.
@@ -87,6 +103,20 @@ impl Source {
         Ok(Source::Dir { root, cache: HashMap::new() })
     }
 
+    /// A directory given as its files (`name` names it in errors): each path relative to the
+    /// directory, `/`-separated, and given once.
+    pub fn files(name: &str, files: Vec<(String, Box<dyn ReadAt>)>) -> Result<Self> {
+        let mut by_path = BTreeMap::new();
+        for (path, reader) in files {
+            let path = path.strip_prefix("./").unwrap_or(&path).to_string();
+            check_relative(name, &path)?;
+            if by_path.insert(path.clone(), Arc::<dyn ReadAt>::from(reader)).is_some() {
+                return Err(Error::bundle(name, format!("the file {path} is given twice")));
+            }
+        }
+        Ok(Source::Files { name: name.to_string(), files: by_path, cache: HashMap::new() })
+    }
+
     /// A packed bundle from its bytes (`name` is used in errors).
     pub fn packed(name: &str, bytes: Vec<u8>) -> Result<Self> {
         Self::packed_buffer(name, SafetensorsBuffer::parse(name, bytes)?)
@@ -116,21 +146,48 @@ impl Source {
     pub fn name(&self) -> String {
         match self {
             Source::Dir { root, .. } => root.display().to_string(),
-            Source::Packed { name, .. } => name.clone(),
+            Source::Packed { name, .. } | Source::Files { name, .. } => name.clone(),
         }
+    }
+
+    /// The names of the files at the top of a directory (sorted); none for a packed bundle.
+    pub fn listing(&self) -> Result<Vec<String>> {
+        let mut names: Vec<String> = match self {
+            Source::Dir { root, .. } => std::fs::read_dir(root)
+                .map_err(|source| Error::Io { path: root.display().to_string(), source })?
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect(),
+            Source::Files { files, .. } => files.keys().filter(|p| !p.contains('/')).cloned().collect(),
+            Source::Packed { .. } => Vec::new(),
+        };
+        names.sort();
+        Ok(names)
     }
 
     /// The manifest, parsed and checked; for a Hugging Face reward-model directory (no
     /// `dmoerm.json`, a `config.json`), the manifest its files imply ([`hf`]).
     pub fn manifest(&mut self) -> Result<Manifest> {
-        if let Source::Dir { root, .. } = self {
-            if hf::is_hf_dir(root) {
-                let root = root.clone();
-                return hf::reward_model_manifest(&root, self);
+        if !matches!(self, Source::Packed { .. }) {
+            let names = self.listing()?;
+            if !names.iter().any(|n| n == manifest::MANIFEST_FILE) {
+                if names.iter().any(|n| n == hf::CONFIG) {
+                    return hf::reward_model_manifest(self);
+                }
+                return Err(Error::bundle(
+                    &self.name(),
+                    format!(
+                        "neither {} (a dmoerm bundle) nor {} (a Hugging Face model directory)",
+                        manifest::MANIFEST_FILE,
+                        hf::CONFIG
+                    ),
+                ));
             }
         }
         let (file, text) = match self {
-            Source::Dir { .. } => (manifest::MANIFEST_FILE.to_string(), self.text(manifest::MANIFEST_FILE)?),
+            Source::Dir { .. } | Source::Files { .. } => {
+                (manifest::MANIFEST_FILE.to_string(), self.text(manifest::MANIFEST_FILE)?)
+            }
             Source::Packed { name, manifest, .. } => (format!("{name} [{PACKED_MANIFEST_KEY}]"), manifest.clone()),
         };
         let m = Manifest::parse(&file, &text)?;
@@ -150,6 +207,17 @@ impl Source {
             }
             Source::Packed { files, .. } => {
                 files.get(path).cloned().ok_or_else(|| Error::bundle(path, "file is missing from the packed bundle"))
+            }
+            Source::Files { name, files, .. } => {
+                let reader = files.get(path).ok_or_else(|| missing_file(name, path))?;
+                let io = |source| Error::Io { path: path.to_string(), source };
+                let size = reader.size().map_err(io)?;
+                if size > MAX_TEXT_BYTES {
+                    return Err(Error::bundle(path, format!("{size} bytes: too large for a text file of a bundle")));
+                }
+                let mut bytes = vec![0; size as usize];
+                reader.read_exact_at(&mut bytes, 0).map_err(io)?;
+                String::from_utf8(bytes).map_err(|_| Error::bundle(path, "not UTF-8 text"))
             }
         }
     }
@@ -198,6 +266,15 @@ impl Source {
                 cache.insert(path.to_string(), buffer.clone());
                 Ok(TensorFile::new(path, buffer, String::new()))
             }
+            Source::Files { name, files, cache } => {
+                if let Some(b) = cache.get(path) {
+                    return Ok(TensorFile::new(path, b.clone(), String::new()));
+                }
+                let reader = files.get(path).ok_or_else(|| missing_file(name, path))?;
+                let buffer = shared(SafetensorsBuffer::from_reader(path, Box::new(reader.clone()))?);
+                cache.insert(path.to_string(), buffer.clone());
+                Ok(TensorFile::new(path, buffer, String::new()))
+            }
             Source::Packed { buffer, .. } => {
                 let prefix = format!("{path}::");
                 if !buffer.names().any(|n| n.starts_with(&prefix)) {
@@ -206,6 +283,64 @@ impl Source {
                 Ok(TensorFile::new(path, buffer.clone(), prefix))
             }
         }
+    }
+}
+
+/// The largest text file (a config, a tokenizer) read from a folder's files: a tokenizer of a
+/// 256k vocabulary is about 30 MB.
+const MAX_TEXT_BYTES: u64 = 256 << 20;
+
+fn missing_file(folder: &str, path: &str) -> Error {
+    Error::bundle(path, format!("the folder {folder} has no such file"))
+}
+
+/// A bundle directory given as its files, by their paths in it, instead of a path on disk: a
+/// Hugging Face reward-model directory or a dmoerm bundle directory that a browser page was
+/// given (a folder the user chose, or files it fetched). The same rules apply as to a
+/// directory ([`crate::RewardModel::load`]), with the same errors, and no other file can be
+/// read. Opening it reads the manifest and the safetensors headers only, so that what
+/// loading will hold ([`Folder::loaded_bytes`]) is known before any tensor is read.
+#[derive(Debug)]
+pub struct Folder {
+    pub(crate) source: Source,
+    pub(crate) manifest: Manifest,
+}
+
+impl Folder {
+    /// The folder `name` (used in errors), as `(path in the folder, reader)` pairs.
+    pub fn new(name: &str, files: Vec<(String, Box<dyn ReadAt>)>) -> Result<Self> {
+        let mut source = Source::files(name, files)?;
+        let manifest = source.manifest()?;
+        let (_, tensors) = manifest.files();
+        for path in &tensors {
+            source.tensors(path)?;
+        }
+        Ok(Self { source, manifest })
+    }
+
+    /// The manifest: the folder's `dmoerm.json`, or the one its Hugging Face files imply.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// What the tensors will take once loaded, as [`SafetensorsBuffer::loaded_bytes`] counts
+    /// them, over every safetensors file the manifest names: (the largest tensor, all).
+    pub fn loaded_bytes(&self, quantized_stays: bool) -> (u64, u64) {
+        self.buffers().map(|b| b.loaded_bytes(quantized_stays)).fold((0, 0), |(l, t), (bl, bt)| (l.max(bl), t + bt))
+    }
+
+    /// The quantised matrices' stored bytes, as [`SafetensorsBuffer::quantized_bytes`]
+    /// counts them, over every safetensors file.
+    pub fn quantized_bytes(&self) -> u64 {
+        self.buffers().map(|b| b.quantized_bytes()).sum()
+    }
+
+    fn buffers(&self) -> impl Iterator<Item = &SafetensorsBuffer> {
+        let cache = match &self.source {
+            Source::Files { cache, .. } => Some(cache),
+            _ => None,
+        };
+        cache.into_iter().flat_map(|c| c.values().map(|b| b.as_ref()))
     }
 }
 
