@@ -4,7 +4,8 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { MODES, launch } from './chromium.mjs';
 import { serve } from '../../../scripts/serve.mjs';
@@ -264,6 +265,19 @@ for (const mode of Object.keys(MODES)) {
         assert.equal(r.device, mode);
         for (const [j, input] of exp.inputs.entries()) checkScore(assert, r.scores[j], input.expected, exp.tolerance, `${['files', 'url'][i]} input ${j}`);
       }
+      // a folder that cannot load (.bin weights only) rejects with the native loader's message,
+      // and the page loads the next one
+      const bad = mkdtempSync(join(tmpdir(), 'dmoerm-bin-'));
+      cpSync(join(root, 'tests/fixtures/hf_llama3'), bad, { recursive: true });
+      renameSync(join(bad, 'model.safetensors'), join(bad, 'pytorch_model.bin'));
+      await page.setInputFiles('#folder', bad);
+      const after = await page.evaluate(async ({ device, url }) => {
+        const error = await window.dmoerm.RewardModel.load(document.getElementById('folder').files, { device }).then(() => null, (e) => e.message);
+        const rm = await window.dmoerm.RewardModel.load(url, { device, cache: false });
+        return { error, device: rm.device };
+      }, { device: mode, url: `/tests/fixtures/${name}/` });
+      assert.match(after.error ?? 'loaded', /invalid bundle \(.*\): only PyTorch \.bin weights/);
+      assert.equal(after.device, mode);
     });
 
     await t.test('the demo scores a reward-model folder opened in it', async () => {
