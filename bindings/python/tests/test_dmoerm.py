@@ -122,11 +122,16 @@ def test_errors_raise_dmoerm_error_with_the_message():
 
 def test_scoring_releases_the_gil():
     rm = RewardModel(DEFAULT_MODEL, device="cpu")
+    # a batch long enough to show a stall on this machine (16 items took 0.2 s on 2 cores)
     batch = [{"prompt": 'What does the word "harbor" mean?', "response": "A sheltered port. " * 8}] * 16
-    start = time.perf_counter()
-    rm.score_batch(batch)
-    alone = time.perf_counter() - start
-    assert alone > 0.2, f"the batch should take a while to show anything ({alone:.3f} s)"
+    while True:
+        start = time.perf_counter()
+        rm.score_batch(batch)
+        alone = time.perf_counter() - start
+        if alone > 0.5 or len(batch) >= 1024:
+            break
+        batch = batch * 2
+    assert alone > 0.5, f"the batch should take a while to show anything ({alone:.3f} s)"
 
     done = threading.Event()
     scores = []

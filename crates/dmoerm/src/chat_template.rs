@@ -104,7 +104,17 @@ impl ChatTemplate {
             .fold(source, |s, tag| s.replace(tag, ""));
         env.add_template_owned(NAME, source)
             .map_err(|e| Error::bundle(file, format!("chat template does not compile: {e:#}")))?;
-        Ok(Self { env, special })
+        let template = Self { env, special };
+        // a template that writes nothing for the plainest conversation would have every input
+        // scored as an empty sequence (one that refuses it raises on real inputs, with its own
+        // message)
+        if template.render(&[("user", "Hello."), ("assistant", "Hi.")], false).is_ok_and(|t| t.trim().is_empty()) {
+            return Err(Error::bundle(
+                file,
+                "the chat template renders nothing for a user and an assistant message: every input would be empty",
+            ));
+        }
+        Ok(template)
     }
 
     /// The text of `messages` (`(role, content)`, oldest first), with the assistant's turn

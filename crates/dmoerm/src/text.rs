@@ -332,6 +332,15 @@ impl InputEncoder {
         if format.max_length < 2 {
             return Err(Error::bundle(file, "input.max_length must be at least 2"));
         }
+        if format.pad_token_id as usize >= vocab_size {
+            return Err(Error::bundle(
+                file,
+                format!(
+                    "input.pad_token_id {} is outside the backbone's vocabulary of {vocab_size} tokens",
+                    format.pad_token_id
+                ),
+            ));
+        }
         Ok(Self {
             expert: Template::parse(file, "template", &format.template, &[q, r], &["query", "response"])?,
             router: Template::parse(file, "router_template", &format.router_template, &[q], &["query"])?,
@@ -440,6 +449,9 @@ impl InputEncoder {
             }
         };
         let ids = enc.get_ids();
+        if ids.is_empty() {
+            return Err(Error::Input("the input renders to no tokens: there is nothing to score".into()));
+        }
         let type_ids = match rendered {
             Rendered::Pair { .. } => enc.get_type_ids().to_vec(),
             Rendered::Text { .. } => Vec::new(),

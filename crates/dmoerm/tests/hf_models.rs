@@ -12,6 +12,14 @@ fn load(name: &str) -> RewardModel {
     RewardModel::load_on(fixture_dir(name), Device::flex()).expect("the Hugging Face directory loads")
 }
 
+/// The bundle error loading `dir` gives: (file, message).
+fn bundle_error(dir: &std::path::Path) -> (String, String) {
+    match RewardModel::load_on(dir, Device::flex()) {
+        Err(Error::Bundle { file, message }) => (file, message),
+        other => panic!("expected a bundle error, got {other:?}"),
+    }
+}
+
 fn tmp(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("dmoerm-hf-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -138,21 +146,33 @@ fn a_directory_that_is_not_a_supported_reward_model_says_why() {
     let dir = tmp("bin");
     copy_dir(&fixture_dir("hf_llama3"), &dir);
     std::fs::rename(dir.join("model.safetensors"), dir.join("pytorch_model.bin")).unwrap();
-    match RewardModel::load_on(&dir, Device::flex()) {
-        Err(Error::Bundle { message, .. }) => assert!(message.contains("safetensors"), "{message}"),
-        other => panic!("expected a bundle error, got {other:?}"),
-    }
+    let (_, message) = bundle_error(&dir);
+    assert!(message.contains("safetensors"), "{message}");
+    // a pad_token_id outside the vocabulary (transformers refuses the config)
+    let dir = tmp("badpad");
+    copy_dir(&fixture_dir("hf_qwen2"), &dir);
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    config["pad_token_id"] = config["vocab_size"].clone();
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let (file, message) = bundle_error(&dir);
+    assert_eq!(file, "config.json");
+    assert!(message.contains("outside the vocabulary"), "{message}");
+    // a chat template that renders nothing for a plain conversation
+    let dir = tmp("emptytemplate");
+    copy_dir(&fixture_dir("hf_llama3"), &dir);
+    let only_system = "{% for m in messages %}{% if m.role == 'system' %}{{ m.content }}{% endif %}{% endfor %}";
+    std::fs::write(dir.join("chat_template.jinja"), only_system).unwrap();
+    let (file, message) = bundle_error(&dir);
+    assert_eq!(file, "chat_template.jinja");
+    assert!(message.contains("renders nothing"), "{message}");
     // a template that does not compile
     let dir = tmp("badtemplate");
     copy_dir(&fixture_dir("hf_llama3"), &dir);
     std::fs::write(dir.join("chat_template.jinja"), "{% for m in messages %}").unwrap();
-    match RewardModel::load_on(&dir, Device::flex()) {
-        Err(Error::Bundle { file, message }) => {
-            assert_eq!(file, "chat_template.jinja");
-            assert!(message.contains("does not compile"), "{message}");
-        }
-        other => panic!("expected a bundle error, got {other:?}"),
-    }
+    let (file, message) = bundle_error(&dir);
+    assert_eq!(file, "chat_template.jinja");
+    assert!(message.contains("does not compile"), "{message}");
 }
 
 /// Truncation with a chat template or a text pair follows the documented policy: the oldest
@@ -179,4 +199,19 @@ fn chat_templates_and_text_pairs_truncate_the_history_first() {
         assert_eq!(cut.type_ids.len(), if name == "hf_bert" { max } else { 0 }, "{name}: token types follow the ids");
         assert!(short.score(&conv).unwrap().truncated);
     }
+}
+
+/// An input that tokenizes to nothing is an error, not an empty sequence scored.
+#[test]
+fn an_input_of_no_tokens_is_refused() {
+    let out = tmp("notokens");
+    let mut manifest = dmoerm::bundle::write::import(&fixture_dir("hf_bert"), &out, None).unwrap();
+    manifest.input.text_pair = false;
+    manifest.input.template = "{query}{response}".into();
+    manifest.input.add_special_tokens = false;
+    std::fs::write(out.join("dmoerm.json"), serde_json::to_string(&manifest).unwrap()).unwrap();
+    let model = RewardModel::load_on(&out, Device::flex()).unwrap();
+    let err = model.score(&Conversation::new(" ", "   ")).unwrap_err().to_string();
+    assert!(err.contains("renders to no tokens"), "{err}");
+    assert!(model.score(&Conversation::new("a question", "an answer")).is_ok());
 }

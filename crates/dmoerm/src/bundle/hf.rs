@@ -163,6 +163,16 @@ pub(crate) fn reward_model_manifest(source: &mut Source) -> Result<Manifest> {
         ));
     };
     let labels = labels(&config)?;
+    // transformers refuses such a config; here every padded batch would index past the table
+    let vocab = value.get("vocab_size").and_then(serde_json::Value::as_u64);
+    if let (Some(pad), Some(vocab)) = (config.pad_token_id, vocab) {
+        if u64::from(pad) >= vocab {
+            return Err(Error::bundle(
+                CONFIG,
+                format!("pad_token_id {pad} is outside the vocabulary (vocab_size {vocab})"),
+            ));
+        }
+    }
     // the file holding the head (with shards, the one that has it)
     let weight = format!("{head}.{}", keys::WEIGHT);
     let mut head_file = None;
