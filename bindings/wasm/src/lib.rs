@@ -326,10 +326,17 @@ fn device_named(device: &str) -> Result<(Device, &'static str), JsValue> {
     }
 }
 
-/// A directory given as its files: the file `paths[i]` (relative to it) has `sizes[i]` bytes,
-/// held in JavaScript memory as the parts `files[i]` (an array of `Uint8Array`s), which hold
-/// only its first bytes (a safetensors header) when it is not read yet ([`folder_plan`]).
-fn folder(name: &str, paths: Vec<String>, sizes: Vec<f64>, files: &js_sys::Array) -> Result<Folder, JsValue> {
+/// A directory given as its files, checked to fit on `device` (see [`check_memory`]): the file
+/// `paths[i]` (relative to it) has `sizes[i]` bytes, held in JavaScript memory as the parts
+/// `files[i]` (an array of `Uint8Array`s), which hold only its first bytes (a safetensors
+/// header) when it is not read yet ([`folder_plan`]). With the device and its label.
+fn checked_folder(
+    name: &str,
+    paths: Vec<String>,
+    sizes: Vec<f64>,
+    files: &js_sys::Array,
+    device: &str,
+) -> Result<(Folder, Device, &'static str), JsValue> {
     if paths.len() != files.length() as usize || paths.len() != sizes.len() {
         return Err(js_error("a folder needs a size and an array of parts per path"));
     }
@@ -342,7 +349,10 @@ fn folder(name: &str, paths: Vec<String>, sizes: Vec<f64>, files: &js_sys::Array
             Ok((path, Box::new(JsParts::first_bytes(&parts, size as u64)?) as Box<dyn ReadAt>))
         })
         .collect::<Result<Vec<_>, JsValue>>()?;
-    Folder::new(name, readers).map_err(js_error)
+    let folder = Folder::new(name, readers).map_err(js_error)?;
+    let (dev, label) = device_named(device)?;
+    check_memory(name, folder.loaded_bytes(quantized_projections_stay(&dev)), folder.quantized_bytes(), &dev)?;
+    Ok((folder, dev, label))
 }
 
 /// Checks a folder (a Hugging Face reward model's, or a dmoerm bundle directory) before it is
@@ -358,9 +368,7 @@ pub fn folder_plan(
     device: &str,
     name: &str,
 ) -> Result<Vec<String>, JsValue> {
-    let folder = folder(name, paths, sizes, &files)?;
-    let (dev, _) = device_named(device)?;
-    check_memory(name, folder.loaded_bytes(quantized_projections_stay(&dev)), folder.quantized_bytes(), &dev)?;
+    let (folder, _, _) = checked_folder(name, paths, sizes, &files, device)?;
     Ok(folder.manifest().files().1)
 }
 
@@ -396,9 +404,7 @@ impl Model {
         device: &str,
         name: &str,
     ) -> Result<Model, JsValue> {
-        let folder = folder(name, paths, sizes, &files)?;
-        let (dev, label) = device_named(device)?;
-        check_memory(name, folder.loaded_bytes(quantized_projections_stay(&dev)), folder.quantized_bytes(), &dev)?;
+        let (folder, dev, label) = checked_folder(name, paths, sizes, &files, device)?;
         let inner = RewardModel::from_folder(folder, dev).map_err(js_error)?;
         Ok(Model { inner: Rc::new(inner), device: label })
     }

@@ -120,6 +120,15 @@ fn beyond_address_space(tensor: &str) -> String {
     )
 }
 
+/// A tensor of a safetensors header, as safetensors' `TensorInfo` reads it but in u64: on
+/// wasm32 its `usize` offsets stop at 4 GiB, and a file past that must be refused by name.
+#[derive(serde::Deserialize)]
+struct HeaderEntry {
+    dtype: Dtype,
+    shape: Vec<u64>,
+    data_offsets: (u64, u64),
+}
+
 /// Reads and checks a safetensors header: every tensor's byte size matches its dtype and
 /// shape, and the offsets tile the data section, which ends where the file does. These are
 /// safetensors' own checks, in u64: on wasm32 its `usize` arithmetic (sizes in bits) overflows
@@ -147,13 +156,7 @@ fn read_header(file: &str, reader: &dyn ReadAt) -> Result<(HashMap<String, Entry
         if name == "__metadata__" {
             metadata = serde_json::from_value(value).map_err(|e| bad(format!("__metadata__: {e}")))?;
         } else {
-            let info: safetensors::tensor::TensorInfo = serde_json::from_value(value).map_err(|e| {
-                // offsets past 4 GiB on wasm32 (a browser)
-                bad(match e.to_string().contains("expected usize") {
-                    true => beyond_address_space(&name),
-                    false => format!("tensor `{name}`: {e}"),
-                })
-            })?;
+            let info: HeaderEntry = serde_json::from_value(value).map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
             tensors.push((name, info));
         }
     }
@@ -162,19 +165,22 @@ fn read_header(file: &str, reader: &dyn ReadAt) -> Result<(HashMap<String, Entry
     let mut end = 0u64;
     let mut entries = HashMap::with_capacity(tensors.len());
     for (name, info) in tensors {
-        let (s, e) = (info.data_offsets.0 as u64, info.data_offsets.1 as u64);
+        let (s, e) = info.data_offsets;
         if s != end || e < s {
             return Err(bad(format!("tensor `{name}`: its offsets do not follow the previous tensor's")));
         }
         end = e;
-        let bits = info.shape.iter().try_fold(info.dtype.bitsize() as u64, |acc, &d| acc.checked_mul(d as u64));
+        let bits = info.shape.iter().try_fold(info.dtype.bitsize() as u64, |acc, &d| acc.checked_mul(d));
         if bits.is_none_or(|b| b % 8 != 0 || b / 8 != e - s) {
             return Err(bad(format!("tensor `{name}`: {} bytes do not hold {:?} {:?}", e - s, info.dtype, info.shape)));
         }
-        let (Ok(start), Ok(stop)) = (usize::try_from(data_start + s), usize::try_from(data_start + e)) else {
+        let shape: std::result::Result<Vec<usize>, _> = info.shape.iter().map(|&d| usize::try_from(d)).collect();
+        let (Ok(start), Ok(stop), Ok(shape)) =
+            (usize::try_from(data_start + s), usize::try_from(data_start + e), shape)
+        else {
             return Err(bad(beyond_address_space(&name)));
         };
-        entries.insert(name, Entry { dtype: info.dtype, shape: info.shape, start, end: stop });
+        entries.insert(name, Entry { dtype: info.dtype, shape, start, end: stop });
     }
     if data_start + end != len {
         return Err(bad(format!("the tensors end at byte {} of a {len}-byte file", data_start + end)));

@@ -250,31 +250,20 @@ impl Source {
     /// A safetensors file of the bundle (parsed once, then shared).
     pub fn tensors(&mut self, path: &str) -> Result<TensorFile> {
         match self {
-            Source::Dir { root, cache } => {
-                if let Some(b) = cache.get(path) {
-                    return Ok(TensorFile::new(path, b.clone(), String::new()));
-                }
+            Source::Dir { root, cache } => cached(cache, path, || {
                 let full = resolve_inside(root, path)?;
                 #[cfg(unix)]
-                let buffer = shared(SafetensorsBuffer::open(path, &full)?);
+                return SafetensorsBuffer::open(path, &full);
                 #[cfg(not(unix))]
-                let buffer = {
-                    let bytes = std::fs::read(&full)
-                        .map_err(|source| Error::Io { path: full.display().to_string(), source })?;
-                    shared(SafetensorsBuffer::parse(path, bytes)?)
-                };
-                cache.insert(path.to_string(), buffer.clone());
-                Ok(TensorFile::new(path, buffer, String::new()))
-            }
-            Source::Files { name, files, cache } => {
-                if let Some(b) = cache.get(path) {
-                    return Ok(TensorFile::new(path, b.clone(), String::new()));
-                }
+                SafetensorsBuffer::parse(
+                    path,
+                    std::fs::read(&full).map_err(|source| Error::Io { path: full.display().to_string(), source })?,
+                )
+            }),
+            Source::Files { name, files, cache } => cached(cache, path, || {
                 let reader = files.get(path).ok_or_else(|| missing_file(name, path))?;
-                let buffer = shared(SafetensorsBuffer::from_reader(path, Box::new(reader.clone()))?);
-                cache.insert(path.to_string(), buffer.clone());
-                Ok(TensorFile::new(path, buffer, String::new()))
-            }
+                SafetensorsBuffer::from_reader(path, Box::new(reader.clone()))
+            }),
             Source::Packed { buffer, .. } => {
                 let prefix = format!("{path}::");
                 if !buffer.names().any(|n| n.starts_with(&prefix)) {
@@ -284,6 +273,23 @@ impl Source {
             }
         }
     }
+}
+
+/// The safetensors file `path` of a directory, parsed by `open` the first time, then shared.
+fn cached(
+    cache: &mut HashMap<String, Arc<SafetensorsBuffer>>,
+    path: &str,
+    open: impl FnOnce() -> Result<SafetensorsBuffer>,
+) -> Result<TensorFile> {
+    let buffer = match cache.get(path) {
+        Some(b) => b.clone(),
+        None => {
+            let b = shared(open()?);
+            cache.insert(path.to_string(), b.clone());
+            b
+        }
+    };
+    Ok(TensorFile::new(path, buffer, String::new()))
 }
 
 /// The largest text file (a config, a tokenizer) read from a folder's files: a tokenizer of a
