@@ -226,12 +226,9 @@ export class RewardModel {
           ? WorkerModel.on('threads', pool)
           : LocalModel.on(await loadWasm(), chosen);
     let engine;
-    const folder = await folderOf(source, { onProgress, cache, version }, platform);
+    const folder = await folderOf(source, { onProgress, cache, version });
     if (folder) {
-      engine = await loadFolder(folder, {
-        plan: (paths, sizes, files) => where.plan(paths, sizes, files, folder.name),
-        load: (paths, sizes, files) => where.loadFiles(paths, sizes, files, folder.name),
-      }, onProgress);
+      engine = await loadFolder(folder, where, onProgress);
     } else {
       let parts;
       let name = 'model';

@@ -76,4 +76,3 @@ export async function download(url, { onProgress, cache = true, version } = {}) 
   }
   return parts;
 }
-

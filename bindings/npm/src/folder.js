@@ -9,7 +9,8 @@
 // once into parts of at most 1 GiB that wasm reads one tensor at a time.
 
 import { download } from './download.js';
-import { length, partBytes } from './parts.js';
+import { bytesAt, length, partBytes } from './parts.js';
+import { platform } from './platform.js';
 
 // the files read whole in the first step (configs, tokenizers, templates, indexes)
 const TEXT = /\.(json|jinja|txt)$/;
@@ -21,7 +22,7 @@ const MAX_HEADER = 100_000_000;
  * The folder `source` names, or null: `{name, entries: [{path, size, slice(start, end), read()}]}`,
  * where `slice` resolves to those bytes and `read` to the whole file in parts.
  */
-export async function folderOf(source, options, platform) {
+export async function folderOf(source, options) {
   if (isFiles(source)) return filesFolder([...source]);
   const text = typeof source === 'string' || source instanceof URL ? String(source) : null;
   if (text === null || !text.endsWith('/')) return null;
@@ -74,7 +75,7 @@ async function urlFolder(base, { onProgress, cache, version }) {
   const index = got.get('model.safetensors.index.json');
   let weights = ['model.safetensors'];
   if (index) {
-    const text = new TextDecoder().decode(joined(index));
+    const text = new TextDecoder().decode(bytesAt(index, 0, length(index)));
     // a bad index is the Rust side's to report; its shards are whatever it names
     try {
       weights = [...new Set(Object.values(JSON.parse(text).weight_map ?? {}))].filter((p) => typeof p === 'string' && !p.includes('..'));
@@ -88,27 +89,17 @@ async function urlFolder(base, { onProgress, cache, version }) {
     entries: [...got].map(([path, parts]) => ({
       path,
       size: length(parts),
-      slice: async (start, end) => joined(parts).subarray(start, end),
+      slice: async (start, end) => bytesAt(parts, start, end),
       read: async () => parts,
     })),
   };
 }
 
-function joined(parts) {
-  if (parts.length === 1) return parts[0];
-  const out = new Uint8Array(length(parts));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
-
 /**
- * Reads `folder` for `target`: `target.plan(paths, sizes, files)` resolves to the paths of the
- * safetensors files to read whole (and throws what is wrong with the folder), then
- * `target.load(paths, sizes, files)` loads them; `files[i]` are the parts held of `paths[i]`.
+ * Reads `folder` for `target`: `target.plan(paths, sizes, files, name)` resolves to the paths of
+ * the safetensors files to read whole (and throws what is wrong with the folder), then
+ * `target.loadFiles(paths, sizes, files, name)` loads them; `files[i]` are the parts held of
+ * `paths[i]`.
  */
 export async function loadFolder(folder, target, onProgress) {
   const paths = folder.entries.map((e) => e.path);
@@ -119,7 +110,7 @@ export async function loadFolder(folder, target, onProgress) {
     else if (SAFETENSORS.test(e.path) && e.size >= 8) files.push([await header(e)]);
     else files.push([]); // listed (a .bin is named in the error), never read
   }
-  const needed = new Set(await target.plan(paths, sizes, files));
+  const needed = new Set(await target.plan(paths, sizes, files, folder.name));
   const total = folder.entries.filter((e) => needed.has(e.path)).reduce((sum, e) => sum + e.size, 0);
   let loaded = 0;
   for (const [i, e] of folder.entries.entries()) {
@@ -133,7 +124,7 @@ export async function loadFolder(folder, target, onProgress) {
     onProgress?.({ status: 'download', loaded, total, fraction: total ? loaded / total : 1, cached: false });
   }
   onProgress?.({ status: 'load', bytes: loaded });
-  return target.load(paths, sizes, files);
+  return target.loadFiles(paths, sizes, files, folder.name);
 }
 
 // A safetensors file's first bytes: its header's length (8 bytes), then the header.

@@ -8,8 +8,7 @@ const SCRIPTS = { webgpu: './webgpu-worker.js', threads: './threads-worker.js' }
 
 Object.assign(platform, {
   name: 'browser',
-  spawn(kind) {
-    const configured = kind === 'threads' ? locations.threadedWorkerUrl : locations.workerUrl;
+  spawn(kind, configured) {
     if (configured) {
       const url = new URL(configured, globalThis.location?.href);
       return url.origin === globalThis.location?.origin ? new Worker(url, { type: 'module' }) : importingWorker(url);

@@ -10,8 +10,7 @@ import { locations, platform } from './platform.js';
 
 Object.assign(platform, {
   name: 'node',
-  spawn(kind) {
-    const configured = kind === 'threads' ? locations.threadedWorkerUrl : locations.workerUrl;
+  spawn(kind, configured) {
     const script = kind === 'threads' ? './threads-worker.js' : './webgpu-worker.js';
     return new NodeWorker(configured ?? new URL(script, import.meta.url));
   },

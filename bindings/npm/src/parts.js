@@ -39,3 +39,19 @@ export function length(parts) {
   return parts.reduce((sum, p) => sum + p.length, 0);
 }
 
+
+/** Bytes `start` to `end` of `parts` (of any sizes): a view when they lie in one part, else a copy. */
+export function bytesAt(parts, start, end) {
+  let out = null;
+  let at = 0; // where `p` starts
+  for (const p of parts) {
+    const [from, to] = [Math.max(start, at), Math.min(end, at + p.length)];
+    if (from < to) {
+      if (from === start && to === end) return p.subarray(from - at, to - at);
+      out ??= new Uint8Array(end - start);
+      out.set(p.subarray(from - at, to - at), from - start);
+    }
+    at += p.length;
+  }
+  return out ?? new Uint8Array(0);
+}

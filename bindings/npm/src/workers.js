@@ -33,7 +33,8 @@ export async function cpuThreads(threads) {
 function start(kind, threads) {
   if (!workers[kind]) {
     const gen = ++generation;
-    const w = platform.spawn(kind);
+    const threaded = kind === 'threads';
+    const w = platform.spawn(kind, threaded ? locations.threadedWorkerUrl : locations.workerUrl);
     // A panic that no reply can report (on a pool thread, which the caller waits for forever,
     // or inside a WebGPU call's promise task) is posted here by the Rust panic hook.
     const panics = `dmoerm-panics-${crypto.randomUUID()}`;
@@ -74,7 +75,7 @@ function start(kind, threads) {
         w.ref?.(); // Node: keeps running until the reply
         w.postMessage({ id, op, ...args }, transfer);
       });
-    const wasmUrl = kind === 'threads' ? locations.threadedWasmUrl : locations.wasmUrl;
+    const wasmUrl = threaded ? locations.threadedWasmUrl : locations.wasmUrl;
     const ready = post('init', { threads, panics, wasmUrl });
     workers[kind] = { post, ready, gen };
     ready.catch(() => {
@@ -139,25 +140,23 @@ export class WorkerModel {
    */
   static on(kind, threads) {
     const device = kind === 'threads' ? 'cpu' : 'webgpu';
-    const model = async (w, pool, reply) => new WorkerModel(w, kind, reply.id, reply.info, device, pool);
+    const model = (w, pool, reply) => new WorkerModel(w, kind, reply.id, reply.info, device, pool);
     return {
       async load(parts, name, owned) {
         const { w, threads: pool } = await started(kind, threads);
-        // a part that is not the package's own whole buffer is copied into one (posting a view
-        // would copy all of its buffer); each is then moved
-        const sent = parts.map((p) => (owned && whole(p) ? p : p.slice()));
+        const sent = sendable(parts, owned);
         const args = { parts: sent, name, device };
         return model(w, pool, await call(w, 'loading the model', 'load', args, sent.map((p) => p.buffer)));
       },
       async plan(paths, sizes, files, name) {
         const { w } = await started(kind, threads);
-        // copied (the files go again with the load); a view alone, not all of its buffer
-        const sent = files.map((parts) => parts.map((p) => (whole(p) ? p : p.slice())));
+        // copied, not moved: the files go again with the load
+        const sent = files.map((parts) => sendable(parts, true));
         return call(w, 'reading the folder', 'plan', { paths, sizes, files: sent, name, device });
       },
       async loadFiles(paths, sizes, files, name) {
         const { w, threads: pool } = await started(kind, threads);
-        const sent = files.map((parts) => parts.map((p) => (whole(p) ? p : p.slice())));
+        const sent = files.map((parts) => sendable(parts, true));
         const args = { paths, sizes, files: sent, name, device };
         return model(w, pool, await call(w, 'loading the model', 'loadFiles', args, sent.flat().map((p) => p.buffer)));
       },
@@ -191,8 +190,12 @@ export class WorkerModel {
   }
 }
 
-// Whether `p` views all of its buffer (which can then be moved to a Worker).
-const whole = (p) => p.byteOffset === 0 && p.byteLength === p.buffer.byteLength;
+// `parts` as posted to a Worker: a part that is not the package's own (`owned`) whole buffer is
+// copied into one (posting a view would copy all of its buffer), so that each can be moved.
+function sendable(parts, owned) {
+  const whole = (p) => p.byteOffset === 0 && p.byteLength === p.buffer.byteLength;
+  return parts.map((p) => (owned && whole(p) ? p : p.slice()));
+}
 
 /** The wasm memory in bytes of the package's running Workers, added up (0 when none runs). */
 export async function workersMemoryBytes() {
