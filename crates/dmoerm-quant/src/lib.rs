@@ -188,11 +188,11 @@ impl QuantMatrix {
         out
     }
 
-    /// Row `r`'s codes.
-    fn row_codes(&self, r: usize) -> Vec<i8> {
+    /// Row `r`'s codes into `out` (`cols` long).
+    fn row_codes_into(&self, r: usize, out: &mut [i8]) {
         match self {
-            QuantMatrix::Int8(m) => m.codes[r * m.cols..(r + 1) * m.cols].to_vec(),
-            QuantMatrix::Q4(m) => m.row_codes(r).collect(),
+            QuantMatrix::Int8(m) => out.copy_from_slice(&m.codes[r * m.cols..(r + 1) * m.cols]),
+            QuantMatrix::Q4(m) => out.iter_mut().zip(m.row_codes(r)).for_each(|(o, q)| *o = q),
         }
     }
 }
@@ -246,11 +246,18 @@ impl Int8Linear {
         let (n_pad, groups, blocks) = (out.next_multiple_of(NR), inp.next_multiple_of(BK) / kg, inp.div_ceil(BK));
         let mut packed = vec![0i8; n_pad * groups * kg];
         let mut offsets = vec![0i32; blocks * n_pad];
+        let mut row = vec![0i8; groups * kg];
         for o in 0..out {
             let (nb, lane) = (o / NR, o % NR);
-            for (k, q) in weight.row_codes(o).into_iter().enumerate() {
-                packed[((nb * groups + k / kg) * NR + lane) * kg + k % kg] = q;
-                offsets[k / BK * n_pad + o] += 128 * i32::from(q);
+            // the row's codes, zero padded to whole blocks; group g goes to panel nb's slot
+            // (g, lane)
+            weight.row_codes_into(o, &mut row[..inp]);
+            let panel = &mut packed[nb * groups * NR * kg..(nb + 1) * groups * NR * kg];
+            for (g, codes) in row.chunks_exact(kg).enumerate() {
+                panel[(g * NR + lane) * kg..][..kg].copy_from_slice(codes);
+            }
+            for (b, codes) in row.chunks_exact(BK).enumerate() {
+                offsets[b * n_pad + o] = 128 * codes.iter().map(|&q| i32::from(q)).sum::<i32>();
             }
         }
         let pad = |v: Vec<f32>| {
