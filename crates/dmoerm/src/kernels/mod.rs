@@ -295,9 +295,9 @@ pub fn attention(
 }
 
 thread_local! {
-    /// Attention's scores, `[block rows, keys]`: one buffer per thread, reused by each
-    /// (batch, head) task the thread runs.
-    static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Attention's scores, `[block rows, keys]`, and a head's keys transposed, `[hd, keys]`:
+    /// one pair of buffers per thread, reused by each (batch, head) task the thread runs.
+    static SCORES: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
 
 /// Query rows per block of [`attention`]: a block's scores are `[QUERY_BLOCK, keys]`, so one
@@ -354,7 +354,10 @@ fn attention_in_blocks(
             true => (window.map_or(0, |w| (i + 1).saturating_sub(w)), if causal { i + 1 } else { len }),
             false => (0, len),
         };
-        SCORES.with_borrow_mut(|p| {
+        SCORES.with_borrow_mut(|(p, kt)| {
+            // the head's keys as [d, len], each dimension a contiguous row: the score
+            // products read k^T, which the keys' own layout holds a column at a time
+            transpose_keys(kh, kv_row, len, d, kt);
             for i0 in (0..s).step_by(block) {
                 let i1 = (i0 + block).min(s);
                 // the keys the block's rows see together
@@ -367,9 +370,9 @@ fn attention_in_blocks(
                 }
                 let p = &mut p[..n * m];
                 // p[r, j] = scale * q[i0 + r, :] . k[lo + j, :]: the block's [n, d] queries with
-                // row stride `row`, the [m, d] keys it sees with row stride `kv_row` (their last
-                // element is inside the batch's rows: lo + m <= len <= s)
-                block_scores(p, &qh[i0 * row..], row, &kh[lo * kv_row..], kv_row, (n, m, d), scale);
+                // row stride `row`, the keys it sees as k^T [d, m] with row stride `len`
+                // (lo + m <= len)
+                block_scores(p, &qh[i0 * row..], row, &kt[lo..], len, (n, m, d), scale);
                 for (r, scores) in p.chunks_exact_mut(m).enumerate() {
                     let (first, end) = span(i0 + r);
                     let (first, end) = (first - lo, end - lo);
@@ -386,8 +389,10 @@ fn attention_in_blocks(
                 }
             }
             // a long input's buffers (over 4 MB) are not kept after its call
-            if p.len() > 1 << 20 {
-                *p = Vec::new();
+            for buffer in [p, kt] {
+                if buffer.len() > 1 << 20 {
+                    *buffer = Vec::new();
+                }
             }
             #[cfg(target_family = "wasm")]
             PACKED.with_borrow_mut(|(keys, values)| [keys, values].into_iter().for_each(|b| b.release_over(1 << 20)));
@@ -403,28 +408,43 @@ thread_local! {
     static PACKED: std::cell::RefCell<(PackedB, PackedB)> = std::cell::RefCell::new(Default::default());
 }
 
+/// `kt[c * len + j] = k[j * kv_row + c]`: the first `len` keys of a head, `[len, d]` with rows
+/// `kv_row` apart, as `[d, len]` in `kt` (resized), 8 keys at a time (8 rows read, 8 values of
+/// each row of `kt` written).
+fn transpose_keys(k: &[f32], kv_row: usize, len: usize, d: usize, kt: &mut Vec<f32>) {
+    kt.resize(d * len, 0.0);
+    for j0 in (0..len).step_by(8) {
+        let keys = (j0..(j0 + 8).min(len)).map(|j| &k[j * kv_row..j * kv_row + d]);
+        for (j, key) in (j0..).zip(keys) {
+            for (c, &v) in key.iter().enumerate() {
+                kt[c * len + j] = v;
+            }
+        }
+    }
+}
+
 /// `p = scale * q k^T` for a block of queries: `p` `[n, m]`, `q` `[n, d]` (rows `row` apart),
-/// `k` the `[m, d]` keys they see (rows `kv_row` apart). In wasm with [`PackedB`] (the keys
-/// packed once per block), natively with the `gemm` crate.
+/// `kt` the keys they see transposed, `[d, m]` (rows `kt_row` apart). In wasm with [`PackedB`]
+/// (the keys packed once per block), natively with the `gemm` crate.
 fn block_scores(
     p: &mut [f32],
     q: &[f32],
     row: usize,
-    k: &[f32],
-    kv_row: usize,
+    kt: &[f32],
+    kt_row: usize,
     dims: (usize, usize, usize),
     scale: f32,
 ) {
     let (n, m, d) = dims;
     #[cfg(target_family = "wasm")]
     PACKED.with_borrow_mut(|(keys, _)| {
-        keys.pack(d, m, k, 1, kv_row); // k^T [d, m]
+        keys.pack(d, m, kt, kt_row, 1);
         keys.matmul_into(n, q, row, p, m, Output::Scaled(scale));
     });
     #[cfg(not(target_family = "wasm"))]
     {
-        assert!(p.len() >= n * m && q.len() >= (n - 1) * row + d && k.len() >= (m - 1) * kv_row + d);
-        // SAFETY: the lengths checked above hold the strided [n, d], [m, d] and [n, m]
+        assert!(p.len() >= n * m && q.len() >= (n - 1) * row + d && kt.len() >= (d - 1) * kt_row + m);
+        // SAFETY: the lengths checked above hold the strided [n, d], [d, m] and [n, m]
         unsafe {
             gemm(
                 n,
@@ -437,9 +457,9 @@ fn block_scores(
                 q.as_ptr(),
                 1,
                 row as isize,
-                k.as_ptr(),
-                kv_row as isize,
+                kt.as_ptr(),
                 1,
+                kt_row as isize,
                 0.0,
                 scale,
                 false,
