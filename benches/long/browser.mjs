@@ -3,9 +3,13 @@
 // on WebGPU, SwiftShader here), a fresh page per input so that each input's wasm memory is
 // its own. Prints one JSON line per input: the
 // reward, the load and score seconds, and the wasm memory (MB) after loading and after scoring
-// (wasm memory only grows, so the second is the peak; wasm32 has at most 4096 MiB).
+// (wasm memory only grows, so the second is the peak; wasm32 has at most 4096 MiB), and the
+// threads it computed on.
 //
-//   [DEVICE=webgpu] node benches/long/browser.mjs MODEL.dmoerm CONV.jsonl...
+//   [DEVICE=webgpu] [THREADS=n] node benches/long/browser.mjs MODEL.dmoerm CONV.jsonl...
+//
+// THREADS: the CPU's threads (default the package's: every core; the page is cross-origin
+// isolated, so the threaded build runs).
 //
 // The model and the inputs are served from their directories with the COOP/COEP server; the
 // bundle is downloaded once per page (no cache) and stays in JavaScript memory while wasm
@@ -23,6 +27,7 @@ if (!model || convs.length === 0) {
 const server = await serve({ mounts: { '/model/': dirname(resolve(model)) } });
 const mb = (bytes) => bytes / 2 ** 20;
 const device = process.env.DEVICE === 'webgpu' ? 'webgpu' : 'cpu';
+const threads = process.env.THREADS ? Number(process.env.THREADS) : undefined;
 try {
   for (const conv of convs) {
     const input = JSON.parse(readFileSync(conv, 'utf8').split('\n')[0]);
@@ -33,23 +38,25 @@ try {
       await page.goto(`${server.url}/bindings/npm/test/harness.html`);
       await page.waitForFunction(() => window.harnessReady === true);
       const r = await page.evaluate(
-        async ({ url, input, device }) => {
+        async ({ url, input, device, threads }) => {
           const { RewardModel, wasmMemoryBytes } = window.dmoerm;
           let t = performance.now();
-          const rm = await RewardModel.load(url, { device, cache: false });
+          const rm = await RewardModel.load(url, { device, threads, cache: false });
           const loadSeconds = (performance.now() - t) / 1000;
           const loaded = await wasmMemoryBytes();
           t = performance.now();
           const score = await rm.score(input);
           const seconds = (performance.now() - t) / 1000;
-          return { device: rm.device, score, loadSeconds, seconds, loaded, peak: await wasmMemoryBytes() };
+          const peak = await wasmMemoryBytes();
+          return { device: rm.device, threads: rm.threads, score, loadSeconds, seconds, loaded, peak };
         },
-        { url: `/model/${basename(model)}`, input, device },
+        { url: `/model/${basename(model)}`, input, device, threads },
       );
       console.log(
         JSON.stringify({
           input: basename(conv),
           device: r.device,
+          threads: r.threads,
           truncated: r.score.truncated,
           reward: r.score.reward,
           load_seconds: r.loadSeconds,

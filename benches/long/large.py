@@ -14,14 +14,18 @@ import sys
 from pathlib import Path
 
 import torch
+import transformers
 
 from model import write_model
 
 
 def main():
     out = Path(sys.argv[1])
-    write_model(out / "model", torch.bfloat16, vocab_size=32000, hidden_size=2048, intermediate_size=6144,
-                num_hidden_layers=24)
+    shape = dict(vocab_size=32000, hidden_size=2048, intermediate_size=6144, num_hidden_layers=24,
+                 num_attention_heads=16, num_key_value_heads=8, head_dim=128, rope_theta=1000000.0,
+                 max_position_embeddings=40960)
+    write_model(out / "model", transformers.Qwen3Config, transformers.Qwen3ForSequenceClassification, shape,
+                torch.bfloat16)
     conv = {"messages": [{"role": "user", "content": "what are your plans today?"}],
             "response": "i have plans to write a poem."}
     (out / "conv.jsonl").write_text(json.dumps(conv) + "\n")

@@ -1,49 +1,83 @@
 #!/usr/bin/env bash
-# Long inputs: a Qwen3-0.6B-shaped reward model (random weights of the exact shape, f32) scores
-# one conversation of 1k, 4k and 16k tokens, dmoerm on the CPU (flex) beside transformers (f32,
-# SDPA attention), one process per input and engine; prints the time of one score, the peak
-# memory (dmoerm's loading and scoring apart) and how far the two rewards are.
+# Real reward-model shapes at long inputs, side by side on the CPU: dmoerm (release build; f32,
+# int8 and q4) against transformers (f32, SDPA attention), PyTorch dynamic int8 and ONNX
+# Runtime int8, one process per engine, shape and input, in the same run; prints per shape and
+# length the time of one score (the faster of two calls), the ratios, the peak memory and how far
+# each engine's reward is from transformers'.
 #
-#     benches/long/run.sh                  # LENGTHS="1024 4096" to choose
+#     benches/long/run.sh
 #
-# Then the same model, packed (`dmoerm pack`, f32), scores the BROWSER_LENGTHS inputs (default
-# "1024 4096"; "" to skip) in headless Chromium on the wasm CPU backend (browser.mjs: Debian's
-# chromium, the npm package's wasm build), with its time and wasm memory.
+# SHAPES (default "qwen3-0.6b llama-3.2-1b": model.py), LENGTHS (default "1024 4096"): the
+# side-by-side inputs. SOLO_LENGTHS (default "16384"; "" to skip): dmoerm alone, int8, one call,
+# for its memory. BROWSER_LENGTHS (default "1024"; "" to skip): the int8 and q4 bundles of each
+# shape in headless Chromium on the wasm CPU backend (browser.mjs: Debian's chromium, the npm
+# package's wasm builds), on 1 and on 2 threads.
 #
-# Builds the Rust side with the workspace build of every target (optimised dependencies;
-# crates/dmoerm/examples/long_input.rs), uses the pinned reference venv
-# (./scripts/reference-venv.sh, or $DMOERM_COMPARE_VENV), and writes the model (2.4 GB) and
-# the inputs under target/bench-long/. About 45 min on 2 cores, most of it dmoerm at 16k and the
-# browser at 4k.
+# Builds the release CLI (to pack the bundles) and crates/dmoerm/examples/long_input.rs, uses the
+# pinned reference venv (./scripts/reference-venv.sh, or $DMOERM_COMPARE_VENV), and writes the
+# models (f32, their ONNX exports, int8 and q4 bundles: 19 GB for both shapes) and the inputs
+# under target/bench-long/. About 40 min on 2 cores the first time (two release builds, the
+# models and their exports), 25 min after.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 target="${CARGO_TARGET_DIR:-target}"
-lengths="${LENGTHS:-1024 4096 16384}"
+shapes="${SHAPES:-qwen3-0.6b llama-3.2-1b}"
+lengths="${LENGTHS:-1024 4096}"
+solo="${SOLO_LENGTHS-16384}"
+browser_lengths="${BROWSER_LENGTHS-1024}"
 work="$target/bench-long"
-# the workspace build with every target (the tests' dependencies and features: no rebuild of burn)
-RUSTC_WORKSPACE_WRAPPER="$PWD/scripts/clippy-rustc" cargo build --workspace --all-targets --all-features --locked --quiet
+# the builds a user runs: release (two invocations, so that the example's dev-dependencies do
+# not change the CLI's features)
+cargo build --release --locked --quiet -p dmoerm-cli
+cargo build --release --locked --quiet -p dmoerm --example long_input
+dmoerm="$target/release/dmoerm"
+long_input="$target/release/examples/long_input"
 venv="${DMOERM_COMPARE_VENV:-benches/compare/.venv}"
 ./scripts/reference-venv.sh "$venv" benches/compare/requirements.txt >&2
-mkdir -p "$work"
-# shellcheck disable=SC2086
-"$venv/bin/python" benches/long/model.py "$work" $lengths >&2
-browser_lengths="${BROWSER_LENGTHS-1024 4096}"
 if [ -n "$browser_lengths" ]; then
-  "$target/debug/dmoerm" pack --model "$work/model" --out "$work/model.dmoerm" >&2
   bindings/npm/build.sh >&2
   [ -d bindings/npm/node_modules/playwright-core ] || (cd bindings/npm && npm ci --ignore-scripts >&2)
 fi
-rows=()
-for n in $lengths; do
-  d=$("$target/debug/examples/long_input" "$work/model" "$work/conv-$n.jsonl")
-  t=$("$venv/bin/python" benches/long/peer.py "$work/model" "$work/conv-$n.jsonl")
-  echo "$n dmoerm $d" >&2
-  echo "$n transformers $t" >&2
-  b=null
-  if [[ " $browser_lengths " == *" $n "* ]]; then
-    b=$(node benches/long/browser.mjs "$work/model.dmoerm" "$work/conv-$n.jsonl")
-    echo "$n browser $b" >&2
-  fi
-  rows+=("{\"dmoerm\": $d, \"transformers\": $t, \"browser\": $b}")
+mkdir -p "$work"
+for shape in $shapes; do
+  dir="$work/$shape"
+  # shellcheck disable=SC2086
+  "$venv/bin/python" benches/long/model.py "$work" "$shape" $lengths $solo $browser_lengths >&2
+  "$venv/bin/python" benches/long/ort_model.py "$dir/model" >&2
+  for dtype in int8 q4; do
+    [ -f "$dir/model.$dtype.dmoerm" ] || "$dmoerm" pack --model "$dir/model" --out "$dir/model.$dtype.dmoerm" --dtype "$dtype" >&2
+  done
 done
-printf '%s\n' "${rows[@]}" | "$venv/bin/python" benches/long/table.py
+
+# one JSON object per line: {"shape", "tokens" (the input's length), "engine", ...the result}
+row() {
+  local shape=$1 n=$2 engine=$3 result=$4
+  echo "$shape $n $engine $result" >&2
+  echo "{\"shape\": \"$shape\", \"length\": $n, \"engine\": \"$engine\", \"result\": $result}"
+}
+rows=$(
+  for shape in $shapes; do
+    dir="$work/$shape"
+    for n in $lengths; do
+      conv="$work/conv-$n.jsonl"
+      row "$shape" "$n" "dmoerm f32" "$("$long_input" "$dir/model" "$conv")"
+      row "$shape" "$n" "dmoerm int8" "$("$long_input" "$dir/model.int8.dmoerm" "$conv")"
+      row "$shape" "$n" "dmoerm q4" "$("$long_input" "$dir/model.q4.dmoerm" "$conv")"
+      for engine in transformers torch-int8 ort-int8; do
+        row "$shape" "$n" "$engine" "$("$venv/bin/python" benches/long/peer.py "$engine" "$dir/model" "$conv")"
+      done
+    done
+    for n in $solo; do
+      row "$shape" "$n" "dmoerm int8" "$("$long_input" "$dir/model.int8.dmoerm" "$work/conv-$n.jsonl" 1)"
+    done
+    for n in $browser_lengths; do
+      for dtype in int8 q4; do
+        for threads in 1 2; do
+          result=$(THREADS=$threads node benches/long/browser.mjs "$dir/model.$dtype.dmoerm" "$work/conv-$n.jsonl")
+          row "$shape" "$n" "chromium $dtype" "$result"
+        done
+      done
+    done
+  done
+)
+echo "$rows" | "$venv/bin/python" benches/long/table.py

@@ -1,29 +1,71 @@
 #!/usr/bin/env python3
 """The long-input benchmark's tables, from run.sh's JSON lines on stdin
-({"dmoerm": {...}, "transformers": {...}, "browser": {...} or null} per input)."""
+({"shape", "length", "engine", "result"} per engine, shape and input)."""
 import json
 import sys
 
-print("| tokens | dmoerm s | transformers s | time dmoerm / transformers "
-      "| dmoerm RSS MB: loaded, loading peak, scoring peak | transformers peak RSS MB | reward difference |")
-print("| --- | --- | --- | --- | --- | --- | --- |")
-rows = [json.loads(line) for line in sys.stdin]
-for r in rows:
-    d, t = r["dmoerm"], r["transformers"]
-    assert d["tokens"] == t["tokens"] and not d["truncated"] and d["scoring_peak_counted"], (d, t)
-    print(f"| {d['tokens']} | {d['seconds']:.1f} | {t['seconds']:.1f} | {d['seconds'] / t['seconds']:.2f} "
-          f"| {d['rss_loaded_mb']:.0f}, {d['load_peak_rss_mb']:.0f}, {d['peak_rss_mb']:.0f} "
-          f"| {t['peak_rss_mb']:.0f} | {abs(d['reward'] - t['reward']):.1e} |")
+rows = [json.loads(line) for line in sys.stdin if line.strip()]
+results = {(r["shape"], r["length"], r["engine"]): r["result"] for r in rows}
+cases = list(dict.fromkeys((r["shape"], r["length"]) for r in rows if r["engine"] == "transformers"))
 
-browser = [r for r in rows if r["browser"]]
+
+def ratio(a, b):
+    """How many times faster `a` is than `b` ('a / b' in speed)."""
+    return f"{b['seconds'] / a['seconds']:.2f}x"
+
+
+print("Time of one score (s; the faster of two calls) and speed ratios (higher: dmoerm faster)")
+print()
+print("| shape | tokens | transformers f32 | dmoerm f32 | PyTorch int8 | ONNX Runtime int8 | dmoerm int8 "
+      "| dmoerm q4 | f32: dmoerm / transformers | int8: dmoerm / PyTorch | int8: dmoerm / ORT | q4 / int8 |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+for shape, n in cases:
+    t, f32, ti8, ort, i8, q4 = (results[(shape, n, e)] for e in [
+        "transformers", "dmoerm f32", "torch-int8", "ort-int8", "dmoerm int8", "dmoerm q4"])
+    for d in (f32, i8, q4):
+        assert d["tokens"] == t["tokens"] and not d["truncated"] and d["scoring_peak_counted"], (d, t)
+    print(f"| {shape} | {t['tokens']} | {t['seconds']:.2f} | {f32['seconds']:.2f} | {ti8['seconds']:.2f} "
+          f"| {ort['seconds']:.2f} | {i8['seconds']:.2f} | {q4['seconds']:.2f} | {ratio(f32, t)} | {ratio(i8, ti8)} "
+          f"| {ratio(i8, ort)} | {ratio(q4, i8)} |")
+
+print()
+print("Peak memory (MB; dmoerm: loaded, then the scoring's peak) and |reward - transformers f32's|")
+print()
+print("| shape | tokens | engine | memory MB | reward difference |")
+print("| --- | --- | --- | --- | --- |")
+for shape, n in cases:
+    t = results[(shape, n, "transformers")]
+    for engine in ["dmoerm f32", "dmoerm int8", "dmoerm q4", "transformers", "torch-int8", "ort-int8"]:
+        r = results[(shape, n, engine)]
+        memory = (f"{r['rss_loaded_mb']:.0f}, {r['peak_rss_mb']:.0f}" if engine.startswith("dmoerm")
+                  else f"{r['peak_rss_mb']:.0f}")
+        print(f"| {shape} | {r['tokens']} | {engine} | {memory} | {abs(r['reward'] - t['reward']):.1e} |")
+
+solo = [(k, v) for k, v in results.items() if k[2] == "dmoerm int8" and (k[0], k[1]) not in cases]
+if solo:
+    print()
+    print("dmoerm alone (int8, one call)")
+    print()
+    print("| shape | tokens | s | RSS MB: loaded, loading peak, scoring peak |")
+    print("| --- | --- | --- | --- |")
+    for (shape, _, _), d in solo:
+        assert not d["truncated"] and d["scoring_peak_counted"], d
+        print(f"| {shape} | {d['tokens']} | {d['seconds']:.1f} "
+              f"| {d['rss_loaded_mb']:.0f}, {d['load_peak_rss_mb']:.0f}, {d['peak_rss_mb']:.0f} |")
+
+browser = [r for r in rows if r["engine"].startswith("chromium")]
 if browser:
     print()
-    print("| tokens | Chromium wasm CPU s | load s | wasm memory MB: loaded, peak | native dmoerm s "
-          "| time wasm / native | reward difference wasm - native |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("Headless Chromium, wasm CPU (one call)")
+    print()
+    print("| shape | tokens | bundle | threads | s | load s | wasm memory MB: loaded, peak "
+          "| native dmoerm s (same bundle) | reward - native |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in browser:
-        d, b = r["dmoerm"], r["browser"]
+        b, dtype = r["result"], r["engine"].split()[1]
+        # the browser's lengths are side-by-side lengths too (run.sh's defaults)
+        native = results[(r["shape"], r["length"], f"dmoerm {dtype}")]
         assert b["device"] == "cpu" and not b["truncated"], b
-        print(f"| {d['tokens']} | {b['seconds']:.1f} | {b['load_seconds']:.1f} "
-              f"| {b['wasm_loaded_mb']:.0f}, {b['wasm_peak_mb']:.0f} | {d['seconds']:.1f} "
-              f"| {b['seconds'] / d['seconds']:.2f} | {abs(b['reward'] - d['reward']):.1e} |")
+        print(f"| {r['shape']} | {native['tokens']} | {dtype} | {b['threads']} | {b['seconds']:.1f} "
+              f"| {b['load_seconds']:.1f} | {b['wasm_loaded_mb']:.0f}, {b['wasm_peak_mb']:.0f} "
+              f"| {native['seconds']:.2f} | {b['reward'] - native['reward']:+.1e} |")
