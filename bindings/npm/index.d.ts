@@ -53,6 +53,13 @@ export interface LoadOptions {
   cache?: boolean;
   /** Part of the cache key: a new version downloads again. */
   version?: string;
+  /**
+   * A folder only: its backbone's large float matrices (projections, embeddings) quantised as
+   * they load, as `dmoerm pack --dtype int8|q4` stores them, so that a Hugging Face reward
+   * model of bf16 or f32 weights runs on the int8 kernels in a quarter (int8) or an eighth
+   * (q4) of the memory. A packed bundle is quantised when it is packed.
+   */
+  quantize?: 'int8' | 'q4';
 }
 
 export declare class RewardModel {

@@ -138,9 +138,10 @@ class LocalModel {
     const loaded = (model) => new LocalModel(model, wasm);
     return {
       load: async (parts, name) => loaded(await guard('loading the model', wasm, () => wasm.glue.Model.fromParts(parts, device, name))),
-      plan: (paths, sizes, files, name) => guard('reading the folder', wasm, () => wasm.glue.folderPlan(paths, sizes, files, device, name)),
-      loadFiles: async (paths, sizes, files, name) =>
-        loaded(await guard('loading the model', wasm, () => wasm.glue.Model.fromFiles(paths, sizes, files, device, name))),
+      plan: (paths, sizes, files, name, quantize) =>
+        guard('reading the folder', wasm, () => wasm.glue.folderPlan(paths, sizes, files, device, name, quantize)),
+      loadFiles: async (paths, sizes, files, name, quantize) =>
+        loaded(await guard('loading the model', wasm, () => wasm.glue.Model.fromFiles(paths, sizes, files, device, name, quantize))),
     };
   }
 
@@ -203,9 +204,14 @@ export class RewardModel {
    * the threaded build; on a plain page the CPU computes on one thread); onProgress(event)
    * with `event.status` 'download' ({loaded, total, fraction, cached}, as bytes arrive), 'load'
    * ({bytes}: the bundle is being read onto the device) and 'ready' ({device}); cache (default
-   * true: the Cache API keeps downloads, keyed by URL and `version`).
+   * true: the Cache API keeps downloads, keyed by URL and `version`); quantize ('int8' | 'q4',
+   * a folder only: its backbone's large float matrices quantised as they load, as `dmoerm pack
+   * --dtype int8|q4` stores them; a packed bundle is quantised when it is packed).
    */
-  static async load(source, { device = 'auto', threads, onProgress, cache = true, version } = {}) {
+  static async load(source, { device = 'auto', threads, onProgress, cache = true, version, quantize } = {}) {
+    if (quantize !== undefined && quantize !== 'int8' && quantize !== 'q4') {
+      throw new TypeError(`dmoerm: quantize must be 'int8' or 'q4', not ${JSON.stringify(quantize)}`);
+    }
     const pool = await cpuThreads(threads);
     // In a browser the models live in Workers of the package: WebGPU ones on the single-thread
     // build, CPU ones on the threaded build where the page is cross-origin isolated; in Node
@@ -228,7 +234,11 @@ export class RewardModel {
     let engine;
     const folder = await folderOf(source, { onProgress, cache, version });
     if (folder) {
-      engine = await loadFolder(folder, where, onProgress);
+      engine = await loadFolder(folder, where, onProgress, quantize);
+    } else if (quantize) {
+      throw new TypeError(
+        'dmoerm: quantize applies to a folder; a packed bundle is quantised when it is packed (dmoerm pack --dtype int8|q4)',
+      );
     } else {
       let parts;
       let name = 'model';

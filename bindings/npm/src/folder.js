@@ -96,12 +96,12 @@ async function urlFolder(base, { onProgress, cache, version }) {
 }
 
 /**
- * Reads `folder` for `target`: `target.plan(paths, sizes, files, name)` resolves to the paths of
- * the safetensors files to read whole (and throws what is wrong with the folder), then
- * `target.loadFiles(paths, sizes, files, name)` loads them; `files[i]` are the parts held of
- * `paths[i]`.
+ * Reads `folder` for `target`: `target.plan(paths, sizes, files, name, quantize)` resolves to the
+ * paths of the safetensors files to read whole (and throws what is wrong with the folder), then
+ * `target.loadFiles(paths, sizes, files, name, quantize)` loads them; `files[i]` are the parts
+ * held of `paths[i]`; `quantize` ('int8', 'q4' or undefined) as `RewardModel.load` takes it.
  */
-export async function loadFolder(folder, target, onProgress) {
+export async function loadFolder(folder, target, onProgress, quantize) {
   const paths = folder.entries.map((e) => e.path);
   const sizes = folder.entries.map((e) => e.size);
   const files = [];
@@ -110,7 +110,7 @@ export async function loadFolder(folder, target, onProgress) {
     else if (SAFETENSORS.test(e.path) && e.size >= 8) files.push([await header(e)]);
     else files.push([]); // listed (a .bin is named in the error), never read
   }
-  const needed = new Set(await target.plan(paths, sizes, files, folder.name));
+  const needed = new Set(await target.plan(paths, sizes, files, folder.name, quantize));
   const total = folder.entries.filter((e) => needed.has(e.path)).reduce((sum, e) => sum + e.size, 0);
   let loaded = 0;
   for (const [i, e] of folder.entries.entries()) {
@@ -124,7 +124,7 @@ export async function loadFolder(folder, target, onProgress) {
     onProgress?.({ status: 'download', loaded, total, fraction: total ? loaded / total : 1, cached: false });
   }
   onProgress?.({ status: 'load', bytes: loaded });
-  return target.loadFiles(paths, sizes, files, folder.name);
+  return target.loadFiles(paths, sizes, files, folder.name, quantize);
 }
 
 // A safetensors file's first bytes: its header's length (8 bytes), then the header.

@@ -44,9 +44,9 @@ export function serve(glue, { instantiate, startPool }) {
       models.set(id, model);
       return { id, info: model.info() };
     },
-    plan: ({ paths, sizes, files, name, device }) => glue.folderPlan(paths, sizes, files, device, name),
-    loadFiles({ paths, sizes, files, name, device }) {
-      const model = glue.Model.fromFiles(paths, sizes, files, device, name);
+    plan: ({ paths, sizes, files, name, device, quantize }) => glue.folderPlan(paths, sizes, files, device, name, quantize),
+    loadFiles({ paths, sizes, files, name, device, quantize }) {
+      const model = glue.Model.fromFiles(paths, sizes, files, device, name, quantize);
       const id = nextModel++;
       models.set(id, model);
       return { id, info: model.info() };

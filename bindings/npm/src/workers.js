@@ -148,16 +148,16 @@ export class WorkerModel {
         const args = { parts: sent, name, device };
         return model(w, pool, await call(w, 'loading the model', 'load', args, sent.map((p) => p.buffer)));
       },
-      async plan(paths, sizes, files, name) {
+      async plan(paths, sizes, files, name, quantize) {
         const { w } = await started(kind, threads);
         // copied, not moved: the files go again with the load
         const sent = files.map((parts) => sendable(parts, true));
-        return call(w, 'reading the folder', 'plan', { paths, sizes, files: sent, name, device });
+        return call(w, 'reading the folder', 'plan', { paths, sizes, files: sent, name, device, quantize });
       },
-      async loadFiles(paths, sizes, files, name) {
+      async loadFiles(paths, sizes, files, name, quantize) {
         const { w, threads: pool } = await started(kind, threads);
         const sent = files.map((parts) => sendable(parts, true));
-        const args = { paths, sizes, files: sent, name, device };
+        const args = { paths, sizes, files: sent, name, device, quantize };
         return model(w, pool, await call(w, 'loading the model', 'loadFiles', args, sent.flat().map((p) => p.buffer)));
       },
     };

@@ -3,12 +3,13 @@
 // build in a worker thread (the default: all cores) and on the single-thread build.
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
-import { availableParallelism } from 'node:os';
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { availableParallelism, tmpdir } from 'node:os';
 import { RewardModel, webgpuAvailable, _panicForTests, _panicInNextScoreForTests, _setPartBytesForTests } from '../src/node.js';
 import { serve } from '../../../scripts/serve.mjs';
-import { dirname } from 'node:path';
-import { FIXTURES, packFixtures, expected, checkScore, root } from './fixtures.mjs';
+import { dirname, join } from 'node:path';
+import { FIXTURES, packFixtures, expected, checkScore, root, dmoermBin } from './fixtures.mjs';
 
 const packed = packFixtures();
 
@@ -92,6 +93,79 @@ test('a folder of Hugging Face files, or a bundle directory, scores as the refer
   } finally {
     await server.close();
   }
+});
+
+/**
+ * A Qwen2 reward model whose projections and embedding are large enough to quantise (hidden 128,
+ * MLP 256, one layer; the hf_qwen2 fixture's tokenizer), f32 weights from a fixed generator, as
+ * a folder in a temporary directory (Rust's hf_models.rs builds the same shapes).
+ */
+function quantizableFolder() {
+  const dir = mkdtempSync(join(tmpdir(), 'dmoerm-quantizable-'));
+  const fixture = `${root}/tests/fixtures/hf_qwen2`;
+  for (const f of ['tokenizer.json', 'tokenizer_config.json']) copyFileSync(`${fixture}/${f}`, `${dir}/${f}`);
+  const config = JSON.parse(readFileSync(`${fixture}/config.json`, 'utf8'));
+  Object.assign(config, { hidden_size: 128, intermediate_size: 256, num_hidden_layers: 1, layer_types: ['full_attention'] });
+  writeFileSync(`${dir}/config.json`, JSON.stringify(config));
+  const [h, m, v, kv, l] = [128, 256, 400, 64, 'model.layers.0'];
+  const shapes = {
+    'model.embed_tokens.weight': [v, h],
+    [`${l}.self_attn.q_proj.weight`]: [h, h],
+    [`${l}.self_attn.q_proj.bias`]: [h],
+    [`${l}.self_attn.k_proj.weight`]: [kv, h],
+    [`${l}.self_attn.k_proj.bias`]: [kv],
+    [`${l}.self_attn.v_proj.weight`]: [kv, h],
+    [`${l}.self_attn.v_proj.bias`]: [kv],
+    [`${l}.self_attn.o_proj.weight`]: [h, h],
+    [`${l}.mlp.gate_proj.weight`]: [m, h],
+    [`${l}.mlp.up_proj.weight`]: [m, h],
+    [`${l}.mlp.down_proj.weight`]: [h, m],
+    [`${l}.input_layernorm.weight`]: [h],
+    [`${l}.post_attention_layernorm.weight`]: [h],
+    'model.norm.weight': [h],
+    'score.weight': [1, h],
+  };
+  let seed = 7;
+  const random = () => ((seed = (seed * 1103515245 + 12345) % 2147483648) % 1025) / 4096 - 0.125;
+  const header = {};
+  const data = [];
+  let offset = 0;
+  for (const [name, shape] of Object.entries(shapes)) {
+    const values = Float32Array.from({ length: shape.reduce((a, b) => a * b) }, () => (name.endsWith('norm.weight') ? 1 + random() : random()));
+    header[name] = { dtype: 'F32', shape, data_offsets: [offset, offset + values.byteLength] };
+    data.push(new Uint8Array(values.buffer));
+    offset += values.byteLength;
+  }
+  const json = new TextEncoder().encode(JSON.stringify(header));
+  const length = new Uint8Array(8);
+  new DataView(length.buffer).setBigUint64(0, BigInt(json.length), true);
+  writeFileSync(`${dir}/model.safetensors`, Buffer.concat([length, json, ...data]));
+  return dir;
+}
+
+test('a folder quantised as it loads scores as the CLI quantising it', async () => {
+  const dir = quantizableFolder();
+  const input = { prompt: 'What is the capital of France?', response: 'Paris, on the Seine.' };
+  const cli = (extra) =>
+    JSON.parse(
+      execFileSync(dmoermBin(), ['score', '--model', dir, '--device', 'cpu', '--json', '--prompt', input.prompt, '--response', input.response, ...extra], {
+        encoding: 'utf8',
+      }),
+    ).reward;
+  const plain = cli([]);
+  for (const [quantize, threads] of [['int8', 1], ['q4', undefined]]) {
+    const rm = await RewardModel.load(`${dir}/`, { device: 'cpu', threads, quantize });
+    const got = (await rm.score(input)).reward;
+    const want = cli(['--quantize', quantize]);
+    // the integer sums are the native kernels' exactly; the f32 around them (attention,
+    // norms) differs in its last bits between the builds
+    assert.ok(Math.abs(got - want) <= 1e-4, `${quantize}: ${got} vs the CLI's ${want}`);
+    assert.ok(Math.abs(want - plain) > 1e-3, `${quantize}: the CLI's ${want} is the f32 model's ${plain}: nothing was quantised`);
+    rm.dispose();
+  }
+  await assert.rejects(RewardModel.load(`${dir}/`, { device: 'cpu', quantize: 'q8' }), /quantize must be 'int8' or 'q4'/);
+  await assert.rejects(RewardModel.load(packed.bert, { device: 'cpu', quantize: 'int8' }), /quantize applies to a folder/);
+  rmSync(dir, { recursive: true });
 });
 
 test('a folder that cannot load is refused with the message the CLI gives', async () => {

@@ -59,14 +59,17 @@ struct RewardModel {
 #[pymethods]
 impl RewardModel {
     /// `device`: "auto" (a hardware GPU if there is one, else the CPU), "cpu" or "gpu".
+    /// `quantize`: None, "int8" or "q4": the backbone's large float matrices quantised as the
+    /// model loads (as `dmoerm pack --dtype int8|q4` would store them).
     #[new]
-    #[pyo3(signature = (path, device = "auto"))]
-    fn new(py: Python<'_>, path: PathBuf, device: &str) -> PyResult<Self> {
+    #[pyo3(signature = (path, device = "auto", quantize = None))]
+    fn new(py: Python<'_>, path: PathBuf, device: &str, quantize: Option<&str>) -> PyResult<Self> {
         let choice: DeviceChoice = device.parse().map_err(error)?;
+        let quantize = quantize.map(str::parse).transpose().map_err(error)?;
         let (inner, device) = py
             .detach(|| {
                 let (device, why) = dmoerm::device::open_explained(choice)?;
-                dmoerm::RewardModel::load_on(&path, device).map(|m| (m, why))
+                dmoerm::RewardModel::load_with(&path, device, dmoerm::LoadOptions { quantize }).map(|m| (m, why))
             })
             .map_err(error)?;
         Ok(Self { inner: Arc::new(inner), device })

@@ -91,6 +91,24 @@ def test_result_is_the_object_the_cli_prints():
         assert list(printed[key].values()) == pytest.approx(list(got[key].values()), abs=1e-6)
 
 
+def test_quantize_on_load_is_the_clis():
+    # Rust's tests check that quantising as a model loads gives the model `pack` gives; here,
+    # that Python passes the option as the CLI does
+    prompt, response = "What does the word \"harbor\" mean?", "A sheltered port."
+    for quantize in ["int8", "q4"]:
+        rm = RewardModel(DEFAULT_MODEL, device="cpu", quantize=quantize)
+        got = rm.score({"prompt": prompt, "response": response})
+        cli = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "debug" / "dmoerm"
+        out = subprocess.run(
+            [str(cli), "score", "--model", str(DEFAULT_MODEL), "--device", "cpu", "--json", "--quantize", quantize,
+             "--prompt", prompt, "--response", response],
+            check=True, capture_output=True, text=True,
+        ).stdout
+        assert json.loads(out)["reward"] == pytest.approx(got["reward"], abs=1e-6)
+    with pytest.raises(DmoermError, match="unknown quantisation \"q8\": int8 or q4"):
+        RewardModel(DEFAULT_MODEL, device="cpu", quantize="q8")
+
+
 def test_info_and_device():
     rm = RewardModel(FIXTURES / "bert", device="cpu")
     info = rm.info()

@@ -12,7 +12,7 @@ use dmoerm::backbones::quantized_projections_stay;
 use dmoerm::bundle::Folder;
 use dmoerm::text::history;
 use dmoerm::weights::{ReadAt, SafetensorsBuffer};
-use dmoerm::{Conversation, ConversationInput, Device, Message, RewardModel};
+use dmoerm::{Conversation, ConversationInput, Device, LoadOptions, Message, Quantize, RewardModel};
 use js_sys::{Promise, Reflect};
 use serde::Serialize;
 use wasm_bindgen::prelude::*;
@@ -336,6 +336,7 @@ fn checked_folder(
     sizes: Vec<f64>,
     files: &js_sys::Array,
     device: &str,
+    quantize: Option<Quantize>,
 ) -> Result<(Folder, Device, &'static str), JsValue> {
     if paths.len() != files.length() as usize || paths.len() != sizes.len() {
         return Err(js_error("a folder needs a size and an array of parts per path"));
@@ -351,15 +352,22 @@ fn checked_folder(
         .collect::<Result<Vec<_>, JsValue>>()?;
     let folder = Folder::new(name, readers).map_err(js_error)?;
     let (dev, label) = device_named(device)?;
-    check_memory(name, folder.loaded_bytes(quantized_projections_stay(&dev)), folder.quantized_bytes(), &dev)?;
+    let loaded = folder.loaded_bytes(quantized_projections_stay(&dev), quantize);
+    check_memory(name, loaded, folder.quantized_bytes(), &dev)?;
     Ok((folder, dev, label))
+}
+
+/// The `quantize` option of a folder's load: `undefined`, `"int8"` or `"q4"`.
+fn quantize_option(quantize: Option<String>) -> Result<Option<Quantize>, JsValue> {
+    quantize.map(|q| q.parse::<Quantize>()).transpose().map_err(js_error)
 }
 
 /// Checks a folder (a Hugging Face reward model's, or a dmoerm bundle directory) before it is
 /// read: its text files whole, its safetensors files as far as their headers. Resolves the
 /// paths of the safetensors files the model reads, which the package then reads whole for
 /// [`Model::from_files`]; throws the error loading would give (the native loader's), or an
-/// out-of-memory one when the weights cannot fit on `device`.
+/// out-of-memory one when the weights cannot fit on `device` (quantised as they load where
+/// `quantize` says so: `"int8"` or `"q4"`).
 #[wasm_bindgen(js_name = folderPlan)]
 pub fn folder_plan(
     paths: Vec<String>,
@@ -367,8 +375,9 @@ pub fn folder_plan(
     files: js_sys::Array,
     device: &str,
     name: &str,
+    quantize: Option<String>,
 ) -> Result<Vec<String>, JsValue> {
-    let (folder, _, _) = checked_folder(name, paths, sizes, &files, device)?;
+    let (folder, _, _) = checked_folder(name, paths, sizes, &files, device, quantize_option(quantize)?)?;
     Ok(folder.manifest().files().1)
 }
 
@@ -389,13 +398,19 @@ impl Model {
         let buffer = SafetensorsBuffer::from_reader(name, Box::new(JsParts::new(&parts)?))
             .map_err(|e| js_error(format!("{name}: not a packed dmoerm bundle ({e})")))?;
         let (dev, label) = device_named(device)?;
-        check_memory(name, buffer.loaded_bytes(quantized_projections_stay(&dev)), buffer.quantized_bytes(), &dev)?;
+        check_memory(
+            name,
+            buffer.loaded_bytes(quantized_projections_stay(&dev), None),
+            buffer.quantized_bytes(),
+            &dev,
+        )?;
         let inner = RewardModel::from_packed_buffer(name, buffer, dev).map_err(js_error)?;
         Ok(Model { inner: Rc::new(inner), device: label })
     }
 
     /// Loads a folder's model ([`folder_plan`] said which files to read whole) onto `device`,
-    /// one tensor at a time.
+    /// one tensor at a time, its backbone's large float matrices quantised as they load where
+    /// `quantize` says so (`"int8"` or `"q4"`: [`LoadOptions`]).
     #[wasm_bindgen(js_name = fromFiles)]
     pub fn from_files(
         paths: Vec<String>,
@@ -403,9 +418,11 @@ impl Model {
         files: js_sys::Array,
         device: &str,
         name: &str,
+        quantize: Option<String>,
     ) -> Result<Model, JsValue> {
-        let (folder, dev, label) = checked_folder(name, paths, sizes, &files, device)?;
-        let inner = RewardModel::from_folder(folder, dev).map_err(js_error)?;
+        let quantize = quantize_option(quantize)?;
+        let (folder, dev, label) = checked_folder(name, paths, sizes, &files, device, quantize)?;
+        let inner = RewardModel::from_folder(folder, dev, LoadOptions { quantize }).map_err(js_error)?;
         Ok(Model { inner: Rc::new(inner), device: label })
     }
 

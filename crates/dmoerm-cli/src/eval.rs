@@ -5,16 +5,9 @@ use std::path::Path;
 use dmoerm::{Combine, RewardModel};
 use dmoerm_data::{evaluate, read_preferences, Report};
 
-use crate::{CliError, DeviceArg};
+use crate::CliError;
 
-pub fn eval(
-    model: &Path,
-    data: &Path,
-    json: bool,
-    combine: Option<Combine>,
-    device: DeviceArg,
-) -> Result<(), CliError> {
-    let mut model = RewardModel::load_on(model, crate::open_device(device)?)?;
+pub fn eval(mut model: RewardModel, data: &Path, json: bool, combine: Option<Combine>) -> Result<(), CliError> {
     if let Some(rule) = combine {
         if model.set_combine(rule) == 0 {
             return Err(CliError::Usage("--combine: the bundle is not an ensemble".into()));

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use dmoerm::{Conversation, DeviceChoice, Message, PackDtype, RewardModel, Score};
+use dmoerm::{Conversation, DeviceChoice, LoadOptions, Message, PackDtype, Quantize, RewardModel, Score};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Deserialize;
 
@@ -56,6 +56,28 @@ impl From<DeviceArg> for DeviceChoice {
     }
 }
 
+/// `--quantize`: the large float matrices of a model's backbone quantised as it loads.
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum QuantizeArg {
+    /// int8, one scale per row (as `pack --dtype int8`).
+    Int8,
+    /// 4-bit, one scale per block of 64 values of a row (as `pack --dtype q4`).
+    Q4,
+}
+
+/// Loads `path` onto `device`, quantising it as it loads where `quantize` says so.
+pub(crate) fn load_model(
+    path: &Path,
+    device: DeviceArg,
+    quantize: Option<QuantizeArg>,
+) -> Result<RewardModel, CliError> {
+    let quantize = quantize.map(|q| match q {
+        QuantizeArg::Int8 => Quantize::Int8,
+        QuantizeArg::Q4 => Quantize::Q4,
+    });
+    Ok(RewardModel::load_with(path, open_device(device)?, LoadOptions { quantize })?)
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum DtypeArg {
     /// Keep the dtypes of the bundle.
@@ -91,6 +113,10 @@ enum Command {
         json: bool,
         #[arg(long, value_enum, default_value = "auto")]
         device: DeviceArg,
+        /// Quantise the backbone's large float matrices as the model loads (a Hugging Face
+        /// directory of bf16 or f32 weights runs on the int8 kernels without a `pack` step).
+        #[arg(long, value_enum)]
+        quantize: Option<QuantizeArg>,
         /// Conversations per forward pass when streaming a file.
         #[arg(long, default_value_t = 16)]
         batch_size: usize,
@@ -108,6 +134,10 @@ enum Command {
         json: bool,
         #[arg(long, value_enum, default_value = "auto")]
         device: DeviceArg,
+        /// Quantise the backbone's large float matrices as the model loads (a Hugging Face
+        /// directory of bf16 or f32 weights runs on the int8 kernels without a `pack` step).
+        #[arg(long, value_enum)]
+        quantize: Option<QuantizeArg>,
     },
     /// Show a bundle's architecture, sizes, tasks and capabilities.
     Inspect {
@@ -190,6 +220,10 @@ enum Command {
         combine: Option<dmoerm::Combine>,
         #[arg(long, value_enum, default_value = "auto")]
         device: DeviceArg,
+        /// Quantise the backbone's large float matrices as the model loads (a Hugging Face
+        /// directory of bf16 or f32 weights runs on the int8 kernels without a `pack` step).
+        #[arg(long, value_enum)]
+        quantize: Option<QuantizeArg>,
     },
     /// Pack a bundle directory (or a Hugging Face reward-model directory) into one safetensors
     /// file for the web.
@@ -310,9 +344,11 @@ fn run(cli: Cli) -> Result<(), CliError> {
             println!("written to {}", out.display());
             Ok(())
         }
-        Command::Eval { model, data, json, combine, device } => eval::eval(&model, &data, json, combine, device),
-        Command::Score { model, prompt, response, input, output, json, device, batch_size } => {
-            let model = RewardModel::load_on(&model, open_device(device)?)?;
+        Command::Eval { model, data, json, combine, device, quantize } => {
+            eval::eval(load_model(&model, device, quantize)?, &data, json, combine)
+        }
+        Command::Score { model, prompt, response, input, output, json, device, quantize, batch_size } => {
+            let model = load_model(&model, device, quantize)?;
             match (prompt, response, input, output) {
                 (Some(p), Some(r), None, None) => {
                     let score = model.score(&Conversation::new(p, r))?;
@@ -327,8 +363,8 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 _ => Err(CliError::Usage("give --prompt and --response, or --input and --output".into())),
             }
         }
-        Command::Rank { model, prompt, candidates, json, device } => {
-            let model = RewardModel::load_on(&model, open_device(device)?)?;
+        Command::Rank { model, prompt, candidates, json, device, quantize } => {
+            let model = load_model(&model, device, quantize)?;
             let candidates = read_candidates(&candidates)?;
             let ranked = model.rank(&prompt, &candidates)?;
             if json {

@@ -4,10 +4,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use dmoerm::RewardModel;
 use dmoerm_serve::ServeConfig;
 
-use crate::{open_device, seconds, CliError, DeviceArg};
+use crate::{load_model, seconds, CliError, DeviceArg, QuantizeArg};
 
 /// Limits left out take [`ServeConfig::default`]'s values (shown in brackets).
 #[derive(clap::Args)]
@@ -20,6 +19,9 @@ pub(crate) struct ServeArgs {
     addr: SocketAddr,
     #[arg(long, value_enum, default_value = "auto")]
     device: DeviceArg,
+    /// Quantise the backbone's large float matrices as the model loads.
+    #[arg(long, value_enum)]
+    quantize: Option<QuantizeArg>,
     /// Require `Authorization: Bearer <key>`, the key read from this environment variable.
     #[arg(long, value_name = "VAR")]
     api_key_env: Option<String>,
@@ -81,7 +83,7 @@ pub(crate) fn serve(args: ServeArgs) -> Result<(), CliError> {
     };
     // refused before the model loads, which can take a while
     config.check().map_err(CliError::Usage)?;
-    let model = RewardModel::load_on(&args.model, open_device(args.device)?)?;
+    let model = load_model(&args.model, args.device, args.quantize)?;
     let path = args.model.display().to_string();
     dmoerm_serve::run(args.addr, model, config, |addr| {
         // one line that scripts wait for; stdout is a pipe there, so flush it

@@ -21,6 +21,7 @@ use crate::error::{Error, Result, Stage};
 use crate::router::Router;
 use crate::task::Task;
 use crate::text::{Conversation, Encoded, InputEncoder, Message, Role};
+use crate::weights::Quantize;
 
 /// The score of one response. Its JSON (CLI, JSONL, npm, Python) is this struct with
 /// snake_case keys: `{"reward", "task", "task_probs": {task: p}, "capabilities": {name: s},
@@ -100,6 +101,19 @@ pub struct RewardModel {
 const CPU_BATCH_ROWS: usize = 10;
 const GPU_BATCH_ROWS: usize = 64;
 
+/// How a model loads, beyond its device ([`RewardModel::load_with`],
+/// [`RewardModel::from_folder`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Quantise the backbone's float matrices of rank 2 with at least
+    /// [`crate::weights::INT8_MIN_ELEMENTS`] values (its projections and embedding table) as
+    /// they load, as `dmoerm pack --dtype int8|q4` does: the model is then the one the packed
+    /// bundle would give (the same codes and scales), without the `pack` step, and runs on the
+    /// int8 kernels. Adapters, heads, the router and the aggregators stay as stored; matrices a
+    /// bundle already stores quantised stay as they are.
+    pub quantize: Option<Quantize>,
+}
+
 /// Reads a tensor back (`into_data_async`, so it also works in the browser).
 async fn read_back(t: Tensor<2>) -> Result<Vec<f32>> {
     let data = t.into_data_async().await.map_err(|e| Error::Backend(format!("{e:?}")))?;
@@ -114,12 +128,20 @@ impl RewardModel {
         // A missing or malformed bundle is reported before any GPU is touched.
         let mut source = Source::open(path.as_ref())?;
         let manifest = source.manifest()?;
-        Self::from_parts(source, manifest, crate::device::open(device)?)
+        Self::from_parts(source, manifest, crate::device::open(device)?, LoadOptions::default())
     }
 
     /// Loads a bundle directory or packed file onto a given burn device.
     pub fn load_on(path: impl AsRef<Path>, device: Device) -> Result<Self> {
-        Self::from_source(Source::open(path.as_ref())?, device)
+        Self::load_with(path, device, LoadOptions::default())
+    }
+
+    /// [`load_on`](Self::load_on) with [`LoadOptions`]: a Hugging Face directory of bf16
+    /// weights quantised to int8 as it loads, say.
+    pub fn load_with(path: impl AsRef<Path>, device: Device, options: LoadOptions) -> Result<Self> {
+        let mut source = Source::open(path.as_ref())?;
+        let manifest = source.manifest()?;
+        Self::from_parts(source, manifest, device, options)
     }
 
     /// Loads a packed bundle from memory (`name` is used in errors).
@@ -141,21 +163,22 @@ impl RewardModel {
 
     /// Loads a bundle given as the files of its directory ([`crate::bundle::Folder`]: a
     /// Hugging Face reward model a browser page was given, say), one tensor at a time.
-    pub fn from_folder(folder: crate::bundle::Folder, device: Device) -> Result<Self> {
-        Self::from_parts(folder.source, folder.manifest, device)
+    pub fn from_folder(folder: crate::bundle::Folder, device: Device, options: LoadOptions) -> Result<Self> {
+        Self::from_parts(folder.source, folder.manifest, device, options)
     }
 
     fn from_source(mut source: Source, device: Device) -> Result<Self> {
         let manifest = source.manifest()?;
-        Self::from_parts(source, manifest, device)
+        Self::from_parts(source, manifest, device, LoadOptions::default())
     }
 
-    fn from_parts(source: Source, manifest: Manifest, device: Device) -> Result<Self> {
+    fn from_parts(source: Source, manifest: Manifest, device: Device, options: LoadOptions) -> Result<Self> {
         let cpu = device == Device::flex();
         if cpu {
             crate::device::keep_freed_cpu_memory();
         }
-        let read::Parts { origin, manifest, encoder, backbone, router, tasks } = read::read(source, manifest, &device)?;
+        let read::Parts { origin, manifest, encoder, backbone, router, tasks } =
+            read::read(source, manifest, &device, options)?;
         if cpu {
             crate::device::release_freed_cpu_memory();
         }

@@ -37,6 +37,53 @@ use crate::quant::{Int8Matrix, Q4Matrix, QuantMatrix, Q4_BLOCK};
 /// Suffix of the scales of a quantised tensor (int8 or q4).
 pub const SCALE_SUFFIX: &str = "::scale";
 
+/// Smallest matrix that [`Quantize`] quantises (and `pack --dtype int8|q4`): smaller ones (LoRA
+/// adapters, heads, norms) stay as they are.
+pub const INT8_MIN_ELEMENTS: usize = 16_384;
+
+/// How large float matrices are quantised: by `pack` into a bundle, or as a model loads
+/// ([`crate::model::LoadOptions`]). Either way a matrix of rank 2 with at least
+/// [`INT8_MIN_ELEMENTS`] values becomes the same [`QuantMatrix`] ([`Quantize::matrix`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quantize {
+    /// int8 codes, one f32 scale per row.
+    Int8,
+    /// 4-bit codes, one f16 scale per block of 64 values of a row ([`Q4_BLOCK`]); int8 where a
+    /// row is not whole blocks.
+    Q4,
+}
+
+impl std::str::FromStr for Quantize {
+    type Err = Error;
+
+    /// `"int8"` or `"q4"`.
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "int8" => Ok(Quantize::Int8),
+            "q4" => Ok(Quantize::Q4),
+            other => Err(Error::Input(format!("unknown quantisation {other:?}: int8 or q4"))),
+        }
+    }
+}
+
+impl Quantize {
+    /// The row-major `[rows, cols]` `values` quantised: q4 where its rows are whole blocks of
+    /// finite values within f16's range, else int8 (a row with a NaN or an infinity keeps a NaN
+    /// scale, so it stays non-finite).
+    pub fn matrix(self, values: &[f32], rows: usize, cols: usize) -> QuantMatrix {
+        let q4 = match self {
+            Quantize::Q4 => Q4Matrix::quantize(values, rows),
+            Quantize::Int8 => None,
+        };
+        q4.map(QuantMatrix::Q4).unwrap_or_else(|| {
+            let (codes, scales) = quantize_rows(values, rows);
+            QuantMatrix::Int8(
+                Int8Matrix::new(rows, cols, codes, scales).expect("quantize_rows gives rows x cols codes"),
+            )
+        })
+    }
+}
+
 /// Where one tensor's bytes lie in the file.
 #[derive(Debug, Clone)]
 pub struct Entry {
@@ -245,17 +292,26 @@ impl SafetensorsBuffer {
 
     /// The bytes the tensors take once loaded, for the largest tensor and for all: 4 a value
     /// (f32), but the stored bytes for a quantised matrix (int8, q4) where `quantized_stays`
-    /// (the CPU keeps it so, [`crate::quant`]).
-    pub fn loaded_bytes(&self, quantized_stays: bool) -> (u64, u64) {
+    /// (the CPU keeps it so, [`crate::quant`]), and a float matrix that `quantize` quantises as
+    /// it loads ([`TensorFile::quantizing`]) as its codes (it passes through f32 as it loads: it
+    /// counts 4 a value as the largest).
+    pub fn loaded_bytes(&self, quantized_stays: bool, quantize: Option<Quantize>) -> (u64, u64) {
+        // (resident, while loading)
         let bytes = |(name, e): (&String, &Entry)| {
             let stored = e.shape.iter().map(|&d| d as u64).product::<u64>();
-            match self.is_quantized(name, e) {
-                true if quantized_stays => stored,
-                true if e.dtype == Dtype::U8 => 8 * stored, // two values a byte
-                _ => 4 * stored,
+            let on_load = quantize.filter(|_| {
+                is_float(e.dtype) && e.shape.len() == 2 && stored >= INT8_MIN_ELEMENTS as u64 && quantized_stays
+            });
+            match (self.is_quantized(name, e), on_load) {
+                (true, _) if quantized_stays => (stored, stored),
+                (true, _) if e.dtype == Dtype::U8 => (8 * stored, 8 * stored), // two values a byte
+                (false, Some(Quantize::Q4)) if e.shape[1].is_multiple_of(Q4_BLOCK) => (stored / 2, 4 * stored),
+                (false, Some(_)) => (stored, 4 * stored),
+                _ => (4 * stored, 4 * stored),
             }
         };
-        (self.entries.iter().map(bytes).max().unwrap_or(0), self.entries.iter().map(bytes).sum())
+        let largest = self.entries.iter().map(|e| bytes(e).1).max().unwrap_or(0);
+        (largest, self.entries.iter().map(|e| bytes(e).0).sum())
     }
 
     /// The bytes of the quantised matrices' codes (int8, q4) as stored: on a GPU, the most of
@@ -293,17 +349,29 @@ pub struct TensorFile {
     /// the prefix of this file's names in it (`""` for a plain file, `"<file>::"` in a packed
     /// bundle).
     parts: Vec<(Arc<SafetensorsBuffer>, String)>,
+    /// Float matrices of at least [`INT8_MIN_ELEMENTS`] values are read as quantised ones
+    /// ([`Self::quantizing`]).
+    quantize: Option<Quantize>,
 }
 
 impl TensorFile {
     pub fn new(file: &str, buffer: Arc<SafetensorsBuffer>, prefix: String) -> Self {
-        Self { file: file.to_string(), parts: vec![(buffer, prefix)] }
+        Self { file: file.to_string(), parts: vec![(buffer, prefix)], quantize: None }
     }
 
     /// One logical file from shards (`model-00001-of-00002.safetensors`, ...).
     pub fn merge(files: Vec<TensorFile>) -> Self {
         let file = files.iter().map(|f| f.file.as_str()).collect::<Vec<_>>().join(", ");
-        Self { file, parts: files.into_iter().flat_map(|f| f.parts).collect() }
+        let quantize = files.iter().find_map(|f| f.quantize);
+        Self { file, parts: files.into_iter().flat_map(|f| f.parts).collect(), quantize }
+    }
+
+    /// This file with its float matrices of rank 2 and at least [`INT8_MIN_ELEMENTS`] values
+    /// quantised as they are read ([`Quantize::matrix`]): [`Self::quant_matrix`] gives them as
+    /// a packed bundle would hold them, and [`Self::read_f32`] their quantised values.
+    pub fn quantizing(mut self, quantize: Option<Quantize>) -> Self {
+        self.quantize = quantize;
+        self
     }
 
     /// Names of the tensors in this file (without the packing prefix; the scales of a
@@ -362,7 +430,7 @@ impl TensorFile {
     /// Reads a tensor as f32 values, checking its shape against `expected`
     /// (`None` accepts any shape). Returns the values and the shape.
     pub fn read_f32(&self, name: &str, expected: Option<&[usize]>) -> Result<(Vec<f32>, Vec<usize>)> {
-        let (entry, buffer) = self.entry(name).ok_or_else(|| self.missing(name))?;
+        let (entry, _) = self.entry(name).ok_or_else(|| self.missing(name))?;
         let shape = self.shape_of(name, entry);
         if let Some(expected) = expected {
             if shape != expected {
@@ -379,17 +447,23 @@ impl TensorFile {
                 return Ok((m.to_f32(), shape));
             }
         }
+        Ok((self.float_values(name)?, shape))
+    }
+
+    /// The values of `name` as stored, as f32 (a `Dtype` error for a tensor that is not
+    /// floats).
+    fn float_values(&self, name: &str) -> Result<Vec<f32>> {
+        let (entry, buffer) = self.entry(name).ok_or_else(|| self.missing(name))?;
         let io = |source| Error::Io { path: self.file.clone(), source };
         if let Some(values) = buffer.f32_values(entry) {
-            return Ok((values.map_err(io)?, shape));
+            return values.map_err(io);
         }
         let bytes = buffer.bytes(entry).map_err(io)?;
-        let values = to_f32(&bytes, entry.dtype).ok_or_else(|| Error::Dtype {
+        to_f32(&bytes, entry.dtype).ok_or_else(|| Error::Dtype {
             file: self.file.clone(),
             tensor: name.to_string(),
             dtype: format!("{:?}", entry.dtype),
-        })?;
-        Ok((values, shape))
+        })
     }
 
     /// The matrix `name`, `[rows, cols]`, as its codes and scales when the file stores it
@@ -397,15 +471,24 @@ impl TensorFile {
     pub fn quant_matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Option<QuantMatrix>> {
         let (entry, _) = self.entry(name).ok_or_else(|| self.missing(name))?;
         let q4 = self.is_q4(name, entry);
-        if entry.dtype != Dtype::I8 && !q4 {
-            return Ok(None);
-        }
         let shape_error = |tensor: String, expected: Vec<usize>, found: Vec<usize>| Error::Shape {
             file: self.file.clone(),
             tensor,
             expected,
             found,
         };
+        if entry.dtype != Dtype::I8 && !q4 {
+            // a float matrix quantised as it is read (`quantizing`)
+            return match self.quantize {
+                Some(quantize) if is_float(entry.dtype) && rows * cols >= INT8_MIN_ELEMENTS => {
+                    if entry.shape != [rows, cols] {
+                        return Err(shape_error(name.to_string(), vec![rows, cols], entry.shape.clone()));
+                    }
+                    Ok(Some(quantize.matrix(&self.float_values(name)?, rows, cols)))
+                }
+                _ => Ok(None),
+            };
+        }
         let shape = self.shape_of(name, entry);
         if shape != [rows, cols] {
             return Err(shape_error(name.to_string(), vec![rows, cols], shape));

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use dmoerm::{Device, Error, PackDtype, RewardModel, Stage};
+use dmoerm::{Device, Error, PackDtype, Quantize, RewardModel, Stage};
 use dmoerm_testkit::edit::{copy_dir, fill, rewrite};
 use dmoerm_testkit::fixtures::fixture_dir;
 use safetensors::tensor::TensorView;
@@ -217,8 +217,8 @@ fn safetensors_headers_are_checked() {
         11,
     );
     let ok = ok.unwrap();
-    assert_eq!(ok.loaded_bytes(false), (12, 20));
-    assert_eq!(ok.loaded_bytes(true), (8, 11));
+    assert_eq!(ok.loaded_bytes(false, None), (12, 20));
+    assert_eq!(ok.loaded_bytes(true, None), (8, 11));
     assert_eq!(ok.quantized_bytes(), 3);
     // a q4 matrix [2, 64]: u8 codes [2, 32] with f16 scales [2, 1]; a u8 tensor without
     // scales is not quantised
@@ -227,9 +227,23 @@ fn safetensors_headers_are_checked() {
         72,
     )
     .unwrap();
-    assert_eq!(q4.loaded_bytes(false), (512, 512 + 8 + 16));
-    assert_eq!(q4.loaded_bytes(true), (64, 64 + 8 + 16));
+    assert_eq!(q4.loaded_bytes(false, None), (512, 512 + 8 + 16));
+    assert_eq!(q4.loaded_bytes(true, None), (64, 64 + 8 + 16));
     assert_eq!(q4.quantized_bytes(), 64);
+    // quantised as they load: a bf16 matrix [128, 128] (16,384 values, the smallest that is)
+    // holds a byte a value as int8, half a byte as q4 (rows of whole blocks), and passes through
+    // f32 (the largest while loading); a [3, 64] one, and a bf16 vector, stay f32
+    let bf16 = file(
+        r#"{"m":{"dtype":"BF16","shape":[128,128],"data_offsets":[0,32768]},"s":{"dtype":"BF16","shape":[3,64],"data_offsets":[32768,33152]},"v":{"dtype":"BF16","shape":[16384],"data_offsets":[33152,65920]}}"#,
+        65920,
+    )
+    .unwrap();
+    let (m, rest) = (16384, 4 * (3 * 64 + 16384));
+    assert_eq!(bf16.loaded_bytes(true, None), (4 * m, 4 * m + rest));
+    assert_eq!(bf16.loaded_bytes(true, Some(Quantize::Int8)), (4 * m, m + rest));
+    assert_eq!(bf16.loaded_bytes(true, Some(Quantize::Q4)), (4 * m, m / 2 + rest));
+    // where quantised matrices do not stay quantised (a GPU without them), all is f32
+    assert_eq!(bf16.loaded_bytes(false, Some(Quantize::Int8)), (4 * m, 4 * m + rest));
     for (header, data, says) in [
         (r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}}"#, 4, "do not hold"),
         (r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#, 8, "offsets"),

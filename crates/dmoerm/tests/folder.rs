@@ -57,7 +57,7 @@ fn a_folder_scores_as_its_directory() {
         let direct = RewardModel::load_on(&dir, Device::flex()).unwrap();
         let folder = Folder::new(name, files_of(&dir)).unwrap();
         assert_eq!(folder.manifest().tasks, direct.manifest().tasks, "{name}");
-        let model = RewardModel::from_folder(folder, Device::flex()).unwrap();
+        let model = RewardModel::from_folder(folder, Device::flex(), Default::default()).unwrap();
         assert_eq!(model.score_batch(&convs).unwrap(), direct.score_batch(&convs).unwrap(), "{name}");
     }
 }
@@ -79,9 +79,12 @@ fn sharded_weights_load_from_a_folder() {
     let want = RewardModel::load_on(fixture_dir("hf_qwen2"), Device::flex()).unwrap().score_batch(&convs).unwrap();
     let folder = open(&dir).unwrap();
     assert_eq!(folder.manifest().backbone.weights, ["model-00001-of-00001.safetensors"]);
-    let (largest, total) = folder.loaded_bytes(false);
+    let (largest, total) = folder.loaded_bytes(false, None);
     assert!(largest > 0 && total > largest, "{largest} {total}");
-    assert_eq!(RewardModel::from_folder(folder, Device::flex()).unwrap().score_batch(&convs).unwrap(), want);
+    assert_eq!(
+        RewardModel::from_folder(folder, Device::flex(), Default::default()).unwrap().score_batch(&convs).unwrap(),
+        want
+    );
 }
 
 #[test]

@@ -215,3 +215,93 @@ fn an_input_of_no_tokens_is_refused() {
     assert!(err.contains("renders to no tokens"), "{err}");
     assert!(model.score(&Conversation::new("a question", "an answer")).is_ok());
 }
+
+/// A Qwen2 reward model with projections large enough to quantise (hidden 128, MLP 256, one
+/// layer; the `hf_qwen2` fixture's tokenizer), its weights f32 values that f16 holds exactly
+/// (`m / 4096`; the norms' `1 + j / 64`), so that `pack`'s f16 for the small tensors changes
+/// nothing.
+fn quantizable_qwen2(dir: &std::path::Path) {
+    copy_dir(&fixture_dir("hf_qwen2"), dir);
+    let config_path = dir.join("config.json");
+    let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    for (key, value) in [
+        ("hidden_size", serde_json::json!(128)),
+        ("intermediate_size", serde_json::json!(256)),
+        ("num_hidden_layers", serde_json::json!(1)),
+        ("layer_types", serde_json::json!(["full_attention"])),
+    ] {
+        config[key] = value;
+    }
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let (h, m, v, kv) = (128, 256, 400, 64); // kv: 2 heads of 32
+    let mut seed = 7u64;
+    let mut random = |n: usize| -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((seed >> 33) % 1025) as f32 / 4096.0 - 0.125
+            })
+            .collect()
+    };
+    let mut w = dmoerm::weights::TensorWriter::new();
+    let l = "model.layers.0";
+    for (name, shape) in [
+        ("model.embed_tokens.weight".to_string(), vec![v, h]),
+        (format!("{l}.self_attn.q_proj.weight"), vec![h, h]),
+        (format!("{l}.self_attn.q_proj.bias"), vec![h]),
+        (format!("{l}.self_attn.k_proj.weight"), vec![kv, h]),
+        (format!("{l}.self_attn.k_proj.bias"), vec![kv]),
+        (format!("{l}.self_attn.v_proj.weight"), vec![kv, h]),
+        (format!("{l}.self_attn.v_proj.bias"), vec![kv]),
+        (format!("{l}.self_attn.o_proj.weight"), vec![h, h]),
+        (format!("{l}.mlp.gate_proj.weight"), vec![m, h]),
+        (format!("{l}.mlp.up_proj.weight"), vec![m, h]),
+        (format!("{l}.mlp.down_proj.weight"), vec![h, m]),
+        (format!("{l}.input_layernorm.weight"), vec![h]),
+        (format!("{l}.post_attention_layernorm.weight"), vec![h]),
+        ("model.norm.weight".to_string(), vec![h]),
+        ("score.weight".to_string(), vec![1, h]),
+    ] {
+        let n = shape.iter().product();
+        let values = match name.ends_with("norm.weight") {
+            true => random(n).into_iter().map(|x| 1.0 + (x * 256.0).round() / 64.0).collect(),
+            false => random(n),
+        };
+        w.insert(name, values, shape);
+    }
+    w.save(&dir.join("model.safetensors"), Default::default()).unwrap();
+}
+
+/// Quantising as a model loads gives the model `pack --dtype int8|q4` gives: the same rewards,
+/// bit for bit, and not the float model's.
+#[test]
+fn quantizing_on_load_gives_the_packed_bundles_model() {
+    use dmoerm::{LoadOptions, Quantize};
+    let dir = tmp("quantizable");
+    quantizable_qwen2(&dir);
+    let convs = [
+        Conversation::new("What is the capital of France?", "Paris, on the Seine."),
+        Conversation::new("Say something kind.", "You are doing well, keep going!"),
+    ];
+    let f32_scores: Vec<f32> = RewardModel::load_on(&dir, Device::flex())
+        .unwrap()
+        .score_batch(&convs)
+        .unwrap()
+        .iter()
+        .map(|s| s.reward)
+        .collect();
+    // how far each may move this small random model's rewards (measured: int8 0.020-0.027, q4
+    // 0.014-0.12)
+    for (quantize, dtype, drift) in [(Quantize::Int8, PackDtype::int8(), 0.05), (Quantize::Q4, PackDtype::q4(), 0.3)] {
+        let loaded = RewardModel::load_with(&dir, Device::flex(), LoadOptions { quantize: Some(quantize) }).unwrap();
+        let (bytes, _) = dmoerm::pack_bytes(&dir, dtype).unwrap();
+        let packed = RewardModel::from_packed_bytes("packed", bytes, Device::flex()).unwrap();
+        let got = loaded.score_batch(&convs).unwrap();
+        assert_eq!(got, packed.score_batch(&convs).unwrap(), "{quantize:?}");
+        for (s, f) in got.iter().zip(&f32_scores) {
+            assert!(s.reward != *f && (s.reward - f).abs() < drift, "{quantize:?}: {} against f32 {f}", s.reward);
+        }
+    }
+    assert!(matches!("q8".parse::<Quantize>(), Err(Error::Input(_))));
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -140,7 +140,7 @@ fn packed_bundle_loads_from_a_reader_one_tensor_at_a_time() {
     use dmoerm::weights::SafetensorsBuffer;
     for name in ["llama", "bert"] {
         let (bytes, _) = dmoerm::pack_bytes(&fixture_dir(name), PackDtype::Keep).unwrap();
-        let (largest, _) = SafetensorsBuffer::parse(name, bytes.clone()).unwrap().loaded_bytes(false);
+        let (largest, _) = SafetensorsBuffer::parse(name, bytes.clone()).unwrap().loaded_bytes(false, None);
         let reader = CountingReader { bytes: bytes.clone(), reads: Default::default() };
         let reads = reader.reads.clone();
         let lazy = RewardModel::from_packed_reader(name, Box::new(reader), Device::flex()).unwrap();

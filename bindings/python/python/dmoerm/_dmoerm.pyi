@@ -39,7 +39,12 @@ class RewardModel:
     """A DMoERM or plain reward model from a bundle directory, a packed ``.dmoerm`` file or
     a Hugging Face reward-model directory."""
 
-    def __init__(self, path: Union[str, "PathLike[str]"], device: Literal["auto", "cpu", "gpu"] = "auto") -> None: ...
+    def __init__(
+        self,
+        path: Union[str, "PathLike[str]"],
+        device: Literal["auto", "cpu", "gpu"] = "auto",
+        quantize: Optional[Literal["int8", "q4"]] = None,
+    ) -> None: ...
     @property
     def device(self) -> str:
         """Where the model runs, in words."""

@@ -58,7 +58,7 @@ impl HfCheckpoint {
     pub fn load(dir: &Path, device: &burn::tensor::Device) -> Result<Self> {
         let spec = backbone_spec(dir)?;
         let mut source = Source::dir(dir)?;
-        let (backbone, tokenizer) = source.backbone(&spec, device)?;
+        let (backbone, tokenizer) = source.backbone(&spec, device, None)?;
         let chat = source.chat_template(&spec)?;
         Ok(Self { spec, backbone, tokenizer, chat })
     }

@@ -23,8 +23,9 @@ pub use hf::HfCheckpoint;
 pub use manifest::{BackboneSpec, Combine, ExpertSpec, Manifest, Pooling, RouterSpec, TaskSpec};
 
 use crate::error::{Error, Result};
-use crate::quant::{Q4Matrix, Q4_BLOCK};
-use crate::weights::{is_float, quantize_rows, to_f32, ReadAt, SafetensorsBuffer, TensorFile, SCALE_SUFFIX};
+use crate::quant::{QuantMatrix, Q4_BLOCK};
+pub use crate::weights::INT8_MIN_ELEMENTS;
+use crate::weights::{is_float, to_f32, Quantize, ReadAt, SafetensorsBuffer, TensorFile, SCALE_SUFFIX};
 
 /// Metadata key of the packed format's name.
 const PACKED_FORMAT_KEY: &str = "dmoerm.format";
@@ -223,14 +224,17 @@ impl Source {
     }
 
     /// The backbone `spec` names (its `config.json`, weight shards and `tokenizer.json`).
+    /// `quantize`: its large float matrices quantised as they load ([`TensorFile::quantizing`]).
     pub fn backbone(
         &mut self,
         spec: &BackboneSpec,
         device: &burn::tensor::Device,
+        quantize: Option<Quantize>,
     ) -> Result<(crate::backbones::Backbone, tokenizers::Tokenizer)> {
         let config = self.text(&spec.config)?;
         let shards = spec.weights.iter().map(|w| self.tensors(w)).collect::<Result<Vec<_>>>()?;
-        let backbone = crate::backbones::Backbone::load(&spec.config, &config, &TensorFile::merge(shards), device)?;
+        let weights = TensorFile::merge(shards).quantizing(quantize);
+        let backbone = crate::backbones::Backbone::load(&spec.config, &config, &weights, device)?;
         let tokenizer = crate::text::parse_tokenizer(&spec.tokenizer, &self.text(&spec.tokenizer)?)?;
         Ok((backbone, tokenizer))
     }
@@ -331,8 +335,9 @@ impl Folder {
 
     /// What the tensors will take once loaded, as [`SafetensorsBuffer::loaded_bytes`] counts
     /// them, over every safetensors file the manifest names: (the largest tensor, all).
-    pub fn loaded_bytes(&self, quantized_stays: bool) -> (u64, u64) {
-        self.buffers().map(|b| b.loaded_bytes(quantized_stays)).fold((0, 0), |(l, t), (bl, bt)| (l.max(bl), t + bt))
+    pub fn loaded_bytes(&self, quantized_stays: bool, quantize: Option<Quantize>) -> (u64, u64) {
+        let each = self.buffers().map(|b| b.loaded_bytes(quantized_stays, quantize));
+        each.fold((0, 0), |(l, t), (bl, bt)| (l.max(bl), t + bt))
     }
 
     /// The quantised matrices' stored bytes, as [`SafetensorsBuffer::quantized_bytes`]
@@ -390,18 +395,15 @@ impl PackDtype {
         Self::Q4 { min_elements: INT8_MIN_ELEMENTS }
     }
 
-    /// The smallest matrix this quantises, if it quantises.
-    fn min_quantized(self) -> Option<usize> {
+    /// How this quantises, and the smallest matrix it quantises, if it quantises.
+    fn quantized(self) -> Option<(Quantize, usize)> {
         match self {
-            PackDtype::Int8 { min_elements } | PackDtype::Q4 { min_elements } => Some(min_elements),
+            PackDtype::Int8 { min_elements } => Some((Quantize::Int8, min_elements)),
+            PackDtype::Q4 { min_elements } => Some((Quantize::Q4, min_elements)),
             PackDtype::Keep | PackDtype::F16 => None,
         }
     }
 }
-
-/// Smallest matrix [`PackDtype::Int8`] and [`PackDtype::Q4`] quantise; smaller ones (LoRA,
-/// heads) stay f16.
-pub const INT8_MIN_ELEMENTS: usize = 16_384;
 
 /// What [`pack`] wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -454,36 +456,31 @@ pub fn pack_bytes(dir: &Path, dtype: PackDtype) -> Result<(Vec<u8>, PackReport)>
             let (entry, bytes) = file.raw(&name)?;
             let key = format!("{path}::{name}");
             let numel: usize = entry.shape.iter().product();
-            let quantise = dtype.min_quantized().is_some_and(|min| numel >= min) && entry.shape.len() == 2;
+            let quantize = dtype.quantized().filter(|&(_, min)| numel >= min && entry.shape.len() == 2);
             // a q4 matrix `[rows, cols]` is stored as `[rows, cols / 2]` bytes
             let mut shape = entry.shape.clone();
-            let (dtype, data) = match dtype {
+            let (dtype, data) = match (dtype, quantize) {
                 _ if !is_float(entry.dtype) => (entry.dtype, bytes.to_vec()),
-                PackDtype::Int8 { .. } | PackDtype::Q4 { .. } if quantise => {
+                (_, Some((quantize, _))) => {
                     let values = to_f32(&bytes, entry.dtype).unwrap_or_default();
-                    let rows = entry.shape[0];
-                    let q4 = match dtype {
-                        PackDtype::Q4 { .. } => Q4Matrix::quantize(&values, rows),
-                        _ => None,
-                    };
-                    let (codes, scale) = match q4 {
-                        Some(m) => {
+                    let (rows, cols) = (entry.shape[0], entry.shape[1]);
+                    let (codes, scale) = match quantize.matrix(&values, rows, cols) {
+                        QuantMatrix::Q4(m) => {
                             let data = m.scales().iter().flat_map(|s| half::f16::from_f32(*s).to_le_bytes()).collect();
                             shape[1] /= 2;
-                            let scale_shape = vec![rows, m.dims().1 / Q4_BLOCK];
+                            let scale_shape = vec![rows, cols / Q4_BLOCK];
                             ((Dtype::U8, m.codes().to_vec()), Owned { dtype: Dtype::F16, shape: scale_shape, data })
                         }
-                        None => {
-                            let (codes, scales) = quantize_rows(&values, rows);
-                            let data = scales.iter().flat_map(|s| s.to_le_bytes()).collect();
-                            let codes = codes.iter().map(|&q| q as u8).collect();
+                        QuantMatrix::Int8(m) => {
+                            let data = m.scales().iter().flat_map(|s| s.to_le_bytes()).collect();
+                            let codes = m.codes().iter().map(|&q| q as u8).collect();
                             ((Dtype::I8, codes), Owned { dtype: Dtype::F32, shape: vec![rows], data })
                         }
                     };
                     tensors.push((format!("{key}{SCALE_SUFFIX}"), scale));
                     codes
                 }
-                PackDtype::F16 | PackDtype::Int8 { .. } | PackDtype::Q4 { .. } if entry.dtype != Dtype::F16 => {
+                (PackDtype::F16 | PackDtype::Int8 { .. } | PackDtype::Q4 { .. }, _) if entry.dtype != Dtype::F16 => {
                     let values = to_f32(&bytes, entry.dtype).unwrap_or_default();
                     (Dtype::F16, values.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect())
                 }

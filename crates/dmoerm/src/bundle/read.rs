@@ -11,6 +11,7 @@ use crate::backbones::Backbone;
 use crate::error::{Error, Result};
 use crate::expert::ExpertGroupConfig;
 use crate::lora::{AdapterGroup, LoraConfig, PeftAdapter};
+use crate::model::LoadOptions;
 use crate::pooling::Pooling;
 use crate::router::{Router, RouterConfig};
 use crate::task::Task;
@@ -38,10 +39,11 @@ fn load_adapter(source: &mut Source, dir: &Option<String>, backbone: &Backbone) 
     Ok(Some(PeftAdapter::load(&cfg, &weights, backbone)?))
 }
 
-/// Reads every part of the bundle `source` (whose checked manifest is `manifest`) onto `device`.
-pub(crate) fn read(mut source: Source, manifest: Manifest, device: &Device) -> Result<Parts> {
+/// Reads every part of the bundle `source` (whose checked manifest is `manifest`) onto `device`,
+/// the backbone's large float matrices quantised as they load where `options` says so.
+pub(crate) fn read(mut source: Source, manifest: Manifest, device: &Device, options: LoadOptions) -> Result<Parts> {
     let origin = source.name();
-    let (backbone, tokenizer) = source.backbone(&manifest.backbone, device)?;
+    let (backbone, tokenizer) = source.backbone(&manifest.backbone, device, options.quantize)?;
     if manifest.input.max_length > backbone.max_positions() {
         return Err(Error::bundle(
             MANIFEST_FILE,
