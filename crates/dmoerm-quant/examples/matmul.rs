@@ -78,7 +78,7 @@ const ITERS: usize = 20_000_000;
 /// The multiply-adds a second of [`vnni_loop`] on one thread and on each of `threads` at once.
 fn vnni_peak(threads: usize) -> Option<(f64, f64)> {
     vnni_loop()?;
-    let macs = (ITERS * 12 * 64) as f64;
+    let macs = ITERS as f64 * 12.0 * 64.0;
     let one = best(|| _ = std::hint::black_box(vnni_loop()));
     let all = best(|| _ = std::hint::black_box(rayon::broadcast(|_| vnni_loop())));
     Some((macs / one, macs * threads as f64 / all))

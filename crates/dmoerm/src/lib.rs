@@ -48,9 +48,9 @@ pub use dmoerm_quant as quant;
 pub use bundle::{pack_bytes, Combine, HfCheckpoint, Manifest, PackDtype, PackReport, Pooling};
 pub use device::DeviceChoice;
 pub use error::{Error, Result, Stage};
-pub use model::{Encodings, LoadOptions, Ranked, RewardModel, Score};
+pub use model::{Encodings, Ranked, RewardModel, Score};
 pub use text::{Conversation, ConversationInput, Encoded, Message, Role};
-pub use weights::Quantize;
+pub use weights::{LoadOptions, Quantize};
 
 /// The burn device type, re-exported for [`RewardModel::load_on`].
 pub use burn::tensor::Device;

@@ -21,7 +21,7 @@ use crate::error::{Error, Result, Stage};
 use crate::router::Router;
 use crate::task::Task;
 use crate::text::{Conversation, Encoded, InputEncoder, Message, Role};
-use crate::weights::Quantize;
+use crate::weights::LoadOptions;
 
 /// The score of one response. Its JSON (CLI, JSONL, npm, Python) is this struct with
 /// snake_case keys: `{"reward", "task", "task_probs": {task: p}, "capabilities": {name: s},
@@ -100,19 +100,6 @@ pub struct RewardModel {
 /// is bound by dispatches, not rows, so wide passes pay there (H200: 20 rows cost 1.2x 5 rows).
 const CPU_BATCH_ROWS: usize = 10;
 const GPU_BATCH_ROWS: usize = 64;
-
-/// How a model loads, beyond its device ([`RewardModel::load_with`],
-/// [`RewardModel::from_folder`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct LoadOptions {
-    /// Quantise the backbone's float matrices of rank 2 with at least
-    /// [`crate::weights::INT8_MIN_ELEMENTS`] values (its projections and embedding table) as
-    /// they load, as `dmoerm pack --dtype int8|q4` does: the model is then the one the packed
-    /// bundle would give (the same codes and scales), without the `pack` step, and runs on the
-    /// int8 kernels. Adapters, heads, the router and the aggregators stay as stored; matrices a
-    /// bundle already stores quantised stay as they are.
-    pub quantize: Option<Quantize>,
-}
 
 /// Reads a tensor back (`into_data_async`, so it also works in the browser).
 async fn read_back(t: Tensor<2>) -> Result<Vec<f32>> {

@@ -42,7 +42,7 @@ pub const SCALE_SUFFIX: &str = "::scale";
 pub const INT8_MIN_ELEMENTS: usize = 16_384;
 
 /// How large float matrices are quantised: by `pack` into a bundle, or as a model loads
-/// ([`crate::model::LoadOptions`]). Either way a matrix of rank 2 with at least
+/// ([`LoadOptions`]). Either way a matrix of rank 2 with at least
 /// [`INT8_MIN_ELEMENTS`] values becomes the same [`QuantMatrix`] ([`Quantize::matrix`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Quantize {
@@ -51,6 +51,19 @@ pub enum Quantize {
     /// 4-bit codes, one f16 scale per block of 64 values of a row ([`Q4_BLOCK`]); int8 where a
     /// row is not whole blocks.
     Q4,
+}
+
+/// How a model loads, beyond its device ([`crate::RewardModel::load_with`],
+/// [`crate::RewardModel::from_folder`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Quantise the backbone's float matrices of rank 2 with at least
+    /// [`crate::weights::INT8_MIN_ELEMENTS`] values (its projections and embedding table) as
+    /// they load, as `dmoerm pack --dtype int8|q4` does: the model is then the one the packed
+    /// bundle would give (the same codes and scales), without the `pack` step, and runs on the
+    /// int8 kernels. Adapters, heads, the router and the aggregators stay as stored; matrices a
+    /// bundle already stores quantised stay as they are.
+    pub quantize: Option<Quantize>,
 }
 
 impl std::str::FromStr for Quantize {

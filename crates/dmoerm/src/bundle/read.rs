@@ -11,12 +11,11 @@ use crate::backbones::Backbone;
 use crate::error::{Error, Result};
 use crate::expert::ExpertGroupConfig;
 use crate::lora::{AdapterGroup, LoraConfig, PeftAdapter};
-use crate::model::LoadOptions;
 use crate::pooling::Pooling;
 use crate::router::{Router, RouterConfig};
 use crate::task::Task;
 use crate::text::InputEncoder;
-use crate::weights::Scope;
+use crate::weights::{LoadOptions, Scope};
 
 /// A bundle's parts, ready to run.
 #[derive(Debug)]
