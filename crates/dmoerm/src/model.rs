@@ -126,14 +126,12 @@ impl RewardModel {
     /// [`load_on`](Self::load_on) with [`LoadOptions`]: a Hugging Face directory of bf16
     /// weights quantised to int8 as it loads, say.
     pub fn load_with(path: impl AsRef<Path>, device: Device, options: LoadOptions) -> Result<Self> {
-        let mut source = Source::open(path.as_ref())?;
-        let manifest = source.manifest()?;
-        Self::from_parts(source, manifest, device, options)
+        Self::from_source(Source::open(path.as_ref())?, device, options)
     }
 
     /// Loads a packed bundle from memory (`name` is used in errors).
     pub fn from_packed_bytes(name: &str, bytes: Vec<u8>, device: Device) -> Result<Self> {
-        Self::from_source(Source::packed(name, bytes)?, device)
+        Self::from_source(Source::packed(name, bytes)?, device, LoadOptions::default())
     }
 
     /// Loads a packed bundle from a reader, one tensor at a time: loading holds the model's
@@ -145,7 +143,7 @@ impl RewardModel {
 
     /// Loads a packed bundle whose header is already read (e.g. to check its size first).
     pub fn from_packed_buffer(name: &str, buffer: crate::weights::SafetensorsBuffer, device: Device) -> Result<Self> {
-        Self::from_source(Source::packed_buffer(name, buffer)?, device)
+        Self::from_source(Source::packed_buffer(name, buffer)?, device, LoadOptions::default())
     }
 
     /// Loads a bundle given as the files of its directory ([`crate::bundle::Folder`]: a
@@ -154,9 +152,9 @@ impl RewardModel {
         Self::from_parts(folder.source, folder.manifest, device, options)
     }
 
-    fn from_source(mut source: Source, device: Device) -> Result<Self> {
+    fn from_source(mut source: Source, device: Device, options: LoadOptions) -> Result<Self> {
         let manifest = source.manifest()?;
-        Self::from_parts(source, manifest, device, LoadOptions::default())
+        Self::from_parts(source, manifest, device, options)
     }
 
     fn from_parts(source: Source, manifest: Manifest, device: Device, options: LoadOptions) -> Result<Self> {

@@ -80,6 +80,12 @@ impl std::str::FromStr for Quantize {
 }
 
 impl Quantize {
+    /// Whether a stored tensor is one that quantisation takes: floats, of rank 2, at least
+    /// `min_elements` values (the loader's [`INT8_MIN_ELEMENTS`]; `pack` may be given another).
+    pub fn applies(dtype: Dtype, shape: &[usize], min_elements: usize) -> bool {
+        is_float(dtype) && shape.len() == 2 && shape.iter().product::<usize>() >= min_elements
+    }
+
     /// The row-major `[rows, cols]` `values` quantised: q4 where its rows are whole blocks of
     /// finite values within f16's range, else int8 (a row with a NaN or an infinity keeps a NaN
     /// scale, so it stays non-finite).
@@ -312,9 +318,8 @@ impl SafetensorsBuffer {
         // (resident, while loading)
         let bytes = |(name, e): (&String, &Entry)| {
             let stored = e.shape.iter().map(|&d| d as u64).product::<u64>();
-            let on_load = quantize.filter(|_| {
-                is_float(e.dtype) && e.shape.len() == 2 && stored >= INT8_MIN_ELEMENTS as u64 && quantized_stays
-            });
+            let on_load =
+                quantize.filter(|_| quantized_stays && Quantize::applies(e.dtype, &e.shape, INT8_MIN_ELEMENTS));
             match (self.is_quantized(name, e), on_load) {
                 (true, _) if quantized_stays => (stored, stored),
                 (true, _) if e.dtype == Dtype::U8 => (8 * stored, 8 * stored), // two values a byte
@@ -323,8 +328,10 @@ impl SafetensorsBuffer {
                 _ => (4 * stored, 4 * stored),
             }
         };
-        let largest = self.entries.iter().map(|e| bytes(e).1).max().unwrap_or(0);
-        (largest, self.entries.iter().map(|e| bytes(e).0).sum())
+        self.entries
+            .iter()
+            .map(bytes)
+            .fold((0, 0), |(largest, total), (resident, loading)| (largest.max(loading), total + resident))
     }
 
     /// The bytes of the quantised matrices' codes (int8, q4) as stored: on a GPU, the most of
@@ -490,21 +497,17 @@ impl TensorFile {
             expected,
             found,
         };
-        if entry.dtype != Dtype::I8 && !q4 {
-            // a float matrix quantised as it is read (`quantizing`)
-            return match self.quantize {
-                Some(quantize) if is_float(entry.dtype) && rows * cols >= INT8_MIN_ELEMENTS => {
-                    if entry.shape != [rows, cols] {
-                        return Err(shape_error(name.to_string(), vec![rows, cols], entry.shape.clone()));
-                    }
-                    Ok(Some(quantize.matrix(&self.float_values(name)?, rows, cols)))
-                }
-                _ => Ok(None),
-            };
+        // a float matrix quantised as it is read (`quantizing`)
+        let on_load = self.quantize.filter(|_| Quantize::applies(entry.dtype, &entry.shape, INT8_MIN_ELEMENTS));
+        if entry.dtype != Dtype::I8 && !q4 && on_load.is_none() {
+            return Ok(None);
         }
         let shape = self.shape_of(name, entry);
         if shape != [rows, cols] {
             return Err(shape_error(name.to_string(), vec![rows, cols], shape));
+        }
+        if let Some(quantize) = on_load {
+            return Ok(Some(quantize.matrix(&self.float_values(name)?, rows, cols)));
         }
         let (_, bytes) = self.raw(name)?;
         let scale_name = format!("{name}{SCALE_SUFFIX}");

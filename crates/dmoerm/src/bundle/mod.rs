@@ -455,8 +455,7 @@ pub fn pack_bytes(dir: &Path, dtype: PackDtype) -> Result<(Vec<u8>, PackReport)>
         for name in file.names() {
             let (entry, bytes) = file.raw(&name)?;
             let key = format!("{path}::{name}");
-            let numel: usize = entry.shape.iter().product();
-            let quantize = dtype.quantized().filter(|&(_, min)| numel >= min && entry.shape.len() == 2);
+            let quantize = dtype.quantized().filter(|&(_, min)| Quantize::applies(entry.dtype, &entry.shape, min));
             // a q4 matrix `[rows, cols]` is stored as `[rows, cols / 2]` bytes
             let mut shape = entry.shape.clone();
             let (dtype, data) = match (dtype, quantize) {
