@@ -11,6 +11,11 @@ ENGINE is one of
   exported with `torch.onnx.export`, quantised with `onnxruntime.quantization.quantize_dynamic`).
 Every core; the conversation is scored twice and the faster call is timed, as dmoerm's side
 does. Prints one JSON line: tokens, reward, seconds, peak RSS (MB).
+
+With several conversations (a line each; batch.sh; transformers and torch-int8 only) they are
+one batch padded on the right to the longest, with its attention mask, as a PyTorch user
+batches: `seconds` is that batch, `single_seconds` the sum of scoring each alone, `rewards` the
+batch's.
 """
 import json
 import resource
@@ -25,30 +30,63 @@ def main():
     engine, model_dir, conv_file = sys.argv[1], sys.argv[2], sys.argv[3]
     torch.set_grad_enabled(False)
     tok = transformers.AutoTokenizer.from_pretrained(model_dir)
-    conv = json.loads(open(conv_file).readline())
-    msgs = conv["messages"] + [{"role": "assistant", "content": conv["response"]}]
-    ids = tok.apply_chat_template(msgs, tokenize=True)
-    ids = torch.tensor([ids if isinstance(ids, list) else ids["input_ids"]])
+    convs = [json.loads(line) for line in open(conv_file) if line.strip()]
+
+    def token_ids(conv):
+        msgs = conv["messages"] + [{"role": "assistant", "content": conv["response"]}]
+        ids = tok.apply_chat_template(msgs, tokenize=True)
+        return ids if isinstance(ids, list) else ids["input_ids"]
+
+    if len(convs) > 1:
+        return batch(torch_model(engine, model_dir), [token_ids(c) for c in convs])
+    ids = torch.tensor([token_ids(convs[0])])
     if engine == "ort-int8":
         import onnxruntime
         session = onnxruntime.InferenceSession(f"{model_dir}/onnx/model.int8.onnx",
                                                providers=["CPUExecutionProvider"])
         score = lambda: float(session.run(None, {"input_ids": ids.numpy()})[0][0, 0])
     else:
-        model = transformers.AutoModelForSequenceClassification.from_pretrained(
-            model_dir, dtype=torch.float32, attn_implementation="sdpa").eval()
-        if engine == "torch-int8":
-            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-        elif engine != "transformers":
-            sys.exit(f"unknown engine {engine}")
+        model = torch_model(engine, model_dir)
         score = lambda: model(input_ids=ids).logits[0, 0].item()
+    seconds, reward = best_of_two(score)
+    print(json.dumps({"tokens": ids.shape[1], "reward": reward, "seconds": seconds, "peak_rss_mb": peak_rss_mb()}))
+
+
+def torch_model(engine, model_dir):
+    """transformers' model in f32 with SDPA, or with PyTorch's dynamic int8 ("torch-int8")."""
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(
+        model_dir, dtype=torch.float32, attn_implementation="sdpa").eval()
+    if engine == "torch-int8":
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    if engine != "transformers":
+        sys.exit(f"unknown engine {engine}")
+    return model
+
+
+def best_of_two(f):
+    """The faster of two calls of `f` (seconds) and the result."""
     best = float("inf")
     for _ in range(2):
         start = time.perf_counter()
-        reward = score()
+        out = f()
         best = min(best, time.perf_counter() - start)
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"tokens": ids.shape[1], "reward": reward, "seconds": best, "peak_rss_mb": rss}))
+    return best, out
+
+
+def peak_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def batch(model, rows):
+    """`rows` (token ids) as one batch padded on the right, with its attention mask, and each alone."""
+    longest, pad = max(map(len, rows)), model.config.pad_token_id
+    ids = torch.tensor([r + [pad] * (longest - len(r)) for r in rows])
+    mask = torch.tensor([[1] * len(r) + [0] * (longest - len(r)) for r in rows])
+    seconds, logits = best_of_two(lambda: model(input_ids=ids, attention_mask=mask).logits)
+    single_seconds, _ = best_of_two(lambda: [model(input_ids=torch.tensor([r])).logits for r in rows])
+    print(json.dumps({"conversations": len(rows), "tokens": sum(map(len, rows)), "padded_tokens": len(rows) * longest,
+                      "rewards": logits[:, 0].tolist(), "seconds": seconds, "single_seconds": single_seconds,
+                      "peak_rss_mb": peak_rss_mb()}))
 
 
 if __name__ == "__main__":

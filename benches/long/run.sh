@@ -20,25 +20,16 @@
 # models and their exports), 25 min after.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-target="${CARGO_TARGET_DIR:-target}"
 shapes="${SHAPES:-qwen3-0.6b llama-3.2-1b}"
 lengths="${LENGTHS:-1024 4096}"
 solo="${SOLO_LENGTHS-16384}"
 browser_lengths="${BROWSER_LENGTHS-1024}"
-work="$target/bench-long"
-# the builds a user runs: release (two invocations, so that the example's dev-dependencies do
-# not change the CLI's features)
-cargo build --release --locked --quiet -p dmoerm-cli
-cargo build --release --locked --quiet -p dmoerm --example long_input
-dmoerm="$target/release/dmoerm"
-long_input="$target/release/examples/long_input"
-venv="${DMOERM_COMPARE_VENV:-benches/compare/.venv}"
-./scripts/reference-venv.sh "$venv" benches/compare/requirements.txt >&2
+# shellcheck source=benches/long/setup.sh
+. benches/long/setup.sh
 if [ -n "$browser_lengths" ]; then
   bindings/npm/build.sh >&2
   [ -d bindings/npm/node_modules/playwright-core ] || (cd bindings/npm && npm ci --ignore-scripts >&2)
 fi
-mkdir -p "$work"
 for shape in $shapes; do
   dir="$work/$shape"
   # shellcheck disable=SC2086

@@ -2,6 +2,8 @@
 //! trainer all read one pooled state `[H]` per sequence from the backbone's `[S, H]`.
 
 use burn::tensor::{Tensor, TensorData};
+
+use crate::kernels::Span;
 use serde::{Deserialize, Serialize};
 
 /// Which hidden state stands for the whole sequence (`pooling` in the manifest).
@@ -24,26 +26,33 @@ pub enum Pooling {
 }
 
 impl Pooling {
-    /// Pools `[B, S, H]` to `[B, H]` as one batched product with per-row weights over the
-    /// positions (one-hot for a single token, `1/len` for mean); `lengths` are the real tokens
-    /// per row, `last_non_pad` each row's last position whose id is not the pad id. The
+    /// Pools `[B, S, H]` to one state per sequence as one batched product with weights over
+    /// the positions (one-hot for a single token, `1/len` for mean). `spans` say where each
+    /// sequence lies in the `B * S` positions: one per row (padded rows: `[B, 1, S]` weights)
+    /// or one after another in one row (packed: `[1, n, T]`); `last_non_pad` is each
+    /// sequence's last position (from its first token) whose id is not the pad id. The
     /// pooler's dense layer is the backbone's (`Backbone::pool`); here it reads `[CLS]`.
     ///
     /// # Shapes
-    /// - hidden: `[B, S, H]`, output: `[B, H]`
-    pub fn pool(self, hidden: Tensor<3>, lengths: &[usize], last_non_pad: &[usize]) -> Tensor<2> {
+    /// - hidden: `[B, S, H]`, output: `[spans, H]`
+    pub fn pool(self, hidden: Tensor<3>, spans: &[Span], last_non_pad: &[usize]) -> Tensor<2> {
         let [b, s, h] = hidden.dims();
-        let mut w = vec![0.0f32; b * s];
-        for (row, &len) in lengths.iter().enumerate() {
-            let len = len.clamp(1, s);
+        let n = spans.len();
+        // a row of weights per sequence over the positions of its row
+        let padded = n == b && spans.iter().enumerate().all(|(i, span)| span.start == i * s);
+        let (rows, width) = if padded { (b, s) } else { (1, b * s) };
+        let mut w = vec![0.0f32; n * width];
+        for (i, (span, &last)) in spans.iter().zip(last_non_pad).enumerate() {
+            let len = span.len.clamp(1, span.rows);
+            let w = &mut w[i * width + span.start % width..][..len];
             match self {
-                Pooling::Last => w[row * s + len - 1] = 1.0,
-                Pooling::LastNonPad => w[row * s + last_non_pad[row].min(len - 1)] = 1.0,
-                Pooling::Cls | Pooling::Pooler => w[row * s] = 1.0,
-                Pooling::Mean => w[row * s..row * s + len].iter_mut().for_each(|x| *x = 1.0 / len as f32),
+                Pooling::Last => w[len - 1] = 1.0,
+                Pooling::LastNonPad => w[last.min(len - 1)] = 1.0,
+                Pooling::Cls | Pooling::Pooler => w[0] = 1.0,
+                Pooling::Mean => w.iter_mut().for_each(|x| *x = 1.0 / len as f32),
             }
         }
-        let w = Tensor::<3>::from_data(TensorData::new(w, [b, 1, s]), &hidden.device());
-        w.matmul(hidden).reshape([b, h])
+        let w = Tensor::<3>::from_data(TensorData::new(w, [rows, n / rows, width]), &hidden.device());
+        w.matmul(hidden.reshape([rows, width, h])).reshape([n, h])
     }
 }

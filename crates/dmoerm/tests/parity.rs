@@ -379,3 +379,36 @@ fn model_is_shared_between_threads() {
         }
     });
 }
+
+/// A batch of conversations of different lengths runs packed on the CPU (the sequences one
+/// after another, no padding: `Backbone::pooled` without adapters) and gives the states the
+/// padded batch gives, on every backbone family, with int8 projections too.
+#[test]
+fn a_batch_of_mixed_lengths_runs_packed_with_the_padded_batchs_states() {
+    use dmoerm::backbones::TokenBatch;
+    let int8 = |name: &str| {
+        let (bytes, _) = dmoerm::pack_bytes(&fixture_dir(name), PackDtype::Int8 { min_elements: 0 }).unwrap();
+        RewardModel::from_packed_bytes(name, bytes, Device::flex()).unwrap()
+    };
+    let models = FIXTURES.iter().map(|&name| (name.to_string(), cpu(name)));
+    let models = models.chain(["qwen3", "bert"].map(|name| (format!("{name} int8"), int8(name))));
+    for (name, model) in models {
+        let base = name.split(' ').next().unwrap_or_default();
+        let encoded: Vec<_> =
+            expected(base).inputs.iter().map(|i| model.encode(&i.conversation()).unwrap().expert).collect();
+        let rows: Vec<Vec<u32>> = encoded.iter().map(|e| e.ids.clone()).collect();
+        let types: Vec<Vec<u32>> = encoded.iter().map(|e| e.type_ids.clone()).collect();
+        let pad = model.encoder().format().pad_token_id;
+        let batch = TokenBatch::new(&rows, pad, &Device::flex()).with_type_ids(&types);
+        let packed = batch.packed().expect("rows of different lengths on the CPU pack");
+        let total: usize = rows.iter().map(Vec::len).sum();
+        assert_eq!(packed.dims(), [1, total], "{name}: one row of the real tokens");
+        let (backbone, pooling) = (model.backbone(), model.manifest().pooling);
+        let padded = backbone.pool(backbone.forward(&batch, None), &batch, pooling);
+        let values = |t: burn::tensor::Tensor<2>| t.into_data().try_into_vec::<f32>().unwrap();
+        let (want, got) = (values(padded), values(backbone.pooled(&batch, None, pooling)));
+        assert_eq!(got.len(), want.len(), "{name}");
+        let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs() / b.abs().max(1.0)).fold(0.0, f32::max);
+        assert!(worst <= 1e-5, "{name}: packed states differ from padded ones by {worst:e}");
+    }
+}

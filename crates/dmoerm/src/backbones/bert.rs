@@ -244,7 +244,7 @@ impl Bert {
     pub fn embed(&self, batch: &TokenBatch) -> Tensor<3> {
         let device = batch.ids.device();
         let [b, seq] = batch.dims();
-        let host_positions: Vec<i64> = (0..seq as i64).collect();
+        let host_positions: Vec<i64> = batch.positions().into_iter().map(|p| p as i64).collect();
         let positions = Tensor::<2, Int>::from_data(TensorData::new(host_positions.clone(), [1, seq]), &device);
         let types = match (&batch.type_ids, batch.host_type_ids()) {
             (Some(types), Some(host)) => self.token_type_embeddings.lookup(types, host),

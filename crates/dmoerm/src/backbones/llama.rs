@@ -383,8 +383,7 @@ impl Llama {
     ) -> Tensor<3> {
         let c = &self.config;
         let device = h.device();
-        let [_, seq] = batch.dims();
-        let rope = self.rope_tables(seq, &device);
+        let rope = self.rope_tables(&batch.positions(), &device);
         // one mask per distinct window (sliding-window layers and full ones)
         let mut masks: Vec<AttentionMask> = Vec::new();
         for (layer, &window) in self.layers[range.clone()].iter().zip(&c.windows[range]) {
@@ -410,13 +409,15 @@ impl Llama {
     }
 
     /// `cos` and `sin` of the rotary angles (the half-dim angles repeated twice, as HF's
-    /// `torch.cat((freqs, freqs), dim=-1)`), for the heads of `[B, S, heads, hd]`.
-    fn rope_tables(&self, seq: usize, device: &Device) -> Rope {
+    /// `torch.cat((freqs, freqs), dim=-1)`) at each of a row's `positions`, for the heads of
+    /// `[B, S, heads, hd]`.
+    fn rope_tables(&self, positions: &[usize], device: &Device) -> Rope {
+        let seq = positions.len();
         let inv = self.config.inv_freq();
         let d = self.config.head_dim;
         let mut cos = Vec::with_capacity(seq * d);
         let mut sin = Vec::with_capacity(seq * d);
-        for pos in 0..seq {
+        for &pos in positions {
             // HF computes inv_freq and the angles in float32.
             let angles: Vec<f32> = inv.iter().map(|&f| (f as f32) * pos as f32).collect();
             for _ in 0..2 {

@@ -20,15 +20,17 @@ use serde::Deserialize;
 use crate::bundle::keys;
 use crate::device::quantized_resident;
 use crate::error::{Error, Result};
+use crate::kernels::Span;
 use crate::lora::{AdapterGroup, Projections};
 use crate::pooling::Pooling;
 use crate::quant::{Int8Linear, QuantMatrix};
 use crate::weights::{Scope, TensorFile};
 
-/// A padded batch of token ids (right padding).
+/// A batch of token sequences: right-padded rows `[B, S]`, or (see [`packed`](Self::packed))
+/// the sequences one after another in one row `[1, T]`, without padding.
 #[derive(Debug, Clone)]
 pub struct TokenBatch {
-    /// `[B, S]` token ids, padding filled with the pad id.
+    /// `[B, S]` token ids, padding filled with the pad id (packed: `[1, T]`).
     pub ids: Tensor<2, Int>,
     /// `[B, S]` token type ids (segments of text pairs), or `None`: all 0.
     pub type_ids: Option<Tensor<2, Int>>,
@@ -36,11 +38,13 @@ pub struct TokenBatch {
     /// without reading the ids back from a GPU.
     host_ids: Arc<[i64]>,
     host_type_ids: Option<Arc<[i64]>>,
-    /// Number of real tokens of each row.
+    /// Number of real tokens of each sequence.
     pub lengths: Vec<usize>,
-    /// Per row, the last position whose id is not the pad id (0 when there is none): where
-    /// transformers' `*ForSequenceClassification` reads the reward.
+    /// Per sequence, the last position (from its first token) whose id is not the pad id (0
+    /// when there is none): where transformers' `*ForSequenceClassification` reads the reward.
     pub last_non_pad: Vec<usize>,
+    /// Packed: where each sequence's first token is in the one row; `None` for padded rows.
+    starts: Option<Arc<[usize]>>,
 }
 
 impl TokenBatch {
@@ -57,6 +61,7 @@ impl TokenBatch {
             host_type_ids: None,
             lengths: rows.iter().map(Vec::len).collect(),
             last_non_pad,
+            starts: None,
         }
     }
 
@@ -71,9 +76,63 @@ impl TokenBatch {
         self
     }
 
-    /// `[B, S]`
+    /// The same sequences one after another in one row `[1, T]` (`T` the sum of their
+    /// lengths), where that saves work: on the CPU backend for inference, for a padded batch
+    /// whose rows differ in length. A backbone then runs its projections on the `T` real
+    /// tokens instead of `B x` the longest, and attention per sequence ([`spans`](Self::spans)),
+    /// with each sequence's own positions ([`positions`](Self::positions)): the same states as
+    /// the padded rows', so a batch costs the sum of its tokens. `None` where it does not apply.
+    pub fn packed(&self) -> Option<Self> {
+        let device = self.ids.device();
+        let [b, s] = self.dims();
+        let uneven = self.lengths.iter().any(|&len| len != s);
+        if self.starts.is_some() || b < 2 || !uneven || device != Device::flex() || device.is_autodiff() {
+            return None;
+        }
+        let lengths: Vec<usize> = self.lengths.iter().map(|&len| len.clamp(1, s)).collect();
+        let starts: Arc<[usize]> =
+            lengths.iter().scan(0, |next, &len| Some(std::mem::replace(next, *next + len))).collect();
+        let take = |host: &[i64]| -> Arc<[i64]> {
+            lengths.iter().enumerate().flat_map(|(r, &len)| host[r * s..r * s + len].iter().copied()).collect()
+        };
+        let total = lengths.iter().sum::<usize>();
+        let tensor = |host: &Arc<[i64]>| Tensor::from_data(TensorData::new(host.to_vec(), [1, total]), &device);
+        let host_ids = take(&self.host_ids);
+        let host_type_ids = self.host_type_ids.as_deref().map(take);
+        Some(Self {
+            ids: tensor(&host_ids),
+            type_ids: host_type_ids.as_ref().map(tensor),
+            host_ids,
+            host_type_ids,
+            last_non_pad: self.last_non_pad.iter().zip(&lengths).map(|(&last, &len)| last.min(len - 1)).collect(),
+            lengths,
+            starts: Some(starts),
+        })
+    }
+
+    /// `[B, S]` (packed: `[1, T]`)
     pub fn dims(&self) -> [usize; 2] {
         self.ids.dims()
+    }
+
+    /// Where each sequence lies in the rows of `[B, S, ...]` read as `[B * S, ...]` (for
+    /// attention and pooling).
+    pub fn spans(&self) -> Vec<Span> {
+        match &self.starts {
+            None => Span::padded(&self.lengths, self.dims()[1]),
+            Some(starts) => {
+                starts.iter().zip(&self.lengths).map(|(&start, &len)| Span { start, len, rows: len }).collect()
+            }
+        }
+    }
+
+    /// The position of each of a row's `S` tokens within its sequence: `0..S` for padded rows;
+    /// packed, each sequence's tokens count from 0.
+    pub fn positions(&self) -> Vec<usize> {
+        match &self.starts {
+            None => (0..self.dims()[1]).collect(),
+            Some(_) => self.lengths.iter().flat_map(|&len| 0..len).collect(),
+        }
     }
 
     /// `ids` on the host, row-major.
@@ -86,17 +145,23 @@ impl TokenBatch {
         self.host_type_ids.as_deref()
     }
 
-    /// Repeats every row `times` times, block after block (`[x; times]` expert-major).
+    /// Repeats every sequence `times` times, block after block (`[x; times]` expert-major):
+    /// rows for padded rows, along the one row for packed ones.
     pub fn repeat(&self, times: usize) -> Self {
         let blocks = |v: &[usize]| (0..times).flat_map(|_| v.iter().copied()).collect();
         let host = |v: &[i64]| -> Arc<[i64]> { (0..times).flat_map(|_| v.iter().copied()).collect() };
+        let (dim, total) = (usize::from(self.starts.is_some()), self.dims()[1]);
         Self {
-            ids: self.ids.clone().repeat_dim(0, times),
-            type_ids: self.type_ids.clone().map(|t| t.repeat_dim(0, times)),
+            ids: self.ids.clone().repeat_dim(dim, times),
+            type_ids: self.type_ids.clone().map(|t| t.repeat_dim(dim, times)),
             host_ids: host(&self.host_ids),
             host_type_ids: self.host_type_ids.as_deref().map(host),
             lengths: blocks(&self.lengths),
             last_non_pad: blocks(&self.last_non_pad),
+            starts: self
+                .starts
+                .as_ref()
+                .map(|starts| (0..times).flat_map(|t| starts.iter().map(move |&s| s + t * total)).collect()),
         }
     }
 
@@ -106,14 +171,28 @@ impl TokenBatch {
     }
 
     /// The mask rows of the queries `rows`: `[B, heads, rows.len(), S]`, `true` where a query
-    /// may NOT look.
+    /// may NOT look (packed: nor at another sequence's keys).
     pub fn mask_rows(&self, heads: usize, seen: Visibility, rows: Range<usize>, device: &Device) -> Tensor<4, Bool> {
         let [batch, seq] = self.dims();
         let n = rows.len();
         let mut mask = Vec::with_capacity(batch * n * seq);
-        for &len in &self.lengths {
-            for q in rows.clone() {
-                mask.extend((0..seq).map(|k| !seen.sees(q, k, len)));
+        match &self.starts {
+            None => {
+                for &len in &self.lengths {
+                    for q in rows.clone() {
+                        mask.extend((0..seq).map(|k| !seen.sees(q, k, len)));
+                    }
+                }
+            }
+            Some(_) => {
+                let spans = self.spans();
+                for q in rows.clone() {
+                    // the sequence of query q (every position of a packed row is in one)
+                    let Span { start, len, .. } =
+                        spans[spans.partition_point(|sp| sp.start + sp.len <= q).min(spans.len() - 1)];
+                    let sees = |k: usize| (start..start + len).contains(&k) && seen.sees(q - start, k - start, len);
+                    mask.extend((0..seq).map(|k| !sees(k)));
+                }
             }
         }
         Tensor::<4, Bool>::from_data(TensorData::new(mask, [batch, 1, n, seq]), device).expand([batch, heads, n, seq])
@@ -580,11 +659,15 @@ impl Backbone {
         }
     }
 
-    /// One pooled state per row of the final hidden states (see [`Pooling`]).
+    /// One pooled state per sequence of the final hidden states (see [`Pooling`]). Without
+    /// adapters, on the CPU, rows of different lengths run packed ([`TokenBatch::packed`]):
+    /// the batch costs the sum of its tokens.
     ///
     /// # Shapes
     /// - output: `[B, hidden]`
     pub fn pooled(&self, batch: &TokenBatch, lora: Option<&AdapterGroup>, pooling: Pooling) -> Tensor<2> {
+        let packed = lora.is_none().then(|| batch.packed()).flatten();
+        let batch = packed.as_ref().unwrap_or(batch);
         self.pool(self.forward(batch, lora), batch, pooling)
     }
 
@@ -592,9 +675,9 @@ impl Backbone {
     /// for it is refused at load unless [`has_pooler`](Self::has_pooler)).
     ///
     /// # Shapes
-    /// - hidden: `[B, S, hidden]`, output: `[B, hidden]`
+    /// - hidden: `[B, S, hidden]` (packed: `[1, T, hidden]`), output: `[sequences, hidden]`
     pub fn pool(&self, hidden: Tensor<3>, batch: &TokenBatch, pooling: Pooling) -> Tensor<2> {
-        let pooled = pooling.pool(hidden, &batch.lengths, &batch.last_non_pad);
+        let pooled = pooling.pool(hidden, &batch.spans(), &batch.last_non_pad);
         match (pooling, self) {
             (Pooling::Pooler, Backbone::Bert(m)) => m.pooler(pooled.clone()).unwrap_or(pooled),
             _ => pooled,
@@ -796,7 +879,7 @@ pub(crate) fn attend(
     batch: &TokenBatch,
 ) -> Tensor<3> {
     let Visibility { causal, window } = mask.seen;
-    let (q, k, v) = match crate::kernels::attention(q, k, v, (heads, kv_heads), &batch.lengths, causal, window) {
+    let (q, k, v) = match crate::kernels::attention(q, k, v, (heads, kv_heads), &batch.spans(), causal, window) {
         Ok(out) => return out,
         Err(qkv) => qkv,
     };

@@ -271,49 +271,77 @@ fn host_map<const D: usize>(
     Ok(Tensor::from_data(TensorData::new(values, shape), &device))
 }
 
+/// Where one sequence's tokens lie in attention's `[B, S, ...]` inputs read as `[B * S, ...]`
+/// rows: its first row `start`, its `len` real tokens, and the `rows` from `start` that
+/// attention computes. A padded batch's row `b` is `{ start: b * S, len, rows: S }` (its
+/// padding queries see the real keys, as in [`crate::backbones::Visibility::sees`]); sequences
+/// packed one after another in one row are `{ start, len, rows: len }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub start: usize,
+    pub len: usize,
+    pub rows: usize,
+}
+
+impl Span {
+    /// The spans of a padded `[B, S]` batch with rows of `lengths` real tokens.
+    pub fn padded(lengths: &[usize], s: usize) -> Vec<Span> {
+        lengths.iter().enumerate().map(|(b, &len)| Span { start: b * s, len, rows: s }).collect()
+    }
+}
+
 /// Scaled dot-product attention, softmax over the keys each query may see: keys `j < len` of
-/// its row and, with `causal`, `j <= i`, and with a `window`, `j > i - window`. `q` is
-/// `[B, S, H * hd]` and `k`, `v` are `[B, S, KV * hd]` with KV dividing H (query head `h`
-/// reads KV head `h / (H / KV)`): the projections' own layout, read in place (no head split
+/// its sequence ([`Span`]) and, with `causal`, `j <= i`, and with a `window`, `j > i - window`.
+/// `q` is `[B, S, H * hd]` and `k`, `v` are `[B, S, KV * hd]` with KV dividing H (query head
+/// `h` reads KV head `h / (H / KV)`): the projections' own layout, read in place (no head split
 /// copies). Returns the heads merged, `[B, S, H * hd]`, or the inputs back where the fast path
-/// does not apply.
+/// does not apply. A GPU takes padded batches only.
 pub fn attention(
     q: Tensor<3>,
     k: Tensor<3>,
     v: Tensor<3>,
     (heads, kv_heads): (usize, usize),
-    lengths: &[usize],
+    spans: &[Span],
     causal: bool,
     window: Option<usize>,
 ) -> Result<Tensor<3>, QKV> {
     #[cfg(feature = "gpu")]
-    let (q, k, v) = match gpu::attention((q, k, v), (heads, kv_heads), lengths, causal, window) {
-        Ok(out) => return Ok(out),
-        Err(qkv) => qkv,
+    let (q, k, v) = {
+        let [b, s, _] = q.dims();
+        let lengths: Vec<usize> = spans.iter().map(|span| span.len).collect();
+        match spans.len() == b && Span::padded(&lengths, s) == spans {
+            true => match gpu::attention((q, k, v), (heads, kv_heads), &lengths, causal, window) {
+                Ok(out) => return Ok(out),
+                Err(qkv) => qkv,
+            },
+            false => (q, k, v),
+        }
     };
-    attention_in_blocks(q, k, v, (heads, kv_heads), lengths, causal, window, QUERY_BLOCK)
+    attention_in_blocks(q, k, v, (heads, kv_heads), spans, causal, window, QUERY_BLOCK)
 }
 
 thread_local! {
     /// Attention's scores, `[block rows, keys]`, and a head's keys transposed, `[hd, keys]`:
-    /// one pair of buffers per thread, reused by each (batch, head) task the thread runs.
+    /// one pair of buffers per thread, reused by each (sequence, KV head) task the thread runs.
     static SCORES: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
 
 /// Query rows per block of [`attention`]: a block's scores are `[QUERY_BLOCK, keys]`, so one
-/// (batch, head) task never holds an `S x S` matrix (at 16k tokens a block is 8 MB).
+/// task never holds an `S x S` matrix (at 16k tokens a block is 8 MB).
 const QUERY_BLOCK: usize = 128;
 
-/// [`attention`] with `block` query rows per block. Each block computes the scores of the
-/// keys its rows see (a causal block stops at its last row; a sliding window starts at its
-/// first row's window), then softmax per row and the product with V.
+/// [`attention`] with `block` query rows per block. A task is one sequence and one KV head:
+/// it transposes the head's keys once, and each block of queries runs the query heads that
+/// share them one after another while the block's keys are in cache. Each block computes the
+/// scores of the keys its rows see (a causal block stops at its last row; a sliding window
+/// starts at its first row's window), then softmax per row and the product with V.
 #[allow(clippy::too_many_arguments)] // attention's arguments and the block size
 fn attention_in_blocks(
     q: Tensor<3>,
     k: Tensor<3>,
     v: Tensor<3>,
     (heads, kv_heads): (usize, usize),
-    lengths: &[usize],
+    spans: &[Span],
     causal: bool,
     window: Option<usize>,
     block: usize,
@@ -324,7 +352,9 @@ fn attention_in_blocks(
         && on_host(&k)
         && on_host(&v)
         && block > 0
-        && lengths.len() == b
+        && spans.iter().all(|span| span.rows >= 1 && span.len <= span.rows && span.start + span.rows <= b * s)
+        // in order and disjoint: each task writes only its own rows
+        && spans.windows(2).all(|w| w[0].start + w[0].rows <= w[1].start)
         && kv_heads > 0
         && heads.is_multiple_of(kv_heads)
         && row == heads * d
@@ -341,16 +371,15 @@ fn attention_in_blocks(
     let scale = 1.0 / (d as f32).sqrt();
     let mut out = vec![0.0f32; b * s * row];
     let dst = SharedOut(out.as_mut_ptr());
-    for_each_task(b * heads, |bh| {
-        let (bi, hi) = (bh / heads, bh % heads);
-        let len = lengths[bi].clamp(1, s);
-        // head hi's columns of batch bi's rows: query i at qh[i * row..], key j at kh[j * kv_row..]
-        let qh = &q[bi * s * row + hi * d..];
-        let kvo = bi * s * kv_row + hi / group * d;
+    for_each_task(spans.len() * kv_heads, |task| {
+        let (span, kv) = (spans[task / kv_heads], task % kv_heads);
+        let (start, rows, len) = (span.start, span.rows, span.len.clamp(1, span.rows));
+        // KV head kv's columns of the sequence's rows: key j at kh[j * kv_row..]
+        let kvo = start * kv_row + kv * d;
         let (kh, vh) = (&k[kvo..], &v[kvo..]);
         // the keys query i sees, first..end; a padding query (i >= len) sees every real key,
         // as in `Visibility::sees`
-        let span = |i: usize| match i < len {
+        let sees = |i: usize| match i < len {
             true => (window.map_or(0, |w| (i + 1).saturating_sub(w)), if causal { i + 1 } else { len }),
             false => (0, len),
         };
@@ -358,10 +387,10 @@ fn attention_in_blocks(
             // the head's keys as [d, len], each dimension a contiguous row: the score
             // products read k^T, which the keys' own layout holds a column at a time
             transpose_keys(kh, kv_row, len, d, kt);
-            for i0 in (0..s).step_by(block) {
-                let i1 = (i0 + block).min(s);
+            for i0 in (0..rows).step_by(block) {
+                let i1 = (i0 + block).min(rows);
                 // the keys the block's rows see together
-                let (lo, end) = (i0..i1).map(span).fold((usize::MAX, 0), |(a, b), (f, e)| (a.min(f), b.max(e)));
+                let (lo, end) = (i0..i1).map(sees).fold((usize::MAX, 0), |(a, b), (f, e)| (a.min(f), b.max(e)));
                 let (n, m) = (i1 - i0, end - lo);
                 // the thread's scores buffer, grown when a block needs more: the product below
                 // writes all of the block's part (no zeroing per task)
@@ -369,23 +398,27 @@ fn attention_in_blocks(
                     p.resize(n * m, 0.0);
                 }
                 let p = &mut p[..n * m];
-                // p[r, j] = scale * q[i0 + r, :] . k[lo + j, :]: the block's [n, d] queries with
-                // row stride `row`, the keys it sees as k^T [d, m] with row stride `len`
-                // (lo + m <= len)
-                block_scores(p, &qh[i0 * row..], row, &kt[lo..], len, (n, m, d), scale);
-                for (r, scores) in p.chunks_exact_mut(m).enumerate() {
-                    let (first, end) = span(i0 + r);
-                    let (first, end) = (first - lo, end - lo);
-                    scores[..first].fill(0.0);
-                    softmax_in_place(&mut scores[first..end]);
-                    scores[end..].fill(0.0);
-                }
-                // SAFETY: (bi, hi) owns the columns hi*d..(hi+1)*d of the s rows of batch bi in `out`,
-                // disjoint from every other task; this block writes rows i0..i1 of them. `p` is
-                // [n, m] and the [m, d] values are at `vh[lo * kv_row..]` with row stride `kv_row`.
-                unsafe {
-                    let o = dst.at(bi * s * row + i0 * row + hi * d);
-                    block_output(o, row, p, &vh[lo * kv_row..], kv_row, (n, m, d));
+                for hi in kv * group..(kv + 1) * group {
+                    // p[r, j] = scale * q[i0 + r, :] . k[lo + j, :]: the block's [n, d] queries
+                    // of head hi with row stride `row`, the keys it sees as k^T [d, m] with row
+                    // stride `len` (lo + m <= len)
+                    block_scores(p, &q[(start + i0) * row + hi * d..], row, &kt[lo..], len, (n, m, d), scale);
+                    for (r, scores) in p.chunks_exact_mut(m).enumerate() {
+                        let (first, end) = sees(i0 + r);
+                        let (first, end) = (first - lo, end - lo);
+                        scores[..first].fill(0.0);
+                        softmax_in_place(&mut scores[first..end]);
+                        scores[end..].fill(0.0);
+                    }
+                    // SAFETY: (sequence, kv) owns the columns of heads kv * group.. (kv + 1) *
+                    // group of the sequence's rows start..start + rows in `out`, disjoint from
+                    // every other task (spans do not overlap); this writes rows i0..i1 of head
+                    // hi. `p` is [n, m] and the [m, d] values are at `vh[lo * kv_row..]` with
+                    // row stride `kv_row`.
+                    unsafe {
+                        let o = dst.at((start + i0) * row + hi * d);
+                        block_output(o, row, p, &vh[lo * kv_row..], kv_row, (n, m, d));
+                    }
                 }
             }
             // a long input's buffers (over 4 MB) are not kept after its call
@@ -905,7 +938,7 @@ mod tests {
                     merge_heads(k.clone()),
                     merge_heads(v.clone()),
                     (heads, kv),
-                    &batch.lengths,
+                    &batch.spans(),
                     seen.causal,
                     seen.window,
                     block,
@@ -919,6 +952,80 @@ mod tests {
                 check(values(out), &format!("burn, chunks of {chunk}"));
             }
         }
+    }
+
+    #[test]
+    fn attention_on_sequences_packed_in_one_row_gives_each_sequence_its_padded_rows_output() {
+        use crate::backbones::{burn_attention, TokenBatch, Visibility};
+        let device = Device::flex();
+        let (heads, kv, d, lengths) = (4, 2, 8, [7, 3, 5]);
+        let (b, s, total) = (lengths.len(), 7, lengths.iter().sum::<usize>());
+        let rand = |n, seed| pseudo_random(n, seed, 2.0);
+        let (q, k, v) = (rand(b * s * heads * d, 1), rand(b * s * kv * d, 2), rand(b * s * kv * d, 3));
+        let t = |v: Vec<f32>, rows: usize, width: usize| {
+            Tensor::<3>::from_data(TensorData::new(v, [rows / s.min(rows), s.min(rows), width]), &device)
+        };
+        // the real rows of each padded row, one after another
+        let pack = |x: &[f32], width: usize| -> Vec<f32> {
+            lengths.iter().enumerate().flat_map(|(r, &len)| x[r * s * width..][..len * width].to_vec()).collect()
+        };
+        let padded_batch = TokenBatch::new(&lengths.map(|n| vec![1; n]), 0, &device);
+        let packed_batch = padded_batch.packed().expect("uneven rows pack");
+        assert_eq!(packed_batch.positions(), [(0..7).collect::<Vec<_>>(), (0..3).collect(), (0..5).collect()].concat());
+        let values = |t: Tensor<3>| t.into_data().try_into_vec::<f32>().expect("f32");
+        for seen in [Visibility::BIDIRECTIONAL, Visibility::CAUSAL, Visibility { causal: true, window: Some(2) }] {
+            let padded = attention_in_blocks(
+                t(q.clone(), b * s, heads * d),
+                t(k.clone(), b * s, kv * d),
+                t(v.clone(), b * s, kv * d),
+                (heads, kv),
+                &padded_batch.spans(),
+                seen.causal,
+                seen.window,
+                QUERY_BLOCK,
+            );
+            let want = pack(&values(padded.expect("flex f32")), heads * d);
+            let one_row = |x: Vec<f32>, width| {
+                Tensor::<3>::from_data(TensorData::new(pack(&x, width), [1, total, width]), &device)
+            };
+            for block in [1, 2, QUERY_BLOCK] {
+                let got = attention_in_blocks(
+                    one_row(q.clone(), heads * d),
+                    one_row(k.clone(), kv * d),
+                    one_row(v.clone(), kv * d),
+                    (heads, kv),
+                    &packed_batch.spans(),
+                    seen.causal,
+                    seen.window,
+                    block,
+                );
+                let got = values(got.expect("flex f32"));
+                // each sequence's rows alone (blocks of other sizes round differently)
+                let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+                assert!(worst < 1e-6, "{seen:?}, blocks of {block}: differs by {worst:e}");
+            }
+            // burn's attention with the packed mask (no key of another sequence)
+            let split = |x: Vec<f32>, h: usize| {
+                Tensor::<4>::from_data(TensorData::new(pack(&x, h * d), [1, total, h, d]), &device).swap_dims(1, 2)
+            };
+            let mask = packed_batch.attention_mask(seen);
+            let out = burn_attention(
+                split(q.clone(), heads),
+                split(k.clone(), kv),
+                split(v.clone(), kv),
+                &mask,
+                &packed_batch,
+                4,
+            );
+            let worst = values(out).iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            assert!(worst < 1e-5, "{seen:?}: burn's packed attention differs by {worst:e}");
+        }
+        // overlapping spans are refused, not raced on
+        let overlapping = [Span { start: 0, len: 3, rows: 3 }, Span { start: 2, len: 3, rows: 3 }];
+        let one = |w: usize| Tensor::<3>::from_data(TensorData::new(vec![0.0; 5 * w], [1, 5, w]), &device);
+        let refused =
+            attention_in_blocks(one(heads * d), one(kv * d), one(kv * d), (heads, kv), &overlapping, false, None, 2);
+        assert!(refused.is_err());
     }
 
     #[test]
