@@ -5,9 +5,11 @@
 //! cargo run --release -p dmoerm-quant --example matmul [t in out]   # default 1024 1024 3072
 //! ```
 //!
-//! The limit is measured, not taken from a datasheet: a loop of independent `vpdpbusd`
-//! (AVX-512 VNNI, 64 multiply-adds each) on one thread, then on every thread of rayon's
-//! pool. The matmul is timed on one thread and on the pool, best of several calls.
+//! The limit is measured, not taken from a datasheet: a loop of independent `vpdpbusd` of the
+//! kernel's width (AVX-512 VNNI, 64 multiply-adds each; AVX-VNNI, 32) on one thread, then on
+//! every thread of rayon's pool (none for the AVX2 kernel). The matmul is timed on one thread
+//! and on the pool, best of several calls. `DMOERM_INT8_KERNEL=avx512-vnni|avx-vnni|avx2`
+//! picks the kernel.
 
 use dmoerm_quant::{quantize_rows, Int8Linear, Int8Matrix, Q4Matrix, QuantMatrix};
 use std::time::Instant;
@@ -35,52 +37,67 @@ fn best(mut f: impl FnMut()) -> f64 {
 }
 
 /// `ITERS` x 12 `vpdpbusd` into 12 independent accumulators, so that the loop is bound by the
-/// instruction's throughput, not its latency; `None` without AVX-512 VNNI.
+/// instruction's throughput, not its latency: the 512-bit form (AVX-512 VNNI) for the
+/// `avx512-vnni` kernel, the 256-bit VEX form (AVX-VNNI) for `avx-vnni`. Returns a sum (so the
+/// loop is not removed) and the multiply-adds of one instruction; `None` for another kernel or
+/// without the instruction.
 #[cfg(target_arch = "x86_64")]
-fn vnni_loop() -> Option<i32> {
+fn vnni_loop(kernel: &str) -> Option<(i32, usize)> {
     use std::arch::x86_64::*;
-    if !(is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512f")) {
-        return None;
+    // 12 accumulators written out so that they stay in registers
+    macro_rules! twelve {
+        ($c:ident, $dp:ident, $a:ident, $b:ident) => {
+            for _ in 0..std::hint::black_box(ITERS) {
+                $c[0] = $dp($c[0], $a, $b);
+                $c[1] = $dp($c[1], $a, $b);
+                $c[2] = $dp($c[2], $a, $b);
+                $c[3] = $dp($c[3], $a, $b);
+                $c[4] = $dp($c[4], $a, $b);
+                $c[5] = $dp($c[5], $a, $b);
+                $c[6] = $dp($c[6], $a, $b);
+                $c[7] = $dp($c[7], $a, $b);
+                $c[8] = $dp($c[8], $a, $b);
+                $c[9] = $dp($c[9], $a, $b);
+                $c[10] = $dp($c[10], $a, $b);
+                $c[11] = $dp($c[11], $a, $b);
+            }
+        };
     }
     #[target_feature(enable = "avx512f,avx512vnni")]
-    fn run(iters: usize) -> i32 {
+    fn zmm() -> i32 {
         let (a, b) = (_mm512_set1_epi8(1), _mm512_set1_epi8(2));
         let mut c = [_mm512_setzero_si512(); 12];
-        for _ in 0..iters {
-            // written out so that the 12 accumulators stay in registers
-            c[0] = _mm512_dpbusd_epi32(c[0], a, b);
-            c[1] = _mm512_dpbusd_epi32(c[1], a, b);
-            c[2] = _mm512_dpbusd_epi32(c[2], a, b);
-            c[3] = _mm512_dpbusd_epi32(c[3], a, b);
-            c[4] = _mm512_dpbusd_epi32(c[4], a, b);
-            c[5] = _mm512_dpbusd_epi32(c[5], a, b);
-            c[6] = _mm512_dpbusd_epi32(c[6], a, b);
-            c[7] = _mm512_dpbusd_epi32(c[7], a, b);
-            c[8] = _mm512_dpbusd_epi32(c[8], a, b);
-            c[9] = _mm512_dpbusd_epi32(c[9], a, b);
-            c[10] = _mm512_dpbusd_epi32(c[10], a, b);
-            c[11] = _mm512_dpbusd_epi32(c[11], a, b);
-        }
+        twelve!(c, _mm512_dpbusd_epi32, a, b);
         c.iter().map(|&v| _mm512_reduce_add_epi32(v)).fold(0, i32::wrapping_add)
     }
-    // SAFETY: the CPU has AVX-512 F and VNNI (checked above)
-    Some(unsafe { run(std::hint::black_box(ITERS)) })
+    #[target_feature(enable = "avx2,avxvnni")]
+    fn ymm() -> i32 {
+        let (a, b) = (_mm256_set1_epi8(1), _mm256_set1_epi8(2));
+        let mut c = [_mm256_setzero_si256(); 12];
+        twelve!(c, _mm256_dpbusd_avx_epi32, a, b);
+        c.iter().map(|&v| _mm256_extract_epi32::<0>(v)).fold(0, i32::wrapping_add)
+    }
+    match kernel {
+        // SAFETY: the CPU has the features (checked first)
+        "avx512-vnni" if is_x86_feature_detected!("avx512vnni") => Some((unsafe { zmm() }, 64)),
+        "avx-vnni" if is_x86_feature_detected!("avxvnni") => Some((unsafe { ymm() }, 32)),
+        _ => None,
+    }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-fn vnni_loop() -> Option<i32> {
+fn vnni_loop(_: &str) -> Option<(i32, usize)> {
     None
 }
 
-/// Iterations of [`vnni_loop`]: 768 multiply-adds each.
+/// Iterations of [`vnni_loop`]: 12 instructions each.
 const ITERS: usize = 20_000_000;
 
 /// The multiply-adds a second of [`vnni_loop`] on one thread and on each of `threads` at once.
-fn vnni_peak(threads: usize) -> Option<(f64, f64)> {
-    vnni_loop()?;
-    let macs = ITERS as f64 * 12.0 * 64.0;
-    let one = best(|| _ = std::hint::black_box(vnni_loop()));
-    let all = best(|| _ = std::hint::black_box(rayon::broadcast(|_| vnni_loop())));
+fn vnni_peak(kernel: &str, threads: usize) -> Option<(f64, f64)> {
+    let macs = ITERS as f64 * 12.0 * vnni_loop(kernel)?.1 as f64;
+    let one = best(|| _ = std::hint::black_box(vnni_loop(kernel)));
+    let all = best(|| _ = std::hint::black_box(rayon::broadcast(|_| vnni_loop(kernel))));
     Some((macs / one, macs * threads as f64 / all))
 }
 
@@ -106,10 +123,11 @@ fn run(t: usize, inp: usize, out: usize) {
     let q4 = Int8Linear::new(&QuantMatrix::Q4(Q4Matrix::quantize(&w, out).unwrap()), None).unwrap();
     let macs = (t * inp * out) as f64;
     let gop = |seconds: f64| gop_of(macs / seconds);
-    println!("[{t} x {inp}] x [{inp} x {out}], {threads} threads");
-    let peak = vnni_peak(threads);
+    let kernel = Int8Linear::kernel_name().unwrap_or("none");
+    println!("[{t} x {inp}] x [{inp} x {out}], {threads} threads, the {kernel} kernel");
+    let peak = vnni_peak(kernel, threads);
     if let Some((one, all)) = peak {
-        println!("vpdpbusd peak: {:.0} GOP/s on 1 thread, {:.0} on {threads}", gop_of(one), gop_of(all));
+        println!("{kernel} vpdpbusd peak: {:.0} GOP/s on 1 thread, {:.0} on {threads}", gop_of(one), gop_of(all));
     }
     for (name, m) in [("int8", &int8), ("q4", &q4)] {
         let pool = best(|| _ = std::hint::black_box(m.matmul(&x)));

@@ -20,12 +20,14 @@
 //! the row's scale); with blocks of 64, by 0.013, for a 3% slower matmul (BENCHMARKS.md).
 //!
 //! Activations are stored as `qx + 128` (unsigned), and each block's sum is corrected by
-//! `128 * sum_{k in b} q[o, k]`, kept per block and output. Two kernels, chosen by the CPU
-//! ([`Kernel`]), lay the weight out so that one vector load holds `KG` consecutive `k` of
-//! several outputs and the `KG` codes of one activation row are broadcast against it (no
-//! horizontal sums):
+//! `128 * sum_{k in b} q[o, k]`, kept per block and output. Three kernels, chosen by the CPU
+//! at run time ([`Kernel`]; [`KERNEL_VARIABLE`] forces one), lay the weight out so that one
+//! vector load holds `KG` consecutive `k` of several outputs and the `KG` codes of one
+//! activation row are broadcast against it (no horizontal sums):
 //! - AVX-512 VNNI (`vpdpbusd`: 64 u8 x i8 products summed 4 by 4 into 16 i32 lanes), `KG` = 4,
 //!   activations as u8;
+//! - AVX-VNNI (the same instruction, 256 bits, VEX-encoded: Intel's Alder Lake and later
+//!   without AVX-512, AMD's Zen 5), the same layout, tiles of 2 rows x 32 outputs;
 //! - 16-bit pairs (`vpmaddwd` on AVX2, `i32x4.dot_i16x8_s` on wasm `simd128`): the weight
 //!   bytes are widened to i16 as they load, 2 products per i32 lane, `KG` = 2, activations
 //!   as i16.
@@ -68,17 +70,35 @@ pub use q4::{Q4Matrix, Q4_BLOCK};
 enum Kernel {
     /// AVX-512 VNNI: 4 consecutive `k` per i32 lane, activations as u8.
     Vnni,
+    /// AVX-VNNI (the 256-bit VEX `vpdpbusd` of Intel's consumer CPUs since Alder Lake, which
+    /// have no AVX-512; AMD's since Zen 5): the VNNI layout, activations as u8.
+    AvxVnni,
     /// 16-bit pair dot products (AVX2, wasm `simd128`): 2 consecutive `k` per i32 lane,
     /// activations as i16.
     Pairs,
 }
 
+/// The environment variable that picks the int8 kernel (tests and benchmarks compare them on
+/// one CPU): `avx512-vnni`, `avx-vnni` or `avx2`. A kernel this CPU does not run, or another
+/// value, leaves the fastest one.
+pub const KERNEL_VARIABLE: &str = "DMOERM_INT8_KERNEL";
+
 impl Kernel {
     /// Consecutive `k` per 32-bit lane of the weight layout.
     const fn kg(self) -> usize {
         match self {
-            Kernel::Vnni => 4,
+            Kernel::Vnni | Kernel::AvxVnni => 4,
             Kernel::Pairs => 2,
+        }
+    }
+
+    /// Its name, as [`KERNEL_VARIABLE`] takes it.
+    fn name(self) -> &'static str {
+        match self {
+            Kernel::Vnni => "avx512-vnni",
+            Kernel::AvxVnni => "avx-vnni",
+            Kernel::Pairs if cfg!(target_arch = "wasm32") => "simd128",
+            Kernel::Pairs => "avx2",
         }
     }
 
@@ -90,10 +110,14 @@ impl Kernel {
                 std::arch::is_x86_feature_detected!("avx512vnni") && std::arch::is_x86_feature_detected!("avx512bw")
             }
             #[cfg(target_arch = "x86_64")]
+            Kernel::AvxVnni => {
+                std::arch::is_x86_feature_detected!("avxvnni") && std::arch::is_x86_feature_detected!("avx2")
+            }
+            #[cfg(target_arch = "x86_64")]
             Kernel::Pairs => std::arch::is_x86_feature_detected!("avx2"),
             #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
             Kernel::Pairs => true,
-            #[allow(unreachable_patterns)] // on x86_64 both are listed
+            #[allow(unreachable_patterns)] // on x86_64 all are listed
             _ => false,
         }
     }
@@ -107,9 +131,17 @@ impl Kernel {
         }
     }
 
-    /// The fastest kernel this CPU runs.
+    const ALL: [Kernel; 3] = [Kernel::Vnni, Kernel::AvxVnni, Kernel::Pairs];
+
+    /// The kernel new weights are laid out for: the one [`KERNEL_VARIABLE`] names where this
+    /// CPU runs it, else the fastest this CPU runs (read once).
     fn best() -> Option<Self> {
-        [Kernel::Vnni, Kernel::Pairs].into_iter().find(|k| k.runs_here())
+        static CHOSEN: std::sync::OnceLock<Option<Kernel>> = std::sync::OnceLock::new();
+        *CHOSEN.get_or_init(|| {
+            let named = std::env::var(KERNEL_VARIABLE).ok();
+            let runs = || Kernel::ALL.into_iter().filter(|k| k.runs_here());
+            runs().find(|k| named.as_deref() == Some(k.name())).or_else(|| runs().next())
+        })
     }
 }
 
@@ -230,6 +262,12 @@ impl Int8Linear {
     /// int8 weights are expanded to f32 when they load.
     pub fn available() -> bool {
         Kernel::best().is_some()
+    }
+
+    /// The kernel new weights run on (`avx512-vnni`, `avx-vnni`, `avx2`, `simd128`), or `None`
+    /// where int8 weights are expanded to f32.
+    pub fn kernel_name() -> Option<&'static str> {
+        Kernel::best().map(Kernel::name)
     }
 
     /// The weight `[out, in]` and its bias (`out` values), laid out for this CPU's kernel.
@@ -484,11 +522,21 @@ impl Int8Linear {
                 }
                 Quantized::U8(Activations::quantize(x, self.inp, quantize_row))
             }
+            Kernel::AvxVnni => {
+                #[cfg(target_arch = "x86_64")]
+                if fast {
+                    // SAFETY: the CPU has AVX2 (`Kernel::runs_here`)
+                    return Quantized::U8(Activations::quantize(x, self.inp, |x, q| unsafe {
+                        x86::quantize_row_avx2(x, q)
+                    }));
+                }
+                Quantized::U8(Activations::quantize(x, self.inp, quantize_row))
+            }
             Kernel::Pairs => {
                 #[cfg(target_arch = "x86_64")]
                 if fast {
                     // SAFETY: the CPU has AVX2 (`Kernel::runs_here`)
-                    let quantize = |x: &[f32], q: &mut [i16]| unsafe { x86::quantize_row_i16(x, q) };
+                    let quantize = |x: &[f32], q: &mut [i16]| unsafe { x86::quantize_row_avx2(x, q) };
                     return Quantized::I16(Activations::quantize(x, self.inp, quantize));
                 }
                 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
@@ -509,6 +557,14 @@ impl Int8Linear {
                 if fast {
                     // SAFETY: the CPU has AVX-512 F, BW and VNNI (`Kernel::runs_here`)
                     return unsafe { x86::rows_vnni(self, acts, y) };
+                }
+                self.rows_portable(acts, y);
+            }
+            (Kernel::AvxVnni, Quantized::U8(acts)) => {
+                #[cfg(target_arch = "x86_64")]
+                if fast {
+                    // SAFETY: the CPU has AVX2 and AVX-VNNI (`Kernel::runs_here`)
+                    return unsafe { x86::rows_avx_vnni(self, acts, y) };
                 }
                 self.rows_portable(acts, y);
             }
@@ -663,7 +719,7 @@ fn quantize_row<T: Code>(x: &[f32], q: &mut [T]) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{Activations, Int8Linear, Kernel, BK, MR, NR};
+    use super::{Activations, Code, Int8Linear, Kernel, BK, MR, NR};
     use std::arch::x86_64::*;
 
     /// The VNNI layout's `k` per group.
@@ -808,10 +864,10 @@ mod x86 {
         }
     }
 
-    /// [`super::quantize_row`] into i16 codes with AVX2: the same codes (`vcvtps2dq` rounds
-    /// half to even) and the same scale.
+    /// [`super::quantize_row`] with AVX2 (u8 codes for AVX-VNNI, i16 for the pairs): the same
+    /// codes (`vcvtps2dq` rounds half to even) and the same scale.
     #[target_feature(enable = "avx2")]
-    pub(super) fn quantize_row_i16(x: &[f32], q: &mut [i16]) -> f32 {
+    pub(super) fn quantize_row_avx2<T: Code>(x: &[f32], q: &mut [T]) -> f32 {
         let body = x.len() / 8 * 8;
         let (sign, mut max, mut nan) = (_mm256_set1_ps(-0.0), _mm256_setzero_ps(), _mm256_setzero_ps());
         for at in (0..body).step_by(8) {
@@ -840,16 +896,17 @@ mod x86 {
         let inv = 127.0 / max;
         let (inv8, offset) = (_mm256_set1_ps(inv), _mm256_set1_epi32(128));
         for at in (0..body).step_by(8) {
-            // SAFETY: 8 values inside `x`, 8 codes inside `q` (at least as long)
+            let mut lanes = [0i32; 8];
+            // SAFETY: 8 values inside `x`, 8 lanes into an array of 8
             unsafe {
                 let c = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x.as_ptr().add(at)), inv8));
-                let c = _mm256_add_epi32(c, offset);
-                let c = _mm_packs_epi32(_mm256_castsi256_si128(c), _mm256_extracti128_si256::<1>(c));
-                _mm_storeu_si128(q.as_mut_ptr().add(at).cast(), c);
+                _mm256_storeu_si256(lanes.as_mut_ptr().cast(), _mm256_add_epi32(c, offset));
             }
+            // codes 1..=255
+            q[at..at + 8].iter_mut().zip(lanes).for_each(|(q, c)| *q = T::from(c as u8));
         }
         for (q, &v) in q[body..].iter_mut().zip(&x[body..]) {
-            *q = (v * inv).round_ties_even() as i16 + 128;
+            *q = T::from(((v * inv).round_ties_even() as i32 + 128) as u8);
         }
         max / 127.0
     }
@@ -895,66 +952,130 @@ mod x86 {
         [[c00, c01, c02, c03], [c10, c11, c12, c13]]
     }
 
-    /// The pairs kernel with AVX2: for each weight panel of NR outputs, 2 activation rows at a
-    /// time; per block of BK inputs, the integer sums scaled into f32 accumulators as the
-    /// portable kernel does.
-    #[target_feature(enable = "avx2")]
-    pub(super) fn rows_pairs(w: &Int8Linear, acts: &Activations<i16>, y: &mut [f32]) {
-        let (stride, n_pad, blocks, rows) = w.checked_dims(Kernel::Pairs, acts, y);
-        let pairs = rows.div_ceil(2);
-        let (q4, mut scratch) = (!w.block_scales.is_empty(), Vec::new());
-        for nb in 0..n_pad / NR {
-            let panel = w.panel(nb, stride, &mut scratch).as_ptr();
-            for pair in 0..pairs {
-                let a = acts.codes[pair * 2 * stride..].as_ptr();
-                let mut accf = [[_mm256_setzero_ps(); 4]; 2];
-                for b in 0..blocks {
-                    // SAFETY: the panel holds stride / 2 groups of 64 bytes; the activations
-                    // are padded to PAD_ROWS rows, a multiple of 2 (checked above)
-                    let acc = unsafe { block_pairs(panel, a, stride, b * BK / 2..(b + 1) * BK / 2) };
-                    for (r, (accf, acc)) in accf.iter_mut().zip(&acc).enumerate() {
-                        let a_scale = _mm256_set1_ps(acts.scales[(pair * 2 + r) * blocks + b]);
-                        for h in 0..4 {
-                            let at = b * n_pad + nb * NR + 8 * h;
-                            // SAFETY: offsets (and a 4-bit weight's block scales) hold blocks rows of n_pad
-                            let (off, scale) = unsafe {
-                                let off = _mm256_loadu_si256(w.offsets.as_ptr().add(at).cast());
-                                (
-                                    off,
-                                    if q4 {
-                                        _mm256_mul_ps(a_scale, _mm256_loadu_ps(w.block_scales.as_ptr().add(at)))
-                                    } else {
-                                        a_scale
-                                    },
-                                )
-                            };
-                            let v = _mm256_cvtepi32_ps(_mm256_sub_epi32(acc[h], off));
-                            accf[h] = _mm256_add_ps(accf[h], _mm256_mul_ps(v, scale));
+    /// The integer sums of 2 activation rows (at `a`, rows `stride` bytes apart) with one panel
+    /// of NR outputs over the groups `groups` of the VNNI layout: per group, 4 x 32 weight
+    /// bytes (8 outputs x 4 `k` each), and per row one broadcast of 4 codes and 4 `vpdpbusd`.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and AVX-VNNI; `panel` holds the groups' 128 bytes each, `a` 2 rows of
+    /// at least `groups.end * 4` bytes.
+    #[target_feature(enable = "avx2,avxvnni")]
+    unsafe fn block_avx_vnni(
+        panel: *const i8,
+        a: *const u8,
+        stride: usize,
+        groups: std::ops::Range<usize>,
+    ) -> [[__m256i; 4]; 2] {
+        let z = _mm256_setzero_si256();
+        let [mut c00, mut c01, mut c02, mut c03, mut c10, mut c11, mut c12, mut c13] = [z; 8];
+        for g in groups {
+            // SAFETY: in bounds by the function's contract
+            unsafe {
+                let wp = panel.add(g * NR * KG);
+                let w0 = _mm256_loadu_si256(wp.cast());
+                let w1 = _mm256_loadu_si256(wp.add(32).cast());
+                let w2 = _mm256_loadu_si256(wp.add(64).cast());
+                let w3 = _mm256_loadu_si256(wp.add(96).cast());
+                let x0 = _mm256_set1_epi32(a.add(g * KG).cast::<i32>().read_unaligned());
+                let x1 = _mm256_set1_epi32(a.add(stride + g * KG).cast::<i32>().read_unaligned());
+                c00 = _mm256_dpbusd_avx_epi32(c00, x0, w0);
+                c01 = _mm256_dpbusd_avx_epi32(c01, x0, w1);
+                c02 = _mm256_dpbusd_avx_epi32(c02, x0, w2);
+                c03 = _mm256_dpbusd_avx_epi32(c03, x0, w3);
+                c10 = _mm256_dpbusd_avx_epi32(c10, x1, w0);
+                c11 = _mm256_dpbusd_avx_epi32(c11, x1, w1);
+                c12 = _mm256_dpbusd_avx_epi32(c12, x1, w2);
+                c13 = _mm256_dpbusd_avx_epi32(c13, x1, w3);
+            }
+        }
+        [[c00, c01, c02, c03], [c10, c11, c12, c13]]
+    }
+
+    /// A 256-bit kernel's rows (the AVX2 pairs, AVX-VNNI): for each weight panel of NR outputs,
+    /// 2 activation rows at a time, each block of BK inputs summed by `$block` and scaled into
+    /// f32 accumulators as the portable kernel does, then `acc * s[o] + b[o]`. (A macro: one
+    /// body, compiled with each kernel's target features so that its block inlines.)
+    macro_rules! rows_256 {
+        ($(#[$doc:meta])* $name:ident, $features:literal, $code:ty, $kernel:expr, $block:ident) => {
+            $(#[$doc])*
+            #[target_feature(enable = $features)]
+            pub(super) fn $name(w: &Int8Linear, acts: &Activations<$code>, y: &mut [f32]) {
+                let kg = $kernel.kg();
+                let (stride, n_pad, blocks, rows) = w.checked_dims($kernel, acts, y);
+                let pairs = rows.div_ceil(2);
+                let (q4, mut scratch) = (!w.block_scales.is_empty(), Vec::new());
+                for nb in 0..n_pad / NR {
+                    let panel = w.panel(nb, stride, &mut scratch).as_ptr();
+                    for pair in 0..pairs {
+                        let a = acts.codes[pair * 2 * stride..].as_ptr();
+                        let mut accf = [[_mm256_setzero_ps(); 4]; 2];
+                        for b in 0..blocks {
+                            // SAFETY: the panel holds stride / kg groups of NR * kg bytes; the
+                            // activations are padded to PAD_ROWS rows, a multiple of 2 (checked above)
+                            let acc = unsafe { $block(panel, a, stride, b * BK / kg..(b + 1) * BK / kg) };
+                            for (r, (accf, acc)) in accf.iter_mut().zip(&acc).enumerate() {
+                                let a_scale = _mm256_set1_ps(acts.scales[(pair * 2 + r) * blocks + b]);
+                                for h in 0..4 {
+                                    let at = b * n_pad + nb * NR + 8 * h;
+                                    // SAFETY: offsets (and a 4-bit weight's block scales) hold
+                                    // blocks rows of n_pad
+                                    let (off, scale) = unsafe {
+                                        let off = _mm256_loadu_si256(w.offsets.as_ptr().add(at).cast());
+                                        (
+                                            off,
+                                            if q4 {
+                                                _mm256_mul_ps(a_scale, _mm256_loadu_ps(w.block_scales.as_ptr().add(at)))
+                                            } else {
+                                                a_scale
+                                            },
+                                        )
+                                    };
+                                    let v = _mm256_cvtepi32_ps(_mm256_sub_epi32(acc[h], off));
+                                    accf[h] = _mm256_add_ps(accf[h], _mm256_mul_ps(v, scale));
+                                }
+                            }
                         }
-                    }
-                }
-                // epilogue: acc * s[o] + b[o], as the portable kernel rounds it
-                for (r, accf) in accf.iter().enumerate().take(rows - pair * 2) {
-                    let row = pair * 2 + r;
-                    for (h, &v) in accf.iter().enumerate() {
-                        let o = nb * NR + 8 * h;
-                        if o >= w.out {
-                            break;
+                        // epilogue: acc * s[o] + b[o], as the portable kernel rounds it
+                        for (r, accf) in accf.iter().enumerate().take(rows - pair * 2) {
+                            let row = pair * 2 + r;
+                            for (h, &v) in accf.iter().enumerate() {
+                                let o = nb * NR + 8 * h;
+                                if o >= w.out {
+                                    break;
+                                }
+                                // SAFETY: scales and bias are padded to whole NR blocks
+                                let (s, b) = unsafe {
+                                    (_mm256_loadu_ps(w.scales.as_ptr().add(o)), _mm256_loadu_ps(w.bias.as_ptr().add(o)))
+                                };
+                                let mut lanes = [0f32; 8];
+                                // SAFETY: 8 lanes into an array of 8
+                                unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_add_ps(_mm256_mul_ps(v, s), b)) };
+                                let n = (w.out - o).min(8);
+                                y[row * w.out + o..][..n].copy_from_slice(&lanes[..n]);
+                            }
                         }
-                        // SAFETY: scales and bias are padded to whole NR blocks
-                        let (s, b) = unsafe {
-                            (_mm256_loadu_ps(w.scales.as_ptr().add(o)), _mm256_loadu_ps(w.bias.as_ptr().add(o)))
-                        };
-                        let mut lanes = [0f32; 8];
-                        // SAFETY: 8 lanes into an array of 8
-                        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_add_ps(_mm256_mul_ps(v, s), b)) };
-                        let n = (w.out - o).min(8);
-                        y[row * w.out + o..][..n].copy_from_slice(&lanes[..n]);
                     }
                 }
             }
-        }
+        };
     }
+
+    rows_256!(
+        /// The pairs kernel with AVX2 (`vpmaddwd`).
+        rows_pairs,
+        "avx2",
+        i16,
+        Kernel::Pairs,
+        block_pairs
+    );
+    rows_256!(
+        /// The VNNI layout with AVX-VNNI (256-bit `vpdpbusd`, no AVX-512).
+        rows_avx_vnni,
+        "avx2,avxvnni",
+        u8,
+        Kernel::AvxVnni,
+        block_avx_vnni
+    );
 }
 
 /// The pairs kernel with wasm `simd128` (`i32x4.dot_i16x8_s`).
@@ -1206,7 +1327,7 @@ mod tests {
     /// Shapes of whole q4 blocks (`in` a multiple of 64).
     const Q4_SHAPES: [(usize, usize, usize); 5] =
         [(1, 1, 64), (5, 33, 192), (17, 64, 384), (40, 130, 64), (13, 100, 1536)];
-    const KERNELS: [Kernel; 2] = [Kernel::Vnni, Kernel::Pairs];
+    const KERNELS: [Kernel; 3] = Kernel::ALL;
 
     /// Every (shape, format) the tests run.
     fn cases() -> impl Iterator<Item = ((usize, usize, usize), Format)> {
@@ -1317,8 +1438,13 @@ mod tests {
                 if Kernel::Pairs.runs_here() {
                     let (mut a, mut b) = (vec![128i16; n], vec![128i16; n]);
                     // SAFETY: the CPU has AVX2 (checked above)
-                    let sa = unsafe { x86::quantize_row_i16(&x, &mut a) };
+                    let sa = unsafe { x86::quantize_row_avx2(&x, &mut a) };
                     let sb = quantize_row::<i16>(&x, &mut b);
+                    assert_eq!((sa.to_bits(), a), (sb.to_bits(), b), "{x:?}");
+                    let (mut a, mut b) = (vec![128u8; n], vec![128u8; n]);
+                    // SAFETY: as above
+                    let sa = unsafe { x86::quantize_row_avx2(&x, &mut a) };
+                    let sb = quantize_row::<u8>(&x, &mut b);
                     assert_eq!((sa.to_bits(), a), (sb.to_bits(), b), "{x:?}");
                 }
                 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]

@@ -70,6 +70,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // the peak while scoring (without the reset: the process's peak)
         "peak_rss_mb": status_mb("VmHWM:"),
         "scoring_peak_counted": scoring_peak_counted,
+        "int8_kernel": dmoerm::quant::Int8Linear::kernel_name(),
     });
     println!("{out}");
     Ok(())
