@@ -4,7 +4,7 @@
 # lavapipe (apt-get install mesa-vulkan-drivers libvulkan1), or set DMOERM_SKIP_WGPU=1.
 # The npm tests need node >= 20, wasm-bindgen-cli (the version in Cargo.lock) and Chromium at
 # /usr/bin/chromium (or $CHROMIUM); the Python tests python3 with venv (pytest comes from PyPI);
-# .ci/run installs them.
+# the ARM64 tests qemu-user and gcc-aarch64-linux-gnu; .ci/run installs them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --all --check
@@ -15,7 +15,9 @@ default_deps=$(cargo tree --locked -p dmoerm-cli -e normal --prefix none -f '{p}
 full_deps=$(cargo tree --locked -p dmoerm-cli --all-features -e normal --prefix none -f '{p}')
 if grep -Eq "$heavy" <<<"$default_deps"; then echo "the default dmoerm-cli build depends on the GPU or training stack" >&2; exit 1; fi
 grep -Eq "$heavy" <<<"$full_deps"
-rustup target list --installed | grep -q wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+for target in wasm32-unknown-unknown aarch64-unknown-linux-gnu aarch64-apple-darwin x86_64-pc-windows-msvc; do
+    rustup target list --installed | grep -q "^$target$" || rustup target add "$target"
+done
 rustup component list --installed | grep -q '^rust-src' || rustup component add rust-src
 # Lints ride on the builds: clippy-driver compiles the workspace's own crates with clippy's lints
 # and -D warnings (scripts/clippy-rustc), so the dependencies are compiled once, for the tests.
@@ -31,6 +33,19 @@ cargo test --workspace --all-features --locked
 # the int8 kernels built for the browser (wasm simd128), against the portable kernel, in Node
 CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
     cargo test -p dmoerm-quant --target wasm32-unknown-unknown --locked
+# the int8 kernels built for ARM64 (gcc-aarch64-linux-gnu links them), run under qemu (qemu-user)
+# against the portable kernel: on a CPU with the dot-product extension (`-cpu max`: the sdot
+# kernel) and on one without it (Cortex-A53: the portable kernel, int8 weights expanded to f32)
+for cpu in max:neon-dotprod cortex-a53:none; do
+    CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
+        CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu -cpu ${cpu%%:*}" \
+        DMOERM_EXPECT_INT8_KERNEL="${cpu#*:}" cargo test -p dmoerm-quant --target aarch64-unknown-linux-gnu --locked
+done
+# desktops: the CLI with every feature (the core with wgpu's Metal and DX12 backends, training,
+# the server) compiles for macOS on Apple Silicon and for Windows, linted (nothing links there)
+for target in aarch64-apple-darwin x86_64-pc-windows-msvc; do
+    cargo check -p dmoerm-cli --all-features --target "$target" --locked
+done
 # the npm package: its wasm (the core and the bindings linted as the browser build compiles
 # them), then Node (CPU) and headless Chromium (WebGPU and CPU) tests
 ./bindings/npm/build.sh

@@ -67,11 +67,12 @@ pub struct Client {
 impl Client {
     /// A client; the agent is shared by all worker threads.
     pub fn new(config: ClientConfig) -> Self {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(config.timeout))
-            .http_status_as_error(false)
-            .build()
-            .into();
+        let builder = ureq::Agent::config_builder().timeout_global(Some(config.timeout)).http_status_as_error(false);
+        // the system's TLS on macOS and Windows (see Cargo.toml)
+        #[cfg(any(target_os = "macos", windows))]
+        let builder =
+            builder.tls_config(ureq::tls::TlsConfig::builder().provider(ureq::tls::TlsProvider::NativeTls).build());
+        let agent: ureq::Agent = builder.build().into();
         let seed = Instant::now().elapsed().subsec_nanos() as u64 ^ 0x9E37_79B9_7F4A_7C15 ^ std::process::id() as u64;
         Self { config, agent, next_slot: Mutex::new(Instant::now()), seed: Mutex::new(seed | 1) }
     }

@@ -62,6 +62,8 @@ const PAD_ROWS: usize = 12;
 /// Row tiles per task at most (96 rows: with 1024 inputs, 96 KB of activation codes).
 const MAX_TILES: usize = 16;
 
+#[cfg(target_arch = "aarch64")]
+mod neon;
 mod q4;
 pub use q4::{Q4Matrix, Q4_BLOCK};
 
@@ -76,10 +78,12 @@ enum Kernel {
     /// 16-bit pair dot products (AVX2, wasm `simd128`): 2 consecutive `k` per i32 lane,
     /// activations as i16.
     Pairs,
+    /// ARM64's dot-product extension (`sdot`): the VNNI layout, activations as u8.
+    Neon,
 }
 
 /// The environment variable that picks the int8 kernel (tests and benchmarks compare them on
-/// one CPU): `avx512-vnni`, `avx-vnni` or `avx2`. A kernel this CPU does not run, or another
+/// one CPU): `avx512-vnni`, `avx-vnni` or `avx2` (x86-64), `neon-dotprod` (ARM64). A kernel this CPU does not run, or another
 /// value, leaves the fastest one.
 pub const KERNEL_VARIABLE: &str = "DMOERM_INT8_KERNEL";
 
@@ -87,7 +91,7 @@ impl Kernel {
     /// Consecutive `k` per 32-bit lane of the weight layout.
     const fn kg(self) -> usize {
         match self {
-            Kernel::Vnni | Kernel::AvxVnni => 4,
+            Kernel::Vnni | Kernel::AvxVnni | Kernel::Neon => 4,
             Kernel::Pairs => 2,
         }
     }
@@ -99,6 +103,7 @@ impl Kernel {
             Kernel::AvxVnni => "avx-vnni",
             Kernel::Pairs if cfg!(target_arch = "wasm32") => "simd128",
             Kernel::Pairs => "avx2",
+            Kernel::Neon => "neon-dotprod",
         }
     }
 
@@ -117,6 +122,8 @@ impl Kernel {
             Kernel::Pairs => std::arch::is_x86_feature_detected!("avx2"),
             #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
             Kernel::Pairs => true,
+            #[cfg(target_arch = "aarch64")]
+            Kernel::Neon => std::arch::is_aarch64_feature_detected!("dotprod"),
             #[allow(unreachable_patterns)] // on x86_64 all are listed
             _ => false,
         }
@@ -131,7 +138,7 @@ impl Kernel {
         }
     }
 
-    const ALL: [Kernel; 3] = [Kernel::Vnni, Kernel::AvxVnni, Kernel::Pairs];
+    const ALL: [Kernel; 4] = [Kernel::Vnni, Kernel::AvxVnni, Kernel::Pairs, Kernel::Neon];
 
     /// The kernel new weights are laid out for: the one [`KERNEL_VARIABLE`] names where this
     /// CPU runs it, else the fastest this CPU runs (read once).
@@ -264,7 +271,8 @@ impl Int8Linear {
         Kernel::best().is_some()
     }
 
-    /// The kernel new weights run on (`avx512-vnni`, `avx-vnni`, `avx2`, `simd128`), or `None`
+    /// The kernel new weights run on (`avx512-vnni`, `avx-vnni`, `avx2`, `simd128`,
+    /// `neon-dotprod`), or `None`
     /// where int8 weights are expanded to f32.
     pub fn kernel_name() -> Option<&'static str> {
         Kernel::best().map(Kernel::name)
@@ -511,6 +519,7 @@ impl Int8Linear {
     /// The rows `x` quantised as this weight's kernel reads them (`fast`: with the SIMD
     /// quantiser, which gives the portable one's codes).
     fn quantize(&self, x: &[f32], fast: bool) -> Quantized {
+        let _ = fast; // read only where the target has a SIMD quantiser
         match self.kernel {
             Kernel::Vnni => {
                 #[cfg(target_arch = "x86_64")]
@@ -532,6 +541,7 @@ impl Int8Linear {
                 }
                 Quantized::U8(Activations::quantize(x, self.inp, quantize_row))
             }
+            Kernel::Neon => Quantized::U8(Activations::quantize(x, self.inp, quantize_row)),
             Kernel::Pairs => {
                 #[cfg(target_arch = "x86_64")]
                 if fast {
@@ -565,6 +575,14 @@ impl Int8Linear {
                 if fast {
                     // SAFETY: the CPU has AVX2 and AVX-VNNI (`Kernel::runs_here`)
                     return unsafe { x86::rows_avx_vnni(self, acts, y) };
+                }
+                self.rows_portable(acts, y);
+            }
+            (Kernel::Neon, Quantized::U8(acts)) => {
+                #[cfg(target_arch = "aarch64")]
+                if fast {
+                    // SAFETY: the CPU has the dot-product extension (`Kernel::runs_here`)
+                    return unsafe { neon::rows_dot(self, acts, y) };
                 }
                 self.rows_portable(acts, y);
             }
@@ -718,536 +736,10 @@ fn quantize_row<T: Code>(x: &[f32], q: &mut [T]) -> f32 {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod x86 {
-    use super::{Activations, Code, Int8Linear, Kernel, BK, MR, NR};
-    use std::arch::x86_64::*;
+mod x86;
 
-    /// The VNNI layout's `k` per group.
-    const KG: usize = Kernel::Vnni.kg();
-
-    /// [`super::quantize_row`] with AVX-512: the same codes (`vcvtps2dq` rounds half to even)
-    /// and the same scale.
-    #[target_feature(enable = "avx512f,avx512bw")]
-    pub(super) fn quantize_row(x: &[f32], q: &mut [u8]) -> f32 {
-        let lanes = |n: usize| (1u32 << n.min(16)).wrapping_sub(1) as u16;
-        let mut max = _mm512_setzero_ps();
-        let mut nan = 0u16;
-        for at in (0..x.len()).step_by(16) {
-            // SAFETY: the mask reads the lanes inside `x`
-            let v = unsafe { _mm512_maskz_loadu_ps(lanes(x.len() - at), x.as_ptr().add(at)) };
-            nan |= _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
-            max = _mm512_max_ps(max, _mm512_abs_ps(v));
-        }
-        let max = _mm512_reduce_max_ps(max);
-        if nan != 0 || !max.is_finite() {
-            return f32::NAN;
-        }
-        if max == 0.0 {
-            return 0.0;
-        }
-        let inv = _mm512_set1_ps(127.0 / max);
-        let offset = _mm512_set1_epi32(128);
-        for at in (0..x.len()).step_by(16) {
-            let m = lanes(x.len() - at);
-            // SAFETY: the masks read and write the lanes inside `x` and `q` (q is at least as long)
-            unsafe {
-                let v = _mm512_maskz_loadu_ps(m, x.as_ptr().add(at));
-                let c = _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(v, inv)), offset);
-                _mm512_mask_cvtepi32_storeu_epi8(q.as_mut_ptr().add(at).cast(), m, c);
-            }
-        }
-        max / 127.0
-    }
-
-    /// The integer sums of one tile of MR activation rows (at `a`, rows `stride` bytes apart)
-    /// with one panel of NR outputs over the groups `groups`, in 12 registers (written out:
-    /// an array indexed in a loop stays in memory).
-    ///
-    /// # Safety
-    /// The CPU has AVX-512 F and VNNI; `panel` holds the groups' 128 bytes each, `a` MR rows
-    /// of at least `groups.end * KG` bytes.
-    #[target_feature(enable = "avx512f,avx512vnni")]
-    unsafe fn block(
-        panel: *const i8,
-        a: *const u8,
-        stride: usize,
-        groups: std::ops::Range<usize>,
-    ) -> [[__m512i; 2]; MR] {
-        let z = _mm512_setzero_si512();
-        let (mut c00, mut c01, mut c10, mut c11, mut c20, mut c21) = (z, z, z, z, z, z);
-        let (mut c30, mut c31, mut c40, mut c41, mut c50, mut c51) = (z, z, z, z, z, z);
-        for g in groups {
-            // SAFETY: in bounds by the function's contract
-            unsafe {
-                let wp = panel.add(g * NR * KG);
-                let (w0, w1) = (_mm512_loadu_si512(wp.cast()), _mm512_loadu_si512(wp.add(64).cast()));
-                // row r's 4 bytes broadcast against both halves of the panel (a macro, not a
-                // closure: closures do not inherit the target features)
-                macro_rules! row {
-                    ($r:expr, $c0:ident, $c1:ident) => {
-                        let x = _mm512_set1_epi32(a.add($r * stride + g * KG).cast::<i32>().read_unaligned());
-                        $c0 = _mm512_dpbusd_epi32($c0, x, w0);
-                        $c1 = _mm512_dpbusd_epi32($c1, x, w1);
-                    };
-                }
-                row!(0, c00, c01);
-                row!(1, c10, c11);
-                row!(2, c20, c21);
-                row!(3, c30, c31);
-                row!(4, c40, c41);
-                row!(5, c50, c51);
-            }
-        }
-        [[c00, c01], [c10, c11], [c20, c21], [c30, c31], [c40, c41], [c50, c51]]
-    }
-
-    /// The output rows of the activation rows, NR columns at a time, and for each weight panel
-    /// of NR columns every tile of MR rows: per group of KG inputs, two 64-byte weight loads,
-    /// and per row one 4-byte broadcast and two `vpdpbusd`; per block of BK inputs, the
-    /// integer sums scaled into f32 accumulators.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    pub(super) fn rows_vnni(w: &Int8Linear, acts: &Activations<u8>, y: &mut [f32]) {
-        let (stride, n_pad, blocks, rows) = w.checked_dims(Kernel::Vnni, acts, y);
-        let tiles = rows.div_ceil(MR);
-        let (q4, mut scratch) = (!w.block_scales.is_empty(), Vec::new());
-        for nb in 0..n_pad / NR {
-            let panel = w.panel(nb, stride, &mut scratch).as_ptr();
-            for tile in 0..tiles {
-                let a = acts.codes[tile * MR * stride..].as_ptr();
-                let a_scales = &acts.scales[tile * MR * blocks..(tile + 1) * MR * blocks];
-                let mut accf = [[_mm512_setzero_ps(); 2]; MR];
-                for b in 0..blocks {
-                    // SAFETY: the panel holds stride / KG groups of NR * KG = 128 bytes; the tile
-                    // MR rows of `stride` bytes (checked above)
-                    let acc = unsafe { block(panel, a, stride, b * BK / KG..(b + 1) * BK / KG) };
-                    for (r, (accf, acc)) in accf.iter_mut().zip(&acc).enumerate() {
-                        let a_scale = _mm512_set1_ps(a_scales[r * blocks + b]);
-                        for h in 0..2 {
-                            let at = b * n_pad + nb * NR + 16 * h;
-                            // SAFETY: offsets (and a 4-bit weight's block scales) hold blocks rows of n_pad
-                            let (off, scale) = unsafe {
-                                let off = _mm512_loadu_si512(w.offsets.as_ptr().add(at).cast());
-                                (
-                                    off,
-                                    if q4 {
-                                        _mm512_mul_ps(a_scale, _mm512_loadu_ps(w.block_scales.as_ptr().add(at)))
-                                    } else {
-                                        a_scale
-                                    },
-                                )
-                            };
-                            let v = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[h], off));
-                            accf[h] = _mm512_add_ps(accf[h], _mm512_mul_ps(v, scale));
-                        }
-                    }
-                }
-                // epilogue: acc * s[o] + b[o], as the portable kernel rounds it
-                for (r, accf) in accf.iter().enumerate().take(rows - tile * MR) {
-                    let row = tile * MR + r;
-                    for (h, &v) in accf.iter().enumerate() {
-                        let o = nb * NR + 16 * h;
-                        if o >= w.out {
-                            break;
-                        }
-                        // SAFETY: scales and bias are padded to whole NR blocks
-                        let (s, b) = unsafe {
-                            (_mm512_loadu_ps(w.scales.as_ptr().add(o)), _mm512_loadu_ps(w.bias.as_ptr().add(o)))
-                        };
-                        let v = _mm512_add_ps(_mm512_mul_ps(v, s), b);
-                        let n = (w.out - o).min(16);
-                        let out = &mut y[row * w.out + o..row * w.out + o + n];
-                        // SAFETY: the mask writes the first n lanes, inside `out`
-                        unsafe { _mm512_mask_storeu_ps(out.as_mut_ptr(), (1u32 << n).wrapping_sub(1) as u16, v) };
-                    }
-                }
-            }
-        }
-    }
-
-    /// [`super::quantize_row`] with AVX2 (u8 codes for AVX-VNNI, i16 for the pairs): the same
-    /// codes (`vcvtps2dq` rounds half to even) and the same scale.
-    #[target_feature(enable = "avx2")]
-    pub(super) fn quantize_row_avx2<T: Code>(x: &[f32], q: &mut [T]) -> f32 {
-        let body = x.len() / 8 * 8;
-        let (sign, mut max, mut nan) = (_mm256_set1_ps(-0.0), _mm256_setzero_ps(), _mm256_setzero_ps());
-        for at in (0..body).step_by(8) {
-            // SAFETY: 8 values inside `x`
-            let v = unsafe { _mm256_loadu_ps(x.as_ptr().add(at)) };
-            nan = _mm256_or_ps(nan, _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v));
-            max = _mm256_max_ps(max, _mm256_andnot_ps(sign, v));
-        }
-        let mut lanes = [0f32; 8];
-        // SAFETY: 8 lanes into an array of 8
-        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), max) };
-        let start = if _mm256_movemask_ps(nan) != 0 { f32::NAN } else { 0.0 };
-        let max = lanes.iter().chain(&x[body..]).fold(start, |m, v| {
-            if m.is_nan() || v.is_nan() {
-                f32::NAN
-            } else {
-                m.max(v.abs())
-            }
-        });
-        if !max.is_finite() {
-            return f32::NAN;
-        }
-        if max == 0.0 {
-            return 0.0;
-        }
-        let inv = 127.0 / max;
-        let (inv8, offset) = (_mm256_set1_ps(inv), _mm256_set1_epi32(128));
-        for at in (0..body).step_by(8) {
-            let mut lanes = [0i32; 8];
-            // SAFETY: 8 values inside `x`, 8 lanes into an array of 8
-            unsafe {
-                let c = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x.as_ptr().add(at)), inv8));
-                _mm256_storeu_si256(lanes.as_mut_ptr().cast(), _mm256_add_epi32(c, offset));
-            }
-            // codes 1..=255
-            q[at..at + 8].iter_mut().zip(lanes).for_each(|(q, c)| *q = T::from(c as u8));
-        }
-        for (q, &v) in q[body..].iter_mut().zip(&x[body..]) {
-            *q = T::from(((v * inv).round_ties_even() as i32 + 128) as u8);
-        }
-        max / 127.0
-    }
-
-    /// The integer sums of 2 activation rows (at `a`, rows `stride` codes apart) with one panel
-    /// of NR outputs over the groups `groups` of the pairs layout: per group, 4 x 16 weight
-    /// bytes widened to i16 (8 outputs x 2 `k` each), and per row one broadcast pair of codes
-    /// and 4 `vpmaddwd`.
-    ///
-    /// # Safety
-    /// The CPU has AVX2; `panel` holds the groups' 64 bytes each, `a` 2 rows of at least
-    /// `groups.end * 2` codes.
-    #[target_feature(enable = "avx2")]
-    unsafe fn block_pairs(
-        panel: *const i8,
-        a: *const i16,
-        stride: usize,
-        groups: std::ops::Range<usize>,
-    ) -> [[__m256i; 4]; 2] {
-        let z = _mm256_setzero_si256();
-        let [mut c00, mut c01, mut c02, mut c03, mut c10, mut c11, mut c12, mut c13] = [z; 8];
-        for g in groups {
-            // SAFETY: in bounds by the function's contract
-            unsafe {
-                let wp = panel.add(g * NR * 2);
-                // (written out: closures do not inherit the target features)
-                let w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(wp.cast()));
-                let w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(wp.add(16).cast()));
-                let w2 = _mm256_cvtepi8_epi16(_mm_loadu_si128(wp.add(32).cast()));
-                let w3 = _mm256_cvtepi8_epi16(_mm_loadu_si128(wp.add(48).cast()));
-                let x0 = _mm256_set1_epi32(a.add(g * 2).cast::<i32>().read_unaligned());
-                let x1 = _mm256_set1_epi32(a.add(stride + g * 2).cast::<i32>().read_unaligned());
-                c00 = _mm256_add_epi32(c00, _mm256_madd_epi16(x0, w0));
-                c01 = _mm256_add_epi32(c01, _mm256_madd_epi16(x0, w1));
-                c02 = _mm256_add_epi32(c02, _mm256_madd_epi16(x0, w2));
-                c03 = _mm256_add_epi32(c03, _mm256_madd_epi16(x0, w3));
-                c10 = _mm256_add_epi32(c10, _mm256_madd_epi16(x1, w0));
-                c11 = _mm256_add_epi32(c11, _mm256_madd_epi16(x1, w1));
-                c12 = _mm256_add_epi32(c12, _mm256_madd_epi16(x1, w2));
-                c13 = _mm256_add_epi32(c13, _mm256_madd_epi16(x1, w3));
-            }
-        }
-        [[c00, c01, c02, c03], [c10, c11, c12, c13]]
-    }
-
-    /// The integer sums of 2 activation rows (at `a`, rows `stride` bytes apart) with one panel
-    /// of NR outputs over the groups `groups` of the VNNI layout: per group, 4 x 32 weight
-    /// bytes (8 outputs x 4 `k` each), and per row one broadcast of 4 codes and 4 `vpdpbusd`.
-    ///
-    /// # Safety
-    /// The CPU has AVX2 and AVX-VNNI; `panel` holds the groups' 128 bytes each, `a` 2 rows of
-    /// at least `groups.end * 4` bytes.
-    #[target_feature(enable = "avx2,avxvnni")]
-    unsafe fn block_avx_vnni(
-        panel: *const i8,
-        a: *const u8,
-        stride: usize,
-        groups: std::ops::Range<usize>,
-    ) -> [[__m256i; 4]; 2] {
-        let z = _mm256_setzero_si256();
-        let [mut c00, mut c01, mut c02, mut c03, mut c10, mut c11, mut c12, mut c13] = [z; 8];
-        for g in groups {
-            // SAFETY: in bounds by the function's contract
-            unsafe {
-                let wp = panel.add(g * NR * KG);
-                let w0 = _mm256_loadu_si256(wp.cast());
-                let w1 = _mm256_loadu_si256(wp.add(32).cast());
-                let w2 = _mm256_loadu_si256(wp.add(64).cast());
-                let w3 = _mm256_loadu_si256(wp.add(96).cast());
-                let x0 = _mm256_set1_epi32(a.add(g * KG).cast::<i32>().read_unaligned());
-                let x1 = _mm256_set1_epi32(a.add(stride + g * KG).cast::<i32>().read_unaligned());
-                c00 = _mm256_dpbusd_avx_epi32(c00, x0, w0);
-                c01 = _mm256_dpbusd_avx_epi32(c01, x0, w1);
-                c02 = _mm256_dpbusd_avx_epi32(c02, x0, w2);
-                c03 = _mm256_dpbusd_avx_epi32(c03, x0, w3);
-                c10 = _mm256_dpbusd_avx_epi32(c10, x1, w0);
-                c11 = _mm256_dpbusd_avx_epi32(c11, x1, w1);
-                c12 = _mm256_dpbusd_avx_epi32(c12, x1, w2);
-                c13 = _mm256_dpbusd_avx_epi32(c13, x1, w3);
-            }
-        }
-        [[c00, c01, c02, c03], [c10, c11, c12, c13]]
-    }
-
-    /// A 256-bit kernel's rows (the AVX2 pairs, AVX-VNNI): for each weight panel of NR outputs,
-    /// 2 activation rows at a time, each block of BK inputs summed by `$block` and scaled into
-    /// f32 accumulators as the portable kernel does, then `acc * s[o] + b[o]`. (A macro: one
-    /// body, compiled with each kernel's target features so that its block inlines.)
-    macro_rules! rows_256 {
-        ($(#[$doc:meta])* $name:ident, $features:literal, $code:ty, $kernel:expr, $block:ident) => {
-            $(#[$doc])*
-            #[target_feature(enable = $features)]
-            pub(super) fn $name(w: &Int8Linear, acts: &Activations<$code>, y: &mut [f32]) {
-                let kg = $kernel.kg();
-                let (stride, n_pad, blocks, rows) = w.checked_dims($kernel, acts, y);
-                let pairs = rows.div_ceil(2);
-                let (q4, mut scratch) = (!w.block_scales.is_empty(), Vec::new());
-                for nb in 0..n_pad / NR {
-                    let panel = w.panel(nb, stride, &mut scratch).as_ptr();
-                    for pair in 0..pairs {
-                        let a = acts.codes[pair * 2 * stride..].as_ptr();
-                        let mut accf = [[_mm256_setzero_ps(); 4]; 2];
-                        for b in 0..blocks {
-                            // SAFETY: the panel holds stride / kg groups of NR * kg bytes; the
-                            // activations are padded to PAD_ROWS rows, a multiple of 2 (checked above)
-                            let acc = unsafe { $block(panel, a, stride, b * BK / kg..(b + 1) * BK / kg) };
-                            for (r, (accf, acc)) in accf.iter_mut().zip(&acc).enumerate() {
-                                let a_scale = _mm256_set1_ps(acts.scales[(pair * 2 + r) * blocks + b]);
-                                for h in 0..4 {
-                                    let at = b * n_pad + nb * NR + 8 * h;
-                                    // SAFETY: offsets (and a 4-bit weight's block scales) hold
-                                    // blocks rows of n_pad
-                                    let (off, scale) = unsafe {
-                                        let off = _mm256_loadu_si256(w.offsets.as_ptr().add(at).cast());
-                                        (
-                                            off,
-                                            if q4 {
-                                                _mm256_mul_ps(a_scale, _mm256_loadu_ps(w.block_scales.as_ptr().add(at)))
-                                            } else {
-                                                a_scale
-                                            },
-                                        )
-                                    };
-                                    let v = _mm256_cvtepi32_ps(_mm256_sub_epi32(acc[h], off));
-                                    accf[h] = _mm256_add_ps(accf[h], _mm256_mul_ps(v, scale));
-                                }
-                            }
-                        }
-                        // epilogue: acc * s[o] + b[o], as the portable kernel rounds it
-                        for (r, accf) in accf.iter().enumerate().take(rows - pair * 2) {
-                            let row = pair * 2 + r;
-                            for (h, &v) in accf.iter().enumerate() {
-                                let o = nb * NR + 8 * h;
-                                if o >= w.out {
-                                    break;
-                                }
-                                // SAFETY: scales and bias are padded to whole NR blocks
-                                let (s, b) = unsafe {
-                                    (_mm256_loadu_ps(w.scales.as_ptr().add(o)), _mm256_loadu_ps(w.bias.as_ptr().add(o)))
-                                };
-                                let mut lanes = [0f32; 8];
-                                // SAFETY: 8 lanes into an array of 8
-                                unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_add_ps(_mm256_mul_ps(v, s), b)) };
-                                let n = (w.out - o).min(8);
-                                y[row * w.out + o..][..n].copy_from_slice(&lanes[..n]);
-                            }
-                        }
-                    }
-                }
-            }
-        };
-    }
-
-    rows_256!(
-        /// The pairs kernel with AVX2 (`vpmaddwd`).
-        rows_pairs,
-        "avx2",
-        i16,
-        Kernel::Pairs,
-        block_pairs
-    );
-    rows_256!(
-        /// The VNNI layout with AVX-VNNI (256-bit `vpdpbusd`, no AVX-512).
-        rows_avx_vnni,
-        "avx2,avxvnni",
-        u8,
-        Kernel::AvxVnni,
-        block_avx_vnni
-    );
-}
-
-/// The pairs kernel with wasm `simd128` (`i32x4.dot_i16x8_s`).
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-mod wasm {
-    use super::{Activations, Int8Linear, Kernel, BK, NR};
-    use core::arch::wasm32::*;
-
-    /// Outputs per quarter panel: 8, in 2 vectors of 4 i32 lanes.
-    const QUARTER: usize = NR / 4;
-
-    /// [`super::quantize_row`] with `simd128`: the same codes (`f32x4.nearest` rounds half to
-    /// even) and the same scale.
-    pub(super) fn quantize_row(x: &[f32], q: &mut [i16]) -> f32 {
-        let (body, tail) = x.split_at(x.len() / 4 * 4);
-        // f32x4.max gives NaN where either lane is NaN
-        let mut max = f32x4_splat(0.0);
-        for v in body.chunks_exact(4) {
-            // SAFETY: 4 values
-            max = f32x4_max(max, f32x4_abs(unsafe { v128_load(v.as_ptr().cast()) }));
-        }
-        let lanes = [
-            f32x4_extract_lane::<0>(max),
-            f32x4_extract_lane::<1>(max),
-            f32x4_extract_lane::<2>(max),
-            f32x4_extract_lane::<3>(max),
-        ];
-        // a compare and a select: `f32::max` is a call to libm's `fmaxf` in wasm
-        let max = lanes.iter().chain(tail).fold(0f32, |m, v| match m.is_nan() || v.is_nan() {
-            true => f32::NAN,
-            false if v.abs() > m => v.abs(),
-            false => m,
-        });
-        if !max.is_finite() {
-            return f32::NAN;
-        }
-        if max == 0.0 {
-            return 0.0;
-        }
-        let inv = 127.0 / max;
-        let (inv4, offset) = (f32x4_splat(inv), i32x4_splat(128));
-        for (v, q) in body.chunks_exact(8).zip(q.chunks_exact_mut(8)) {
-            // SAFETY: 8 values in, 8 codes out
-            unsafe {
-                let code = |at: usize| {
-                    let v = f32x4_nearest(f32x4_mul(v128_load(v[at..].as_ptr().cast()), inv4));
-                    i32x4_add(i32x4_trunc_sat_f32x4(v), offset)
-                };
-                v128_store(q.as_mut_ptr().cast(), i16x8_narrow_i32x4(code(0), code(4)));
-            }
-        }
-        let done = body.len() / 8 * 8;
-        for (q, &v) in q[done..].iter_mut().zip(&x[done..]) {
-            *q = (v * inv).round_ties_even() as i16 + 128;
-        }
-        max / 127.0
-    }
-
-    /// Activation rows per call of [`block`] (PAD_ROWS is a multiple). 4 rows of 8 outputs
-    /// (8 accumulators, a weight pair, a broadcast code and a product in x86's 16 vector
-    /// registers once V8 compiles it) run 1.27x faster than 3 rows of 16 outputs (12
-    /// accumulators, which spill): 39.5 against 31.2 GMAC/s for `[96, 384] x [384, 1536]` in
-    /// Node 20 on Zen 4.
-    pub(super) const ROWS: usize = 4;
-    const _: () = assert!(super::PAD_ROWS.is_multiple_of(ROWS), "the activations are padded to whole tiles");
-
-    /// The integer sums of ROWS activation rows (at `a`, rows `stride` codes apart) with 8
-    /// outputs of a panel (at `panel`, groups NR * 2 bytes apart) over the groups `groups`: per
-    /// group, 16 weight bytes widened to 2 x 8 i16 (4 outputs x 2 `k` each), and per row one
-    /// broadcast pair of codes and 2 `i32x4.dot_i16x8_s`.
-    ///
-    /// # Safety
-    /// `panel` holds the groups' NR * 2 bytes each (from its quarter's start: 16 bytes each),
-    /// `a` ROWS rows of at least `groups.end * 2` codes.
-    unsafe fn block(
-        panel: *const i8,
-        a: *const i16,
-        stride: usize,
-        groups: std::ops::Range<usize>,
-    ) -> [[v128; 2]; ROWS] {
-        let mut c = [[i32x4_splat(0); 2]; ROWS];
-        for g in groups {
-            // SAFETY: in bounds by the function's contract
-            unsafe {
-                let l = v128_load(panel.add(g * NR * 2).cast());
-                let (w0, w1) = (i16x8_extend_low_i8x16(l), i16x8_extend_high_i8x16(l));
-                for (r, c) in c.iter_mut().enumerate() {
-                    let x = v128_load32_splat(a.add(r * stride + g * 2).cast());
-                    c[0] = i32x4_add(c[0], i32x4_dot_i16x8(x, w0));
-                    c[1] = i32x4_add(c[1], i32x4_dot_i16x8(x, w1));
-                }
-            }
-        }
-        c
-    }
-
-    /// For each quarter panel of 8 outputs, ROWS activation rows at a time; per block of BK
-    /// inputs, the integer sums scaled into f32 accumulators as the portable kernel does.
-    pub(super) fn rows_pairs(w: &Int8Linear, acts: &Activations<i16>, y: &mut [f32]) {
-        let (stride, n_pad, blocks, rows) = w.checked_dims(Kernel::Pairs, acts, y);
-        let tiles = rows.div_ceil(ROWS);
-        let (q4, mut scratch) = (!w.block_scales.is_empty(), Vec::new());
-        for nb in 0..n_pad / NR {
-            let codes = w.panel(nb, stride, &mut scratch);
-            for quarter in 0..NR / QUARTER {
-                let first = nb * NR + quarter * QUARTER;
-                if first >= w.out {
-                    break;
-                }
-                let panel = codes[quarter * QUARTER * 2..].as_ptr();
-                for tile in 0..tiles {
-                    let a = acts.codes[tile * ROWS * stride..].as_ptr();
-                    let mut accf = [[f32x4_splat(0.0); 2]; ROWS];
-                    for b in 0..blocks {
-                        // SAFETY: the panel holds stride / 2 groups of NR * 2 bytes; the
-                        // activations are padded to PAD_ROWS rows, a multiple of ROWS (checked
-                        // above)
-                        let acc = unsafe { block(panel, a, stride, b * BK / 2..(b + 1) * BK / 2) };
-                        let off = &w.offsets[b * n_pad + first..][..QUARTER];
-                        let bs = if q4 { &w.block_scales[b * n_pad + first..][..QUARTER] } else { &[][..] };
-                        for (r, (accf, acc)) in accf.iter_mut().zip(&acc).enumerate() {
-                            let a_scale = f32x4_splat(acts.scales[(tile * ROWS + r) * blocks + b]);
-                            for h in 0..2 {
-                                // SAFETY: 4 values of `off` and of `bs` (for a 4-bit weight), which hold 8
-                                let (off, scale) = unsafe {
-                                    let off = v128_load(off[4 * h..].as_ptr().cast());
-                                    (
-                                        off,
-                                        if q4 {
-                                            f32x4_mul(a_scale, v128_load(bs[4 * h..].as_ptr().cast()))
-                                        } else {
-                                            a_scale
-                                        },
-                                    )
-                                };
-                                let v = f32x4_convert_i32x4(i32x4_sub(acc[h], off));
-                                accf[h] = f32x4_add(accf[h], f32x4_mul(v, scale));
-                            }
-                        }
-                    }
-                    // epilogue: acc * s[o] + b[o], as the portable kernel rounds it
-                    for (r, accf) in accf.iter().enumerate().take(rows - tile * ROWS) {
-                        let row = tile * ROWS + r;
-                        for (h, &v) in accf.iter().enumerate() {
-                            let o = first + 4 * h;
-                            if o >= w.out {
-                                break;
-                            }
-                            // SAFETY: scales and bias are padded to whole NR blocks
-                            let (s, b) = unsafe {
-                                (v128_load(w.scales[o..].as_ptr().cast()), v128_load(w.bias[o..].as_ptr().cast()))
-                            };
-                            let v = f32x4_add(f32x4_mul(v, s), b);
-                            let out = &mut y[row * w.out + o..(row + 1) * w.out];
-                            if out.len() >= 4 {
-                                // SAFETY: 4 lanes into `out`, which holds at least 4
-                                unsafe { v128_store(out.as_mut_ptr().cast(), v) };
-                            } else {
-                                let lanes = [
-                                    f32x4_extract_lane::<0>(v),
-                                    f32x4_extract_lane::<1>(v),
-                                    f32x4_extract_lane::<2>(v),
-                                ];
-                                out.copy_from_slice(&lanes[..out.len()]);
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
+mod wasm;
 
 #[cfg(test)]
 mod tests {
@@ -1327,7 +819,7 @@ mod tests {
     /// Shapes of whole q4 blocks (`in` a multiple of 64).
     const Q4_SHAPES: [(usize, usize, usize); 5] =
         [(1, 1, 64), (5, 33, 192), (17, 64, 384), (40, 130, 64), (13, 100, 1536)];
-    const KERNELS: [Kernel; 3] = Kernel::ALL;
+    const KERNELS: [Kernel; 4] = Kernel::ALL;
 
     /// Every (shape, format) the tests run.
     fn cases() -> impl Iterator<Item = ((usize, usize, usize), Format)> {
@@ -1340,6 +832,10 @@ mod tests {
     fn kernels_match_the_portable_one_bit_for_bit() {
         #[cfg(any(target_arch = "x86_64", target_arch = "wasm32"))]
         assert!(Kernel::Pairs.runs_here(), "no AVX2 or no simd128: only the portable kernel would be checked");
+        // CI names the kernel it expects (ARM64 under qemu runs with and without `sdot`)
+        if let Ok(want) = std::env::var("DMOERM_EXPECT_INT8_KERNEL") {
+            assert_eq!(Int8Linear::kernel_name().unwrap_or("none"), want, "the kernel this CPU runs");
+        }
         for ((t, rows, cols), format) in cases() {
             // extreme codes: rows at full scale with ties, zero rows
             let mut x = random(t * cols, 2);
