@@ -33,13 +33,20 @@ cargo test --workspace --all-features --locked
 # the int8 kernels built for the browser (wasm simd128), against the portable kernel, in Node
 CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
     cargo test -p dmoerm-quant --target wasm32-unknown-unknown --locked
-# the int8 kernels built for ARM64 (gcc-aarch64-linux-gnu links them), run under qemu (qemu-user)
-# against the portable kernel: on a CPU with the dot-product extension (`-cpu max`: the sdot
-# kernel) and on one without it (Cortex-A53: the portable kernel, int8 weights expanded to f32)
+# ARM64 Linux, cross-built (gcc-aarch64-linux-gnu links) and run under qemu (qemu-user): the int8
+# kernels against the portable kernel, the core's own tests (its CPU kernels) and the parity
+# fixtures against PyTorch (the CPU build: no GPU under qemu), on a CPU with the dot-product
+# extension (`-cpu max`: the sdot kernel) and on one without it (Cortex-A53: int8 weights
+# expanded to f32); each asserts the int8 kernel it expects
 for cpu in max:neon-dotprod cortex-a53:none; do
-    CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
-        CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu -cpu ${cpu%%:*}" \
-        DMOERM_EXPECT_INT8_KERNEL="${cpu#*:}" cargo test -p dmoerm-quant --target aarch64-unknown-linux-gnu --locked
+    (
+        export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
+        export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu -cpu ${cpu%%:*}"
+        export DMOERM_EXPECT_INT8_KERNEL="${cpu#*:}" DMOERM_SKIP_WGPU=1
+        cargo test -p dmoerm-quant --target aarch64-unknown-linux-gnu --locked
+        cargo test -p dmoerm --no-default-features --features burn/autodiff --lib --test parity \
+            --target aarch64-unknown-linux-gnu --locked
+    )
 done
 # desktops: the CLI with every feature (the core with wgpu's Metal and DX12 backends, training,
 # the server) compiles for macOS on Apple Silicon and for Windows, linted (nothing links there)

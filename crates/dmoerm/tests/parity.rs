@@ -412,3 +412,19 @@ fn a_batch_of_mixed_lengths_runs_packed_with_the_padded_batchs_states() {
         assert!(worst <= 1e-5, "{name}: packed states differ from padded ones by {worst:e}");
     }
 }
+
+/// On the CPU an int8 bundle's embedding table stays int8 everywhere, and its projections stay
+/// int8 where the CPU has an int8 kernel (x86-64 with AVX2, ARM64 with `sdot`: the ARM64 runs
+/// under qemu check both kinds of CPU); elsewhere they are expanded to f32 when they load.
+#[test]
+fn an_int8_bundle_holds_its_projections_as_int8_where_the_cpu_has_an_int8_kernel() {
+    let (bytes, _) = dmoerm::pack_bytes(&fixture_dir("llama"), PackDtype::Int8 { min_elements: 0 }).unwrap();
+    let model = RewardModel::from_packed_bytes("llama", bytes, Device::flex()).unwrap();
+    let backbone = model.backbone();
+    let table = backbone.vocab_size() * backbone.hidden_size();
+    let projections = backbone.quantized_params() - table;
+    match dmoerm::quant::Int8Linear::available() {
+        true => assert!(projections > 0, "the projections stay int8"),
+        false => assert_eq!(projections, 0, "no int8 kernel: the projections are f32"),
+    }
+}
