@@ -35,10 +35,11 @@ CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
     cargo test -p dmoerm-quant --target wasm32-unknown-unknown --locked
 # ARM64 Linux, cross-built (gcc-aarch64-linux-gnu links) and run under qemu (qemu-user): the int8
 # kernels against the portable kernel, the core's own tests (its CPU kernels) and the parity
-# fixtures against PyTorch (the CPU build: no GPU under qemu), on a CPU with the dot-product
-# extension (`-cpu max`: the sdot kernel) and on one without it (Cortex-A53: int8 weights
-# expanded to f32); each asserts the int8 kernel it expects
-for cpu in max:neon-dotprod cortex-a53:none; do
+# fixtures against PyTorch (the CPU build: no GPU under qemu), on a CPU with the int8 matrix
+# multiply (`-cpu max`: the smmla kernel), on one with only the dot-product extension
+# (Neoverse N1: sdot) and on one with neither (Cortex-A53: int8 weights expanded to f32); each
+# asserts the int8 kernel it expects
+for cpu in max:neon-i8mm neoverse-n1:neon-dotprod cortex-a53:none; do
     (
         export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
         export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu -cpu ${cpu%%:*}"

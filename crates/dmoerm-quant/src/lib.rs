@@ -20,7 +20,7 @@
 //! the row's scale); with blocks of 64, by 0.013, for a 3% slower matmul (BENCHMARKS.md).
 //!
 //! Activations are stored as `qx + 128` (unsigned), and each block's sum is corrected by
-//! `128 * sum_{k in b} q[o, k]`, kept per block and output. Three kernels, chosen by the CPU
+//! `128 * sum_{k in b} q[o, k]`, kept per block and output. The kernels, chosen by the CPU
 //! at run time ([`Kernel`]; [`KERNEL_VARIABLE`] forces one), lay the weight out so that one
 //! vector load holds `KG` consecutive `k` of several outputs and the `KG` codes of one
 //! activation row are broadcast against it (no horizontal sums):
@@ -30,11 +30,13 @@
 //!   without AVX-512, AMD's Zen 5), the same layout, tiles of 2 rows x 32 outputs;
 //! - 16-bit pairs (`vpmaddwd` on AVX2, `i32x4.dot_i16x8_s` on wasm `simd128`): the weight
 //!   bytes are widened to i16 as they load, 2 products per i32 lane, `KG` = 2, activations
-//!   as i16.
+//!   as i16;
+//! - ARM64 (`neon.rs`): `smmla` (i8mm), `KG` = 8, and `sdot` (dot product), `KG` = 4, on signed
+//!   codes (the u8 codes flipped as they load, no offset to subtract).
 //!
 //! A portable kernel computes the same integers and the same f32 operations in the same order
-//! (tests check both kernels against it bit for bit): every kernel gives the same numbers.
-//! Where neither kernel runs (other CPUs, wasm without `simd128`), int8 projections are
+//! (tests check every kernel against it bit for bit): every kernel gives the same numbers.
+//! Where no kernel runs (other CPUs, wasm without `simd128`), int8 projections are
 //! expanded to f32 when they load (see [`Int8Linear::available`]).
 //!
 //! A 4-bit weight ([`Q4Matrix`], one scale per block of 64 values of a row) runs through the
@@ -80,10 +82,13 @@ enum Kernel {
     Pairs,
     /// ARM64's dot-product extension (`sdot`): the VNNI layout, activations as u8.
     Neon,
+    /// ARM64's int8 matrix multiply (`smmla`, i8mm): 8 consecutive `k` per output, activations
+    /// as u8.
+    I8mm,
 }
 
 /// The environment variable that picks the int8 kernel (tests and benchmarks compare them on
-/// one CPU): `avx512-vnni`, `avx-vnni` or `avx2` (x86-64), `neon-dotprod` (ARM64). A kernel this CPU does not run, or another
+/// one CPU): `avx512-vnni`, `avx-vnni` or `avx2` (x86-64), `neon-i8mm` or `neon-dotprod` (ARM64). A kernel this CPU does not run, or another
 /// value, leaves the fastest one.
 pub const KERNEL_VARIABLE: &str = "DMOERM_INT8_KERNEL";
 
@@ -93,6 +98,7 @@ impl Kernel {
         match self {
             Kernel::Vnni | Kernel::AvxVnni | Kernel::Neon => 4,
             Kernel::Pairs => 2,
+            Kernel::I8mm => 8,
         }
     }
 
@@ -104,6 +110,7 @@ impl Kernel {
             Kernel::Pairs if cfg!(target_arch = "wasm32") => "simd128",
             Kernel::Pairs => "avx2",
             Kernel::Neon => "neon-dotprod",
+            Kernel::I8mm => "neon-i8mm",
         }
     }
 
@@ -124,6 +131,8 @@ impl Kernel {
             Kernel::Pairs => true,
             #[cfg(target_arch = "aarch64")]
             Kernel::Neon => std::arch::is_aarch64_feature_detected!("dotprod"),
+            #[cfg(target_arch = "aarch64")]
+            Kernel::I8mm => std::arch::is_aarch64_feature_detected!("i8mm"),
             #[allow(unreachable_patterns)] // on x86_64 all are listed
             _ => false,
         }
@@ -138,7 +147,7 @@ impl Kernel {
         }
     }
 
-    const ALL: [Kernel; 4] = [Kernel::Vnni, Kernel::AvxVnni, Kernel::Pairs, Kernel::Neon];
+    const ALL: [Kernel; 5] = [Kernel::Vnni, Kernel::AvxVnni, Kernel::Pairs, Kernel::I8mm, Kernel::Neon];
 
     /// The kernel new weights are laid out for: the one [`KERNEL_VARIABLE`] names where this
     /// CPU runs it, else the fastest this CPU runs (read once).
@@ -272,7 +281,7 @@ impl Int8Linear {
     }
 
     /// The kernel new weights run on (`avx512-vnni`, `avx-vnni`, `avx2`, `simd128`,
-    /// `neon-dotprod`), or `None`
+    /// `neon-i8mm`, `neon-dotprod`), or `None`
     /// where int8 weights are expanded to f32.
     pub fn kernel_name() -> Option<&'static str> {
         Kernel::best().map(Kernel::name)
@@ -541,7 +550,7 @@ impl Int8Linear {
                 }
                 Quantized::U8(Activations::quantize(x, self.inp, quantize_row))
             }
-            Kernel::Neon => Quantized::U8(Activations::quantize(x, self.inp, quantize_row)),
+            Kernel::Neon | Kernel::I8mm => Quantized::U8(Activations::quantize(x, self.inp, quantize_row)),
             Kernel::Pairs => {
                 #[cfg(target_arch = "x86_64")]
                 if fast {
@@ -583,6 +592,14 @@ impl Int8Linear {
                 if fast {
                     // SAFETY: the CPU has the dot-product extension (`Kernel::runs_here`)
                     return unsafe { neon::rows_dot(self, acts, y) };
+                }
+                self.rows_portable(acts, y);
+            }
+            (Kernel::I8mm, Quantized::U8(acts)) => {
+                #[cfg(target_arch = "aarch64")]
+                if fast {
+                    // SAFETY: the CPU has i8mm (`Kernel::runs_here`)
+                    return unsafe { neon::rows_mmla(self, acts, y) };
                 }
                 self.rows_portable(acts, y);
             }
@@ -819,7 +836,7 @@ mod tests {
     /// Shapes of whole q4 blocks (`in` a multiple of 64).
     const Q4_SHAPES: [(usize, usize, usize); 5] =
         [(1, 1, 64), (5, 33, 192), (17, 64, 384), (40, 130, 64), (13, 100, 1536)];
-    const KERNELS: [Kernel; 4] = Kernel::ALL;
+    const KERNELS: [Kernel; 5] = Kernel::ALL;
 
     /// Every (shape, format) the tests run.
     fn cases() -> impl Iterator<Item = ((usize, usize, usize), Format)> {
