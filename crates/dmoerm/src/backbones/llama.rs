@@ -431,7 +431,7 @@ impl Llama {
 }
 
 /// The rotary tables of one forward: `cos` and `sin` `[1, S, 1, head_dim]` for burn's ops, and
-/// the same values `[S, head_dim]` on the host for [`crate::kernels::rope`].
+/// the same values `[S, head_dim]` on the host, for [`crate::kernels::rope`].
 struct Rope {
     cos: Tensor<4>,
     sin: Tensor<4>,
@@ -444,16 +444,7 @@ impl Rope {
     /// # Shapes
     /// - x: `[B, S, heads, hd]`, output: the same
     fn apply(&self, x: Tensor<4>) -> Tensor<4> {
-        let x = match crate::kernels::rope(x, &self.host.0, &self.host.1) {
-            Ok(y) => return y,
-            Err(x) => x,
-        };
-        #[cfg(feature = "gpu")]
-        let x = match crate::kernels::gpu::rope(x, &self.cos, &self.sin) {
-            Ok(y) => return y,
-            Err(x) => x,
-        };
-        x.clone() * self.cos.clone() + rotate_half(x) * self.sin.clone()
+        crate::kernels::rope(x, (&self.cos, &self.sin), (&self.host.0, &self.host.1))
     }
 }
 
@@ -531,14 +522,6 @@ impl Mlp {
         let gate = self.gate_proj.forward(x.clone(), lora);
         self.down_proj.forward(silu_mul(gate, self.up_proj.forward(x, lora)), lora)
     }
-}
-
-/// `rotate_half(x) = cat(-x2, x1)` over the last dimension.
-fn rotate_half(x: Tensor<4>) -> Tensor<4> {
-    let d = x.dims()[3];
-    let x1 = x.clone().narrow(3, 0, d / 2);
-    let x2 = x.narrow(3, d / 2, d / 2);
-    Tensor::cat(vec![x2.neg(), x1], 3)
 }
 
 #[cfg(test)]

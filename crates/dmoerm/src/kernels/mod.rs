@@ -147,14 +147,25 @@ pub fn silu_mul<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
     silu(gate) * up
 }
 
-/// RMSNorm over the last dimension, `x / sqrt(mean(x^2) + eps) * weight` (HF Llama), or `x`
-/// back where the fast path does not apply (flex composes it of six single-threaded ops).
-pub fn rms_norm<const D: usize>(x: Tensor<D>, weight: &Tensor<1>, eps: f64) -> Result<Tensor<D>, Tensor<D>> {
+/// RMSNorm over the last dimension, `x / sqrt(mean(x^2) + eps) * weight` (HF Llama): one
+/// kernel on a GPU, one parallel pass on the CPU (flex composes it of six single-threaded ops),
+/// burn's ops elsewhere (training).
+pub fn rms_norm<const D: usize>(x: Tensor<D>, weight: &Tensor<1>, eps: f64) -> Tensor<D> {
     #[cfg(feature = "gpu")]
     let x = match gpu::rms_norm(x, weight, eps) {
-        Ok(y) => return Ok(y),
+        Ok(y) => return y,
         Err(x) => x,
     };
+    let x = match rms_norm_host(x, weight, eps) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
+    let rms = x.clone().square().mean_dim(D - 1).add_scalar(eps).sqrt();
+    x.div(rms).mul(weight.clone().unsqueeze())
+}
+
+/// [`rms_norm`] on the CPU, or `x` back where it does not apply.
+fn rms_norm_host<const D: usize>(x: Tensor<D>, weight: &Tensor<1>, eps: f64) -> Result<Tensor<D>, Tensor<D>> {
     let dim = x.dims()[D - 1];
     // the device first: reading a GPU tensor back is slow natively and cannot block in wasm
     if !on_host(&x) || weight.is_autodiff() || weight.dims()[0] != dim || dim == 0 {
@@ -169,15 +180,49 @@ pub fn rms_norm<const D: usize>(x: Tensor<D>, weight: &Tensor<1>, eps: f64) -> R
     })
 }
 
+/// `layer_norm(a + b)` with weight and bias over the last dimension (BERT's residual blocks):
+/// one kernel on a GPU, burn's sum and `layer_norm` elsewhere.
+pub fn layer_norm_sum<const D: usize>(
+    a: Tensor<D>,
+    b: Tensor<D>,
+    weight: &Tensor<1>,
+    bias: &Tensor<1>,
+    eps: f64,
+) -> Tensor<D> {
+    #[cfg(feature = "gpu")]
+    let (a, b) = match gpu::layer_norm_sum(a, b, weight, bias, eps) {
+        Ok(y) => return y,
+        Err(ab) => ab,
+    };
+    burn::tensor::module::layer_norm(a + b, weight.clone(), Some(bias.clone()), eps)
+}
+
 /// Rotary position embedding, `x * cos + rotate_half(x) * sin` (HF's `apply_rotary_pos_emb`,
 /// `rotate_half(x) = cat(-x2, x1)` over the head dimension), with the tables `cos` and `sin`
-/// `[S, hd]`; one parallel pass instead of flex's six ops (two products, a negation, a
-/// concatenation, a sum), the same f32 operations in the same order. `x` back where the fast
-/// path does not apply.
+/// `[1, S, 1, hd]` on the device and `[S, hd]` on the host: one parallel pass on the CPU, one
+/// kernel on a GPU, burn's ops elsewhere (training).
 ///
 /// # Shapes
 /// - x: `[B, S, heads, hd]`, output: the same
-pub fn rope(x: Tensor<4>, cos: &[f32], sin: &[f32]) -> Result<Tensor<4>, Tensor<4>> {
+pub fn rope(x: Tensor<4>, (cos, sin): (&Tensor<4>, &Tensor<4>), (host_cos, host_sin): (&[f32], &[f32])) -> Tensor<4> {
+    let x = match rope_host(x, host_cos, host_sin) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
+    #[cfg(feature = "gpu")]
+    let x = match gpu::rope(x, cos, sin) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
+    let d = x.dims()[3];
+    let rotated = Tensor::cat(vec![x.clone().narrow(3, d / 2, d / 2).neg(), x.clone().narrow(3, 0, d / 2)], 3);
+    x * cos.clone() + rotated * sin.clone()
+}
+
+/// [`rope`] on the CPU with the tables `cos` and `sin` `[S, hd]`: one parallel pass instead of
+/// flex's six ops (two products, a negation, a concatenation, a sum), the same f32 operations
+/// in the same order. `x` back where it does not apply.
+fn rope_host(x: Tensor<4>, cos: &[f32], sin: &[f32]) -> Result<Tensor<4>, Tensor<4>> {
     let [_, s, heads, d] = x.dims();
     if d == 0 || !d.is_multiple_of(2) || cos.len() != s * d || sin.len() != s * d {
         return Err(x);
@@ -891,14 +936,14 @@ mod tests {
         let x2 = x.clone().narrow(3, d / 2, d / 2);
         let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
         let want = x.clone() * table(&cos) + rotated * table(&sin);
-        let got = rope(x.clone(), &cos, &sin).expect("flex f32");
+        let got = rope_host(x.clone(), &cos, &sin).expect("flex f32");
         let values = |t: Tensor<4>| t.into_data().try_into_vec::<f32>().expect("f32");
         let (got, want) = (values(got), values(want));
         assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{got:?} != {want:?}");
         // tables of another length, an odd head dimension: not applied
-        assert!(rope(x.clone(), &cos[1..], &sin).is_err());
+        assert!(rope_host(x.clone(), &cos[1..], &sin).is_err());
         let odd = Tensor::<4>::from_data(TensorData::new(rand(s * 3, 1), [1, s, 1, 3]), &device);
-        assert!(rope(odd, &rand(s * 3, 2), &rand(s * 3, 3)).is_err());
+        assert!(rope_host(odd, &rand(s * 3, 2), &rand(s * 3, 3)).is_err());
     }
 
     #[test]
@@ -1044,7 +1089,7 @@ mod tests {
             TensorData::new((0..100).map(|i| 0.5 + i as f32 * 0.01).collect::<Vec<_>>(), [100]),
             &device,
         );
-        let fast = rms_norm(x.clone(), &weight, 1e-6).expect("flex f32");
+        let fast = rms_norm_host(x.clone(), &weight, 1e-6).expect("flex f32");
         let rms = x.clone().square().mean_dim(1).add_scalar(1e-6).sqrt();
         let reference = x.div(rms).mul(weight.unsqueeze());
         assert!(worst(fast, reference) < 1e-6, "rms_norm");
