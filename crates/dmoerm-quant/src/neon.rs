@@ -15,7 +15,8 @@
 //! Rust's `vdotq_s32` and `vmmlaq_s32` are not stable yet: the instructions are written as
 //! inline assembly.
 
-use super::{Activations, Int8Linear, Kernel, BK, NR};
+use crate::portable::Activations;
+use crate::{Int8Linear, Kernel, BK, NR};
 use std::arch::aarch64::*;
 use std::arch::asm;
 

@@ -1,12 +1,13 @@
 //! The pairs kernel with wasm `simd128` (`i32x4.dot_i16x8_s`).
 
-use super::{Activations, Int8Linear, Kernel, BK, NR};
+use crate::portable::Activations;
+use crate::{Int8Linear, Kernel, BK, NR};
 use core::arch::wasm32::*;
 
 /// Outputs per quarter panel: 8, in 2 vectors of 4 i32 lanes.
 const QUARTER: usize = NR / 4;
 
-/// [`super::quantize_row`] with `simd128`: the same codes (`f32x4.nearest` rounds half to
+/// [`crate::portable::quantize_row`] with `simd128`: the same codes (`f32x4.nearest` rounds half to
 /// even) and the same scale.
 pub(super) fn quantize_row(x: &[f32], q: &mut [i16]) -> f32 {
     let (body, tail) = x.split_at(x.len() / 4 * 4);

@@ -1,13 +1,14 @@
 //! The int8 kernels of x86-64: AVX-512 VNNI, AVX-VNNI and the AVX2 pairs, each with its SIMD
 //! activation quantiser.
 
-use super::{Activations, Code, Int8Linear, Kernel, BK, MR, NR};
+use crate::portable::{Activations, Code};
+use crate::{Int8Linear, Kernel, BK, MR, NR};
 use std::arch::x86_64::*;
 
 /// The VNNI layout's `k` per group.
 const KG: usize = Kernel::Vnni.kg();
 
-/// [`super::quantize_row`] with AVX-512: the same codes (`vcvtps2dq` rounds half to even)
+/// [`crate::portable::quantize_row`] with AVX-512: the same codes (`vcvtps2dq` rounds half to even)
 /// and the same scale.
 #[target_feature(enable = "avx512f,avx512bw")]
 pub(super) fn quantize_row(x: &[f32], q: &mut [u8]) -> f32 {
@@ -140,7 +141,7 @@ pub(super) fn rows_vnni(w: &Int8Linear, acts: &Activations<u8>, y: &mut [f32]) {
     }
 }
 
-/// [`super::quantize_row`] with AVX2 (u8 codes for AVX-VNNI, i16 for the pairs): the same
+/// [`crate::portable::quantize_row`] with AVX2 (u8 codes for AVX-VNNI, i16 for the pairs): the same
 /// codes (`vcvtps2dq` rounds half to even) and the same scale.
 #[target_feature(enable = "avx2")]
 pub(super) fn quantize_row_avx2<T: Code>(x: &[f32], q: &mut [T]) -> f32 {
