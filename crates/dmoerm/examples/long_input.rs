@@ -52,13 +52,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return batch(&model, &convs, calls);
     }
     let tokens = model.encode(&conv)?.expert.ids.len();
-    let (mut seconds, mut score) = (f64::INFINITY, None);
-    for _ in 0..calls.max(1) {
-        let start = Instant::now();
-        score = Some(model.score(&conv)?);
-        seconds = seconds.min(start.elapsed().as_secs_f64());
-    }
-    let score = score.ok_or("no call")?;
+    let (seconds, score) = best_of(calls, || model.score(&conv))?;
     let out = serde_json::json!({
         "tokens": tokens,
         "truncated": score.truncated,

@@ -39,8 +39,7 @@ impl Pooling {
         let [b, s, h] = hidden.dims();
         let n = spans.len();
         // a row of weights per sequence over the positions of its row
-        let padded = n == b && spans.iter().enumerate().all(|(i, span)| span.start == i * s);
-        let (rows, width) = if padded { (b, s) } else { (1, b * s) };
+        let (rows, width) = if Span::are_padded(spans, [b, s]) { (b, s) } else { (1, b * s) };
         let mut w = vec![0.0f32; n * width];
         for (i, (span, &last)) in spans.iter().zip(last_non_pad).enumerate() {
             let len = span.len.clamp(1, span.rows);

@@ -175,24 +175,15 @@ impl TokenBatch {
     pub fn mask_rows(&self, heads: usize, seen: Visibility, rows: Range<usize>, device: &Device) -> Tensor<4, Bool> {
         let [batch, seq] = self.dims();
         let n = rows.len();
+        let spans = self.spans();
         let mut mask = Vec::with_capacity(batch * n * seq);
-        match &self.starts {
-            None => {
-                for &len in &self.lengths {
-                    for q in rows.clone() {
-                        mask.extend((0..seq).map(|k| !seen.sees(q, k, len)));
-                    }
-                }
-            }
-            Some(_) => {
-                let spans = self.spans();
-                for q in rows.clone() {
-                    // the sequence of query q (every position of a packed row is in one)
-                    let Span { start, len, .. } =
-                        spans[spans.partition_point(|sp| sp.start + sp.len <= q).min(spans.len() - 1)];
-                    let sees = |k: usize| (start..start + len).contains(&k) && seen.sees(q - start, k - start, len);
-                    mask.extend((0..seq).map(|k| !sees(k)));
-                }
+        for r in 0..batch {
+            for q in rows.clone().map(|q| r * seq + q) {
+                // the sequence whose rows hold query q (each row's, or one of the packed row's)
+                let i = spans.partition_point(|span| span.start + span.rows <= q).min(spans.len() - 1);
+                let Span { start, len, rows } = spans[i];
+                let sees = |k: usize| (start..start + rows).contains(&k) && seen.sees(q - start, k - start, len);
+                mask.extend((r * seq..(r + 1) * seq).map(|k| !sees(k)));
             }
         }
         Tensor::<4, Bool>::from_data(TensorData::new(mask, [batch, 1, n, seq]), device).expand([batch, heads, n, seq])

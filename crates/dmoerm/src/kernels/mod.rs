@@ -333,6 +333,11 @@ impl Span {
     pub fn padded(lengths: &[usize], s: usize) -> Vec<Span> {
         lengths.iter().enumerate().map(|(b, &len)| Span { start: b * s, len, rows: s }).collect()
     }
+
+    /// Whether `spans` are a padded `[B, S]` batch's: one per row, each the whole row.
+    pub fn are_padded(spans: &[Span], [b, s]: [usize; 2]) -> bool {
+        spans.len() == b && spans.iter().enumerate().all(|(i, span)| span.start == i * s && span.rows == s)
+    }
 }
 
 /// Scaled dot-product attention, softmax over the keys each query may see: keys `j < len` of
@@ -353,12 +358,14 @@ pub fn attention(
     #[cfg(feature = "gpu")]
     let (q, k, v) = {
         let [b, s, _] = q.dims();
-        let lengths: Vec<usize> = spans.iter().map(|span| span.len).collect();
-        match spans.len() == b && Span::padded(&lengths, s) == spans {
-            true => match gpu::attention((q, k, v), (heads, kv_heads), &lengths, causal, window) {
-                Ok(out) => return Ok(out),
-                Err(qkv) => qkv,
-            },
+        match Span::are_padded(spans, [b, s]) {
+            true => {
+                let lengths: Vec<usize> = spans.iter().map(|span| span.len).collect();
+                match gpu::attention((q, k, v), (heads, kv_heads), &lengths, causal, window) {
+                    Ok(out) => return Ok(out),
+                    Err(qkv) => qkv,
+                }
+            }
             false => (q, k, v),
         }
     };
