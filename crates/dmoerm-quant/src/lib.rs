@@ -100,8 +100,9 @@ enum Kernel {
 }
 
 /// The environment variable that picks the int8 kernel (tests and benchmarks compare them on
-/// one CPU): `avx512-vnni`, `avx-vnni` or `avx2` (x86-64), `neon-i8mm` or `neon-dotprod` (ARM64). A kernel this CPU does not run, or another
-/// value, leaves the fastest one.
+/// one CPU): `avx512-vnni`, `avx-vnni` or `avx2` (x86-64), `neon-i8mm` or `neon-dotprod`
+/// (ARM64). A kernel this CPU does not run, or another value, leaves the fastest one, and says
+/// so on stderr (once) with the kernels this CPU runs.
 pub const KERNEL_VARIABLE: &str = "DMOERM_INT8_KERNEL";
 
 impl Kernel {
@@ -166,9 +167,18 @@ impl Kernel {
     fn best() -> Option<Self> {
         static CHOSEN: std::sync::OnceLock<Option<Kernel>> = std::sync::OnceLock::new();
         *CHOSEN.get_or_init(|| {
-            let named = std::env::var(KERNEL_VARIABLE).ok();
             let runs = || Kernel::ALL.into_iter().filter(|k| k.runs_here());
-            runs().find(|k| named.as_deref() == Some(k.name())).or_else(|| runs().next())
+            let Ok(named) = std::env::var(KERNEL_VARIABLE) else { return runs().next() };
+            runs().find(|k| named == k.name()).or_else(|| {
+                let here: Vec<&str> = runs().map(Kernel::name).collect();
+                let fastest = runs().next();
+                eprintln!(
+                    "{KERNEL_VARIABLE}={named}: not an int8 kernel this CPU runs (it runs: {}); using {}",
+                    if here.is_empty() { "none".to_string() } else { here.join(", ") },
+                    fastest.map_or("none: int8 weights are expanded to f32", Kernel::name)
+                );
+                fastest
+            })
         })
     }
 }
