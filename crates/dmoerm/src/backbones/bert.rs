@@ -17,7 +17,7 @@ use burn::tensor::activation::gelu_approximate;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::Deserialize;
 
-use super::{attend, Held, LayerNorm, Projection, Table, TokenBatch, Visibility};
+use super::{Held, LayerNorm, Projection, Table, TokenBatch, Visibility};
 use crate::bundle::keys;
 use crate::error::{Error, Result};
 // exact GELU: a vectorised (natively parallel) CPU path on flex (see `kernels`)
@@ -268,7 +268,7 @@ impl Bert {
         let mask = batch.attention_mask(Visibility::BIDIRECTIONAL);
         for l in &self.layers[range] {
             let [q, k, v] = Projection::forward_each([&l.query, &l.key, &l.value], h.clone(), lora);
-            let a = attend((q, k, v), (heads, heads), &mask, batch);
+            let a = crate::kernels::attention((q, k, v), (heads, heads), &mask, &batch.spans());
             h = l.attention_norm.forward_sum(h, l.attention_output.forward(a, lora));
             // int8 on the CPU: up, GELU and down chunk by chunk of rows (the same numbers)
             let fused = match c.hidden_act {

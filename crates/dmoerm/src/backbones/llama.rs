@@ -15,7 +15,7 @@ use std::ops::Range;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::Deserialize;
 
-use super::{attend, AttentionMask, Held, Projection, RmsNorm, Table, TokenBatch, Visibility};
+use super::{AttentionMask, Held, Projection, RmsNorm, Table, TokenBatch, Visibility};
 use crate::error::{Error, Result};
 // `silu(gate) * up`: one kernel on a GPU, a vectorised (natively parallel) SiLU on flex (see `kernels`)
 use crate::kernels::silu_mul;
@@ -507,7 +507,7 @@ impl Attention {
         }
         let merged = |x: Tensor<4>| x.flatten::<3>(2, 3);
         let (q, k) = (merged(rope.apply(q)), merged(rope.apply(k)));
-        let out = attend((q, k, v), (heads, kv_heads), mask, batch); // [B, S, H * hd]
+        let out = crate::kernels::attention((q, k, v), (heads, kv_heads), mask, &batch.spans()); // [B, S, H * hd]
         self.o_proj.forward(out, lora)
     }
 }

@@ -9,18 +9,16 @@
 pub mod bert;
 pub mod llama;
 
-use std::cell::OnceCell;
-use std::ops::Range;
 use std::sync::Arc;
 
-use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Bool, DType, Device, Int, Tensor, TensorData};
+use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use serde::Deserialize;
 
 use crate::bundle::keys;
 use crate::device::quantized_resident;
 use crate::error::{Error, Result};
 use crate::kernels::Span;
+pub use crate::kernels::{AttentionMask, Visibility};
 use crate::lora::{AdapterGroup, Projections};
 use crate::pooling::Pooling;
 use crate::quant::{Int8Linear, QuantMatrix};
@@ -167,26 +165,7 @@ impl TokenBatch {
 
     /// The attention mask of `seen` for this batch (built only if burn's attention runs).
     pub fn attention_mask(&self, seen: Visibility) -> AttentionMask {
-        AttentionMask { seen, full: OnceCell::new() }
-    }
-
-    /// The mask rows of the queries `rows`: `[B, heads, rows.len(), S]`, `true` where a query
-    /// may NOT look (packed: nor at another sequence's keys).
-    pub fn mask_rows(&self, heads: usize, seen: Visibility, rows: Range<usize>, device: &Device) -> Tensor<4, Bool> {
-        let [batch, seq] = self.dims();
-        let n = rows.len();
-        let spans = self.spans();
-        let mut mask = Vec::with_capacity(batch * n * seq);
-        for r in 0..batch {
-            for q in rows.clone().map(|q| r * seq + q) {
-                // the sequence whose rows hold query q (each row's, or one of the packed row's)
-                let i = spans.partition_point(|span| span.start + span.rows <= q).min(spans.len() - 1);
-                let Span { start, len, rows } = spans[i];
-                let sees = |k: usize| (start..start + rows).contains(&k) && seen.sees(q - start, k - start, len);
-                mask.extend((r * seq..(r + 1) * seq).map(|k| !sees(k)));
-            }
-        }
-        Tensor::<4, Bool>::from_data(TensorData::new(mask, [batch, 1, n, seq]), device).expand([batch, heads, n, seq])
+        AttentionMask::new(seen)
     }
 }
 
@@ -198,40 +177,6 @@ fn pad(rows: &[Vec<u32>], value: u32, seq: usize) -> Vec<i64> {
         out.extend(std::iter::repeat_n(value as i64, seq - row.len()));
     }
     out
-}
-
-/// Which keys a query sees: the real tokens of its row; with `causal` none after it; with a
-/// `window` (sliding-window attention, as transformers applies it) only the last `window` up
-/// to and including it. A padding query sees every real key: its output is never read, and a
-/// query that sees nothing would turn its row into NaN, which the next layer's values carry
-/// into real rows (`0 * NaN`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Visibility {
-    pub causal: bool,
-    pub window: Option<usize>,
-}
-
-impl Visibility {
-    /// Every real token (encoders).
-    pub const BIDIRECTIONAL: Self = Self { causal: false, window: None };
-    /// The real tokens up to the query (decoders).
-    pub const CAUSAL: Self = Self { causal: true, window: None };
-
-    /// Whether query `q` sees key `k` in a row of `len` real tokens.
-    pub fn sees(self, q: usize, k: usize, len: usize) -> bool {
-        k < len && (q >= len || (!(self.causal && k > q) && self.window.is_none_or(|w| k + w > q)))
-    }
-}
-
-/// The keys each query of a batch sees: the rule, and burn's boolean mask made from it once
-/// when burn's attention runs a sequence in one piece (the flex kernel needs only the rule and
-/// the row lengths; a long sequence builds the mask rows of each query chunk).
-#[derive(Debug, Clone)]
-pub struct AttentionMask {
-    /// The rule.
-    pub seen: Visibility,
-    /// `[B, heads, S, S]`, `true` where a query may NOT look.
-    full: OnceCell<Tensor<4, Bool>>,
 }
 
 /// A linear layer `y = x W^T + b` that knows its module path, so LoRA adapters find it.
@@ -835,83 +780,6 @@ pub fn family_of(file: &str, model_type: Option<&str>) -> Result<Family> {
         )),
         None => Err(Error::bundle(file, "config.json has no model_type")),
     }
-}
-
-/// Splits `[B, S, heads * head_dim]` into heads: `[B, heads, S, head_dim]`.
-pub(crate) fn split_heads(x: Tensor<3>, heads: usize, head_dim: usize) -> Tensor<4> {
-    let [b, s, _] = x.dims();
-    x.reshape([b, s, heads, head_dim]).swap_dims(1, 2)
-}
-
-/// Queries per piece of burn's attention on a long sequence: a piece's scores are
-/// `[B, H, QUERY_CHUNK, S]`, never `[B, H, S, S]`.
-const QUERY_CHUNK: usize = 512;
-
-/// Scaled dot-product attention on the projections' layout: `q` `[B, S, H * hd]`, `k` and `v`
-/// `[B, S, KV * hd]` (grouped-query when KV < H), the keys each query sees given by `mask`
-/// -> the heads merged, `[B, S, H * hd]`. On flex (inference, wasm included)
-/// [`crate::kernels::attention`] reads the heads in place and computes it in query blocks from
-/// the row lengths; elsewhere (wgpu, training) the heads are split and burn's attention runs
-/// on pieces of at most [`QUERY_CHUNK`] queries.
-pub(crate) fn attend(
-    (q, k, v): (Tensor<3>, Tensor<3>, Tensor<3>),
-    (heads, kv_heads): (usize, usize),
-    mask: &AttentionMask,
-    batch: &TokenBatch,
-) -> Tensor<3> {
-    let Visibility { causal, window } = mask.seen;
-    let (q, k, v) = match crate::kernels::attention(q, k, v, (heads, kv_heads), &batch.spans(), causal, window) {
-        Ok(out) => return out,
-        Err(qkv) => qkv,
-    };
-    let hd = q.dims()[2] / heads.max(1);
-    let (q, k, v) = (split_heads(q, heads, hd), split_heads(k, kv_heads, hd), split_heads(v, kv_heads, hd));
-    burn_attention(q, k, v, mask, batch, QUERY_CHUNK)
-}
-
-/// burn's attention on pieces of at most `chunk` queries, each with its rows of the mask.
-pub(crate) fn burn_attention(
-    q: Tensor<4>,
-    k: Tensor<4>,
-    v: Tensor<4>,
-    mask: &AttentionMask,
-    batch: &TokenBatch,
-    chunk: usize,
-) -> Tensor<3> {
-    let seen = mask.seen;
-    let [_, heads, s, _] = q.dims();
-    let device = q.device();
-    let n_rep = heads / k.dims()[1];
-    let (k, v) = (repeat_kv(k, n_rep), repeat_kv(v, n_rep));
-    let options = AttentionModuleOptions { scale: None, softcap: None, is_causal: false };
-    let run = |q, m| burn::tensor::module::attention(q, k.clone(), v.clone(), Some(m), None, options);
-    if s <= chunk {
-        let m = mask.full.get_or_init(|| batch.mask_rows(heads, seen, 0..s, &device));
-        return merge_heads(run(q, m.clone()));
-    }
-    let pieces = (0..s)
-        .step_by(chunk.max(1))
-        .map(|i0| {
-            let rows = i0..(i0 + chunk).min(s);
-            run(q.clone().narrow(2, i0, rows.len()), batch.mask_rows(heads, seen, rows, &device))
-        })
-        .collect();
-    merge_heads(Tensor::cat(pieces, 2))
-}
-
-/// Repeats each KV head `n_rep` times: `[B, KV, S, d]` -> `[B, KV * n_rep, S, d]`.
-pub(crate) fn repeat_kv(x: Tensor<4>, n_rep: usize) -> Tensor<4> {
-    if n_rep == 1 {
-        return x;
-    }
-    let [b, kv, s, d] = x.dims();
-    x.unsqueeze_dim::<5>(2).expand([b, kv, n_rep, s, d]).reshape([b, kv * n_rep, s, d])
-}
-
-/// Merges heads back: `[B, heads, S, head_dim]` -> `[B, S, heads * head_dim]`.
-pub(crate) fn merge_heads(x: Tensor<4>) -> Tensor<3> {
-    let [b, h, s, d] = x.dims();
-    x.swap_dims(1, 2).reshape([b, s, h * d])
 }
 
 /// Adds the sizes of tensors.
