@@ -33,6 +33,13 @@ cargo test --workspace --all-features --locked
 # the int8 kernels built for the browser (wasm simd128), against the portable kernel, in Node
 CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
     cargo test -p dmoerm-quant --target wasm32-unknown-unknown --locked
+# and with relaxed SIMD (the threaded build's twin: 4-bit weights on
+# i32x4.relaxed_dot_i8x16_i7x16_add_s). Node 20 has relaxed SIMD behind a flag, and its baseline
+# compiler (Liftoff, V8 11.3) computes that instruction wrongly (3 of these tests fail with
+# --liftoff-only and pass with the optimising compiler alone; Chromium 156 is right with both,
+# bindings/npm's browser test): the optimising one only
+CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner NODE_ARGS=--experimental-wasm-relaxed-simd,--no-liftoff \
+    cargo test -p dmoerm-quant --features relaxed-simd --target wasm32-unknown-unknown --locked
 # ARM64 Linux, cross-built (gcc-aarch64-linux-gnu links) and run under qemu (qemu-user): the int8
 # kernels against the portable kernel, the core's own tests (its CPU kernels) and the parity
 # fixtures against PyTorch (the CPU build: no GPU under qemu), on a CPU with the int8 matrix

@@ -6,10 +6,12 @@
 // (wasm memory only grows, so the second is the peak; wasm32 has at most 4096 MiB), and the
 // threads it computed on.
 //
-//   [DEVICE=webgpu] [THREADS=n] node benches/long/browser.mjs MODEL.dmoerm CONV.jsonl...
+//   [DEVICE=webgpu] [THREADS=n] [THREADED_BUILD=simd128] node benches/long/browser.mjs MODEL.dmoerm CONV.jsonl...
 //
 // THREADS: the CPU's threads (default the package's: every core; the page is cross-origin
-// isolated, so the threaded build runs).
+// isolated, so the threaded build runs: Chromium has relaxed SIMD, so its relaxed-SIMD twin,
+// unless THREADED_BUILD=simd128, which names the other one's .wasm with `configure`). The
+// `.wasm` files the page fetched are printed (`wasm`).
 //
 // The model and the inputs are served from their directories with the COOP/COEP server; the
 // bundle is downloaded once per page (no cache) and stays in JavaScript memory while wasm
@@ -28,6 +30,7 @@ const server = await serve({ mounts: { '/model/': dirname(resolve(model)) } });
 const mb = (bytes) => bytes / 2 ** 20;
 const device = process.env.DEVICE === 'webgpu' ? 'webgpu' : 'cpu';
 const threads = process.env.THREADS ? Number(process.env.THREADS) : undefined;
+const simd128 = process.env.THREADED_BUILD === 'simd128';
 try {
   for (const conv of convs) {
     const input = JSON.parse(readFileSync(conv, 'utf8').split('\n')[0]);
@@ -35,11 +38,14 @@ try {
     try {
       const page = await browser.newPage();
       page.on('console', (m) => m.type() === 'error' && console.error(`[chromium] ${m.text()}`));
+      const wasm = [];
+      page.on('request', (r) => r.url().endsWith('.wasm') && wasm.push(new URL(r.url()).pathname));
       await page.goto(`${server.url}/bindings/npm/test/harness.html`);
       await page.waitForFunction(() => window.harnessReady === true);
       const r = await page.evaluate(
-        async ({ url, input, device, threads }) => {
-          const { RewardModel, wasmMemoryBytes } = window.dmoerm;
+        async ({ url, input, device, threads, simd128 }) => {
+          const { RewardModel, configure, wasmMemoryBytes } = window.dmoerm;
+          if (simd128) configure({ threadedWasmUrl: '/bindings/npm/wasm-threads/dmoerm_wasm_bg.wasm' });
           let t = performance.now();
           const rm = await RewardModel.load(url, { device, threads, cache: false });
           const loadSeconds = (performance.now() - t) / 1000;
@@ -50,7 +56,7 @@ try {
           const peak = await wasmMemoryBytes();
           return { device: rm.device, threads: rm.threads, score, loadSeconds, seconds, loaded, peak };
         },
-        { url: `/model/${basename(model)}`, input, device, threads },
+        { url: `/model/${basename(model)}`, input, device, threads, simd128 },
       );
       console.log(
         JSON.stringify({
@@ -63,6 +69,7 @@ try {
           seconds: r.seconds,
           wasm_loaded_mb: mb(r.loaded),
           wasm_peak_mb: mb(r.peak),
+          wasm: [...new Set(wasm)],
         }),
       );
     } finally {

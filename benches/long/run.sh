@@ -63,8 +63,10 @@ rows=$(
     done
     for n in $browser_lengths; do
       for dtype in int8 q4; do
-        for threads in 1 2; do
-          result=$(THREADS=$threads node benches/long/browser.mjs "$dir/model.$dtype.dmoerm" "$work/conv-$n.jsonl")
+        # 2 threads twice: the threaded build's relaxed-SIMD twin (Chromium's default) and the
+        # simd128 one
+        for build in 1: 2: 2:simd128; do
+          result=$(THREADS=${build%%:*} THREADED_BUILD=${build#*:} node benches/long/browser.mjs "$dir/model.$dtype.dmoerm" "$work/conv-$n.jsonl")
           row "$shape" "$n" "chromium $dtype" "$result"
         done
       done

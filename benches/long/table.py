@@ -58,14 +58,18 @@ if browser:
     print()
     print("Headless Chromium, wasm CPU (one call)")
     print()
-    print("| shape | tokens | bundle | threads | s | load s | wasm memory MB: loaded, peak "
+    print("| shape | tokens | bundle | threads | wasm build | s | load s | wasm memory MB: loaded, peak "
           "| native dmoerm s (same bundle) | reward - native |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in browser:
         b, dtype = r["result"], r["engine"].split()[1]
         # the browser's lengths are side-by-side lengths too (run.sh's defaults)
         native = results[(r["shape"], r["length"], f"dmoerm {dtype}")]
         assert b["device"] == "cpu" and not b["truncated"], b
-        print(f"| {r['shape']} | {native['tokens']} | {dtype} | {b['threads']} | {b['seconds']:.1f} "
+        # which of the npm package's builds ran, from the .wasm the page fetched
+        wasm = " ".join(b["wasm"])
+        build = ("threaded, relaxed SIMD" if "wasm-threads-relaxed/" in wasm
+                 else "threaded, simd128" if "wasm-threads/" in wasm else "single-thread, simd128")
+        print(f"| {r['shape']} | {native['tokens']} | {dtype} | {b['threads']} | {build} | {b['seconds']:.1f} "
               f"| {b['load_seconds']:.1f} | {b['wasm_loaded_mb']:.0f}, {b['wasm_peak_mb']:.0f} "
               f"| {native['seconds']:.2f} | {b['reward'] - native['reward']:+.1e} |")

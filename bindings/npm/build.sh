@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the npm package's wasm half: bindings/wasm -> bindings/npm/wasm (wasm-bindgen, web
-# target: ESM that runs in pages, workers and Node), and the threaded build -> wasm-threads.
+# target: ESM that runs in pages, workers and Node), and the threaded build -> wasm-threads (and
+# its relaxed-SIMD twin -> wasm-threads-relaxed).
 # Needs the wasm32 target, the rust-src component and wasm-bindgen-cli of the version in
 # Cargo.lock (.ci/run installs them).
 set -euo pipefail
@@ -14,10 +15,13 @@ cargo build --manifest-path "$root/Cargo.toml" -p dmoerm-wasm --target wasm32-un
 # component; RUSTC_BOOTSTRAP lets the stable toolchain take the -Z flag); bindings/wasm/build.rs
 # links it with a shared memory. Its own target directory, since its flags differ from the
 # other build's.
-RUSTC_BOOTSTRAP=1 RUSTFLAGS='-C target-feature=+simd128,+atomics,+bulk-memory,+mutable-globals' \
-    cargo build --manifest-path "$root/Cargo.toml" -p dmoerm-wasm --target wasm32-unknown-unknown --profile wasm-release --locked \
-    -Z build-std=panic_abort,std --target-dir "$target/wasm-threads"
-rm -rf wasm wasm-threads
+threaded() {
+    RUSTC_BOOTSTRAP=1 RUSTFLAGS='-C target-feature=+simd128,+atomics,+bulk-memory,+mutable-globals' \
+        cargo build --manifest-path "$root/Cargo.toml" -p dmoerm-wasm --target wasm32-unknown-unknown --profile wasm-release --locked \
+        -Z build-std=panic_abort,std --target-dir "$target/wasm-threads" "$@"
+}
+threaded
+rm -rf wasm wasm-threads wasm-threads-relaxed
 # no name section: -7.9 MB raw, -1.4 MB gzip (panic messages still reach JS). The single-thread
 # build also runs in the calling thread, whose instance the package replaces after a trap: its
 # glue gets `__wbg_reset_state` (a fresh instance of the module it compiled, src/core.js).
@@ -28,4 +32,11 @@ bindgen() {
     echo "$2: $raw bytes raw, $gz bytes gzip -9"
 }
 bindgen "$target/wasm32-unknown-unknown/wasm-release/dmoerm_wasm.wasm" wasm --experimental-reset-state-function
-bindgen "$target/wasm-threads/wasm32-unknown-unknown/wasm-release/dmoerm_wasm.wasm" wasm-threads
+threaded_wasm="$target/wasm-threads/wasm32-unknown-unknown/wasm-release/dmoerm_wasm.wasm"
+bindgen "$threaded_wasm" wasm-threads
+# The threaded build again with relaxed SIMD (4-bit weights on `i32x4.relaxed_dot_i8x16_i7x16_add_s`,
+# dmoerm-quant's wasm.rs), for the engines that have it (src/simd.js chooses): a feature of
+# dmoerm-quant, so only it, the core and the bindings compile again; cargo writes its .wasm where
+# the other's was, which wasm-bindgen read above.
+threaded --features relaxed-simd
+bindgen "$threaded_wasm" wasm-threads-relaxed

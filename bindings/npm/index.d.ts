@@ -91,7 +91,10 @@ export declare class RewardModel {
 export interface Locations {
   /** The single-thread build's `.wasm` (the package's `wasm/dmoerm_wasm_bg.wasm`). */
   wasmUrl?: string | URL;
-  /** The threaded build's `.wasm` (`wasm-threads/dmoerm_wasm_bg.wasm`). */
+  /**
+   * The threaded build's `.wasm` (`wasm-threads/dmoerm_wasm_bg.wasm`). Naming it (or
+   * `threadedWorkerUrl`) runs that build where the package would take its relaxed-SIMD twin.
+   */
   threadedWasmUrl?: string | URL;
   /** The WebGPU Worker's script (`src/webgpu-worker.js`, or what a bundler built of it). */
   workerUrl?: string | URL;

@@ -62,7 +62,8 @@ async function guard(what, wasm, fn) {
  * single-thread and threaded builds' `dmoerm_wasm_bg.wasm`), `workerUrl` and
  * `threadedWorkerUrl` (`src/webgpu-worker.js` and `src/threads-worker.js` as served; a script
  * on another origin is started through a module that imports it). Call it before the first
- * load; each option left out keeps the package's own file.
+ * load; each option left out keeps the package's own file. Naming the threaded build's files
+ * runs that build, not its relaxed-SIMD twin (src/workers.js).
  */
 export function configure(options = {}) {
   for (const [key, value] of Object.entries(options)) {

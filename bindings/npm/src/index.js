@@ -4,7 +4,7 @@ import { locations, platform } from './platform.js';
 import { crossOriginWorker, importingWorker } from './spawn.js';
 
 // For the cross-origin fallback only (spawn.js): names a bundler does not follow.
-const SCRIPTS = { webgpu: './webgpu-worker.js', threads: './threads-worker.js' };
+const SCRIPTS = { webgpu: './webgpu-worker.js', threads: './threads-worker.js', 'threads-relaxed': './threads-relaxed-worker.js' };
 
 Object.assign(platform, {
   name: 'browser',
@@ -15,9 +15,14 @@ Object.assign(platform, {
     }
     try {
       // literals, so that bundlers find the scripts (and build them as Workers)
-      return kind === 'threads'
-        ? new Worker(new URL('./threads-worker.js', import.meta.url), { type: 'module' })
-        : new Worker(new URL('./webgpu-worker.js', import.meta.url), { type: 'module' });
+      switch (kind) {
+        case 'threads':
+          return new Worker(new URL('./threads-worker.js', import.meta.url), { type: 'module' });
+        case 'threads-relaxed':
+          return new Worker(new URL('./threads-relaxed-worker.js', import.meta.url), { type: 'module' });
+        default:
+          return new Worker(new URL('./webgpu-worker.js', import.meta.url), { type: 'module' });
+      }
     } catch (e) {
       return crossOriginWorker(e, SCRIPTS[kind], import.meta.url);
     }

@@ -11,8 +11,7 @@ import { locations, platform } from './platform.js';
 Object.assign(platform, {
   name: 'node',
   spawn(kind, configured) {
-    const script = kind === 'threads' ? './threads-worker.js' : './webgpu-worker.js';
-    return new NodeWorker(configured ?? new URL(script, import.meta.url));
+    return new NodeWorker(configured ?? new URL(`./${kind}-worker.js`, import.meta.url));
   },
   defaultThreads: () => availableParallelism(),
   // Node's fetch takes no file: URL: the bytes

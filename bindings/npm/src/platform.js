@@ -6,8 +6,8 @@ export const platform = {
   /** 'browser' or 'node'. */
   name: null,
   /**
-   * Starts the package's Worker of `kind` ('webgpu' or 'threads'; src/workers.js), on the
-   * script `configure` named, else the package's own.
+   * Starts the package's Worker of `kind` ('webgpu', 'threads' or 'threads-relaxed';
+   * src/workers.js), on the script `configure` named, else the package's own.
    */
   spawn: null,
   /** How many threads the CPU computes on when `threads` is not given (its checks aside). */

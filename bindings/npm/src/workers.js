@@ -1,9 +1,11 @@
 import { locations, platform } from './platform.js';
+import { relaxedSimd } from './simd.js';
 import { deadModelError, trapError } from './wasm-calls.js';
 
 // The Workers the package owns to hold models, one of each kind at most: 'threads' (CPU models
-// on the threaded build, src/threads-worker.js, where the page is cross-origin isolated, and in
-// Node, on node:worker_threads: src/node-worker.js) and 'webgpu' (WebGPU models on the
+// on the threaded build, src/threads-worker.js, or its relaxed-SIMD twin,
+// src/threads-relaxed-worker.js, where the page is cross-origin isolated, and in Node, on
+// node:worker_threads: src/node-worker.js) and 'webgpu' (WebGPU models on the
 // single-thread build, src/webgpu-worker.js, in a browser). Each model is a handle in its
 // Worker; each call a request.
 
@@ -34,7 +36,10 @@ function start(kind, threads) {
   if (!workers[kind]) {
     const gen = ++generation;
     const threaded = kind === 'threads';
-    const w = platform.spawn(kind, threaded ? locations.threadedWorkerUrl : locations.workerUrl);
+    // the threaded build's relaxed-SIMD twin where the engine runs it, unless the app named
+    // where the threaded build's files are (`configure`: those are wasm-threads/'s)
+    const relaxed = threaded && relaxedSimd() && !locations.threadedWasmUrl && !locations.threadedWorkerUrl;
+    const w = platform.spawn(relaxed ? 'threads-relaxed' : kind, threaded ? locations.threadedWorkerUrl : locations.workerUrl);
     // A panic that no reply can report (on a pool thread, which the caller waits for forever,
     // or inside a WebGPU call's promise task) is posted here by the Rust panic hook.
     const panics = `dmoerm-panics-${crypto.randomUUID()}`;

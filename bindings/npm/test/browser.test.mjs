@@ -96,6 +96,37 @@ for (const mode of Object.keys(MODES)) {
       }
     });
 
+    // Chromium has relaxed SIMD: on threads the package runs the threaded build's twin that
+    // computes 4-bit products with `i32x4.relaxed_dot_i8x16_i7x16_add_s` (src/simd.js); its
+    // integers are the simd128 kernel's, so a q4 bundle scores as natively
+    if (mode === 'cpu') await t.test('a q4 bundle scores on the relaxed-SIMD build as natively', async () => {
+      const dir = dirname(packed.llama);
+      const inputs = expected('llama').inputs.map((i) => ({ messages: i.messages, response: i.response }));
+      const [bundle, jsonl, scores] = ['dmoerm', 'jsonl', 'out.jsonl'].map((ext) => join(dir, `llama-q4-cpu.${ext}`));
+      execFileSync(dmoermBin(), ['pack', '--model', join(root, 'tests/fixtures/llama'), '--out', bundle, '--dtype', 'q4']);
+      writeFileSync(jsonl, inputs.map((i) => JSON.stringify(i)).join('\n'));
+      execFileSync(dmoermBin(), ['score', '--model', bundle, '--device', 'cpu', '--input', jsonl, '--output', scores]);
+      const want = readFileSync(scores, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
+      // a fresh page: the package's threads Worker fetches its build once, when it starts
+      const fresh = await browser.newPage();
+      const wasm = [];
+      fresh.on('request', (r) => r.url().endsWith('.wasm') && wasm.push(new URL(r.url()).pathname));
+      fresh.on('pageerror', (e) => pageErrors.push(e.message));
+      await fresh.goto(`${server.url}/bindings/npm/test/harness.html`);
+      await fresh.waitForFunction(() => window.harnessReady === true);
+      const got = await fresh.evaluate(async (inputs) => {
+        const rm = await window.dmoerm.RewardModel.load('/fixtures/llama-q4-cpu.dmoerm', { device: 'cpu', threads: 2, cache: false });
+        const scores = await rm.scoreBatch(inputs);
+        rm.dispose();
+        return scores;
+      }, inputs);
+      await fresh.close();
+      assert.ok(wasm.includes('/bindings/npm/wasm-threads-relaxed/dmoerm_wasm_bg.wasm'), `the relaxed-SIMD build ran: ${wasm}`);
+      assert.ok(!wasm.includes('/bindings/npm/wasm-threads/dmoerm_wasm_bg.wasm'), `and not the other threaded build: ${wasm}`);
+      const sorted = (s) => ({ ...s, capabilities: sortKeys(s.capabilities), task_probs: sortKeys(s.task_probs) });
+      for (const [i, score] of got.entries()) checkScore(assert, sorted(score), sorted(want[i]), 1e-4, `llama q4 input ${i}`);
+    });
+
     await t.test('a plain page (no COOP/COEP) scores on one thread, as the isolated one does on two', async () => {
       const plainServer = await serve({ mounts: { '/fixtures/': dirname(packed.llama) }, isolated: false });
       const plain = await browser.newPage();

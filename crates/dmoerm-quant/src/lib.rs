@@ -32,7 +32,12 @@
 //!   bytes are widened to i16 as they load, 2 products per i32 lane, `KG` = 2, activations
 //!   as i16;
 //! - ARM64 (`neon.rs`): `smmla` (i8mm), `KG` = 8, and `sdot` (dot product), `KG` = 4, on signed
-//!   codes (the u8 codes flipped as they load, no offset to subtract).
+//!   codes (the u8 codes flipped as they load, no offset to subtract);
+//! - wasm with relaxed SIMD, for 4-bit weights (`wasm.rs`): `i32x4.relaxed_dot_i8x16_i7x16_add_s`
+//!   (16 products summed 4 by 4, twice `i32x4.dot_i16x8_s`'s), `KG` = 4, on signed activation
+//!   codes and the weight codes as `q + 8`. Its result is defined only where the second operand
+//!   is in `0..=127`: a 4-bit code plus 8 is, an int8 code is not (split in two, it measured no
+//!   faster than the pairs, which int8 weights keep).
 //!
 //! A portable kernel computes the same integers and the same f32 operations in the same order
 //! (tests check every kernel against it bit for bit): every kernel gives the same numbers.
@@ -97,6 +102,10 @@ enum Kernel {
     /// ARM64's int8 matrix multiply (`smmla`, i8mm): 8 consecutive `k` per output, activations
     /// as u8.
     I8mm,
+    /// wasm's relaxed SIMD (`i32x4.relaxed_dot_i8x16_i7x16_add_s`), for 4-bit weights only: the
+    /// VNNI layout, the weight codes as `q + 8` (the instruction's 7-bit operand), activations
+    /// as u8 (read as signed codes).
+    Relaxed,
 }
 
 /// The environment variable that picks the int8 kernel (tests and benchmarks compare them on
@@ -109,7 +118,7 @@ impl Kernel {
     /// Consecutive `k` per 32-bit lane of the weight layout.
     const fn kg(self) -> usize {
         match self {
-            Kernel::Vnni | Kernel::AvxVnni | Kernel::Neon => 4,
+            Kernel::Vnni | Kernel::AvxVnni | Kernel::Neon | Kernel::Relaxed => 4,
             Kernel::Pairs => 2,
             Kernel::I8mm => 8,
         }
@@ -124,6 +133,7 @@ impl Kernel {
             Kernel::Pairs => "avx2",
             Kernel::Neon => "neon-dotprod",
             Kernel::I8mm => "neon-i8mm",
+            Kernel::Relaxed => "relaxed-simd",
         }
     }
 
@@ -142,6 +152,8 @@ impl Kernel {
             Kernel::Pairs => std::arch::is_x86_feature_detected!("avx2"),
             #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
             Kernel::Pairs => true,
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128", feature = "relaxed-simd"))]
+            Kernel::Relaxed => true,
             #[cfg(target_arch = "aarch64")]
             Kernel::Neon => std::arch::is_aarch64_feature_detected!("dotprod"),
             #[cfg(target_arch = "aarch64")]
@@ -155,12 +167,28 @@ impl Kernel {
     const fn chunk_rows(self) -> usize {
         match self {
             #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-            Kernel::Pairs => wasm::ROWS,
+            Kernel::Pairs | Kernel::Relaxed => wasm::ROWS,
             _ => MR,
         }
     }
 
+    /// The kernels for int8 weights, fastest first.
     const ALL: [Kernel; 5] = [Kernel::Vnni, Kernel::AvxVnni, Kernel::Pairs, Kernel::I8mm, Kernel::Neon];
+
+    /// Whether the kernel takes int8 weights (every one but [`Kernel::Relaxed`], whose 7-bit
+    /// operand holds a 4-bit code, not an 8-bit one).
+    const fn takes_int8(self) -> bool {
+        !matches!(self, Kernel::Relaxed)
+    }
+
+    /// The kernel new weights are laid out for: [`Kernel::Relaxed`] for a 4-bit weight where it
+    /// runs, else [`Kernel::best`].
+    fn best_for(q4: bool) -> Option<Self> {
+        match q4 && Kernel::Relaxed.runs_here() {
+            true => Some(Kernel::Relaxed),
+            false => Kernel::best(),
+        }
+    }
 
     /// The kernel new weights are laid out for: the one [`KERNEL_VARIABLE`] names where this
     /// CPU runs it, else the fastest this CPU runs (read once).

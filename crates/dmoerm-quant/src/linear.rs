@@ -40,21 +40,28 @@ impl Int8Linear {
         Kernel::best().is_some()
     }
 
-    /// The kernel new weights run on (`avx512-vnni`, `avx-vnni`, `avx2`, `simd128`,
-    /// `neon-i8mm`, `neon-dotprod`), or `None`
-    /// where int8 weights are expanded to f32.
+    /// The kernel new int8 weights run on (`avx512-vnni`, `avx-vnni`, `avx2`, `simd128`,
+    /// `neon-i8mm`, `neon-dotprod`), or `None` where int8 weights are expanded to f32.
     pub fn kernel_name() -> Option<&'static str> {
         Kernel::best().map(Kernel::name)
     }
 
-    /// The weight `[out, in]` and its bias (`out` values), laid out for this CPU's kernel.
-    pub fn new(weight: &QuantMatrix, bias: Option<&[f32]>) -> Option<Self> {
-        Self::with_kernel(weight, bias, Kernel::best().unwrap_or(Kernel::Pairs))
+    /// The kernel new 4-bit weights run on: [`Self::kernel_name`]'s, or `relaxed-simd` in a
+    /// wasm build with relaxed SIMD.
+    pub fn q4_kernel_name() -> Option<&'static str> {
+        Kernel::best_for(true).map(Kernel::name)
     }
 
+    /// The weight `[out, in]` and its bias (`out` values), laid out for this CPU's kernel.
+    pub fn new(weight: &QuantMatrix, bias: Option<&[f32]>) -> Option<Self> {
+        let q4 = matches!(weight, QuantMatrix::Q4(_));
+        Self::with_kernel(weight, bias, Kernel::best_for(q4).unwrap_or(Kernel::Pairs))
+    }
+
+    /// `None` where the bias does not match, or the kernel does not take int8 weights.
     pub(crate) fn with_kernel(weight: &QuantMatrix, bias: Option<&[f32]>, kernel: Kernel) -> Option<Self> {
         let (out, inp) = weight.dims();
-        if bias.is_some_and(|b| b.len() != out) {
+        if bias.is_some_and(|b| b.len() != out) || matches!(weight, QuantMatrix::Int8(_)) && !kernel.takes_int8() {
             return None;
         }
         let kg = kernel.kg();
@@ -106,12 +113,18 @@ impl Int8Linear {
     /// The codes of weight panel `nb` (`stride` = `in` rounded up to BK): a slice of the
     /// layout, or for a 4-bit weight its codes unpacked into `scratch`.
     pub(crate) fn panel<'a>(&'a self, nb: usize, stride: usize, scratch: &'a mut Vec<i8>) -> &'a [i8] {
+        self.panel_plus(nb, stride, scratch, 0)
+    }
+
+    /// [`Self::panel`], a 4-bit weight's codes with `plus` added (`-8..=7` becomes
+    /// `plus - 8..=plus + 7`; an int8 weight's are as stored).
+    pub(crate) fn panel_plus<'a>(&'a self, nb: usize, stride: usize, scratch: &'a mut Vec<i8>, plus: i8) -> &'a [i8] {
         let len = stride * NR;
         match &self.packed {
             Packed::Int8(codes) => &codes[nb * len..(nb + 1) * len],
             Packed::Q4(packed) => {
                 scratch.resize(len, 0);
-                q4::unpack(&packed[nb * len / 2..(nb + 1) * len / 2], scratch);
+                q4::unpack(&packed[nb * len / 2..(nb + 1) * len / 2], scratch, plus);
                 scratch
             }
         }
@@ -146,24 +159,27 @@ impl Int8Linear {
     }
 
     /// `[w.matmul(x) for w in weights]` with each chunk of `x`'s rows quantised once for all
-    /// of them (attention's query, key and value projections read the same rows): the same
-    /// numbers as the matmuls one by one.
+    /// of them (attention's query, key and value projections read the same rows; once per
+    /// kernel where they run on different ones): the same numbers as the matmuls one by one.
     ///
     /// # Panics
-    /// When the weights do not all take `in` inputs with the same kernel, or `x.len()` is not
-    /// a multiple of `in`.
+    /// When the weights do not all take `in` inputs, or `x.len()` is not a multiple of `in`.
     pub fn matmul_each(weights: &[&Int8Linear], x: &[f32]) -> Vec<Vec<f32>> {
         let Some(first) = weights.first() else { return Vec::new() };
-        assert!(
-            weights.iter().all(|w| w.inp == first.inp && w.kernel == first.kernel),
-            "the weights take different inputs or kernels"
-        );
-        let fast = first.kernel.runs_here();
+        assert!(weights.iter().all(|w| w.inp == first.inp), "the weights take different inputs");
         let outs: Vec<usize> = weights.iter().map(|w| w.out).collect();
         first.for_row_chunks_each(x, &outs, |x, ys| {
-            let acts = first.quantize(x, fast);
+            let mut quantized: Vec<(Kernel, Quantized)> = Vec::new();
             for (w, y) in weights.iter().zip(ys) {
-                w.rows_quantized(&acts, y, fast);
+                let fast = w.kernel.runs_here();
+                let at = match quantized.iter().position(|(kernel, _)| *kernel == w.kernel) {
+                    Some(at) => at,
+                    None => {
+                        quantized.push((w.kernel, w.quantize(x, fast)));
+                        quantized.len() - 1
+                    }
+                };
+                w.rows_quantized(&quantized[at].1, y, fast);
             }
         })
     }
@@ -177,12 +193,11 @@ impl Int8Linear {
     /// When `x.len()` is not a multiple of `in`, or `next`'s `in` is not this `out`.
     pub fn matmul_pair(&self, next: &Int8Linear, x: &[f32], between: impl Fn(&mut [f32]) + Sync) -> Vec<f32> {
         assert!(next.inp == self.out, "the second matmul takes {} inputs, not {}", next.inp, self.out);
-        let fast = self.kernel.runs_here() && next.kernel.runs_here();
         self.for_row_chunks(x, next.out, |x, y| {
             let mut mid = vec![0f32; x.len() / self.inp * self.out];
-            self.rows(x, &mut mid, fast);
+            self.rows(x, &mut mid, self.kernel.runs_here());
             between(&mut mid);
-            next.rows(&mid, y, fast);
+            next.rows(&mid, y, next.kernel.runs_here());
         })
     }
 
@@ -199,21 +214,21 @@ impl Int8Linear {
         x: &[f32],
         act: impl Fn(&mut [f32]) + Sync,
     ) -> Vec<f32> {
-        assert!(
-            up.dims() == self.dims() && up.kernel == self.kernel && down.inp == self.out,
-            "the gate, up and down projections do not chain"
-        );
-        let fast = self.kernel.runs_here() && up.kernel.runs_here() && down.kernel.runs_here();
+        assert!(up.dims() == self.dims() && down.inp == self.out, "the gate, up and down projections do not chain");
+        let fast = |w: &Int8Linear| w.kernel.runs_here();
         self.for_row_chunks(x, down.out, |x, y| {
             let rows = x.len() / self.inp;
             let (mut gate, mut mid) = (vec![0f32; rows * self.out], vec![0f32; rows * self.out]);
-            // the gate and up projections read the same rows: quantised once
-            let acts = self.quantize(x, fast);
-            self.rows_quantized(&acts, &mut gate, fast);
+            // the gate and up projections read the same rows: quantised once (on one kernel)
+            let acts = self.quantize(x, fast(self));
+            self.rows_quantized(&acts, &mut gate, fast(self));
             act(&mut gate);
-            up.rows_quantized(&acts, &mut mid, fast);
+            match up.kernel == self.kernel {
+                true => up.rows_quantized(&acts, &mut mid, fast(up)),
+                false => up.rows(x, &mut mid, fast(up)),
+            }
             mid.iter_mut().zip(&gate).for_each(|(u, g)| *u *= g);
-            down.rows(&mid, y, fast);
+            down.rows(&mid, y, fast(down));
         })
     }
 
@@ -311,6 +326,13 @@ impl Int8Linear {
                 Quantized::U8(Activations::quantize(x, self.inp, quantize_row))
             }
             Kernel::Neon | Kernel::I8mm => Quantized::U8(Activations::quantize(x, self.inp, quantize_row)),
+            Kernel::Relaxed => {
+                #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+                if fast {
+                    return Quantized::U8(Activations::quantize(x, self.inp, crate::wasm::quantize_row));
+                }
+                Quantized::U8(Activations::quantize(x, self.inp, quantize_row))
+            }
             Kernel::Pairs => {
                 #[cfg(target_arch = "x86_64")]
                 if fast {
@@ -360,6 +382,13 @@ impl Int8Linear {
                 if fast {
                     // SAFETY: the CPU has i8mm (`Kernel::runs_here`)
                     return unsafe { crate::neon::rows_mmla(self, acts, y) };
+                }
+                self.rows_portable(acts, y);
+            }
+            (Kernel::Relaxed, Quantized::U8(acts)) => {
+                #[cfg(all(target_arch = "wasm32", target_feature = "simd128", feature = "relaxed-simd"))]
+                if fast {
+                    return crate::wasm::rows_relaxed(self, acts, y);
                 }
                 self.rows_portable(acts, y);
             }

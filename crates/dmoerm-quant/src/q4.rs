@@ -114,13 +114,14 @@ pub(crate) fn pack(codes: &[i8]) -> Vec<u8> {
     codes.chunks_exact(64).flat_map(|c| (0..32).map(move |j| nibble(c[j]) | nibble(c[32 + j]) << 4)).collect()
 }
 
-/// [`pack`] undone: `out` gets `2 * packed.len()` codes.
-pub(crate) fn unpack(packed: &[u8], out: &mut [i8]) {
+/// [`pack`] undone, `plus` added to each code: `out` gets `2 * packed.len()` codes, `q + plus`.
+pub(crate) fn unpack(packed: &[u8], out: &mut [i8], plus: i8) {
+    let bias = plus - 8;
     for (p, o) in packed.chunks_exact(32).zip(out.chunks_exact_mut(64)) {
         let (lo, hi) = o.split_at_mut(32);
         for ((&b, l), h) in p.iter().zip(lo).zip(hi) {
-            *l = (b & 15) as i8 - 8;
-            *h = (b >> 4) as i8 - 8;
+            *l = (b & 15) as i8 + bias;
+            *h = (b >> 4) as i8 + bias;
         }
     }
 }
@@ -180,7 +181,9 @@ mod tests {
         let packed = pack(&codes);
         assert_eq!(packed.len(), 128);
         let mut back = vec![0i8; 256];
-        unpack(&packed, &mut back);
+        unpack(&packed, &mut back, 0);
         assert_eq!(back, codes);
+        unpack(&packed, &mut back, 8);
+        assert!(back.iter().zip(&codes).all(|(b, q)| *b == q + 8), "the codes plus 8: 0..=15");
     }
 }

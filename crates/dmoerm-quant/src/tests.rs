@@ -60,7 +60,7 @@ fn quantized(rows: usize, cols: usize, seed: u64, format: Format) -> QuantMatrix
 fn linear_as(rows: usize, cols: usize, seed: u64, kernel: Kernel, format: Format) -> (Int8Linear, Vec<f32>, Vec<f32>) {
     let m = quantized(rows, cols, seed, format);
     let bias = random(rows, seed + 1);
-    (Int8Linear::with_kernel(&m, Some(&bias), kernel).unwrap(), m.to_f32(), bias)
+    (Int8Linear::with_kernel(&m, Some(&bias), kernel_for(kernel, format)).unwrap(), m.to_f32(), bias)
 }
 
 fn linear(rows: usize, cols: usize, seed: u64, kernel: Kernel) -> (Int8Linear, Vec<f32>, Vec<f32>) {
@@ -71,7 +71,18 @@ const SHAPES: [(usize, usize, usize); 7] =
     [(1, 1, 1), (3, 5, 7), (9, 70, 130), (17, 64, 384), (20, 33, 65), (200, 37, 70), (13, 100, 1536)];
 /// Shapes of whole q4 blocks (`in` a multiple of 64).
 const Q4_SHAPES: [(usize, usize, usize); 5] = [(1, 1, 64), (5, 33, 192), (17, 64, 384), (40, 130, 64), (13, 100, 1536)];
-const KERNELS: [Kernel; 5] = Kernel::ALL;
+/// Every kernel: the int8 ones and the 4-bit-only one.
+const KERNELS: [Kernel; 6] =
+    [Kernel::Vnni, Kernel::AvxVnni, Kernel::Pairs, Kernel::I8mm, Kernel::Neon, Kernel::Relaxed];
+
+/// `kernel` where it takes the format, else one that does (the portable kernel's numbers either
+/// way): a 4-bit-only kernel's model holds its int8 weights on another kernel.
+fn kernel_for(kernel: Kernel, format: Format) -> Kernel {
+    match format {
+        Format::Int8 if !kernel.takes_int8() => Kernel::Pairs,
+        _ => kernel,
+    }
+}
 
 /// Every (shape, format) the tests run.
 fn cases() -> impl Iterator<Item = ((usize, usize, usize), Format)> {
@@ -88,6 +99,12 @@ fn kernels_match_the_portable_one_bit_for_bit() {
     if let Ok(want) = std::env::var("DMOERM_EXPECT_INT8_KERNEL") {
         assert_eq!(Int8Linear::kernel_name().unwrap_or("none"), want, "the kernel this CPU runs");
     }
+    // the browser builds: 4-bit weights on relaxed SIMD where the build has it
+    #[cfg(target_arch = "wasm32")]
+    assert_eq!(
+        (Int8Linear::kernel_name(), Int8Linear::q4_kernel_name()),
+        (Some("simd128"), Some(if cfg!(feature = "relaxed-simd") { "relaxed-simd" } else { "simd128" }))
+    );
     for ((t, rows, cols), format) in cases() {
         // extreme codes: rows at full scale with ties, zero rows
         let mut x = random(t * cols, 2);
@@ -201,6 +218,10 @@ fn activation_codes_match_the_portable_ones() {
                 let sa = wasm::quantize_row(&x, &mut a);
                 let sb = quantize_row::<i16>(&x, &mut b);
                 assert_eq!((sa.to_bits(), a), (sb.to_bits(), b), "{x:?}");
+                let (mut a, mut b) = (vec![128u8; n], vec![128u8; n]);
+                let sa = wasm::quantize_row(&x, &mut a);
+                let sb = quantize_row::<u8>(&x, &mut b);
+                assert_eq!((sa.to_bits(), a), (sb.to_bits(), b), "{x:?}");
             }
             let _ = x;
         }
@@ -277,13 +298,14 @@ fn zero_and_non_finite_rows() {
     let m = Int8Matrix::new(2, 2, codes.clone(), scales).unwrap();
     let qm = QuantMatrix::Int8(m.clone());
     for kernel in KERNELS {
-        let l = Int8Linear::with_kernel(&qm, None, kernel).unwrap();
+        let l = Int8Linear::with_kernel(&qm, None, kernel_for(kernel, Format::Int8)).unwrap();
         for fast in [false, kernel.runs_here()] {
             assert_eq!(l.matmul_with(&[0.0, 0.0], fast), vec![0.0, 0.0]);
             assert!(l.matmul_with(&[f32::NAN, 1.0], fast).iter().all(|v| v.is_nan()));
             assert!(l.matmul_with(&[1.0, f32::INFINITY], fast).iter().all(|v| v.is_nan()));
         }
     }
+    assert!(Int8Linear::with_kernel(&qm, None, Kernel::Relaxed).is_none(), "int8 weights on the 4-bit kernel");
     assert!(Int8Matrix::new(2, 2, codes[..3].to_vec(), vec![1.0, 1.0]).is_none());
     assert!(Int8Linear::new(&qm, Some(&[1.0])).is_none());
     for r in 0..2 {
