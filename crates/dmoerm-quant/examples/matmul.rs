@@ -9,7 +9,8 @@
 //! kernel's width (AVX-512 VNNI, 64 multiply-adds each; AVX-VNNI, 32) on one thread, then on
 //! every thread of rayon's pool (none for the AVX2 kernel). The matmul is timed on one thread
 //! and on the pool, best of several calls. `DMOERM_INT8_KERNEL=avx512-vnni|avx-vnni|avx2`
-//! picks the kernel.
+//! picks the kernel. Where the CPU has AVX-512 BF16, the peak of `vdpbf16ps` (bf16 products,
+//! what a kernel for bf16 weights could reach at most) is measured the same way, beside it.
 
 use dmoerm_quant::{quantize_rows, Int8Linear, Int8Matrix, Q4Matrix, QuantMatrix};
 use std::time::Instant;
@@ -90,7 +91,35 @@ fn vnni_loop(_: &str) -> Option<(i32, usize)> {
     None
 }
 
-/// Iterations of [`vnni_loop`]: 12 instructions each.
+/// `ITERS` x 12 AVX-512 BF16 `vdpbf16ps` (16 f32 lanes, each the sum of 2 bf16 products: 32
+/// multiply-adds) into 12 independent accumulators: the limit of a bf16-weight kernel, beside
+/// [`vnni_loop`]'s. Returns a sum and the multiply-adds of one instruction; `None` without
+/// AVX-512 BF16.
+#[cfg(target_arch = "x86_64")]
+fn bf16_loop() -> Option<(f32, usize)> {
+    use std::arch::x86_64::*;
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    fn zmm() -> f32 {
+        let a = _mm512_cvtne2ps_pbh(_mm512_set1_ps(1.0), _mm512_set1_ps(0.5));
+        let b = _mm512_cvtne2ps_pbh(_mm512_set1_ps(1e-9), _mm512_set1_ps(1e-9));
+        let mut c = [_mm512_setzero_ps(); 12];
+        for _ in 0..std::hint::black_box(ITERS) {
+            for c in &mut c {
+                *c = _mm512_dpbf16_ps(*c, a, b);
+            }
+        }
+        c.iter().map(|&v| _mm512_reduce_add_ps(v)).sum()
+    }
+    // SAFETY: the CPU has the features (checked first)
+    is_x86_feature_detected!("avx512bf16").then(|| (unsafe { zmm() }, 32))
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn bf16_loop() -> Option<(f32, usize)> {
+    None
+}
+
+/// Iterations of [`vnni_loop`] and [`bf16_loop`]: 12 instructions each.
 const ITERS: usize = 20_000_000;
 
 /// The multiply-adds a second of [`vnni_loop`] on one thread and on each of `threads` at once.
@@ -128,6 +157,14 @@ fn run(t: usize, inp: usize, out: usize) {
     let peak = vnni_peak(kernel, threads);
     if let Some((one, all)) = peak {
         println!("{kernel} vpdpbusd peak: {:.0} GOP/s on 1 thread, {:.0} on {threads}", gop_of(one), gop_of(all));
+    }
+    // what a bf16-weight kernel could reach at most, for comparison (issue 35: AVX-512 BF16)
+    if let Some((_, per)) = bf16_loop() {
+        let macs = ITERS as f64 * 12.0 * per as f64;
+        let one = best(|| _ = std::hint::black_box(bf16_loop()));
+        let all = best(|| _ = std::hint::black_box(rayon::broadcast(|_| bf16_loop())));
+        let (one, all) = (gop_of(macs / one), gop_of(macs * threads as f64 / all));
+        println!("AVX-512 BF16 vdpbf16ps peak: {one:.0} GOP/s on 1 thread, {all:.0} on {threads}");
     }
     for (name, m) in [("int8", &int8), ("q4", &q4)] {
         let pool = best(|| _ = std::hint::black_box(m.matmul(&x)));
