@@ -31,6 +31,9 @@ const mb = (bytes) => bytes / 2 ** 20;
 const device = process.env.DEVICE === 'webgpu' ? 'webgpu' : 'cpu';
 const threads = process.env.THREADS ? Number(process.env.THREADS) : undefined;
 const simd128 = process.env.THREADED_BUILD === 'simd128';
+// REPEAT=n: the input scored n times in the page, the later times printed too (`again_seconds`:
+// the first call compiles a GPU's kernels)
+const repeat = Math.max(1, Number(process.env.REPEAT ?? 1));
 try {
   for (const conv of convs) {
     const input = JSON.parse(readFileSync(conv, 'utf8').split('\n')[0]);
@@ -43,7 +46,7 @@ try {
       await page.goto(`${server.url}/bindings/npm/test/harness.html`);
       await page.waitForFunction(() => window.harnessReady === true);
       const r = await page.evaluate(
-        async ({ url, input, device, threads, simd128 }) => {
+        async ({ url, input, device, threads, simd128, repeat }) => {
           const { RewardModel, configure, wasmMemoryBytes } = window.dmoerm;
           if (simd128) configure({ threadedWasmUrl: '/bindings/npm/wasm-threads/dmoerm_wasm_bg.wasm' });
           let t = performance.now();
@@ -53,10 +56,16 @@ try {
           t = performance.now();
           const score = await rm.score(input);
           const seconds = (performance.now() - t) / 1000;
+          const again = [];
+          for (let i = 1; i < repeat; i++) {
+            t = performance.now();
+            await rm.score(input);
+            again.push((performance.now() - t) / 1000);
+          }
           const peak = await wasmMemoryBytes();
-          return { device: rm.device, threads: rm.threads, score, loadSeconds, seconds, loaded, peak };
+          return { device: rm.device, threads: rm.threads, score, loadSeconds, seconds, again, loaded, peak };
         },
-        { url: `/model/${basename(model)}`, input, device, threads, simd128 },
+        { url: `/model/${basename(model)}`, input, device, threads, simd128, repeat },
       );
       console.log(
         JSON.stringify({
@@ -67,6 +76,7 @@ try {
           reward: r.score.reward,
           load_seconds: r.loadSeconds,
           seconds: r.seconds,
+          ...(repeat > 1 && { again_seconds: r.again }),
           wasm_loaded_mb: mb(r.loaded),
           wasm_peak_mb: mb(r.peak),
           wasm: [...new Set(wasm)],

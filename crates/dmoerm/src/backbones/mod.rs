@@ -209,14 +209,24 @@ enum Weight {
         bias: Option<Arc<[f32]>>,
     },
     Int8(Arc<Int8Linear>),
+    /// An int8 weight on a GPU, read by [`crate::kernels::gpu::linear_int8`]: its codes
+    /// `[in, out / 4]` (four outputs' in a u32, held in an i32 tensor's bits), one scale per
+    /// output, `[out]`, and the bias.
+    #[cfg(feature = "gpu")]
+    GpuInt8 {
+        codes: Tensor<2, Int>,
+        scales: Tensor<1>,
+        bias: Option<Tensor<1>>,
+    },
 }
 
 impl Projection {
     /// Loads the linear module at `w`: `weight` `[out, in]`, and `bias` `[out]` when `bias`.
     /// Its path is `w`'s canonical path. A quantised weight (int8, q4) stays so for inference
     /// ([`quantized_projections_stay`]): on the CPU (flex) where it has the int8 kernel
-    /// ([`Int8Linear::available`]), and on a GPU as burn's quantised tensor where its rows split
-    /// into burn's blocks; elsewhere it is expanded to f32.
+    /// ([`Int8Linear::available`]), and on a GPU: int8 as its codes for the kernel of our own
+    /// ([`crate::kernels::gpu::linear_int8`]), q4 as burn's quantised tensor where its rows
+    /// split into burn's blocks; elsewhere it is expanded to f32.
     pub fn load(w: &Scope, dims: (usize, usize), bias: bool, device: &Device) -> Result<Self> {
         let (d_in, d_out) = dims;
         let path = w.path().to_string();
@@ -240,11 +250,23 @@ impl Projection {
             let bias = if bias { Some(w.read_f32(keys::BIAS, Some(&[d_out]))?.0.into()) } else { None };
             return Ok(Self { path, weight: Weight::Host { weight: weight.into(), bias } });
         }
-        // on a GPU, burn's quantised tensor where the rows split into its blocks; else f32
         let quantized = match quantized_on_gpu(device) {
-            true => w.quantized(d_out, d_in)?.as_ref().and_then(crate::weights::burn_quantized),
+            true => w.quantized(d_out, d_in)?,
             false => None,
         };
+        // on a GPU an int8 weight stays int8 for the kernel of our own (sizes that are multiples
+        // of 4, as a model's are)
+        #[cfg(feature = "gpu")]
+        if let Some(QuantMatrix::Int8(m)) = &quantized {
+            if let Some(layout) = crate::kernels::gpu::int8_codes_layout(m.codes(), d_out, d_in) {
+                let codes = Tensor::<2, Int>::from_data(TensorData::new(layout, [d_in, d_out / 4]), device);
+                let scales = Tensor::from_data(TensorData::new(m.scales().to_vec(), [d_out]), device);
+                let bias = if bias { Some(w.tensor(keys::BIAS, [d_out], device)?) } else { None };
+                return Ok(Self { path, weight: Weight::GpuInt8 { codes, scales, bias } });
+            }
+        }
+        // else burn's quantised tensor where the rows split into its blocks (q4); else f32
+        let quantized = quantized.as_ref().and_then(crate::weights::burn_quantized);
         let weight = match quantized {
             Some(data) => Tensor::<2>::from_data(data, device).transpose(),
             None => w.linear_weight_as_stored(d_in, d_out, device)?,
@@ -266,6 +288,11 @@ impl Projection {
                 let (o, i) = weight.dims();
                 (i, o)
             }
+            #[cfg(feature = "gpu")]
+            Weight::GpuInt8 { codes, .. } => {
+                let [i, quarter] = codes.dims();
+                (i, 4 * quarter)
+            }
         }
     }
 
@@ -283,6 +310,12 @@ impl Projection {
                 burn::tensor::module::linear(x, w, b)
             }),
             Weight::Int8(weight) => on_host(x, weight.dims().0, |x| weight.matmul(x)),
+            #[cfg(feature = "gpu")]
+            Weight::GpuInt8 { codes, scales, bias } => {
+                crate::kernels::gpu::linear_int8(x, codes, scales, bias.as_ref()).unwrap_or_else(|x| {
+                    burn::tensor::module::linear(x, crate::kernels::gpu::int8_weight(codes, scales), bias.clone())
+                })
+            }
         };
         match delta {
             Some(d) => y + d,
@@ -380,6 +413,8 @@ impl Projection {
                 d_in * d_out + bias.as_ref().map_or(0, |b| b.len())
             }
             Weight::Int8(weight) => weight.num_params(),
+            #[cfg(feature = "gpu")]
+            Weight::GpuInt8 { codes, bias, .. } => 4 * codes.shape().num_elements() + bias.as_ref().map_or(0, count),
         }
     }
 
@@ -391,6 +426,8 @@ impl Projection {
             }
             (Weight::Burn { weight, .. }, Held::F16) if weight.dtype() == DType::F16 => count(weight),
             (Weight::Int8(weight), Held::Quantized) => weight.dims().0 * weight.dims().1,
+            #[cfg(feature = "gpu")]
+            (Weight::GpuInt8 { codes, .. }, Held::Quantized) => 4 * codes.shape().num_elements(),
             _ => 0,
         }
     }
@@ -398,8 +435,9 @@ impl Projection {
 
 /// Whether a bundle's quantised projections (int8, q4) stay quantised on `device`, for
 /// inference: on the CPU backend where the CPU has an int8 kernel ([`Int8Linear::available`]),
-/// and on a GPU (burn's quantised matmul; a projection whose int8 rows do not split into
-/// blocks of 16 is the exception). Elsewhere (training's autodiff) they are expanded to f32
+/// and on a GPU (int8: [`crate::kernels::gpu::linear_int8`], for sizes that are multiples of 4;
+/// q4, and int8 of other sizes: burn's quantised matmul, unless the rows do not split into its
+/// blocks of 16). Elsewhere (training's autodiff) they are expanded to f32
 /// when they load. (Embedding tables stay quantised on the CPU backend whatever the kernel.)
 pub fn quantized_projections_stay(device: &Device) -> bool {
     (quantized_resident(device) && Int8Linear::available()) || quantized_on_gpu(device)
