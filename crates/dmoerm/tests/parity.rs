@@ -238,9 +238,8 @@ fn int8_and_q4_packed_bundles_store_each_matrix_quantised_and_stay_close() {
     }
 }
 
-/// On a GPU, an int8 or q4 bundle's matrices stay quantised as on the CPU (int8 projections as
-/// their codes, which `kernels::gpu::linear_int8` reads; q4 ones as burn's quantised tensors,
-/// which its matmul reads packed; embedding tables on the host), and
+/// On a GPU, an int8 or q4 bundle's matrices stay quantised as on the CPU (projections as
+/// their codes, which `kernels::gpu::linear_quant` reads; embedding tables on the host), and
 /// the scores are those of the same weights expanded to f32 (the GPU computes in f32 on the
 /// dequantised values: only the order of the sums differs).
 #[test]

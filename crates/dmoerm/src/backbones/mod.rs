@@ -209,13 +209,11 @@ enum Weight {
         bias: Option<Arc<[f32]>>,
     },
     Int8(Arc<Int8Linear>),
-    /// An int8 weight on a GPU, read by [`crate::kernels::gpu::linear_int8`]: its codes
-    /// `[in, out / 4]` (four outputs' in a u32, held in an i32 tensor's bits), one scale per
-    /// output, `[out]`, and the bias.
+    /// An int8 or q4 weight on a GPU, its codes and scales read by
+    /// [`crate::kernels::gpu::linear_quant`], and the bias.
     #[cfg(feature = "gpu")]
-    GpuInt8 {
-        codes: Tensor<2, Int>,
-        scales: Tensor<1>,
+    GpuQuant {
+        weight: crate::kernels::gpu::QuantWeight,
         bias: Option<Tensor<1>>,
     },
 }
@@ -224,9 +222,9 @@ impl Projection {
     /// Loads the linear module at `w`: `weight` `[out, in]`, and `bias` `[out]` when `bias`.
     /// Its path is `w`'s canonical path. A quantised weight (int8, q4) stays so for inference
     /// ([`quantized_projections_stay`]): on the CPU (flex) where it has the int8 kernel
-    /// ([`Int8Linear::available`]), and on a GPU: int8 as its codes for the kernel of our own
-    /// ([`crate::kernels::gpu::linear_int8`]), q4 as burn's quantised tensor where its rows
-    /// split into burn's blocks; elsewhere it is expanded to f32.
+    /// ([`Int8Linear::available`]), and on a GPU as its codes for the kernel of our own
+    /// ([`crate::kernels::gpu::linear_quant`]; other sizes than multiples of 4 as burn's
+    /// quantised tensor where the rows split into its blocks); elsewhere it is expanded to f32.
     pub fn load(w: &Scope, dims: (usize, usize), bias: bool, device: &Device) -> Result<Self> {
         let (d_in, d_out) = dims;
         let path = w.path().to_string();
@@ -254,18 +252,14 @@ impl Projection {
             true => w.quantized(d_out, d_in)?,
             false => None,
         };
-        // on a GPU an int8 weight stays int8 for the kernel of our own (sizes that are multiples
-        // of 4, as a model's are)
+        // on a GPU an int8 or q4 weight stays so for the kernel of our own (sizes that are
+        // multiples of 4, as a model's are)
         #[cfg(feature = "gpu")]
-        if let Some(QuantMatrix::Int8(m)) = &quantized {
-            if let Some(layout) = crate::kernels::gpu::int8_codes_layout(m.codes(), d_out, d_in) {
-                let codes = Tensor::<2, Int>::from_data(TensorData::new(layout, [d_in, d_out / 4]), device);
-                let scales = Tensor::from_data(TensorData::new(m.scales().to_vec(), [d_out]), device);
-                let bias = if bias { Some(w.tensor(keys::BIAS, [d_out], device)?) } else { None };
-                return Ok(Self { path, weight: Weight::GpuInt8 { codes, scales, bias } });
-            }
+        if let Some(weight) = quantized.as_ref().and_then(|m| crate::kernels::gpu::QuantWeight::new(m, device)) {
+            let bias = if bias { Some(w.tensor(keys::BIAS, [d_out], device)?) } else { None };
+            return Ok(Self { path, weight: Weight::GpuQuant { weight, bias } });
         }
-        // else burn's quantised tensor where the rows split into its blocks (q4); else f32
+        // else burn's quantised tensor where the rows split into its blocks; else f32
         let quantized = quantized.as_ref().and_then(crate::weights::burn_quantized);
         let weight = match quantized {
             Some(data) => Tensor::<2>::from_data(data, device).transpose(),
@@ -289,10 +283,7 @@ impl Projection {
                 (i, o)
             }
             #[cfg(feature = "gpu")]
-            Weight::GpuInt8 { codes, .. } => {
-                let [i, quarter] = codes.dims();
-                (i, 4 * quarter)
-            }
+            Weight::GpuQuant { weight, .. } => weight.dims(),
         }
     }
 
@@ -311,11 +302,8 @@ impl Projection {
             }),
             Weight::Int8(weight) => on_host(x, weight.dims().0, |x| weight.matmul(x)),
             #[cfg(feature = "gpu")]
-            Weight::GpuInt8 { codes, scales, bias } => {
-                crate::kernels::gpu::linear_int8(x, codes, scales, bias.as_ref()).unwrap_or_else(|x| {
-                    burn::tensor::module::linear(x, crate::kernels::gpu::int8_weight(codes, scales), bias.clone())
-                })
-            }
+            Weight::GpuQuant { weight, bias } => crate::kernels::gpu::linear_quant(x, weight, bias.as_ref())
+                .unwrap_or_else(|x| burn::tensor::module::linear(x, weight.dequantized(), bias.clone())),
         };
         match delta {
             Some(d) => y + d,
@@ -414,7 +402,7 @@ impl Projection {
             }
             Weight::Int8(weight) => weight.num_params(),
             #[cfg(feature = "gpu")]
-            Weight::GpuInt8 { codes, bias, .. } => 4 * codes.shape().num_elements() + bias.as_ref().map_or(0, count),
+            Weight::GpuQuant { weight, bias } => weight.dims().0 * weight.dims().1 + bias.as_ref().map_or(0, count),
         }
     }
 
@@ -427,7 +415,7 @@ impl Projection {
             (Weight::Burn { weight, .. }, Held::F16) if weight.dtype() == DType::F16 => count(weight),
             (Weight::Int8(weight), Held::Quantized) => weight.dims().0 * weight.dims().1,
             #[cfg(feature = "gpu")]
-            (Weight::GpuInt8 { codes, .. }, Held::Quantized) => 4 * codes.shape().num_elements(),
+            (Weight::GpuQuant { weight, .. }, Held::Quantized) => weight.dims().0 * weight.dims().1,
             _ => 0,
         }
     }
@@ -435,9 +423,8 @@ impl Projection {
 
 /// Whether a bundle's quantised projections (int8, q4) stay quantised on `device`, for
 /// inference: on the CPU backend where the CPU has an int8 kernel ([`Int8Linear::available`]),
-/// and on a GPU (int8: [`crate::kernels::gpu::linear_int8`], for sizes that are multiples of 4;
-/// q4, and int8 of other sizes: burn's quantised matmul, unless the rows do not split into its
-/// blocks of 16). Elsewhere (training's autodiff) they are expanded to f32
+/// and on a GPU ([`crate::kernels::gpu::linear_quant`] for sizes that are multiples of 4;
+/// burn's quantised matmul for others, unless the rows do not split into its blocks of 16). Elsewhere (training's autodiff) they are expanded to f32
 /// when they load. (Embedding tables stay quantised on the CPU backend whatever the kernel.)
 pub fn quantized_projections_stay(device: &Device) -> bool {
     (quantized_resident(device) && Int8Linear::available()) || quantized_on_gpu(device)

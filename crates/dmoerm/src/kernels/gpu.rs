@@ -20,10 +20,10 @@
 //!   16-bit bundle on an adapter with f16 in shaders), which this kernel reads as f16 and
 //!   multiplies in f32 on any GPU.
 //!
-//! - [`linear_int8`]: an int8 bundle's projections (the shipped default model's) read as their
-//!   codes, four to a u32, turned into f32 in the kernel and scaled as the output is written:
-//!   burn's quantised matmul took 8.6-8.9 s a score of the default model on SwiftShader, 15x
-//!   its f32 twin; this takes 0.56 s, the f32 twin's time (BENCHMARKS.md).
+//! - [`linear_quant`]: an int8 or q4 bundle's projections (the shipped default model is int8)
+//!   read as their codes, four or eight to a u32, turned into f32 in the kernel and scaled per
+//!   block: burn's quantised matmul took 8.6-8.9 s a score of the default model on SwiftShader,
+//!   15x its f32 twin; this takes 0.56 s, the f32 twin's time (BENCHMARKS.md).
 //!
 //! Each takes f32 tensors (and [`linear`] an f16 weight) on a cubecl device that autodiff does
 //! not track (inference on wgpu) and gives its inputs back otherwise, for burn's ops.
@@ -31,7 +31,7 @@
 // A fast path that does not apply gives its input tensors back as `Err`.
 #![allow(clippy::result_large_err)]
 
-use burn::tensor::{DType, Tensor};
+use burn::tensor::{DType, Tensor, TensorData};
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
@@ -299,15 +299,32 @@ fn int8_codes(w: u32) -> F4 {
     v - F4::new(128.0)
 }
 
-/// `out = (a q) s (+ bias)` for an int8 weight: `codes` `[k, n / 4]` (each u32 four outputs'
-/// codes of one input, [`int8_codes`]) and one scale per output, `scales` `[n]`; `a` `[m, k]`,
+/// Four 4-bit codes of a u32, stored `q + 8` in the nibbles at `shift` of its four bytes
+/// (0: the low nibbles, 4: the high ones), as the `F4` of `q`.
+#[cube]
+fn q4_codes(w: u32, shift: u32) -> F4 {
+    let mut v = F4::new(0.0);
+    v.insert(0usize, f32::cast_from((w >> shift) & 15u32));
+    v.insert(1usize, f32::cast_from((w >> (shift + 8u32)) & 15u32));
+    v.insert(2usize, f32::cast_from((w >> (shift + 16u32)) & 15u32));
+    v.insert(3usize, f32::cast_from((w >> (shift + 24u32)) & 15u32));
+    v - F4::new(8.0)
+}
+
+/// Inputs per scale of a 4-bit weight (`dmoerm_quant::Q4_BLOCK`): 16 steps of 4 of `k`.
+const Q4_BLOCK: usize = 64;
+
+/// `out = a W (+ bias)` for a quantised weight: int8 (`codes` `[k, n / 4]`, each u32 four
+/// outputs' codes of one input, [`int8_codes`]; `scales` `[1, n]`, one per output) or 4-bit
+/// (`q4`: `codes` `[k / 2, n / 4]`, each u32 four outputs' codes of two inputs,
+/// [`q4_codes`]; `scales` `[k / 64, n]`, one per block of 64 inputs and output); `a` `[m, k]`,
 /// `out` `[m, n]`. [`matmul_kernel`]'s tiles (a thread's 4 x 4 block of the output, per four
-/// steps of `k` four `F4` of `a` and four u32 of codes for 64 multiply-adds), the codes
-/// turned into f32 as they are read and the scale applied as the block is written: a
-/// quarter of the weight's bytes to read, and the products of the codes in f32.
+/// steps of `k` four `F4` of `a` and the codes of four rows of `W`, for 64 multiply-adds), the
+/// codes turned into f32 as they are read; the products of a block of inputs (all of them for
+/// int8) are summed, then scaled. A quarter (an eighth) of f32's bytes to read.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)] // a kernel's arguments
-fn matmul_int8_kernel(
+fn matmul_quant_kernel(
     a: &[F4],
     codes: &[u32],
     scales: &[F4],
@@ -316,6 +333,7 @@ fn matmul_int8_kernel(
     m: usize,
     k: usize,
     n: usize,
+    #[comptime] q4: bool,
     #[comptime] biased: bool,
 ) {
     let col = (CUBE_POS_X as usize * CUBE_DIM_X as usize + UNIT_POS_X as usize) * 4;
@@ -334,29 +352,54 @@ fn matmul_int8_kernel(
         rows[r] = at * k4;
     }
     let c = col / 4;
+    // steps of 4 inputs per scale: a q4 block's, or every input of an int8 weight
+    let mut per_scale = k4;
+    if q4 {
+        per_scale = Q4_BLOCK / 4;
+    }
     let mut acc = Array::<F4>::new(4usize);
+    let mut part = Array::<F4>::new(4usize);
     #[unroll]
     for r in 0..4 {
         acc[r] = F4::new(0.0);
     }
-    for kk in 0..k4 {
-        let b0 = int8_codes(codes[c + (4 * kk) * n4]);
-        let b1 = int8_codes(codes[c + (4 * kk + 1) * n4]);
-        let b2 = int8_codes(codes[c + (4 * kk + 2) * n4]);
-        let b3 = int8_codes(codes[c + (4 * kk + 3) * n4]);
+    for blk in 0..k4 / per_scale {
         #[unroll]
         for r in 0..4 {
-            let ar = a[rows[r] + kk];
-            acc[r] += b0 * F4::new(ar.extract(0usize))
-                + b1 * F4::new(ar.extract(1usize))
-                + b2 * F4::new(ar.extract(2usize))
-                + b3 * F4::new(ar.extract(3usize));
+            part[r] = F4::new(0.0);
+        }
+        for kk in blk * per_scale..(blk + 1) * per_scale {
+            let (b0, b1, b2, b3) = if q4 {
+                let w0 = codes[c + (2 * kk) * n4];
+                let w1 = codes[c + (2 * kk + 1) * n4];
+                (q4_codes(w0, 0u32), q4_codes(w0, 4u32), q4_codes(w1, 0u32), q4_codes(w1, 4u32))
+            } else {
+                (
+                    int8_codes(codes[c + (4 * kk) * n4]),
+                    int8_codes(codes[c + (4 * kk + 1) * n4]),
+                    int8_codes(codes[c + (4 * kk + 2) * n4]),
+                    int8_codes(codes[c + (4 * kk + 3) * n4]),
+                )
+            };
+            #[unroll]
+            for r in 0..4 {
+                let ar = a[rows[r] + kk];
+                part[r] += b0 * F4::new(ar.extract(0usize))
+                    + b1 * F4::new(ar.extract(1usize))
+                    + b2 * F4::new(ar.extract(2usize))
+                    + b3 * F4::new(ar.extract(3usize));
+            }
+        }
+        let scale = scales[blk * n4 + c];
+        #[unroll]
+        for r in 0..4 {
+            acc[r] += part[r] * scale;
         }
     }
     #[unroll]
     for r in 0..4 {
         if row + r < m {
-            let mut y = acc[r] * scales[c];
+            let mut y = acc[r];
             if biased {
                 y += bias[c];
             }
@@ -365,41 +408,112 @@ fn matmul_int8_kernel(
     }
 }
 
-/// The codes of an int8 weight `[out, in]` (PyTorch's layout, `q` in `-127..=127`) as
-/// [`linear_int8`] reads them: `[in, out / 4]`, four outputs' codes of one input in the bytes
-/// of a u32 (`q + 128`, the first output in the lowest byte), held in an i32 tensor's bits.
-/// `None` unless `out` and `in` are multiples of 4.
-pub fn int8_codes_layout(codes: &[i8], out: usize, inp: usize) -> Option<Vec<i32>> {
-    if !out.is_multiple_of(4) || !inp.is_multiple_of(4) || codes.len() != out * inp {
-        return None;
-    }
-    let byte = |o: usize, k: usize| u32::from((i16::from(codes[o * inp + k]) + 128) as u8);
-    Some(
-        (0..inp)
-            .flat_map(|k| (0..out / 4).map(move |c| (0..4).fold(0u32, |w, j| w | byte(4 * c + j, k) << (8 * j)) as i32))
-            .collect(),
-    )
+/// A quantised weight `[out, in]` (PyTorch's layout) as [`linear_quant`] reads it: its codes
+/// and scales, each a tensor's bits and values on the device.
+#[derive(Debug, Clone)]
+pub struct QuantWeight {
+    /// int8: `[in, out / 4]`, four outputs' codes of one input in the bytes of a u32 (`q + 128`,
+    /// the first output in the lowest byte); 4-bit: `[in / 2, out / 4]`, four outputs' codes of
+    /// inputs `2 p` and `2 p + 1` in the low and high nibbles of its four bytes (`q + 8`). Held
+    /// in an i32 tensor's bits.
+    pub codes: Tensor<2, burn::tensor::Int>,
+    /// `[1, out]` (int8) or `[in / 64, out]` (4-bit).
+    pub scales: Tensor<2>,
+    /// 4-bit codes.
+    pub q4: bool,
 }
 
-/// `x W^T s + b` for an int8 weight (`codes` from [`int8_codes_layout`], `[in, out / 4]`;
-/// `scales` `[out]`, one per output) in one launch, the codes read as f32 in the kernel; `x`
-/// back where it does not apply (not on a GPU, or more rows than the grid holds).
+impl QuantWeight {
+    /// `weight` laid out on `device`; `None` unless `out` and `in` are multiples of 4 (and of
+    /// 64 for `in` of a 4-bit weight, which its blocks already are).
+    pub fn new(weight: &crate::quant::QuantMatrix, device: &burn::tensor::Device) -> Option<Self> {
+        use crate::quant::QuantMatrix;
+        let (out, inp) = weight.dims();
+        if !out.is_multiple_of(4) || !inp.is_multiple_of(4) || out * inp == 0 {
+            return None;
+        }
+        let quarters = out / 4;
+        let (codes, rows, scales, blocks, q4): (Vec<i32>, usize, Vec<f32>, usize, bool) = match weight {
+            QuantMatrix::Int8(m) => {
+                let q = m.codes();
+                let byte = |o: usize, k: usize| u32::from((i16::from(q[o * inp + k]) + 128) as u8);
+                let codes = (0..inp)
+                    .flat_map(|k| {
+                        (0..quarters).map(move |c| (0..4).fold(0u32, |w, j| w | byte(4 * c + j, k) << (8 * j)) as i32)
+                    })
+                    .collect();
+                (codes, inp, m.scales().to_vec(), 1, false)
+            }
+            QuantMatrix::Q4(m) => {
+                if !inp.is_multiple_of(Q4_BLOCK) {
+                    return None;
+                }
+                // the bundle's byte `k / 2` of row `o` holds `q + 8` of inputs `k` (low nibble)
+                // and `k + 1` (high)
+                let b = m.codes();
+                let pair = |o: usize, p: usize| u32::from(b[o * inp / 2 + p]);
+                let codes = (0..inp / 2)
+                    .flat_map(|p| {
+                        (0..quarters).map(move |c| (0..4).fold(0u32, |w, j| w | pair(4 * c + j, p) << (8 * j)) as i32)
+                    })
+                    .collect();
+                // [out, in / 64] -> [in / 64, out]
+                let blocks = inp / Q4_BLOCK;
+                let s = m.scales();
+                let scales = (0..blocks).flat_map(|blk| (0..out).map(move |o| s[o * blocks + blk])).collect();
+                (codes, inp / 2, scales, blocks, true)
+            }
+        };
+        Some(Self {
+            codes: Tensor::from_data(TensorData::new(codes, [rows, quarters]), device),
+            scales: Tensor::from_data(TensorData::new(scales, [blocks, out]), device),
+            q4,
+        })
+    }
+
+    /// `(in, out)`.
+    pub fn dims(&self) -> (usize, usize) {
+        let [rows, quarters] = self.codes.dims();
+        (if self.q4 { 2 * rows } else { rows }, 4 * quarters)
+    }
+
+    /// The f32 weight `[in, out]`, made with burn's ops: the product for burn where the kernel
+    /// does not apply.
+    pub fn dequantized(&self) -> Tensor<2> {
+        let (d_in, d_out) = self.dims();
+        let [rows, quarters] = self.codes.dims();
+        // output 4 c + j is byte j of column c: `q + 128`, or two nibbles `q + 8` (inputs 2 p
+        // in the low one, 2 p + 1 in the high one)
+        let (bits, mask, offset) = if self.q4 { (4, 15, 8.0) } else { (8, 255, 128.0) };
+        let fields = if self.q4 { 2 } else { 1 };
+        let parts = (0..fields)
+            .map(|f: i32| {
+                let bytes = (0..4)
+                    .map(|j: i32| {
+                        let w = self.codes.clone().bitwise_right_shift_scalar(8 * j + bits * f);
+                        w.bitwise_and_scalar(mask).unsqueeze_dim::<3>(2)
+                    })
+                    .collect();
+                Tensor::cat(bytes, 2).reshape([rows, 4 * quarters]).unsqueeze_dim::<3>(1)
+            })
+            .collect();
+        let q = Tensor::cat(parts, 1).reshape([d_in, d_out]).float().sub_scalar(offset);
+        let per = d_in / self.scales.dims()[0];
+        let scales = self.scales.clone().unsqueeze_dim::<3>(1).repeat_dim(1, per).reshape([d_in, d_out]);
+        q * scales
+    }
+}
+
+/// `x W + b` for a quantised weight ([`QuantWeight`]) in one launch, its codes read as f32 in
+/// the kernel; `x` back where it does not apply (not on a GPU, or more rows than the grid holds).
 ///
 /// # Shapes
-/// - x: `[B, S, in]`, codes: `[in, out / 4]`, scales: `[out]`, bias: `[out]`, output: `[B, S, out]`
-pub fn linear_int8(
-    x: Tensor<3>,
-    codes: &Tensor<2, burn::tensor::Int>,
-    scales: &Tensor<1>,
-    bias: Option<&Tensor<1>>,
-) -> Result<Tensor<3>, Tensor<3>> {
+/// - x: `[B, S, in]`, bias: `[out]`, output: `[B, S, out]`
+pub fn linear_quant(x: Tensor<3>, w: &QuantWeight, bias: Option<&Tensor<1>>) -> Result<Tensor<3>, Tensor<3>> {
     let [b, s, d_in] = x.dims();
-    let [c_in, quarter] = codes.dims();
-    let d_out = 4 * quarter;
+    let (w_in, d_out) = w.dims();
     let rows_per_block = MATMUL_CUBE.1 as usize * 4;
-    if c_in != d_in
-        || !d_in.is_multiple_of(4)
-        || scales.dims() != [d_out]
+    if w_in != d_in
         || bias.is_some_and(|bias| bias.dims() != [d_out])
         || b * s * d_in * d_out == 0
         || (b * s).div_ceil(rows_per_block) > 65_535
@@ -407,8 +521,8 @@ pub fn linear_int8(
         return Err(x);
     }
     let x = take(x)?;
-    let Ok(codes) = codes.clone().try_into_primitive::<Cube>().map(into_contiguous) else { return Err(give(x)) };
-    let (scales, bias) = match (take(scales.clone()), bias.map(|bias| take(bias.clone())).transpose()) {
+    let Ok(codes) = w.codes.clone().try_into_primitive::<Cube>().map(into_contiguous) else { return Err(give(x)) };
+    let (scales, bias) = match (take(w.scales.clone()), bias.map(|bias| take(bias.clone())).transpose()) {
         (Ok(scales), Ok(bias)) => (scales, bias),
         _ => return Err(give(x)),
     };
@@ -423,7 +537,7 @@ pub fn linear_int8(
         // SAFETY: a buffer of four f32, one F4, the length given (the kernel does not read it).
         None => unsafe { BufferArg::from_raw_parts(client.create_from_slice(f32::as_bytes(&[0.0; 4])), 1) },
     };
-    matmul_int8_kernel::launch(
+    matmul_quant_kernel::launch(
         &client,
         cube_count,
         CubeDim::new_2d(cx, cy),
@@ -435,21 +549,10 @@ pub fn linear_int8(
         m,
         d_in,
         d_out,
+        w.q4,
         biased,
     );
     Ok(give(out))
-}
-
-/// The f32 weight `[in, out]` of [`linear_int8`]'s codes and scales, made with burn's ops: the
-/// product for burn where the kernel does not apply.
-pub fn int8_weight(codes: &Tensor<2, burn::tensor::Int>, scales: &Tensor<1>) -> Tensor<2> {
-    let [d_in, quarter] = codes.dims();
-    // output 4 c + j is byte j of column c, `q + 128`
-    let bytes = (0..4)
-        .map(|j: i32| codes.clone().bitwise_right_shift_scalar(8 * j).bitwise_and_scalar(255).unsqueeze_dim::<3>(2))
-        .collect();
-    let q = Tensor::cat(bytes, 2).reshape([d_in, 4 * quarter]).float().sub_scalar(128.0);
-    q * scales.clone().unsqueeze::<2>()
 }
 
 /// The batched product `a b` in one launch; `(a, b)` back where the fast path does not apply.
@@ -894,40 +997,49 @@ mod tests {
         t.into_data().try_into_vec::<f32>().expect("f32 values")
     }
 
-    /// The int8 product against the f64 sum of the same codes, and burn's product on
-    /// [`int8_weight`] (the fallback) against it too, over sizes a tile does not divide.
+    /// The int8 and q4 products against the f64 product of the same weights (their codes times
+    /// their scales), and burn's product on [`QuantWeight::dequantized`] (the fallback) too,
+    /// over sizes a tile does not divide.
     #[test]
-    fn int8_linear_and_its_fallback_match_the_host_product() {
+    fn quantised_products_and_their_fallback_match_the_host_product() {
+        use crate::quant::{quantize_rows, Int8Matrix, Q4Matrix, QuantMatrix};
         let Some(device) = gpu() else { return };
-        for (m, d_in, d_out, biased) in [(1, 4, 4, false), (5, 12, 8, true), (37, 64, 132, true), (70, 384, 36, false)]
-        {
-            let codes: Vec<i8> = values(d_out * d_in, 1).iter().map(|v| (v * 127.0).round() as i8).collect();
-            let scales: Vec<f32> = values(d_out, 2).iter().map(|v| 0.01 + v.abs() * 0.02).collect();
+        let cases = [(1, 64, 4, false), (5, 128, 8, true), (37, 64, 132, true), (70, 384, 36, false)];
+        for ((m, d_in, d_out, biased), q4) in cases.into_iter().flat_map(|c| [(c, false), (c, true)]) {
+            let w = values(d_out * d_in, 1);
+            let matrix = match q4 {
+                false => {
+                    let (codes, scales) = quantize_rows(&w, d_out);
+                    QuantMatrix::Int8(Int8Matrix::new(d_out, d_in, codes, scales).expect("int8"))
+                }
+                true => QuantMatrix::Q4(Q4Matrix::quantize(&w, d_out).expect("q4")),
+            };
+            let deq = matrix.to_f32(); // [out, in]
             let (x, bias) = (values(m * d_in, 3), values(d_out, 4));
-            let layout = int8_codes_layout(&codes, d_out, d_in).expect("multiples of 4");
-            let codes_t =
-                Tensor::<2, burn::tensor::Int>::from_data(TensorData::new(layout, [d_in, d_out / 4]), &device);
-            let (scales_t, bias_t) = (upload(&scales, [d_out], &device), upload(&bias, [d_out], &device));
+            let weight = QuantWeight::new(&matrix, &device).expect("multiples of 4");
+            assert_eq!(weight.dims(), (d_in, d_out));
+            let bias_t = upload(&bias, [d_out], &device);
             let bias_t = biased.then_some(&bias_t);
             let want: Vec<f64> = (0..m * d_out)
                 .map(|i| {
                     let (r, o) = (i / d_out, i % d_out);
-                    let dot: f64 = (0..d_in).map(|k| f64::from(x[r * d_in + k]) * f64::from(codes[o * d_in + k])).sum();
-                    dot * f64::from(scales[o]) + if biased { f64::from(bias[o]) } else { 0.0 }
+                    let dot: f64 = (0..d_in).map(|k| f64::from(x[r * d_in + k]) * f64::from(deq[o * d_in + k])).sum();
+                    dot + if biased { f64::from(bias[o]) } else { 0.0 }
                 })
                 .collect();
             let xt = upload(&x, [1, m, d_in], &device);
-            let kernel = download(linear_int8(xt.clone(), &codes_t, &scales_t, bias_t).expect("the kernel applies"));
-            let fallback =
-                download(burn::tensor::module::linear(xt, int8_weight(&codes_t, &scales_t), bias_t.cloned()));
+            let kernel = download(linear_quant(xt.clone(), &weight, bias_t).expect("the kernel applies"));
+            let fallback = download(burn::tensor::module::linear(xt, weight.dequantized(), bias_t.cloned()));
             for (what, got) in [("kernel", kernel), ("fallback", fallback)] {
                 let worst = got.iter().zip(&want).map(|(g, w)| (f64::from(*g) - w).abs()).fold(0.0, f64::max);
-                assert!(worst < 1e-4, "{what} ({m}, {d_in}, {d_out}): worst {worst:e}");
+                assert!(worst < 1e-4, "{what}, q4 {q4} ({m}, {d_in}, {d_out}): worst {worst:e}");
             }
         }
         // sizes the layout does not take
-        assert!(int8_codes_layout(&[0; 6 * 4], 6, 4).is_none());
-        assert!(int8_codes_layout(&[0; 4 * 6], 4, 6).is_none());
+        let odd =
+            |out, inp| QuantMatrix::Int8(Int8Matrix::new(out, inp, vec![0; out * inp], vec![1.0; out]).expect("int8"));
+        assert!(QuantWeight::new(&odd(6, 4), &device).is_none());
+        assert!(QuantWeight::new(&odd(4, 6), &device).is_none());
     }
 
     /// Attention in f64 on the host, straight from the definition: for each query, the
