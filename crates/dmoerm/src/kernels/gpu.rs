@@ -142,6 +142,37 @@ type F4 = Vector<f32, Const<4>>;
 /// computing 4 rows by 4 columns (a block of 16 rows by 64 columns).
 const MATMUL_CUBE: (u32, u32) = (16, 4);
 
+/// The first `F4` of each of a product tile's four rows of `a` (`k4` `F4` a row, from row
+/// `base`): rows `row..row + 4`, the last row of `m` again where the tile passes it.
+#[cube]
+fn tile_rows(row: usize, m: usize, base: usize, k4: usize) -> Array<usize> {
+    let mut rows = Array::<usize>::new(4usize);
+    #[unroll]
+    for r in 0..4 {
+        let mut at = row + r;
+        if at >= m {
+            at = m - 1;
+        }
+        rows[r] = (base + at) * k4;
+    }
+    rows
+}
+
+/// One step of four `k` of a product tile: `acc[r] += a[r, 4 kk + i] * b_i`, the four `F4` of
+/// `b` (four columns each) against each row's `F4` of `a`.
+#[cube]
+#[allow(clippy::too_many_arguments)] // the four rows of `b`
+fn tile_step(acc: &mut Array<F4>, a: &[F4], rows: &Array<usize>, kk: usize, b0: F4, b1: F4, b2: F4, b3: F4) {
+    #[unroll]
+    for r in 0..4 {
+        let ar = a[rows[r] + kk];
+        acc[r] += b0 * F4::new(ar.extract(0usize))
+            + b1 * F4::new(ar.extract(1usize))
+            + b2 * F4::new(ar.extract(2usize))
+            + b3 * F4::new(ar.extract(3usize));
+    }
+}
+
 /// `out[z] = a[z] b[z] (+ bias)`, read and written four values at a time: `a` `[Z, m, k]`,
 /// `b` `[k, n]` at `z * b_batch` values (0: one `b` for all), `out` `[Z, m, n]`, row-major,
 /// `k` and `n` multiples of 4. `b` is f32 or f16 (`W`), converted to f32 as it is read: the
@@ -172,15 +203,7 @@ fn matmul_kernel<W: Float>(
     }
     // in units of F4
     let (k4, n4) = (k / 4, n / 4);
-    let mut rows = Array::<usize>::new(4usize);
-    #[unroll]
-    for r in 0..4 {
-        let mut at = row + r;
-        if at >= m {
-            at = m - 1;
-        }
-        rows[r] = (z * m + at) * k4;
-    }
+    let rows = tile_rows(row, m, z * m, k4);
     let b_at = z * b_batch / 4 + col / 4;
     let mut acc = Array::<F4>::new(4usize);
     #[unroll]
@@ -192,14 +215,7 @@ fn matmul_kernel<W: Float>(
         let b1 = F4::cast_from(b[b_at + (4 * kk + 1) * n4]);
         let b2 = F4::cast_from(b[b_at + (4 * kk + 2) * n4]);
         let b3 = F4::cast_from(b[b_at + (4 * kk + 3) * n4]);
-        #[unroll]
-        for r in 0..4 {
-            let ar = a[rows[r] + kk];
-            acc[r] += b0 * F4::new(ar.extract(0usize))
-                + b1 * F4::new(ar.extract(1usize))
-                + b2 * F4::new(ar.extract(2usize))
-                + b3 * F4::new(ar.extract(3usize));
-        }
+        tile_step(&mut acc, a, &rows, kk, b0, b1, b2, b3);
     }
     #[unroll]
     for r in 0..4 {
@@ -213,6 +229,24 @@ fn matmul_kernel<W: Float>(
     }
 }
 
+/// The grid and the workgroup of the product kernels for an output `[z, m, n]`: a thread per
+/// 4 x 4 block.
+fn product_grid([z, m, n]: [usize; 3]) -> (CubeCount, CubeDim) {
+    let (x, y) = MATMUL_CUBE;
+    let count = CubeCount::Static(n.div_ceil(x as usize * 4) as u32, m.div_ceil(y as usize * 4) as u32, z as u32);
+    (count, CubeDim::new_2d(x, y))
+}
+
+/// A product kernel's bias argument, and whether there is a bias (else a buffer of one `F4`
+/// that the kernel does not read).
+fn bias_arg(client: &cubecl::client::Client, bias: Option<CubeTensor>) -> (BufferArg, bool) {
+    match bias {
+        Some(bias) => (bias.into_buffer_arg(), true),
+        // SAFETY: a buffer of four f32, one F4, the length given (the kernel does not read it).
+        None => (unsafe { BufferArg::from_raw_parts(client.create_from_slice(f32::as_bytes(&[0.0; 4])), 1) }, false),
+    }
+}
+
 /// Launches [`matmul_kernel`] on `a` `[Z, m, k]` and `b` (`[k, n]`, or `[Z, k, n]` with
 /// `batched`; f32 or f16) with an optional `bias` `[n]`: `[Z, m, n]`.
 fn launch_matmul(a: CubeTensor, b: CubeTensor, bias: Option<CubeTensor>, batched: bool) -> CubeTensor {
@@ -220,14 +254,8 @@ fn launch_matmul(a: CubeTensor, b: CubeTensor, bias: Option<CubeTensor>, batched
     let n = *b.meta.shape().as_slice().last().unwrap_or(&0);
     let client = a.client.clone();
     let out = empty_device_dtype(client.clone(), a.device.clone(), [z, m, n].into(), DType::F32);
-    let (x, y) = MATMUL_CUBE;
-    let cube_count = CubeCount::Static(n.div_ceil(x as usize * 4) as u32, m.div_ceil(y as usize * 4) as u32, z as u32);
-    let biased = bias.is_some();
-    let bias = match bias {
-        Some(bias) => bias.into_buffer_arg(),
-        // SAFETY: a buffer of four f32, one F4, the length given (the kernel does not read it).
-        None => unsafe { BufferArg::from_raw_parts(client.create_from_slice(f32::as_bytes(&[0.0; 4])), 1) },
-    };
+    let (cube_count, cube_dim) = product_grid([z, m, n]);
+    let (bias, biased) = bias_arg(&client, bias);
     let launch = match b.dtype {
         DType::F16 => matmul_kernel::launch::<half::f16>,
         _ => matmul_kernel::launch::<f32>,
@@ -235,7 +263,7 @@ fn launch_matmul(a: CubeTensor, b: CubeTensor, bias: Option<CubeTensor>, batched
     launch(
         &client,
         cube_count,
-        CubeDim::new_2d(x, y),
+        cube_dim,
         a.into_buffer_arg(),
         b.into_buffer_arg(),
         bias,
@@ -342,15 +370,7 @@ fn matmul_quant_kernel(
         terminate!();
     }
     let (k4, n4) = (k / 4, n / 4);
-    let mut rows = Array::<usize>::new(4usize);
-    #[unroll]
-    for r in 0..4 {
-        let mut at = row + r;
-        if at >= m {
-            at = m - 1;
-        }
-        rows[r] = at * k4;
-    }
+    let rows = tile_rows(row, m, 0, k4);
     let c = col / 4;
     // steps of 4 inputs per scale: a q4 block's, or every input of an int8 weight
     let mut per_scale = k4;
@@ -381,14 +401,7 @@ fn matmul_quant_kernel(
                     int8_codes(codes[c + (4 * kk + 3) * n4]),
                 )
             };
-            #[unroll]
-            for r in 0..4 {
-                let ar = a[rows[r] + kk];
-                part[r] += b0 * F4::new(ar.extract(0usize))
-                    + b1 * F4::new(ar.extract(1usize))
-                    + b2 * F4::new(ar.extract(2usize))
-                    + b3 * F4::new(ar.extract(3usize));
-            }
+            tile_step(&mut part, a, &rows, kk, b0, b1, b2, b3);
         }
         let scale = scales[blk * n4 + c];
         #[unroll]
@@ -529,18 +542,12 @@ pub fn linear_quant(x: Tensor<3>, w: &QuantWeight, bias: Option<&Tensor<1>>) -> 
     let m = b * s;
     let client = x.client.clone();
     let out = empty_device_dtype(client.clone(), x.device.clone(), [b, s, d_out].into(), DType::F32);
-    let (cx, cy) = MATMUL_CUBE;
-    let cube_count = CubeCount::Static(d_out.div_ceil(cx as usize * 4) as u32, m.div_ceil(cy as usize * 4) as u32, 1);
-    let biased = bias.is_some();
-    let bias = match bias {
-        Some(bias) => bias.into_buffer_arg(),
-        // SAFETY: a buffer of four f32, one F4, the length given (the kernel does not read it).
-        None => unsafe { BufferArg::from_raw_parts(client.create_from_slice(f32::as_bytes(&[0.0; 4])), 1) },
-    };
+    let (cube_count, cube_dim) = product_grid([1, m, d_out]);
+    let (bias, biased) = bias_arg(&client, bias);
     matmul_quant_kernel::launch(
         &client,
         cube_count,
-        CubeDim::new_2d(cx, cy),
+        cube_dim,
         x.into_buffer_arg(),
         codes.into_buffer_arg(),
         scales.into_buffer_arg(),
