@@ -179,11 +179,9 @@ pub(super) fn rows_relaxed(w: &Int8Linear, acts: &Activations<u8>, y: &mut [f32]
         // SAFETY: the panel holds stride / KG groups of NR * KG bytes; the activations are
         // padded to PAD_ROWS rows, a multiple of ROWS (checked above)
         let acc = unsafe { block_relaxed(panel, a, stride, b * BK / 4..(b + 1) * BK / 4) };
-        let mut r = 0;
-        acc.map(|acc| {
+        std::array::from_fn(|r| {
             let sum = i32x4_splat(sums[(tile * ROWS + r) * blocks + b]);
-            r += 1;
-            [i32x4_sub(acc[0], sum), i32x4_sub(acc[1], sum)]
+            [i32x4_sub(acc[r][0], sum), i32x4_sub(acc[r][1], sum)]
         })
     });
 }

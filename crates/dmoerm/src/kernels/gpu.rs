@@ -237,6 +237,11 @@ fn product_grid([z, m, n]: [usize; 3]) -> (CubeCount, CubeDim) {
     (count, CubeDim::new_2d(x, y))
 }
 
+/// Whether [`product_grid`] holds `m` output rows: at most 65,535 workgroups along them.
+fn grid_holds(m: usize) -> bool {
+    m.div_ceil(MATMUL_CUBE.1 as usize * 4) <= 65_535
+}
+
 /// A product kernel's bias argument, and whether there is a bias (else a buffer of one `F4`
 /// that the kernel does not read).
 fn bias_arg(client: &cubecl::client::Client, bias: Option<CubeTensor>) -> (BufferArg, bool) {
@@ -284,10 +289,9 @@ fn launch_matmul(a: CubeTensor, b: CubeTensor, bias: Option<CubeTensor>, batched
 /// expanded to f32 for every call. With cooperative matrices burn's tensor-core kernels run
 /// the f32 products.
 fn takes_matmul(client: &cubecl::client::Client, (m, k, n): (usize, usize, usize), half: bool) -> bool {
-    let rows_per_block = MATMUL_CUBE.1 as usize * 4;
     k.is_multiple_of(4)
         && n.is_multiple_of(4)
-        && m.div_ceil(rows_per_block) <= 65_535
+        && grid_holds(m)
         && (half || client.properties().features.matmul.cmma.is_empty())
 }
 
@@ -525,11 +529,10 @@ impl QuantWeight {
 pub fn linear_quant(x: Tensor<3>, w: &QuantWeight, bias: Option<&Tensor<1>>) -> Result<Tensor<3>, Tensor<3>> {
     let [b, s, d_in] = x.dims();
     let (w_in, d_out) = w.dims();
-    let rows_per_block = MATMUL_CUBE.1 as usize * 4;
     if w_in != d_in
         || bias.is_some_and(|bias| bias.dims() != [d_out])
         || b * s * d_in * d_out == 0
-        || (b * s).div_ceil(rows_per_block) > 65_535
+        || !grid_holds(b * s)
     {
         return Err(x);
     }
