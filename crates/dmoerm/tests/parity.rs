@@ -413,6 +413,41 @@ fn a_batch_of_mixed_lengths_runs_packed_with_the_padded_batchs_states() {
     }
 }
 
+/// On wgpu a pass's rows are padded to a multiple of 16 tokens (so that kernels compile once
+/// whatever the lengths): every backbone family's states of a sequence so padded are its
+/// states unpadded.
+#[test]
+fn on_wgpu_states_padded_to_a_length_step_are_the_unpadded_ones() {
+    use dmoerm::backbones::TokenBatch;
+    let Some(device) = gpu() else { return };
+    for name in FIXTURES {
+        let model = RewardModel::load_on(fixture_dir(name), device.clone()).expect("fixture bundle loads on wgpu");
+        let (backbone, pooling) = (model.backbone(), model.manifest().pooling);
+        let format = model.encoder().format();
+        let values = |t: burn::tensor::Tensor<2>| t.into_data().try_into_vec::<f32>().unwrap();
+        let mut longer = 0;
+        for input in &expected(name).inputs {
+            let encoded = model.encode(&input.conversation()).unwrap().expert;
+            // the input, and its first two thirds (shorter than a truncated input's limit)
+            for len in [encoded.ids.len(), encoded.ids.len() * 2 / 3] {
+                let rows = vec![encoded.ids[..len].to_vec()];
+                let types = vec![encoded.type_ids[..len.min(encoded.type_ids.len())].to_vec()];
+                let exact = TokenBatch::new(&rows, format.pad_token_id, &device).with_type_ids(&types);
+                let padded = TokenBatch::padded_to(&rows, format.pad_token_id, 16, format.max_length, &device)
+                    .with_type_ids(&types);
+                let [_, s] = padded.dims();
+                assert!(s == len.next_multiple_of(16) || s == format.max_length, "{name}: {len} padded to {s}");
+                longer += usize::from(s > len);
+                let want = values(backbone.pooled(&exact, None, pooling));
+                let got = values(backbone.pooled(&padded, None, pooling));
+                let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs() / b.abs().max(1.0)).fold(0.0, f32::max);
+                assert!(worst <= 1e-5, "{name}: {len} tokens padded to {s}: states differ by {worst:e}");
+            }
+        }
+        assert!(longer > 0, "{name}: no input was padded");
+    }
+}
+
 /// On the CPU an int8 bundle's embedding table stays int8 everywhere, and its projections stay
 /// int8 where the CPU has an int8 kernel (x86-64 with AVX2, ARM64 with `sdot`: the ARM64 runs
 /// under qemu check both kinds of CPU); elsewhere they are expanded to f32 when they load.

@@ -48,7 +48,17 @@ pub struct TokenBatch {
 impl TokenBatch {
     /// Pads `rows` on the right to the longest row.
     pub fn new(rows: &[Vec<u32>], pad_id: u32, device: &Device) -> Self {
-        let seq = rows.iter().map(Vec::len).max().unwrap_or(0).max(1);
+        Self::padded_to(rows, pad_id, 1, usize::MAX, device)
+    }
+
+    /// Pads `rows` on the right to the longest row rounded up to a multiple of `step`, and no
+    /// further than `limit` (the model's longest input) unless a row is longer. The padding is
+    /// masked as a batch's is, so the sequences' states do not change: on a GPU, every shape
+    /// a kernel then sees is a multiple of `step` and the kernels that compile per vector
+    /// width compile once, whatever the lengths (see [`RewardModel`](crate::RewardModel)).
+    pub fn padded_to(rows: &[Vec<u32>], pad_id: u32, step: usize, limit: usize, device: &Device) -> Self {
+        let longest = rows.iter().map(Vec::len).max().unwrap_or(0).max(1);
+        let seq = longest.next_multiple_of(step.max(1)).min(limit.max(longest));
         let host_ids: Arc<[i64]> = pad(rows, pad_id, seq).into();
         let ids = Tensor::from_data(TensorData::new(host_ids.to_vec(), [rows.len(), seq]), device);
         let last_non_pad = rows.iter().map(|r| r.iter().rposition(|&t| t != pad_id).unwrap_or(0)).collect();
