@@ -18,7 +18,6 @@ use serde::Deserialize;
 use super::{AttentionMask, Held, Projection, RmsNorm, Table, TokenBatch, Visibility};
 use crate::error::{Error, Result};
 // `silu(gate) * up`: one kernel on a GPU, a vectorised (natively parallel) SiLU on flex (see `kernels`)
-use crate::kernels::silu_mul;
 use crate::lora::AdapterGroup;
 use crate::weights::{Scope, TensorFile};
 
@@ -396,9 +395,9 @@ impl Llama {
                 }
             };
             let x = layer.input_layernorm.forward(h.clone());
-            h = h + layer.self_attn.forward(x, &masks[mask], batch, &rope, c, lora);
+            h = layer.self_attn.forward(x, h, &masks[mask], batch, &rope, c, lora);
             let x = layer.post_attention_layernorm.forward(h.clone());
-            h = h + layer.mlp.forward(x, lora);
+            h = layer.mlp.forward(x, h, lora);
         }
         h
     }
@@ -439,12 +438,19 @@ struct Rope {
 }
 
 impl Rope {
-    /// `x * cos + rotate_half(x) * sin` (HF's `apply_rotary_pos_emb`).
+    /// `x * cos + rotate_half(x) * sin` (HF's `apply_rotary_pos_emb`) of the query and the key
+    /// heads, each head RMS-normalised first where `norms` gives the weights (`(q's, k's,
+    /// eps)`: Qwen3's `q_norm` and `k_norm`).
     ///
     /// # Shapes
-    /// - x: `[B, S, heads, hd]`, output: the same
-    fn apply(&self, x: Tensor<4>) -> Tensor<4> {
-        crate::kernels::rope(x, (&self.cos, &self.sin), (&self.host.0, &self.host.1))
+    /// - q: `[B, S, heads, hd]`, k: `[B, S, kv_heads, hd]`, outputs: the same
+    fn apply(
+        &self,
+        q: Tensor<4>,
+        k: Tensor<4>,
+        norms: Option<(&Tensor<1>, &Tensor<1>, f64)>,
+    ) -> (Tensor<4>, Tensor<4>) {
+        crate::kernels::qk_rope(q, k, norms, (&self.cos, &self.sin), (&self.host.0, &self.host.1))
     }
 }
 
@@ -484,9 +490,12 @@ impl Llama {
 }
 
 impl Attention {
+    /// `residual + attention(x)` (the residual added as the output projection writes).
+    #[allow(clippy::too_many_arguments)] // the layer's input, its residual, and the pass's tables
     fn forward(
         &self,
         x: Tensor<3>,
+        residual: Tensor<3>,
         mask: &AttentionMask,
         batch: &TokenBatch,
         rope: &Rope,
@@ -500,27 +509,31 @@ impl Attention {
             x.reshape([b, s, n, hd])
         };
         let [q, k, v] = Projection::forward_each([&self.q_proj, &self.k_proj, &self.v_proj], x, lora);
-        let (mut q, mut k) = (by_head(q, heads), by_head(k, kv_heads)); // v stays [B, S, KV * hd]
-        if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
-            q = qn.forward(q);
-            k = kn.forward(k);
-        }
+        let (q, k) = (by_head(q, heads), by_head(k, kv_heads)); // v stays [B, S, KV * hd]
+        let norms = match (&self.q_norm, &self.k_norm) {
+            (Some(qn), Some(kn)) => Some((&qn.weight, &kn.weight, qn.eps)),
+            _ => None,
+        };
+        let (q, k) = rope.apply(q, k, norms);
         let merged = |x: Tensor<4>| x.flatten::<3>(2, 3);
-        let (q, k) = (merged(rope.apply(q)), merged(rope.apply(k)));
+        let (q, k) = (merged(q), merged(k));
         let out = crate::kernels::attention((q, k, v), (heads, kv_heads), mask, &batch.spans()); // [B, S, H * hd]
-        self.o_proj.forward(out, lora)
+        self.o_proj.forward_add(out, residual, lora)
     }
 }
 
 impl Mlp {
-    fn forward(&self, x: Tensor<3>, lora: Option<&AdapterGroup>) -> Tensor<3> {
+    /// `residual + down(silu(gate(x)) * up(x))`.
+    fn forward(&self, x: Tensor<3>, residual: Tensor<3>, lora: Option<&AdapterGroup>) -> Tensor<3> {
         // int8 on the CPU: the three projections chunk by chunk of rows (the same numbers)
         let fused = self.gate_proj.forward_gated(&self.up_proj, &self.down_proj, &x, lora, crate::kernels::silu_values);
         if let Some(y) = fused {
-            return y;
+            return residual + y;
         }
-        let gate = self.gate_proj.forward(x.clone(), lora);
-        self.down_proj.forward(silu_mul(gate, self.up_proj.forward(x, lora)), lora)
+        // on a GPU: one launch for the gate and up products and the activation, one for the
+        // down product and the residual
+        let act = self.gate_proj.forward_silu_mul(&self.up_proj, x, lora);
+        self.down_proj.forward_add(act, residual, lora)
     }
 }
 

@@ -302,7 +302,7 @@ impl Projection {
     pub fn forward(&self, x: Tensor<3>, lora: Option<&AdapterGroup>) -> Tensor<3> {
         let delta = lora.and_then(|l| l.delta(&self.path, x.clone()));
         let y = match &self.weight {
-            Weight::Burn { weight, bias } => crate::kernels::affine(x, weight, bias.as_ref()),
+            Weight::Burn { weight, bias } => crate::kernels::affine(x, weight, bias.as_ref(), None),
             #[cfg(target_family = "wasm")]
             Weight::Host { weight, bias } => crate::kernels::linear(&x, weight, bias.as_deref()).unwrap_or_else(|| {
                 let (device, (d_in, d_out)) = (x.device(), weight.dims());
@@ -312,13 +312,64 @@ impl Projection {
             }),
             Weight::Int8(weight) => on_host(x, weight.dims().0, |x| weight.matmul(x)),
             #[cfg(feature = "gpu")]
-            Weight::GpuQuant { weight, bias } => crate::kernels::gpu::linear_quant(x, weight, bias.as_ref())
+            Weight::GpuQuant { weight, bias } => crate::kernels::gpu::linear_quant(x, weight, bias.as_ref(), None)
                 .unwrap_or_else(|x| burn::tensor::module::linear(x, weight.dequantized(), bias.clone())),
         };
         match delta {
             Some(d) => y + d,
             None => y,
         }
+    }
+
+    /// `residual + self.forward(x, lora)` (a layer's output added to its input): on a GPU, where
+    /// `lora` does not adapt this projection, the residual is added as the product is written
+    /// (one launch, not two); the same numbers either way.
+    ///
+    /// # Shapes
+    /// - x: `[B, S, in]`, residual and output: `[B, S, out]`
+    pub fn forward_add(&self, x: Tensor<3>, residual: Tensor<3>, lora: Option<&AdapterGroup>) -> Tensor<3> {
+        if !lora.is_some_and(|l| l.adapts(&self.path)) {
+            match &self.weight {
+                Weight::Burn { weight, bias } => {
+                    return crate::kernels::affine(x, weight, bias.as_ref(), Some(&residual));
+                }
+                #[cfg(feature = "gpu")]
+                Weight::GpuQuant { weight, bias } => {
+                    match crate::kernels::gpu::linear_quant(x, weight, bias.as_ref(), Some(&residual)) {
+                        Ok(y) => return y,
+                        Err(x) => return residual + self.forward(x, lora),
+                    }
+                }
+                _ => {}
+            }
+        }
+        residual + self.forward(x, lora)
+    }
+
+    /// `silu(self.forward(x)) * up.forward(x)` (a gated MLP's activation, this its gate
+    /// projection): on a GPU, where both weights are of one kind, without bias, and `lora`
+    /// adapts neither, one launch for the two products and the activation; the same numbers
+    /// either way.
+    ///
+    /// # Shapes
+    /// - x: `[B, S, in]`, output: `[B, S, out]`
+    pub fn forward_silu_mul(&self, up: &Projection, x: Tensor<3>, lora: Option<&AdapterGroup>) -> Tensor<3> {
+        if !lora.is_some_and(|l| l.adapts(&self.path) || l.adapts(&up.path)) {
+            match (&self.weight, &up.weight) {
+                (Weight::Burn { weight: g, bias: None }, Weight::Burn { weight: u, bias: None }) => {
+                    return crate::kernels::gated(x, g, u);
+                }
+                #[cfg(feature = "gpu")]
+                (Weight::GpuQuant { weight: g, bias: None }, Weight::GpuQuant { weight: u, bias: None }) => {
+                    match crate::kernels::gpu::gated_quant(x, g, u) {
+                        Ok(y) => return y,
+                        Err(x) => return crate::kernels::silu_mul(self.forward(x.clone(), lora), up.forward(x, lora)),
+                    }
+                }
+                _ => {}
+            }
+        }
+        crate::kernels::silu_mul(self.forward(x.clone(), lora), up.forward(x, lora))
     }
 
     /// `[p.forward(x, lora) for p in projections]`; where all are int8 (attention's query, key

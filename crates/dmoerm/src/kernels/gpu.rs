@@ -173,27 +173,33 @@ fn tile_step(acc: &mut Array<F4>, a: &[F4], rows: &Array<usize>, kk: usize, b0: 
     }
 }
 
-/// `out[z] = a[z] b[z] (+ bias)`, read and written four values at a time: `a` `[Z, m, k]`,
-/// `b` `[k, n]` at `z * b_batch` values (0: one `b` for all), `out` `[Z, m, n]`, row-major,
-/// `k` and `n` multiples of 4. `b` is f32 or f16 (`W`), converted to f32 as it is read: the
-/// products and sums are f32 either way. Each thread keeps a 4 x 4 block of the output in four `F4`
-/// registers; per four steps of `k` it loads four `F4` of `a` (its rows, the same for the 16
-/// threads along a workgroup's columns) and four of `b` (neighbouring threads, neighbouring
-/// columns) for 64 multiply-adds. No shared memory and no barriers. A partial block at the
-/// bottom reads the last row again and does not write it; the bias is added as the block is
-/// written.
+/// `out[z] = a[z] b[z]`, read and written four values at a time, with the epilogue the flags
+/// ask for as each value is written: `gated`, `silu(a b) * (a up)` (Llama's gated MLP: `b` its
+/// gate projection, `up` its up projection); `biased`, `+ bias`; `added`, `+ residual` (the
+/// layer's input, so the layer's output is written once). `a` `[Z, m, k]`, `b` and `up`
+/// `[k, n]` at `z * b_batch` values (0: one `b` for all), `residual` and `out` `[Z, m, n]`,
+/// row-major, `k` and `n` multiples of 4. `b` is f32 or f16 (`W`), converted to f32 as it is
+/// read: the products and sums are f32 either way. Each thread keeps a 4 x 4 block of the
+/// output in four `F4` registers (eight when gated); per four steps of `k` it loads four `F4`
+/// of `a` (its rows, the same for the 16 threads along a workgroup's columns) and four of `b`
+/// (neighbouring threads, neighbouring columns) for 64 multiply-adds. No shared memory and no
+/// barriers. A partial block at the bottom reads the last row again and does not write it.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)] // a kernel's arguments
 fn matmul_kernel<W: Float>(
     a: &[F4],
     b: &[Vector<W, Const<4>>],
+    up: &[Vector<W, Const<4>>],
     bias: &[F4],
+    residual: &[F4],
     out: &mut [F4],
     m: usize,
     k: usize,
     n: usize,
     b_batch: usize,
+    #[comptime] gated: bool,
     #[comptime] biased: bool,
+    #[comptime] added: bool,
 ) {
     let z = CUBE_POS_Z as usize;
     let col = (CUBE_POS_X as usize * CUBE_DIM_X as usize + UNIT_POS_X as usize) * 4;
@@ -206,27 +212,62 @@ fn matmul_kernel<W: Float>(
     let rows = tile_rows(row, m, z * m, k4);
     let b_at = z * b_batch / 4 + col / 4;
     let mut acc = Array::<F4>::new(4usize);
+    let mut acc_up = Array::<F4>::new(4usize);
     #[unroll]
     for r in 0..4 {
         acc[r] = F4::new(0.0);
+        acc_up[r] = F4::new(0.0);
     }
     for kk in 0..k4 {
-        let b0 = F4::cast_from(b[b_at + (4 * kk) * n4]);
-        let b1 = F4::cast_from(b[b_at + (4 * kk + 1) * n4]);
-        let b2 = F4::cast_from(b[b_at + (4 * kk + 2) * n4]);
-        let b3 = F4::cast_from(b[b_at + (4 * kk + 3) * n4]);
+        let at = b_at + 4 * kk * n4;
+        let b0 = F4::cast_from(b[at]);
+        let b1 = F4::cast_from(b[at + n4]);
+        let b2 = F4::cast_from(b[at + 2 * n4]);
+        let b3 = F4::cast_from(b[at + 3 * n4]);
         tile_step(&mut acc, a, &rows, kk, b0, b1, b2, b3);
+        if gated {
+            let u0 = F4::cast_from(up[at]);
+            let u1 = F4::cast_from(up[at + n4]);
+            let u2 = F4::cast_from(up[at + 2 * n4]);
+            let u3 = F4::cast_from(up[at + 3 * n4]);
+            tile_step(&mut acc_up, a, &rows, kk, u0, u1, u2, u3);
+        }
     }
     #[unroll]
     for r in 0..4 {
         if row + r < m {
-            let mut y = acc[r];
-            if biased {
-                y += bias[col / 4];
-            }
-            out[((z * m + row + r) * n + col) / 4] = y;
+            let at = ((z * m + row + r) * n + col) / 4;
+            out[at] = epilogue(acc[r], acc_up[r], bias, residual, col / 4, at, gated, biased, added);
         }
     }
+}
+
+/// A product kernel's output block of four values as it is written: `silu(y) * up_y` where
+/// `gated`, then `+ bias[c]` where `biased`, then `+ residual[at]` where `added`.
+#[cube]
+#[allow(clippy::too_many_arguments)] // the epilogue's operands and flags
+fn epilogue(
+    y: F4,
+    up_y: F4,
+    bias: &[F4],
+    residual: &[F4],
+    c: usize,
+    at: usize,
+    #[comptime] gated: bool,
+    #[comptime] biased: bool,
+    #[comptime] added: bool,
+) -> F4 {
+    let mut v = y;
+    if gated {
+        v = v / (F4::new(1.0) + (-v).exp()) * up_y;
+    }
+    if biased {
+        v += bias[c];
+    }
+    if added {
+        v += residual[at];
+    }
+    v
 }
 
 /// The grid and the workgroup of the product kernels for an output `[z, m, n]`: a thread per
@@ -242,25 +283,49 @@ fn grid_holds(m: usize) -> bool {
     m.div_ceil(MATMUL_CUBE.1 as usize * 4) <= 65_535
 }
 
-/// A product kernel's bias argument, and whether there is a bias (else a buffer of one `F4`
-/// that the kernel does not read).
-fn bias_arg(client: &cubecl::client::Client, bias: Option<CubeTensor>) -> (BufferArg, bool) {
-    match bias {
-        Some(bias) => (bias.into_buffer_arg(), true),
-        // SAFETY: a buffer of four f32, one F4, the length given (the kernel does not read it).
-        None => (unsafe { BufferArg::from_raw_parts(client.create_from_slice(f32::as_bytes(&[0.0; 4])), 1) }, false),
+/// A product kernel's optional operand (a bias, a residual, a second weight), and whether it
+/// is there; else `stand_in` (an operand of the same launch, of the same element type), which
+/// the kernel does not read: binding it costs no upload.
+fn optional_arg(operand: Option<CubeTensor>, stand_in: &CubeTensor) -> (BufferArg, bool) {
+    match operand {
+        Some(t) => (t.into_buffer_arg(), true),
+        None => (stand_in.clone().into_buffer_arg(), false),
+    }
+}
+
+/// What a product kernel applies to its output as it writes it ([`epilogue`]): the up
+/// projection of a gated MLP (`silu(x gate) * (x up)`), a bias, a residual (shaped like the
+/// output).
+struct Epilogue<Up> {
+    up: Option<Up>,
+    bias: Option<CubeTensor>,
+    residual: Option<CubeTensor>,
+}
+
+impl<Up> Epilogue<Up> {
+    /// The epilogue of `bias` and `residual` ([`take`]n), or `x` back where one of them is not
+    /// a tensor the kernels read.
+    fn take<X>(bias: Option<&Tensor<1>>, residual: Option<&Tensor<3>>, x: X) -> Result<(Self, X), X> {
+        let bias = bias.map(|t| take(t.clone())).transpose();
+        let residual = residual.map(|t| take(t.clone())).transpose();
+        match (bias, residual) {
+            (Ok(bias), Ok(residual)) => Ok((Self { up: None, bias, residual }, x)),
+            _ => Err(x),
+        }
     }
 }
 
 /// Launches [`matmul_kernel`] on `a` `[Z, m, k]` and `b` (`[k, n]`, or `[Z, k, n]` with
-/// `batched`; f32 or f16) with an optional `bias` `[n]`: `[Z, m, n]`.
-fn launch_matmul(a: CubeTensor, b: CubeTensor, bias: Option<CubeTensor>, batched: bool) -> CubeTensor {
+/// `batched`; f32 or f16) with `epilogue` (an `up` weight as `b`): `[Z, m, n]`.
+fn launch_matmul(a: CubeTensor, b: CubeTensor, epilogue: Epilogue<CubeTensor>, batched: bool) -> CubeTensor {
     let [z, m, k] = a.meta.shape().dims::<3>();
     let n = *b.meta.shape().as_slice().last().unwrap_or(&0);
     let client = a.client.clone();
     let out = empty_device_dtype(client.clone(), a.device.clone(), [z, m, n].into(), DType::F32);
     let (cube_count, cube_dim) = product_grid([z, m, n]);
-    let (bias, biased) = bias_arg(&client, bias);
+    let (up, gated) = optional_arg(epilogue.up, &b);
+    let (bias, biased) = optional_arg(epilogue.bias, &a);
+    let (residual, added) = optional_arg(epilogue.residual, &a);
     let launch = match b.dtype {
         DType::F16 => matmul_kernel::launch::<half::f16>,
         _ => matmul_kernel::launch::<f32>,
@@ -271,13 +336,17 @@ fn launch_matmul(a: CubeTensor, b: CubeTensor, bias: Option<CubeTensor>, batched
         cube_dim,
         a.into_buffer_arg(),
         b.into_buffer_arg(),
+        up,
         bias,
+        residual,
         out.clone().into_buffer_arg(),
         m,
         k,
         n,
         if batched { k * n } else { 0 },
+        gated,
         biased,
+        added,
     );
     out
 }
@@ -295,16 +364,25 @@ fn takes_matmul(client: &cubecl::client::Client, (m, k, n): (usize, usize, usize
         && (half || client.properties().features.matmul.cmma.is_empty())
 }
 
-/// `x W + b` (a linear layer, `W` `[in, out]`, f32 or f16) in one launch, the bias added as
-/// the product is written; `x` back where the fast path does not apply (a quantised `W`, or
-/// not on a GPU).
+/// `x W + b (+ residual)` (a linear layer, `W` `[in, out]`, f32 or f16) in one launch, the
+/// bias and the residual added as the product is written; `x` back where the fast path does
+/// not apply (a quantised `W`, or not on a GPU).
 ///
 /// # Shapes
-/// - x: `[B, S, in]`, weight: `[in, out]`, bias: `[out]`, output: `[B, S, out]`
-pub fn linear(x: Tensor<3>, weight: &Tensor<2>, bias: Option<&Tensor<1>>) -> Result<Tensor<3>, Tensor<3>> {
+/// - x: `[B, S, in]`, weight: `[in, out]`, bias: `[out]`, residual and output: `[B, S, out]`
+pub fn linear(
+    x: Tensor<3>,
+    weight: &Tensor<2>,
+    bias: Option<&Tensor<1>>,
+    residual: Option<&Tensor<3>>,
+) -> Result<Tensor<3>, Tensor<3>> {
     let [b, s, d_in] = x.dims();
     let [w_in, d_out] = weight.dims();
-    if w_in != d_in || bias.is_some_and(|bias| bias.dims() != [d_out]) || b * s * d_in * d_out == 0 {
+    if w_in != d_in
+        || bias.is_some_and(|bias| bias.dims() != [d_out])
+        || residual.is_some_and(|r| r.dims() != [b, s, d_out])
+        || b * s * d_in * d_out == 0
+    {
         return Err(x);
     }
     let x = take(x)?;
@@ -312,12 +390,31 @@ pub fn linear(x: Tensor<3>, weight: &Tensor<2>, bias: Option<&Tensor<1>>) -> Res
         return Err(give(x));
     }
     let Ok(w) = take_as(weight.clone(), &[DType::F32, DType::F16]) else { return Err(give(x)) };
-    let bias = match bias.map(|bias| take(bias.clone())).transpose() {
-        Ok(bias) => bias,
-        Err(_) => return Err(give(x)),
-    };
+    let (epilogue, x) = Epilogue::take(bias, residual, x).map_err(give)?;
     let x = reshape(x, [1, b * s, d_in]);
-    Ok(give(reshape(launch_matmul(x, w, bias, false), [b, s, d_out])))
+    Ok(give(reshape(launch_matmul(x, w, epilogue, false), [b, s, d_out])))
+}
+
+/// `silu(x G) * (x U)` (Llama's gated MLP before its down projection; `G` and `U` `[in, out]`,
+/// f32 or f16, of one dtype) in one launch; `x` back where the fast path does not apply.
+///
+/// # Shapes
+/// - x: `[B, S, in]`, gate and up: `[in, out]`, output: `[B, S, out]`
+pub fn gated(x: Tensor<3>, gate: &Tensor<2>, up: &Tensor<2>) -> Result<Tensor<3>, Tensor<3>> {
+    let [b, s, d_in] = x.dims();
+    let [w_in, d_out] = gate.dims();
+    if w_in != d_in || up.dims() != gate.dims() || up.dtype() != gate.dtype() || b * s * d_in * d_out == 0 {
+        return Err(x);
+    }
+    let x = take(x)?;
+    if !takes_matmul(&x.client, (b * s, d_in, d_out), gate.dtype() == DType::F16) {
+        return Err(give(x));
+    }
+    let weights = [gate, up].map(|w| take_as(w.clone(), &[DType::F32, DType::F16]));
+    let [Ok(g), Ok(u)] = weights else { return Err(give(x)) };
+    let x = reshape(x, [1, b * s, d_in]);
+    let epilogue = Epilogue { up: Some(u), bias: None, residual: None };
+    Ok(give(reshape(launch_matmul(x, g, epilogue, false), [b, s, d_out])))
 }
 
 /// Four int8 codes of a u32, stored `q + 128` from the lowest byte up, as the `F4` of `q`.
@@ -346,27 +443,34 @@ fn q4_codes(w: u32, shift: u32) -> F4 {
 /// Inputs per scale of a 4-bit weight (`dmoerm_quant::Q4_BLOCK`): 16 steps of 4 of `k`.
 const Q4_BLOCK: usize = 64;
 
-/// `out = a W (+ bias)` for a quantised weight: int8 (`codes` `[k, n / 4]`, each u32 four
-/// outputs' codes of one input, [`int8_codes`]; `scales` `[1, n]`, one per output) or 4-bit
-/// (`q4`: `codes` `[k / 2, n / 4]`, each u32 four outputs' codes of two inputs,
-/// [`q4_codes`]; `scales` `[k / 64, n]`, one per block of 64 inputs and output); `a` `[m, k]`,
-/// `out` `[m, n]`. [`matmul_kernel`]'s tiles (a thread's 4 x 4 block of the output, per four
-/// steps of `k` four `F4` of `a` and the codes of four rows of `W`, for 64 multiply-adds), the
-/// codes turned into f32 as they are read; the products of a block of inputs (all of them for
-/// int8) are summed, then scaled. A quarter (an eighth) of f32's bytes to read.
+/// `out = a W` for a quantised weight, with [`matmul_kernel`]'s epilogues (`gated`: `W` the
+/// gate projection, `up_codes` and `up_scales` the up projection, quantised alike): int8
+/// (`codes` `[k, n / 4]`, each u32 four outputs' codes of one input, [`int8_codes`]; `scales`
+/// `[1, n]`, one per output) or 4-bit (`q4`: `codes` `[k / 2, n / 4]`, each u32 four outputs'
+/// codes of two inputs, [`q4_codes`]; `scales` `[k / 64, n]`, one per block of 64 inputs and
+/// output); `a` `[m, k]`, `residual` and `out` `[m, n]`. [`matmul_kernel`]'s tiles (a thread's
+/// 4 x 4 block of the output, per four steps of `k` four `F4` of `a` and the codes of four rows
+/// of `W`, for 64 multiply-adds), the codes turned into f32 as they are read; the products of
+/// a block of inputs (all of them for int8) are summed, then scaled. A quarter (an eighth) of
+/// f32's bytes to read.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)] // a kernel's arguments
 fn matmul_quant_kernel(
     a: &[F4],
     codes: &[u32],
     scales: &[F4],
+    up_codes: &[u32],
+    up_scales: &[F4],
     bias: &[F4],
+    residual: &[F4],
     out: &mut [F4],
     m: usize,
     k: usize,
     n: usize,
     #[comptime] q4: bool,
+    #[comptime] gated: bool,
     #[comptime] biased: bool,
+    #[comptime] added: bool,
 ) {
     let col = (CUBE_POS_X as usize * CUBE_DIM_X as usize + UNIT_POS_X as usize) * 4;
     let row = (CUBE_POS_Y as usize * CUBE_DIM_Y as usize + UNIT_POS_Y as usize) * 4;
@@ -382,47 +486,75 @@ fn matmul_quant_kernel(
         per_scale = Q4_BLOCK / 4;
     }
     let mut acc = Array::<F4>::new(4usize);
+    let mut acc_up = Array::<F4>::new(4usize);
     let mut part = Array::<F4>::new(4usize);
+    let mut part_up = Array::<F4>::new(4usize);
     #[unroll]
     for r in 0..4 {
         acc[r] = F4::new(0.0);
+        acc_up[r] = F4::new(0.0);
     }
     for blk in 0..k4 / per_scale {
         #[unroll]
         for r in 0..4 {
             part[r] = F4::new(0.0);
+            part_up[r] = F4::new(0.0);
         }
         for kk in blk * per_scale..(blk + 1) * per_scale {
-            let (b0, b1, b2, b3) = if q4 {
-                let w0 = codes[c + (2 * kk) * n4];
-                let w1 = codes[c + (2 * kk + 1) * n4];
-                (q4_codes(w0, 0u32), q4_codes(w0, 4u32), q4_codes(w1, 0u32), q4_codes(w1, 4u32))
-            } else {
-                (
-                    int8_codes(codes[c + (4 * kk) * n4]),
-                    int8_codes(codes[c + (4 * kk + 1) * n4]),
-                    int8_codes(codes[c + (4 * kk + 2) * n4]),
-                    int8_codes(codes[c + (4 * kk + 3) * n4]),
-                )
-            };
-            tile_step(&mut part, a, &rows, kk, b0, b1, b2, b3);
+            quant_step(&mut part, a, &rows, codes, c, kk, n4, q4);
+            if gated {
+                quant_step(&mut part_up, a, &rows, up_codes, c, kk, n4, q4);
+            }
         }
         let scale = scales[blk * n4 + c];
         #[unroll]
         for r in 0..4 {
             acc[r] += part[r] * scale;
         }
+        if gated {
+            let up_scale = up_scales[blk * n4 + c];
+            #[unroll]
+            for r in 0..4 {
+                acc_up[r] += part_up[r] * up_scale;
+            }
+        }
     }
     #[unroll]
     for r in 0..4 {
         if row + r < m {
-            let mut y = acc[r];
-            if biased {
-                y += bias[c];
-            }
-            out[((row + r) * n + col) / 4] = y;
+            let at = ((row + r) * n + col) / 4;
+            out[at] = epilogue(acc[r], acc_up[r], bias, residual, c, at, gated, biased, added);
         }
     }
+}
+
+/// One step of four `k` of a quantised product tile ([`tile_step`] on the four rows of `W`
+/// at `kk`, their codes at column `c` of `codes` read as f32).
+#[cube]
+#[allow(clippy::too_many_arguments)] // the tile's operands
+fn quant_step(
+    acc: &mut Array<F4>,
+    a: &[F4],
+    rows: &Array<usize>,
+    codes: &[u32],
+    c: usize,
+    kk: usize,
+    n4: usize,
+    #[comptime] q4: bool,
+) {
+    let (b0, b1, b2, b3) = if q4 {
+        let w0 = codes[c + (2 * kk) * n4];
+        let w1 = codes[c + (2 * kk + 1) * n4];
+        (q4_codes(w0, 0u32), q4_codes(w0, 4u32), q4_codes(w1, 0u32), q4_codes(w1, 4u32))
+    } else {
+        (
+            int8_codes(codes[c + (4 * kk) * n4]),
+            int8_codes(codes[c + (4 * kk + 1) * n4]),
+            int8_codes(codes[c + (4 * kk + 2) * n4]),
+            int8_codes(codes[c + (4 * kk + 3) * n4]),
+        )
+    };
+    tile_step(acc, a, rows, kk, b0, b1, b2, b3);
 }
 
 /// A quantised weight `[out, in]` (PyTorch's layout) as [`linear_quant`] reads it: its codes
@@ -521,32 +653,70 @@ impl QuantWeight {
     }
 }
 
-/// `x W + b` for a quantised weight ([`QuantWeight`]) in one launch, its codes read as f32 in
-/// the kernel; `x` back where it does not apply (not on a GPU, or more rows than the grid holds).
+/// `x W + b (+ residual)` for a quantised weight ([`QuantWeight`]) in one launch, its codes
+/// read as f32 in the kernel; `x` back where it does not apply (not on a GPU, or more rows
+/// than the grid holds).
 ///
 /// # Shapes
-/// - x: `[B, S, in]`, bias: `[out]`, output: `[B, S, out]`
-pub fn linear_quant(x: Tensor<3>, w: &QuantWeight, bias: Option<&Tensor<1>>) -> Result<Tensor<3>, Tensor<3>> {
+/// - x: `[B, S, in]`, bias: `[out]`, residual and output: `[B, S, out]`
+pub fn linear_quant(
+    x: Tensor<3>,
+    w: &QuantWeight,
+    bias: Option<&Tensor<1>>,
+    residual: Option<&Tensor<3>>,
+) -> Result<Tensor<3>, Tensor<3>> {
     let [b, s, d_in] = x.dims();
     let (w_in, d_out) = w.dims();
     if w_in != d_in
         || bias.is_some_and(|bias| bias.dims() != [d_out])
+        || residual.is_some_and(|r| r.dims() != [b, s, d_out])
         || b * s * d_in * d_out == 0
         || !grid_holds(b * s)
     {
         return Err(x);
     }
     let x = take(x)?;
-    let Ok(codes) = w.codes.clone().try_into_primitive::<Cube>().map(into_contiguous) else { return Err(give(x)) };
-    let (scales, bias) = match (take(w.scales.clone()), bias.map(|bias| take(bias.clone())).transpose()) {
-        (Ok(scales), Ok(bias)) => (scales, bias),
-        _ => return Err(give(x)),
+    let (epilogue, x) = Epilogue::take(bias, residual, x).map_err(give)?;
+    launch_quant(x, w, epilogue)
+}
+
+/// `silu(x G) * (x U)` for the quantised gate and up projections of a gated MLP (of one kind,
+/// int8 or q4) in one launch; `x` back where it does not apply.
+///
+/// # Shapes
+/// - x: `[B, S, in]`, output: `[B, S, out]`
+pub fn gated_quant(x: Tensor<3>, gate: &QuantWeight, up: &QuantWeight) -> Result<Tensor<3>, Tensor<3>> {
+    let [b, s, d_in] = x.dims();
+    let (w_in, d_out) = gate.dims();
+    if w_in != d_in || up.dims() != gate.dims() || up.q4 != gate.q4 || b * s * d_in * d_out == 0 || !grid_holds(b * s) {
+        return Err(x);
+    }
+    let x = take(x)?;
+    let epilogue = Epilogue { up: Some(up), bias: None, residual: None };
+    launch_quant(x, gate, epilogue)
+}
+
+/// Launches [`matmul_quant_kernel`] on `x` `[B, S, in]` (taken) and `w`: `[B, S, out]`.
+fn launch_quant(x: CubeTensor, w: &QuantWeight, epilogue: Epilogue<&QuantWeight>) -> Result<Tensor<3>, Tensor<3>> {
+    let [b, s, d_in] = x.meta.shape().dims::<3>();
+    let d_out = w.dims().1;
+    let operands = |w: &QuantWeight| {
+        let codes = w.codes.clone().try_into_primitive::<Cube>().map(into_contiguous).ok()?;
+        Some((codes, take(w.scales.clone()).ok()?))
+    };
+    let Some((codes, scales)) = operands(w) else { return Err(give(x)) };
+    let up = match epilogue.up.map(operands) {
+        Some(None) => return Err(give(x)),
+        up => up.flatten(),
     };
     let m = b * s;
     let client = x.client.clone();
     let out = empty_device_dtype(client.clone(), x.device.clone(), [b, s, d_out].into(), DType::F32);
     let (cube_count, cube_dim) = product_grid([1, m, d_out]);
-    let (bias, biased) = bias_arg(&client, bias);
+    let (up_codes, gated) = optional_arg(up.as_ref().map(|(codes, _)| codes.clone()), &codes);
+    let (up_scales, _) = optional_arg(up.map(|(_, scales)| scales), &scales);
+    let (bias, biased) = optional_arg(epilogue.bias, &x);
+    let (residual, added) = optional_arg(epilogue.residual, &x);
     matmul_quant_kernel::launch(
         &client,
         cube_count,
@@ -554,13 +724,18 @@ pub fn linear_quant(x: Tensor<3>, w: &QuantWeight, bias: Option<&Tensor<1>>) -> 
         x.into_buffer_arg(),
         codes.into_buffer_arg(),
         scales.into_buffer_arg(),
+        up_codes,
+        up_scales,
         bias,
+        residual,
         out.clone().into_buffer_arg(),
         m,
         d_in,
         d_out,
         w.q4,
+        gated,
         biased,
+        added,
     );
     Ok(give(out))
 }
@@ -576,7 +751,7 @@ pub fn matmul(a: Tensor<3>, b: Tensor<3>) -> Result<Tensor<3>, (Tensor<3>, Tenso
     }
     let (a, b) = take_pair(a, b)?;
     match takes_matmul(&a.client, (m, k, n), false) {
-        true => Ok(give(launch_matmul(a, b, None, true))),
+        true => Ok(give(launch_matmul(a, b, Epilogue { up: None, bias: None, residual: None }, true))),
         false => Err((give(a), give(b))),
     }
 }
@@ -788,6 +963,153 @@ pub fn rope(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Result<Tensor<4>,
         d,
     );
     Ok(give(out))
+}
+
+/// The rotary position embedding of the query and the key heads ([`rope_kernel`]'s rotation)
+/// in one launch, each head's values first RMS-normalised where `normed` (Qwen3's `q_norm` and
+/// `k_norm`: `x / sqrt(mean(x^2) + eps) * weight` over the head, as [`rms_norm_kernel`]). One
+/// workgroup per head of a token: the `q_rows` rows of `q` `[B, S, heads, hd]`, then those of
+/// `k` `[B, S, kv_heads, hd]`; each thread takes pairs of values half a head apart. The tables
+/// are `[S, hd]`.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)] // a kernel's arguments
+fn qk_rope_kernel(
+    q: &[f32],
+    k: &[f32],
+    q_weight: &[f32],
+    k_weight: &[f32],
+    cos: &[f32],
+    sin: &[f32],
+    q_out: &mut [f32],
+    k_out: &mut [f32],
+    seq: usize,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    eps: f32,
+    #[comptime] normed: bool,
+) {
+    let row = (CUBE_POS_Y * CUBE_COUNT_X + CUBE_POS_X) as usize;
+    let q_rows = q_out.len() / head_dim;
+    if row >= q_rows + k_out.len() / head_dim {
+        terminate!(); // the whole workgroup: its threads share the row
+    }
+    let is_q = row < q_rows;
+    let mut r = row;
+    let mut per_token = heads;
+    if !is_q {
+        r = row - q_rows;
+        per_token = kv_heads;
+    }
+    let base = r * head_dim;
+    let at = ((r / per_token) % seq) * head_dim;
+    let half = head_dim / 2;
+    let t = UNIT_POS as usize;
+    let step = CUBE_DIM as usize;
+    let mut rms = 1.0f32;
+    if normed {
+        let mut red = Shared::new_slice(THREADS);
+        let mut squares = 0.0f32;
+        let mut i = t;
+        while i < head_dim {
+            let mut v = k[base + i];
+            if is_q {
+                v = q[base + i];
+            }
+            squares += v * v;
+            i += step;
+        }
+        rms = (cube_sum(&mut red, squares) / f32::cast_from(head_dim as u32) + eps).sqrt();
+    }
+    let mut j = t;
+    while j < half {
+        let (mut a, mut b) = (k[base + j], k[base + j + half]);
+        if is_q {
+            a = q[base + j];
+            b = q[base + j + half];
+        }
+        if normed {
+            let (mut wa, mut wb) = (k_weight[j], k_weight[j + half]);
+            if is_q {
+                wa = q_weight[j];
+                wb = q_weight[j + half];
+            }
+            a = a / rms * wa;
+            b = b / rms * wb;
+        }
+        let first = a * cos[at + j] + -b * sin[at + j];
+        let second = b * cos[at + j + half] + a * sin[at + j + half];
+        if is_q {
+            q_out[base + j] = first;
+            q_out[base + j + half] = second;
+        } else {
+            k_out[base + j] = first;
+            k_out[base + j + half] = second;
+        }
+        j += step;
+    }
+}
+
+/// The rotary position embedding of `q` and `k` in one launch, each head RMS-normalised first
+/// where `norms` gives the weights (`(q's, k's, eps)`, Qwen3), with the tables `cos` and `sin`
+/// `[1, S, 1, hd]` on the device; `(q, k)` back where the fast path does not apply.
+///
+/// # Shapes
+/// - q: `[B, S, heads, hd]`, k: `[B, S, kv_heads, hd]`, norms: `[hd]`, outputs: as q and k
+#[allow(clippy::type_complexity)] // the two tensors, or the two back
+pub fn qk_rope(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    norms: Option<(&Tensor<1>, &Tensor<1>, f64)>,
+    (cos, sin): (&Tensor<4>, &Tensor<4>),
+) -> Result<(Tensor<4>, Tensor<4>), (Tensor<4>, Tensor<4>)> {
+    let ([b, s, heads, d], [kb, ks, kv_heads, kd]) = (q.dims(), k.dims());
+    let tables = [1, s, 1, d];
+    if d == 0
+        || !d.is_multiple_of(2)
+        || [kb, ks, kd] != [b, s, d]
+        || cos.dims() != tables
+        || sin.dims() != tables
+        || norms.is_some_and(|(qw, kw, _)| qw.dims() != [d] || kw.dims() != [d])
+    {
+        return Err((q, k));
+    }
+    let (q, k) = take_pair(q, k)?;
+    let back = |q: CubeTensor, k: CubeTensor| (give(q), give(k));
+    let Ok((cos, sin)) = take_pair(cos.clone(), sin.clone()) else { return Err(back(q, k)) };
+    let weights = match norms {
+        Some((qw, kw, _)) => match take_pair(qw.clone(), kw.clone()) {
+            Ok(w) => Some(w),
+            Err(_) => return Err(back(q, k)),
+        },
+        None => None,
+    };
+    let (q_out, k_out) = (empty_like(&q), empty_like(&k));
+    let rows = b * s * (heads + kv_heads);
+    let client = q.client.clone();
+    let normed = weights.is_some();
+    // without norms, the tables stand in for the weights (not read)
+    let (q_weight, k_weight) = weights.unwrap_or_else(|| (cos.clone(), cos.clone()));
+    qk_rope_kernel::launch(
+        &client,
+        rows_grid(rows),
+        CubeDim::new_1d(THREADS as u32),
+        q.into_buffer_arg(),
+        k.into_buffer_arg(),
+        q_weight.into_buffer_arg(),
+        k_weight.into_buffer_arg(),
+        cos.into_buffer_arg(),
+        sin.into_buffer_arg(),
+        q_out.clone().into_buffer_arg(),
+        k_out.clone().into_buffer_arg(),
+        s,
+        heads,
+        kv_heads,
+        d,
+        norms.map_or(0.0, |(_, _, eps)| eps as f32),
+        normed,
+    );
+    Ok((give(q_out), give(k_out)))
 }
 
 /// `silu(gate) * up`, element-wise (Llama's gated MLP), `silu(g) = g / (1 + exp(-g))`.
@@ -1038,12 +1360,40 @@ mod tests {
                 })
                 .collect();
             let xt = upload(&x, [1, m, d_in], &device);
-            let kernel = download(linear_quant(xt.clone(), &weight, bias_t).expect("the kernel applies"));
-            let fallback = download(burn::tensor::module::linear(xt, weight.dequantized(), bias_t.cloned()));
-            for (what, got) in [("kernel", kernel), ("fallback", fallback)] {
+            let kernel = download(linear_quant(xt.clone(), &weight, bias_t, None).expect("the kernel applies"));
+            let fallback = download(burn::tensor::module::linear(xt.clone(), weight.dequantized(), bias_t.cloned()));
+            // the residual epilogue
+            let residual = values(m * d_out, 5);
+            let residual_t = upload(&residual, [1, m, d_out], &device);
+            let added = linear_quant(xt.clone(), &weight, bias_t, Some(&residual_t)).expect("the kernel applies");
+            let added: Vec<f32> = download(added).iter().zip(&residual).map(|(y, r)| y - r).collect();
+            for (what, got) in [("kernel", kernel), ("fallback", fallback), ("kernel + residual", added)] {
                 let worst = got.iter().zip(&want).map(|(g, w)| (f64::from(*g) - w).abs()).fold(0.0, f64::max);
                 assert!(worst < 1e-4, "{what}, q4 {q4} ({m}, {d_in}, {d_out}): worst {worst:e}");
             }
+            // the gated MLP's activation with this weight as the gate and another as up
+            let up_w = values(d_out * d_in, 6);
+            let up_matrix = match q4 {
+                false => {
+                    let (codes, scales) = quantize_rows(&up_w, d_out);
+                    QuantMatrix::Int8(Int8Matrix::new(d_out, d_in, codes, scales).expect("int8"))
+                }
+                true => QuantMatrix::Q4(Q4Matrix::quantize(&up_w, d_out).expect("q4")),
+            };
+            let up_deq = up_matrix.to_f32();
+            let up = QuantWeight::new(&up_matrix, &device).expect("multiples of 4");
+            let want_gated: Vec<(f64, f64)> = (0..m * d_out)
+                .map(|i| {
+                    let (r, o) = (i / d_out, i % d_out);
+                    let dot = |w: &[f32]| -> f64 {
+                        (0..d_in).map(|k| f64::from(x[r * d_in + k]) * f64::from(w[o * d_in + k])).sum()
+                    };
+                    (dot(&deq), dot(&up_deq))
+                })
+                .collect();
+            let got = download(gated_quant(xt, &weight, &up).expect("the gated kernel applies"));
+            let err = gated_error(&got, &want_gated);
+            assert!(err < 1e-4, "gated, q4 {q4} ({m}, {d_in}, {d_out}): worst scaled error {err:e}");
         }
         // sizes the layout does not take
         let odd =
@@ -1181,6 +1531,16 @@ mod tests {
         out
     }
 
+    /// The worst error of `got` against `silu(g) * u` for the `(g, u)` of `want`, scaled by
+    /// `|u| + |silu(g)| + 1` (what an error in `g` or `u` becomes in the activation).
+    fn gated_error(got: &[f32], want: &[(f64, f64)]) -> f64 {
+        assert_eq!(got.len(), want.len());
+        let silu = |g: f64| g / (1.0 + (-g).exp());
+        let scaled =
+            got.iter().zip(want).map(|(&y, &(g, u))| (y as f64 - silu(g) * u).abs() / (u.abs() + silu(g).abs() + 1.0));
+        scaled.fold(0.0, f64::max)
+    }
+
     #[test]
     fn linear_and_batched_products_match_the_definition() {
         let Some(device) = gpu() else { return };
@@ -1194,11 +1554,39 @@ mod tests {
             let biased: Vec<f64> = plain.iter().enumerate().map(|(i, y)| y + bias[i % d_out] as f64).collect();
             let x_t = || upload(&x, [1, rows, d_in], &device);
             let w_t = upload(&w, [d_in, d_out], &device);
-            for (bias, want) in [(None, &plain), (Some(upload(&bias, [d_out], &device)), &biased)] {
+            // the residual epilogue, with the bias and without
+            let residual = values(rows * d_out, seed + 3);
+            let residual_t = upload(&residual, [1, rows, d_out], &device);
+            let added = |want: &[f64]| -> Vec<f64> { want.iter().zip(&residual).map(|(y, r)| y + *r as f64).collect() };
+            let (plain_added, biased_added) = (added(&plain), added(&biased));
+            let bias_t = upload(&bias, [d_out], &device);
+            for (bias, residual, want) in [
+                (None, None, &plain),
+                (Some(&bias_t), None, &biased),
+                (None, Some(&residual_t), &plain_added),
+                (Some(&bias_t), Some(&residual_t), &biased_added),
+            ] {
                 let y =
-                    linear(x_t(), &w_t, bias.as_ref()).unwrap_or_else(|_| panic!("case {n_case}: the kernel applies"));
+                    linear(x_t(), &w_t, bias, residual).unwrap_or_else(|_| panic!("case {n_case}: the kernel applies"));
                 let err = worst(&download(y), want) / (d_in as f64).sqrt();
-                assert!(err < 1e-6, "case {n_case}: worst |error| / sqrt(k) {err:e}");
+                let what = (bias.is_some(), residual.is_some());
+                assert!(err < 1e-6, "case {n_case}, (bias, residual) {what:?}: worst |error| / sqrt(k) {err:e}");
+            }
+            // the gated MLP's activation, silu(x G) * (x U), against the f64 definition; and
+            // `gated`'s fallback (two products and silu_mul) the same. An error of e in each
+            // product is one of about e (|u| + |silu(g)|) in the activation.
+            let up = values(d_in * d_out, seed + 4);
+            let up_t = upload(&up, [d_in, d_out], &device);
+            let gu: Vec<(f64, f64)> = plain.iter().copied().zip(product(&x, &up, (rows, d_in, d_out))).collect();
+            let kernel =
+                gated(x_t(), &w_t, &up_t).unwrap_or_else(|_| panic!("case {n_case}: the gated kernel applies"));
+            let unfused = super::super::silu_mul(
+                linear(x_t(), &w_t, None, None).unwrap_or_else(|_| panic!("applies")),
+                linear(x_t(), &up_t, None, None).unwrap_or_else(|_| panic!("applies")),
+            );
+            for (what, got) in [("kernel", kernel), ("unfused", unfused)] {
+                let err = gated_error(&download(got), &gu) / (d_in as f64).sqrt();
+                assert!(err < 1e-6, "case {n_case}, gated {what}: worst scaled error / sqrt(k) {err:e}");
             }
         }
         // three products at once, each its own `b` (LoRA's per-expert matrices)
@@ -1212,7 +1600,8 @@ mod tests {
         let err = worst(&download(y), &want);
         assert!(err < 1e-5, "batched: worst |error| {err:e}");
         // sizes that are not multiples of 4 go to burn
-        let odd = linear(upload(&values(6, 1), [1, 2, 3], &device), &upload(&values(12, 2), [3, 4], &device), None);
+        let odd =
+            linear(upload(&values(6, 1), [1, 2, 3], &device), &upload(&values(12, 2), [3, 4], &device), None, None);
         assert!(odd.is_err());
     }
 
@@ -1237,9 +1626,9 @@ mod tests {
             let w_t = Tensor::<2>::from_data(TensorData::new(w16, [d_in, d_out]), (&device, DType::F16));
             assert_eq!(w_t.dtype(), DType::F16);
             let (x_t, bias_t) = (upload(&x, [1, rows, d_in], &device), upload(&bias, [d_out], &device));
-            let kernel = linear(x_t.clone(), &w_t, Some(&bias_t));
+            let kernel = linear(x_t.clone(), &w_t, Some(&bias_t), None);
             assert_eq!(kernel.is_ok(), d_in.is_multiple_of(4), "case {n_case}: the kernel takes k % 4 == 0");
-            let y = crate::kernels::affine(x_t, &w_t, Some(&bias_t));
+            let y = crate::kernels::affine(x_t, &w_t, Some(&bias_t), None);
             assert_eq!(y.dtype(), DType::F32);
             let err = worst(&download(y), &want) / (d_in as f64).sqrt();
             assert!(err < 1e-6, "case {n_case}: worst |error| / sqrt(k) {err:e}");
@@ -1262,6 +1651,45 @@ mod tests {
                 .unwrap_or_else(|_| panic!("case {n}: the GPU kernel applies"));
             let err = worst(&download(out), &want);
             assert!(err < 1e-5, "case {n}: worst |error| {err:e}");
+        }
+    }
+
+    /// The query and key heads' rope in one launch, with the heads' RMSNorm first and without,
+    /// is [`rms_norm`] then [`rope`] (each checked against its definition) on each tensor.
+    #[test]
+    fn query_and_key_rope_in_one_launch_is_the_norms_then_rope() {
+        let Some(device) = gpu() else { return };
+        // head dims of fewer pairs than a workgroup's threads, as many, and twice as many
+        for (n_case, (b, s, heads, kv_heads, hd)) in
+            [(2, 5, 4, 2, 16), (1, 7, 2, 1, 128), (2, 3, 2, 2, 256)].into_iter().enumerate()
+        {
+            let seed = 400 + 10 * n_case as u64;
+            let (q, k) = (values(b * s * heads * hd, seed), values(b * s * kv_heads * hd, seed + 1));
+            let (qw, kw) = (values(hd, seed + 2), values(hd, seed + 3));
+            let (cos, sin) = (values(s * hd, seed + 4), values(s * hd, seed + 5));
+            let (q_t, k_t) = (upload(&q, [b, s, heads, hd], &device), upload(&k, [b, s, kv_heads, hd], &device));
+            let (qw_t, kw_t) = (upload(&qw, [hd], &device), upload(&kw, [hd], &device));
+            let (cos_t, sin_t) = (upload(&cos, [1, s, 1, hd], &device), upload(&sin, [1, s, 1, hd], &device));
+            let eps = 1e-6;
+            for normed in [false, true] {
+                let norms = normed.then_some((&qw_t, &kw_t, eps));
+                let (q_got, k_got) = qk_rope(q_t.clone(), k_t.clone(), norms, (&cos_t, &sin_t))
+                    .unwrap_or_else(|_| panic!("case {n_case}: the kernel applies"));
+                let one = |x: Tensor<4>, w: &Tensor<1>| {
+                    let x = match normed {
+                        true => rms_norm(x, w, eps).unwrap_or_else(|_| panic!("the norm applies")),
+                        false => x,
+                    };
+                    download(rope(x, &cos_t, &sin_t).unwrap_or_else(|_| panic!("rope applies")))
+                };
+                for (what, got, want) in
+                    [("q", download(q_got), one(q_t.clone(), &qw_t)), ("k", download(k_got), one(k_t.clone(), &kw_t))]
+                {
+                    let want: Vec<f64> = want.iter().map(|&v| v as f64).collect();
+                    let err = worst(&got, &want);
+                    assert!(err < 1e-5, "case {n_case}, normed {normed}, {what}: worst |error| {err:e}");
+                }
+            }
         }
     }
 

@@ -97,14 +97,14 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     x.unwrap_or_else(burn::tensor::activation::gelu)
 }
 
-/// `x W + b` (burn's `linear`, `W` `[in, out]`): one kernel on a GPU, the bias added as the
-/// product is written; burn's `linear` elsewhere.
+/// `x W + b (+ residual)` (burn's `linear`, `W` `[in, out]`): one kernel on a GPU, the bias
+/// and the residual added as the product is written; burn's `linear` elsewhere.
 ///
 /// # Shapes
-/// - x: `[B, S, in]`, weight: `[in, out]`, bias: `[out]`, output: `[B, S, out]`
-pub fn affine(x: Tensor<3>, weight: &Tensor<2>, bias: Option<&Tensor<1>>) -> Tensor<3> {
+/// - x: `[B, S, in]`, weight: `[in, out]`, bias: `[out]`, residual and output: `[B, S, out]`
+pub fn affine(x: Tensor<3>, weight: &Tensor<2>, bias: Option<&Tensor<1>>, residual: Option<&Tensor<3>>) -> Tensor<3> {
     #[cfg(feature = "gpu")]
-    let x = match gpu::linear(x, weight, bias) {
+    let x = match gpu::linear(x, weight, bias, residual) {
         Ok(y) => return y,
         Err(x) => x,
     };
@@ -114,7 +114,25 @@ pub fn affine(x: Tensor<3>, weight: &Tensor<2>, bias: Option<&Tensor<1>>) -> Ten
         DType::F16 => weight.clone().cast(DType::F32),
         _ => weight.clone(),
     };
-    burn::tensor::module::linear(x, weight, bias.cloned())
+    let y = burn::tensor::module::linear(x, weight, bias.cloned());
+    match residual {
+        Some(r) => r.clone() + y,
+        None => y,
+    }
+}
+
+/// `silu(x G) * (x U)` (the gated MLP's activation, `G` and `U` `[in, out]`): one kernel on a
+/// GPU, the two products and [`silu_mul`] elsewhere.
+///
+/// # Shapes
+/// - x: `[B, S, in]`, gate and up: `[in, out]`, output: `[B, S, out]`
+pub fn gated(x: Tensor<3>, gate: &Tensor<2>, up: &Tensor<2>) -> Tensor<3> {
+    #[cfg(feature = "gpu")]
+    let x = match gpu::gated(x, gate, up) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
+    silu_mul(affine(x.clone(), gate, None, None), affine(x, up, None, None))
 }
 
 /// The batched product `a b`: one kernel on a GPU, burn's `matmul` elsewhere.
@@ -226,6 +244,31 @@ pub fn rope(x: Tensor<4>, (cos, sin): (&Tensor<4>, &Tensor<4>), (host_cos, host_
     let d = x.dims()[3];
     let rotated = Tensor::cat(vec![x.clone().narrow(3, d / 2, d / 2).neg(), x.clone().narrow(3, 0, d / 2)], 3);
     x * cos.clone() + rotated * sin.clone()
+}
+
+/// [`rope`] of the query and the key heads, each head [`rms_norm`]ed first where `norms` gives
+/// the weights (`(q's, k's, eps)`: Qwen3's `q_norm` and `k_norm`): one kernel for both on a
+/// GPU; elsewhere the norms and [`rope`] one by one.
+///
+/// # Shapes
+/// - q: `[B, S, heads, hd]`, k: `[B, S, kv_heads, hd]`, outputs: the same
+pub fn qk_rope(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    norms: Option<(&Tensor<1>, &Tensor<1>, f64)>,
+    tables: (&Tensor<4>, &Tensor<4>),
+    host_tables: (&[f32], &[f32]),
+) -> (Tensor<4>, Tensor<4>) {
+    #[cfg(feature = "gpu")]
+    let (q, k) = match gpu::qk_rope(q, k, norms, tables) {
+        Ok(qk) => return qk,
+        Err(qk) => qk,
+    };
+    let (q, k) = match norms {
+        Some((qw, kw, eps)) => (rms_norm(q, qw, eps), rms_norm(k, kw, eps)),
+        None => (q, k),
+    };
+    (rope(q, tables, host_tables), rope(k, tables, host_tables))
 }
 
 /// [`rope`] on the CPU with the tables `cos` and `sin` `[S, hd]`: one parallel pass instead of
