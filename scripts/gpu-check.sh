@@ -1,30 +1,99 @@
 #!/usr/bin/env bash
 # The wgpu checks for a machine with a real GPU that cannot build (no package registry, no
 # toolchain): the parity tests (every backbone family against the PyTorch fixtures, on flex
-# and on wgpu) and the criterion scoring benches (flex and wgpu), from binaries built
-# beforehand on a machine that can build.
+# and on wgpu), the criterion scoring benches (flex and wgpu), and real reward models' sizes
+# (issue 37), from binaries built beforehand on a machine that can build.
 #
 #   scripts/gpu-check.sh build [DIR]       # where cargo works: DIR defaults to target/gpu-check
 #   scripts/gpu-check.sh run [DIR] [OUT]   # on the GPU machine, in a copy of this repository
+#   scripts/gpu-check.sh dry-run [BIN] [OUT]  # the sizes step, tiny, on any adapter (lavapipe)
 #
-# `build` compiles crates/dmoerm's `parity` test and `scoring` bench in the bench profile
-# (optimised, the same code and features as `cargo bench`) and packs the two executables into
-# DIR/bin.tar.xz, stripped (14 MB: small enough to carry with the repository). Extra cargo
-# features go in GPU_CHECK_FEATURES (e.g. "burn/fusion,burn/autotune"); the build uses
-# CARGO_TARGET_DIR.
+# `build` compiles crates/dmoerm's `parity` test and `scoring` bench, and its `shaped_model`
+# and `gpu_profile` examples, in the bench profile (optimised, the same code and features as
+# `cargo bench`) and packs the four executables into DIR/bin.tar.xz, stripped (small enough to
+# carry with the repository). Extra cargo features go in GPU_CHECK_FEATURES (e.g.
+# "burn/fusion,burn/autotune"); the build uses CARGO_TARGET_DIR.
 #
 # `run` needs the repository's tests/fixtures and models/default (the binaries find them
 # through DMOERM_REPO_ROOT, set here to this checkout) and a Vulkan, Metal or DX12 driver. It
 # runs the parity tests (they fail without a wgpu adapter), then the benches, and fails when
 # the wgpu groups did not run (no hardware adapter). GPU_CHECK_BENCHES is passed to criterion
 # (e.g. "wgpu/", a filter that leaves the flex groups out). On an H200 the parity tests took
-# 11 s and the wgpu groups 103 s. The output goes to OUT (default DIR/out): parity.log,
-# bench.log and summary.txt (one line per benchmark: criterion's estimate).
+# 11 s and the wgpu groups 103 s. Then the sizes step: `shaped_model` writes the Qwen3-0.6B
+# and Llama-3.2-1B shapes (f16, pseudo-random weights, into a scratch directory: 1.2 and
+# 2.5 GB), and `gpu_profile time` scores Qwen3-0.6B as stored (f16) and quantised to q4 as it
+# loads, at 1k and 4k tokens, and Llama-3.2-1B q4 at 1k (GPU_CHECK_RUNS scores each, default
+# 5), printing time per score, GFLOP/s, dispatches per score and per layer, compilations and
+# GPU memory; `gpu_profile stream` scores 200 conversations of varied lengths on the default
+# model and counts compilations. The step fails where a score dispatches more than 12 kernels
+# per layer, or a kernel compiles after a length's first score. GPU_CHECK_SIZES=0 leaves it out.
+# The output goes to OUT (default DIR/out): parity.log, bench.log, sizes.log and summary.txt
+# (one line per benchmark: criterion's estimate; one `result` line per size).
+#
+# `dry-run` is that sizes step with a tiny Qwen3 (8 layers, hidden 64) instead of the real
+# shapes, 2 scores each and 10 conversations of the stream, on whatever adapter wgpu finds, with the
+# executables in BIN (default $CARGO_TARGET_DIR/debug/examples, as the tests' build leaves
+# them): scripts/test.sh runs it on lavapipe.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$PWD"
 mode="${1:-}"
 dir="${2:-$root/target/gpu-check}"
+
+# The sizes step: `sizes BIN OUT tiny|real` (see above). Appends to OUT/sizes.log and
+# OUT/summary.txt; fails on a target missed.
+sizes() {
+    local bin="$1" out="$2" kind="$3" models cases stream_count stream_words
+    models="$(mktemp -d)"
+    export DMOERM_REPO_ROOT="$root"
+    if [ "$kind" = tiny ]; then
+        "$bin/shaped_model" tiny-qwen3 "$models/tiny-qwen3" f16 | tee -a "$out/sizes.log"
+        cases=("tiny-qwen3 1024 stored" "tiny-qwen3 1024 q4")
+        stream_count=10
+        stream_words=120
+    else
+        for shape in qwen3-0.6b llama-3.2-1b; do
+            "$bin/shaped_model" "$shape" "$models/$shape" f16 | tee -a "$out/sizes.log"
+        done
+        cases=("qwen3-0.6b 1024 stored" "qwen3-0.6b 4096 stored" "qwen3-0.6b 1024 q4" "qwen3-0.6b 4096 q4"
+            "llama-3.2-1b 1024 q4")
+        stream_count=200
+        stream_words=400
+    fi
+    local failed=0 line
+    for case in "${cases[@]}"; do
+        read -r shape tokens quant <<<"$case"
+        echo "== $shape, $tokens tokens, $quant" | tee -a "$out/sizes.log"
+        local args=(time "$models/$shape" "$tokens" "${GPU_CHECK_RUNS:-5}")
+        [ "$quant" = stored ] || args+=("$quant")
+        if ! "$bin/gpu_profile" "${args[@]}" 2>&1 | tee -a "$out/sizes.log"; then
+            echo "$shape $tokens $quant: failed" | tee -a "$out/sizes.log" "$out/summary.txt"
+            failed=1
+            continue
+        fi
+        line="$(grep '^result ' "$out/sizes.log" | tail -1)"
+        echo "$shape $quant $line" >>"$out/summary.txt"
+        # targets: at most 12 dispatches per layer, nothing compiled after the first score
+        awk -v what="$shape $tokens $quant" '{
+            for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+            if (v["per_layer"] > 12) { print what ": " v["per_layer"] " dispatches per layer (target <= 12)"; bad = 1 }
+            if (v["compiled_after"] != 0) { print what ": " v["compiled_after"] " compilations after the first score"; bad = 1 }
+            exit bad }' <<<"$line" | tee -a "$out/sizes.log" || failed=1
+    done
+    echo "== stream: default model, $stream_count conversations" | tee -a "$out/sizes.log"
+    if "$bin/gpu_profile" stream "$root/models/default/model.dmoerm" "$stream_count" "$stream_words" 2>&1 | tee -a "$out/sizes.log"; then
+        line="$(grep '^result ' "$out/sizes.log" | tail -1)"
+        echo "default-model stream $line" >>"$out/summary.txt"
+        awk '{ for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+            if (v["recompiled"] != 0) { print "stream: " v["recompiled"] " compilations in the second pass"; exit 1 } }' \
+            <<<"$line" | tee -a "$out/sizes.log" || failed=1
+    else
+        echo "default-model stream: failed" | tee -a "$out/sizes.log" "$out/summary.txt"
+        failed=1
+    fi
+    rm -rf "$models"
+    return "$failed"
+}
 
 case "$mode" in
 build)
@@ -36,26 +105,29 @@ build)
     # the executables cargo built, from its JSON messages (one per line)
     cargo bench --locked -p dmoerm --no-run --test parity --bench scoring --features "$features" \
         --message-format=json-render-diagnostics >"$dir/cargo.json"
+    cargo build --locked -p dmoerm --profile bench --example shaped_model --example gpu_profile \
+        --features "$features" --message-format=json-render-diagnostics >>"$dir/cargo.json"
     stage="$(mktemp -d)"
     trap 'rm -rf "$stage"' EXIT
     python3 - "$dir/cargo.json" "$stage" <<'EOF'
 import json, shutil, sys
+NAMES = ("parity", "scoring", "shaped_model", "gpu_profile")
 found = {}
 for line in open(sys.argv[1]):
     msg = json.loads(line)
     if msg.get("reason") == "compiler-artifact" and msg.get("executable"):
         name = msg["target"]["name"]
-        if name in ("parity", "scoring"):
+        if name in NAMES:
             found[name] = msg["executable"]
-missing = {"parity", "scoring"} - found.keys()
+missing = set(NAMES) - found.keys()
 if missing:
     sys.exit(f"gpu-check: cargo built no {', '.join(sorted(missing))}")
 for name, path in found.items():
     shutil.copy(path, f"{sys.argv[2]}/{name}")
 EOF
-    strip "$stage/parity" "$stage/scoring"
-    # xz -9: a 64 MiB window, so the two executables share what they have in common
-    XZ_OPT="${XZ_OPT:--9}" tar -C "$stage" -cJf "$dir/bin.tar.xz" parity scoring
+    strip "$stage/parity" "$stage/scoring" "$stage/shaped_model" "$stage/gpu_profile"
+    # xz -9: a 64 MiB window, so the executables share what they have in common
+    XZ_OPT="${XZ_OPT:--9}" tar -C "$stage" -cJf "$dir/bin.tar.xz" parity scoring shaped_model gpu_profile
     rm "$dir/cargo.json"
     echo "gpu-check: $dir/bin.tar.xz ($(du -h "$dir/bin.tar.xz" | cut -f1))"
     ;;
@@ -90,9 +162,29 @@ run)
     # "group/bench/param  time: [low estimate high]" -> one line each
     awk '/^[a-z]+\/[a-z_0-9]+\// { name = $1 } /time:/ && name { print name, $(NF-3), $(NF-2); name = "" }' \
         "$out/bench.log" | tee "$out/summary.txt"
+    if [ "${GPU_CHECK_SIZES:-1}" != 0 ]; then
+        echo "== sizes" | tee "$out/sizes.log"
+        start=$SECONDS
+        status=0
+        sizes "$bin" "$out" real || status=$?
+        echo "sizes: exit $status in $((SECONDS - start)) s" | tee -a "$out/sizes.log"
+        [ "$status" -eq 0 ] || exit "$status"
+    fi
+    ;;
+dry-run)
+    bin="${2:-${CARGO_TARGET_DIR:-$root/target}/debug/examples}"
+    out="${3:-$(mktemp -d)}"
+    mkdir -p "$out"
+    for exe in shaped_model gpu_profile; do
+        [ -x "$bin/$exe" ] || { echo "gpu-check: no $bin/$exe (build the examples first)" >&2; exit 1; }
+    done
+    : >"$out/sizes.log"
+    GPU_CHECK_RUNS="${GPU_CHECK_RUNS:-2}" sizes "$bin" "$out" tiny
+    echo "gpu-check dry run: passed ($out/summary.txt)"
+    cat "$out/summary.txt"
     ;;
 *)
-    echo "usage: scripts/gpu-check.sh build [DIR] | run [DIR] [OUT]" >&2
+    echo "usage: scripts/gpu-check.sh build [DIR] | run [DIR] [OUT] | dry-run [BIN] [OUT]" >&2
     exit 2
     ;;
 esac

@@ -28,6 +28,12 @@ cargo test --workspace --all-targets --all-features --locked --no-run
 # build of the core (seconds)
 cargo build --workspace --all-features --locked --lib
 cargo test --workspace --all-features --locked
+# the GPU machine's sizes step (scripts/gpu-check.sh), tiny, on this adapter: the examples it
+# runs, from the build above, and its targets (dispatches per layer, no compilation after a
+# length's first score)
+if [ "${DMOERM_SKIP_WGPU:-}" != 1 ]; then
+    scripts/gpu-check.sh dry-run "${CARGO_TARGET_DIR:-target}/debug/examples"
+fi
 # the Python package (pytest), on that module
 ./bindings/python/test.sh
 # the int8 kernels built for the browser (wasm simd128), against the portable kernel, in Node

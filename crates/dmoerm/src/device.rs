@@ -179,6 +179,18 @@ pub(crate) fn largest_buffer(device: &burn::tensor::Device) -> Option<u64> {
     None
 }
 
+/// The bytes of GPU memory `device` holds now: the model's weights, and the pools its passes
+/// grew to (a pool keeps its peak for the next pass), so after a score it is the weights plus
+/// that score's working memory. `None` on the CPU.
+pub fn gpu_memory_reserved(device: &burn::tensor::Device) -> Option<u64> {
+    #[cfg(feature = "gpu")]
+    if *device != burn::tensor::Device::flex() {
+        return crate::kernels::gpu::memory_reserved(device);
+    }
+    let _ = device;
+    None
+}
+
 /// Gives the heap memory that is free now back to the kernel (glibc's `malloc_trim`).
 ///
 /// Under [`keep_freed_cpu_memory`] the buffers that loading reads each tensor through stay

@@ -76,6 +76,14 @@ pub(crate) fn largest_buffer(device: &burn::tensor::Device) -> Option<u64> {
     Some(probe.client.properties().memory.max_page_size)
 }
 
+/// The bytes `device`'s runtime holds in its memory pools now (reserved: the pools grow to a
+/// pass's peak and keep it), `None` off a cubecl device or under autodiff.
+pub(crate) fn memory_reserved(device: &burn::tensor::Device) -> Option<u64> {
+    let probe = take(Tensor::<1>::empty([1], device)).ok()?;
+    let report = probe.client.memory_report(cubecl::MemoryScope::Device);
+    Some(report.usage().bytes_reserved)
+}
+
 /// [`take`] of two tensors, or both back.
 fn take_pair<const D: usize, const E: usize>(
     a: Tensor<D>,
