@@ -103,12 +103,13 @@ const GPU_BATCH_ROWS: usize = 64;
 
 /// On a GPU, a pass's rows are padded to a multiple of this many tokens (the padding masked,
 /// as a batch's). CubeCL compiles a kernel once per vector width, which burn's kernels choose
-/// from the shapes: with every length a multiple of 16 that width stops changing with the
-/// length (the `gpu_stream` example on lavapipe, 200 conversations: the default model, 44
-/// lengths, 32 compilations, 4 of them after the first score, instead of 42 and 14; a Qwen3
-/// reward model, 173 lengths, 13, none after the first, instead of 15 and 2). Costs at most
-/// 15 tokens of work per row.
-const GPU_LENGTH_STEP: usize = 16;
+/// from the shapes: with every length a multiple of 4 that width stops changing with the
+/// length (the `gpu_profile` example's stream on lavapipe, 200 conversations: the default
+/// model, 44 lengths, 33 compilations, 5 of them after the first score, instead of 42 and 14;
+/// a Qwen3 reward model, 173 lengths, 13, none after the first, instead of 15 and 2). Steps of
+/// 8 and 16 compile as many (16: one fewer) and pad more: on SwiftShader, a CPU, 16 made the
+/// default model's score 8-15% slower. Costs at most 3 tokens of work per row.
+const GPU_LENGTH_STEP: usize = 4;
 
 /// Reads a tensor back (`into_data_async`, so it also works in the browser).
 async fn read_back(t: Tensor<2>) -> Result<Vec<f32>> {

@@ -413,9 +413,9 @@ fn a_batch_of_mixed_lengths_runs_packed_with_the_padded_batchs_states() {
     }
 }
 
-/// On wgpu a pass's rows are padded to a multiple of 16 tokens (so that kernels compile once
-/// whatever the lengths): every backbone family's states of a sequence so padded are its
-/// states unpadded.
+/// On wgpu a pass's rows are padded to a multiple of 4 tokens (so that kernels compile once
+/// whatever the lengths): every backbone family's states of a sequence padded (here to a
+/// multiple of 16, more padding) are its states unpadded.
 #[test]
 fn on_wgpu_states_padded_to_a_length_step_are_the_unpadded_ones() {
     use dmoerm::backbones::TokenBatch;
