@@ -45,9 +45,12 @@ use super::QKV;
 /// attention (neighbouring queries), within WebGPU's default limit of 256 invocations.
 const THREADS: usize = 64;
 
-/// The longest sequence [`attention`] takes: a thread walks its query's keys one by one, so a
-/// longer sequence goes to burn's attention (matrix products on query chunks).
-const MAX_KEYS: usize = 2048;
+/// The longest sequence [`attention`] takes: a thread walks its query's keys one by one, with
+/// no `S x S` buffer. At 4k tokens that is still 3.4x faster than burn's attention in chunks of
+/// queries on lavapipe (a tiny 8-layer Qwen3: 4.0 s against 13.8 s a score, 86 dispatches
+/// against 1,142, 16 MiB of GPU memory against 75); longer sequences, measured nowhere yet, go
+/// to burn's.
+const MAX_KEYS: usize = 16384;
 
 /// The widest head [`attention`] takes: a thread holds its query and output (unrolled).
 const MAX_HEAD_DIM: usize = 256;
@@ -1467,6 +1470,8 @@ mod tests {
             (2, 130, 4, 2, 16, vec![130, 97], Visibility::CAUSAL),
             (2, 40, 6, 2, 48, vec![40, 25], Visibility { causal: true, window: Some(9) }),
             (1, 19, 2, 1, 80, vec![19], Visibility::BIDIRECTIONAL),
+            // a long sequence (4k tokens went to burn's chunked attention before)
+            (1, 4100, 2, 1, 8, vec![4090], Visibility::CAUSAL),
         ];
         for (n, (b, s, heads, kv_heads, hd, lengths, seen)) in cases.into_iter().enumerate() {
             let (q, k, v) = (
