@@ -11,9 +11,10 @@
 // and buffer read-backs of one score (page.html counts them). ONLY=text keeps the configurations whose
 // name contains it (WEBGPU=1 ONLY=WebGPU: the WebGPU rows alone).
 //
-// WORK_DIR holds work.json (the inputs and their token ids), default-f32.dmoerm,
-// minilm-rm-f32.dmoerm and minilm-rm-int8.dmoerm (a plain reward model on MiniLM), and
-// minilm/ (the ONNX export transformers.js loads).
+// WORK_DIR holds work.json (the inputs and their token ids), default-f32.dmoerm (and
+// default-q4.dmoerm, its q4 packing, for the WebGPU rows), minilm-rm-f32.dmoerm and
+// minilm-rm-int8.dmoerm (a plain reward model on MiniLM), and minilm/ (the ONNX export
+// transformers.js loads).
 import { readFileSync, writeFileSync } from 'node:fs';
 import { resolve, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -43,6 +44,9 @@ if (process.env.WEBGPU === '1') {
   const webgpuRuns = { score: Number(process.env.WEBGPU_RUNS ?? 3), rank: 0, sequences: 0 };
   configs.push(
     { name: 'dmoerm fp32, WebGPU', side: 'dmoerm', mode: 'webgpu', runs: webgpuRuns, args: { ...f32, device: 'webgpu' } },
+    // the shipped int8 default model and its q4 packing, each against transformers.js fp32
+    { name: 'dmoerm int8, WebGPU', side: 'dmoerm', mode: 'webgpu', runs: webgpuRuns, args: { ...int8, device: 'webgpu' } },
+    { name: 'dmoerm q4, WebGPU', side: 'dmoerm', mode: 'webgpu', runs: webgpuRuns, args: { ...int8, model: '/work/default-q4.dmoerm', device: 'webgpu' } },
     { name: 'transformers.js fp32, WebGPU', side: 'transformers', mode: 'webgpu', runs: webgpuRuns, args: { dtype: 'fp32', device: 'webgpu' } },
   );
 }
@@ -90,12 +94,27 @@ const value = (row, w) => (w === 'score' ? row.score : w === 'rank' ? row.rank :
 // each transformers.js row against dmoerm's of the same precision, device and thread count
 const mine = (row) =>
   results.find(
-    (r) => r.side === 'dmoerm' && r.args.device === row.args.device && r.args.threads === row.args.threads && (row.args.dtype === 'q8') === r.name.includes('int8'),
+    (r) =>
+      r.side === 'dmoerm' &&
+      r.args.device === row.args.device &&
+      r.args.threads === row.args.threads &&
+      (row.args.dtype === 'q8' ? r.name.includes('int8') : r.name.includes('fp32')),
   ) ?? { score: NaN, rank: NaN, seq: [] };
+// dmoerm's quantised WebGPU rows: transformers.js fp32 on WebGPU against them
+const theirs = (row) =>
+  row.args.device === 'webgpu' && !row.name.includes('fp32')
+    ? results.find((r) => r.side === 'transformers' && r.args.device === 'webgpu')
+    : undefined;
 const lines = ['| work | configuration | threads | median ms | transformers.js / dmoerm |', '| --- | --- | --- | --- | --- |'];
 for (const w of works) {
   for (const row of results.filter((r) => !Number.isNaN(value(r, w)))) {
-    const ratio = row.side === 'dmoerm' ? '' : `${(value(row, w) / value(mine(row), w)).toFixed(2)}x`;
+    const other = theirs(row);
+    const ratio =
+      row.side === 'transformers'
+        ? `${(value(row, w) / value(mine(row), w)).toFixed(2)}x`
+        : other
+          ? `${(value(other, w) / value(row, w)).toFixed(2)}x (transformers.js fp32)`
+          : '';
     lines.push(`| ${label[w]} | ${row.name} | ${row.threads ?? 'n/a'} | ${value(row, w).toFixed(0)} | ${ratio} |`);
   }
 }

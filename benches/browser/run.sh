@@ -26,6 +26,7 @@ mkdir -p "$work"
 "$venv/bin/python" benches/browser/export.py "$(./scripts/fetch-minilm.sh)" "$work" >&2
 dmoerm="$target/debug/dmoerm"
 "$dmoerm" pack --model "$work/default-f32" --out "$work/default-f32.dmoerm" >&2
+"$dmoerm" pack --model "$work/default-f32" --out "$work/default-q4.dmoerm" --dtype q4 >&2
 "$dmoerm" pack --model "$work/minilm-rm" --out "$work/minilm-rm-f32.dmoerm" >&2
 "$dmoerm" pack --model "$work/minilm-rm" --out "$work/minilm-rm-int8.dmoerm" --dtype int8 >&2
 node benches/browser/work.mjs "$target/debug/examples/encode" "$dmoerm" "$work"
