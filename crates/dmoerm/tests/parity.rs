@@ -246,7 +246,10 @@ fn int8_and_q4_packed_bundles_store_each_matrix_quantised_and_stay_close() {
 fn int8_and_q4_bundles_stay_quantised_on_wgpu_and_score_as_their_expanded_weights() {
     let Some(device) = gpu() else { return };
     let formats = [PackDtype::Int8 { min_elements: 0 }, PackDtype::Q4 { min_elements: 0 }];
-    for (name, dtype) in ["llama", "bert"].into_iter().flat_map(|n| formats.map(|f| (n, f))) {
+    // a DMoERM (LoRA experts), an encoder, and plain reward models of the Llama family, whose
+    // layers take the fused products (gated MLP, residual) and Qwen3's fused norms and rope
+    let names = ["llama", "bert", "hf_qwen3_multilabel", "hf_llama3"];
+    for (name, dtype) in names.into_iter().flat_map(|n| formats.map(|f| (n, f))) {
         let (bytes, _) = dmoerm::pack_bytes(&fixture_dir(name), dtype).unwrap();
         let expanded = RewardModel::from_packed_bytes(name, bytes.clone(), Device::flex().autodiff()).unwrap();
         let on_cpu = RewardModel::from_packed_bytes(name, bytes.clone(), Device::flex()).unwrap();
