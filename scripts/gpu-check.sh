@@ -23,10 +23,11 @@
 # and Llama-3.2-1B shapes (f16, pseudo-random weights, into a scratch directory: 1.2 and
 # 2.5 GB), and `gpu_profile time` scores Qwen3-0.6B as stored (f16) and quantised to q4 as it
 # loads, at 1k and 4k tokens, and Llama-3.2-1B q4 at 1k (GPU_CHECK_RUNS scores each, default
-# 5), printing time per score, GFLOP/s, dispatches per score and per layer, compilations and
-# GPU memory; `gpu_profile stream` scores 200 conversations of varied lengths on the default
-# model and counts compilations. The step fails where a score dispatches more than 12 kernels
-# per layer, or a kernel compiles after a length's first score. GPU_CHECK_SIZES=0 leaves it out.
+# 5), printing time per score, GFLOP/s, dispatches per score and per layer, read-backs,
+# compilations and GPU memory; `gpu_profile stream` scores 200 conversations of varied lengths
+# on the default model and counts compilations. The step fails where a score dispatches more
+# than 12 kernels per layer or reads back more than once (these are plain reward models), or a
+# kernel compiles after a length's first score. GPU_CHECK_SIZES=0 leaves it out.
 # The output goes to OUT (default DIR/out): parity.log, bench.log, sizes.log and summary.txt
 # (one line per benchmark: criterion's estimate; one `result` line per size).
 #
@@ -77,6 +78,7 @@ sizes() {
         awk -v what="$shape $tokens $quant" '{
             for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
             if (v["per_layer"] > 12) { print what ": " v["per_layer"] " dispatches per layer (target <= 12)"; bad = 1 }
+            if (v["read_backs"] > 1) { print what ": " v["read_backs"] " read-backs a score (a plain reward model: 1)"; bad = 1 }
             if (v["compiled_after"] != 0) { print what ": " v["compiled_after"] " compilations after the first score"; bad = 1 }
             exit bad }' <<<"$line" | tee -a "$out/sizes.log" || failed=1
     done
@@ -85,7 +87,8 @@ sizes() {
         line="$(grep '^result ' "$out/sizes.log" | tail -1)"
         echo "default-model stream $line" >>"$out/summary.txt"
         awk '{ for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
-            if (v["recompiled"] != 0) { print "stream: " v["recompiled"] " compilations in the second pass"; exit 1 } }' \
+            if (v["recompiled"] != 0) { print "stream: " v["recompiled"] " compilations in the second pass"; exit 1 }
+            if (v["read_backs"] > 2) { print "stream: " v["read_backs"] " read-backs a score (DMoERM: 2)"; exit 1 } }' \
             <<<"$line" | tee -a "$out/sizes.log" || failed=1
     else
         echo "default-model stream: failed" | tee -a "$out/sizes.log" "$out/summary.txt"

@@ -10,8 +10,8 @@
 //!
 //! `time` scores one conversation of about TOKENS tokens: once (compiling the kernels), then
 //! RUNS times (default 5). It prints the time per score (best and median), the dispatches of a
-//! score and per layer, the compilations of the first score and of the others (there should be
-//! none), GFLOP/s (the projections' and attention's multiply-adds, from `config.json` where
+//! score and per layer, its read-backs, the compilations of the first score and of the others
+//! (there should be none), GFLOP/s (the projections' and attention's multiply-adds, from `config.json` where
 //! MODEL is a directory) and the GPU memory held after loading and after scoring. Its last line
 //! is `result key=value ...` for scripts (`scripts/gpu-check.sh`).
 //!
@@ -162,7 +162,7 @@ fn time(path: &str, tokens: usize, runs: usize, quantize: Option<&String>) -> Re
     let first = model.score(&conv)?;
     let first_ms = start.elapsed().as_secs_f64() * 1e3;
     let compiled_first = log.kernels().len();
-    let before = dispatches.count();
+    let (before, reads_before) = (dispatches.count(), dmoerm::model::read_backs());
     let mut times = Vec::with_capacity(runs);
     for _ in 0..runs.max(1) {
         let start = Instant::now();
@@ -173,6 +173,7 @@ fn time(path: &str, tokens: usize, runs: usize, quantize: Option<&String>) -> Re
         }
     }
     let per_score = (dispatches.count() - before) / times.len();
+    let reads = (dmoerm::model::read_backs() - reads_before) as f64 / times.len() as f64;
     // one more score, kernel by kernel
     dispatches.take_by_kernel();
     model.score(&conv)?;
@@ -189,6 +190,7 @@ fn time(path: &str, tokens: usize, runs: usize, quantize: Option<&String>) -> Re
         times.len()
     );
     println!("dispatches per score: {per_score}, {:.2} per layer ({kernels})", per_score as f64 / layers.max(1) as f64);
+    println!("read-backs per score: {reads}");
     println!("compilations: {compiled_first} at the first score, {compiled_after} after it");
     match gflops {
         Some(g) => println!("GFLOP/s (projections and attention): {g:.0}"),
@@ -197,7 +199,7 @@ fn time(path: &str, tokens: usize, runs: usize, quantize: Option<&String>) -> Re
     println!("GPU memory held: {} MiB loaded, {} MiB after scoring", mib(held), mib(after));
     println!(
         "result tokens={n} best_ms={best:.3} median_ms={median:.3} dispatches={per_score} per_layer={:.2} \
-         compiled_first={compiled_first} compiled_after={compiled_after} gflops={} mib_loaded={} mib_scoring={} reward={}",
+         read_backs={reads} compiled_first={compiled_first} compiled_after={compiled_after} gflops={} mib_loaded={} mib_scoring={} reward={}",
         per_score as f64 / layers.max(1) as f64,
         gflops.map_or("n/a".into(), |g| format!("{g:.0}")),
         mib(held),
@@ -225,6 +227,7 @@ fn stream(path: &str, count: usize, max_words: usize) -> Result<()> {
     let mut per_score = Vec::with_capacity(count);
     let mut after_first = 0;
     let mut first_pass = Duration::ZERO;
+    let reads_before = dmoerm::model::read_backs();
     for (i, conversation) in conversations.iter().enumerate() {
         let tokens = model.encode(conversation)?.expert.ids.len();
         let before = dispatches.count();
@@ -244,6 +247,7 @@ fn stream(path: &str, count: usize, max_words: usize) -> Result<()> {
             );
         }
     }
+    let reads = (dmoerm::model::read_backs() - reads_before) as f64 / count.max(1) as f64;
     let kernels = log.kernels();
     let compiled = kernels.len();
     let start = Instant::now();
@@ -270,14 +274,14 @@ fn stream(path: &str, count: usize, max_words: usize) -> Result<()> {
         "compilations: {compiled} in all, {after_first} at the first score, {} after it; {recompiled} in a second pass",
         compiled - after_first
     );
-    println!("dispatches per score: mean {mean:.1}, min {min}, max {max}");
+    println!("dispatches per score: mean {mean:.1}, min {min}, max {max}; read-backs per score: {reads}");
     println!(
         "time per score: first pass {:.1} ms, second pass {:.1} ms",
         first_pass.as_secs_f64() * 1e3 / count as f64,
         second_pass.as_secs_f64() * 1e3 / count as f64
     );
     println!(
-        "result conversations={count} lengths={} compiled={compiled} compiled_first={after_first} recompiled={recompiled} dispatches_max={max}",
+        "result conversations={count} lengths={} compiled={compiled} compiled_first={after_first} recompiled={recompiled} dispatches_max={max} read_backs={reads}",
         lengths.len()
     );
     Ok(())

@@ -111,8 +111,19 @@ const GPU_BATCH_ROWS: usize = 64;
 /// default model's score 8-15% slower. Costs at most 3 tokens of work per row.
 const GPU_LENGTH_STEP: usize = 4;
 
+/// How many tensors scoring has read back from its device in this process: on a GPU a round
+/// trip each, one per scoring pass of a plain reward model, two for DMoERM (the router's
+/// probabilities, then the experts' capabilities and rewards). For profiling
+/// (`examples/gpu_profile`).
+pub fn read_backs() -> u64 {
+    READ_BACKS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+static READ_BACKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Reads a tensor back (`into_data_async`, so it also works in the browser).
 async fn read_back(t: Tensor<2>) -> Result<Vec<f32>> {
+    READ_BACKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let data = t.into_data_async().await.map_err(|e| Error::Backend(format!("{e:?}")))?;
     data.try_into_vec::<f32>().map_err(|e| Error::Backend(format!("{e:?}")))
 }
