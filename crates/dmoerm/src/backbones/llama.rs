@@ -17,7 +17,6 @@ use serde::Deserialize;
 
 use super::{AttentionMask, Held, Projection, RmsNorm, Table, TokenBatch, Visibility};
 use crate::error::{Error, Result};
-// `silu(gate) * up`: one kernel on a GPU, a vectorised (natively parallel) SiLU on flex (see `kernels`)
 use crate::lora::AdapterGroup;
 use crate::weights::{Scope, TensorFile};
 

@@ -328,21 +328,18 @@ impl Projection {
     /// # Shapes
     /// - x: `[B, S, in]`, residual and output: `[B, S, out]`
     pub fn forward_add(&self, x: Tensor<3>, residual: Tensor<3>, lora: Option<&AdapterGroup>) -> Tensor<3> {
-        if !lora.is_some_and(|l| l.adapts(&self.path)) {
-            match &self.weight {
-                Weight::Burn { weight, bias } => {
-                    return crate::kernels::affine(x, weight, bias.as_ref(), Some(&residual));
+        let x = match &self.weight {
+            _ if lora.is_some_and(|l| l.adapts(&self.path)) => x,
+            Weight::Burn { weight, bias } => return crate::kernels::affine(x, weight, bias.as_ref(), Some(&residual)),
+            #[cfg(feature = "gpu")]
+            Weight::GpuQuant { weight, bias } => {
+                match crate::kernels::gpu::linear_quant(x, weight, bias.as_ref(), Some(&residual)) {
+                    Ok(y) => return y,
+                    Err(x) => x,
                 }
-                #[cfg(feature = "gpu")]
-                Weight::GpuQuant { weight, bias } => {
-                    match crate::kernels::gpu::linear_quant(x, weight, bias.as_ref(), Some(&residual)) {
-                        Ok(y) => return y,
-                        Err(x) => return residual + self.forward(x, lora),
-                    }
-                }
-                _ => {}
             }
-        }
+            _ => x,
+        };
         residual + self.forward(x, lora)
     }
 
@@ -354,21 +351,20 @@ impl Projection {
     /// # Shapes
     /// - x: `[B, S, in]`, output: `[B, S, out]`
     pub fn forward_silu_mul(&self, up: &Projection, x: Tensor<3>, lora: Option<&AdapterGroup>) -> Tensor<3> {
-        if !lora.is_some_and(|l| l.adapts(&self.path) || l.adapts(&up.path)) {
-            match (&self.weight, &up.weight) {
-                (Weight::Burn { weight: g, bias: None }, Weight::Burn { weight: u, bias: None }) => {
-                    return crate::kernels::gated(x, g, u);
-                }
-                #[cfg(feature = "gpu")]
-                (Weight::GpuQuant { weight: g, bias: None }, Weight::GpuQuant { weight: u, bias: None }) => {
-                    match crate::kernels::gpu::gated_quant(x, g, u) {
-                        Ok(y) => return y,
-                        Err(x) => return crate::kernels::silu_mul(self.forward(x.clone(), lora), up.forward(x, lora)),
-                    }
-                }
-                _ => {}
+        let x = match (&self.weight, &up.weight) {
+            _ if lora.is_some_and(|l| l.adapts(&self.path) || l.adapts(&up.path)) => x,
+            (Weight::Burn { weight: g, bias: None }, Weight::Burn { weight: u, bias: None }) => {
+                return crate::kernels::gated(x, g, u);
             }
-        }
+            #[cfg(feature = "gpu")]
+            (Weight::GpuQuant { weight: g, bias: None }, Weight::GpuQuant { weight: u, bias: None }) => {
+                match crate::kernels::gpu::gated_quant(x, g, u) {
+                    Ok(y) => return y,
+                    Err(x) => x,
+                }
+            }
+            _ => x,
+        };
         crate::kernels::silu_mul(self.forward(x.clone(), lora), up.forward(x, lora))
     }
 

@@ -231,17 +231,9 @@ fn matmul_kernel<W: Float>(
     }
     for kk in 0..k4 {
         let at = b_at + 4 * kk * n4;
-        let b0 = F4::cast_from(b[at]);
-        let b1 = F4::cast_from(b[at + n4]);
-        let b2 = F4::cast_from(b[at + 2 * n4]);
-        let b3 = F4::cast_from(b[at + 3 * n4]);
-        tile_step(&mut acc, a, &rows, kk, b0, b1, b2, b3);
+        float_step(&mut acc, a, &rows, kk, b, at, n4);
         if gated {
-            let u0 = F4::cast_from(up[at]);
-            let u1 = F4::cast_from(up[at + n4]);
-            let u2 = F4::cast_from(up[at + 2 * n4]);
-            let u3 = F4::cast_from(up[at + 3 * n4]);
-            tile_step(&mut acc_up, a, &rows, kk, u0, u1, u2, u3);
+            float_step(&mut acc_up, a, &rows, kk, up, at, n4);
         }
     }
     #[unroll]
@@ -251,6 +243,26 @@ fn matmul_kernel<W: Float>(
             out[at] = epilogue(acc[r], acc_up[r], bias, residual, col / 4, at, gated, biased, added);
         }
     }
+}
+
+/// One step of four `k` of a product tile ([`tile_step`] on the four rows of `b` from `at`,
+/// `n4` `F4` apart, read as f32).
+#[cube]
+#[allow(clippy::too_many_arguments)] // the tile's operands
+fn float_step<W: Float>(
+    acc: &mut Array<F4>,
+    a: &[F4],
+    rows: &Array<usize>,
+    kk: usize,
+    b: &[Vector<W, Const<4>>],
+    at: usize,
+    n4: usize,
+) {
+    let b0 = F4::cast_from(b[at]);
+    let b1 = F4::cast_from(b[at + n4]);
+    let b2 = F4::cast_from(b[at + 2 * n4]);
+    let b3 = F4::cast_from(b[at + 3 * n4]);
+    tile_step(acc, a, rows, kk, b0, b1, b2, b3);
 }
 
 /// A product kernel's output block of four values as it is written: `silu(y) * up_y` where
@@ -1349,27 +1361,31 @@ mod tests {
         let Some(device) = gpu() else { return };
         let cases = [(1, 64, 4, false), (5, 128, 8, true), (37, 64, 132, true), (70, 384, 36, false)];
         for ((m, d_in, d_out, biased), q4) in cases.into_iter().flat_map(|c| [(c, false), (c, true)]) {
-            let w = values(d_out * d_in, 1);
-            let matrix = match q4 {
-                false => {
-                    let (codes, scales) = quantize_rows(&w, d_out);
-                    QuantMatrix::Int8(Int8Matrix::new(d_out, d_in, codes, scales).expect("int8"))
+            // `d_out x d_in` pseudo-random weights from `seed`, quantised as int8 or q4
+            let quantized = |seed| {
+                let w = values(d_out * d_in, seed);
+                match q4 {
+                    false => {
+                        let (codes, scales) = quantize_rows(&w, d_out);
+                        QuantMatrix::Int8(Int8Matrix::new(d_out, d_in, codes, scales).expect("int8"))
+                    }
+                    true => QuantMatrix::Q4(Q4Matrix::quantize(&w, d_out).expect("q4")),
                 }
-                true => QuantMatrix::Q4(Q4Matrix::quantize(&w, d_out).expect("q4")),
             };
+            let matrix = quantized(1);
             let deq = matrix.to_f32(); // [out, in]
             let (x, bias) = (values(m * d_in, 3), values(d_out, 4));
             let weight = QuantWeight::new(&matrix, &device).expect("multiples of 4");
             assert_eq!(weight.dims(), (d_in, d_out));
             let bias_t = upload(&bias, [d_out], &device);
             let bias_t = biased.then_some(&bias_t);
-            let want: Vec<f64> = (0..m * d_out)
-                .map(|i| {
-                    let (r, o) = (i / d_out, i % d_out);
-                    let dot: f64 = (0..d_in).map(|k| f64::from(x[r * d_in + k]) * f64::from(deq[o * d_in + k])).sum();
-                    dot + if biased { f64::from(bias[o]) } else { 0.0 }
-                })
-                .collect();
+            // output `i` (row `i / d_out`, column `i % d_out`) of `x` times `w` `[out, in]`, in f64
+            let dot = |i: usize, w: &[f32]| -> f64 {
+                let (r, o) = (i / d_out, i % d_out);
+                (0..d_in).map(|k| f64::from(x[r * d_in + k]) * f64::from(w[o * d_in + k])).sum()
+            };
+            let want: Vec<f64> =
+                (0..m * d_out).map(|i| dot(i, &deq) + if biased { f64::from(bias[i % d_out]) } else { 0.0 }).collect();
             let xt = upload(&x, [1, m, d_in], &device);
             let kernel = download(linear_quant(xt.clone(), &weight, bias_t, None).expect("the kernel applies"));
             let fallback = download(burn::tensor::module::linear(xt.clone(), weight.dequantized(), bias_t.cloned()));
@@ -1383,25 +1399,10 @@ mod tests {
                 assert!(worst < 1e-4, "{what}, q4 {q4} ({m}, {d_in}, {d_out}): worst {worst:e}");
             }
             // the gated MLP's activation with this weight as the gate and another as up
-            let up_w = values(d_out * d_in, 6);
-            let up_matrix = match q4 {
-                false => {
-                    let (codes, scales) = quantize_rows(&up_w, d_out);
-                    QuantMatrix::Int8(Int8Matrix::new(d_out, d_in, codes, scales).expect("int8"))
-                }
-                true => QuantMatrix::Q4(Q4Matrix::quantize(&up_w, d_out).expect("q4")),
-            };
+            let up_matrix = quantized(6);
             let up_deq = up_matrix.to_f32();
             let up = QuantWeight::new(&up_matrix, &device).expect("multiples of 4");
-            let want_gated: Vec<(f64, f64)> = (0..m * d_out)
-                .map(|i| {
-                    let (r, o) = (i / d_out, i % d_out);
-                    let dot = |w: &[f32]| -> f64 {
-                        (0..d_in).map(|k| f64::from(x[r * d_in + k]) * f64::from(w[o * d_in + k])).sum()
-                    };
-                    (dot(&deq), dot(&up_deq))
-                })
-                .collect();
+            let want_gated: Vec<(f64, f64)> = (0..m * d_out).map(|i| (dot(i, &deq), dot(i, &up_deq))).collect();
             let got = download(gated_quant(xt, &weight, &up).expect("the gated kernel applies"));
             let err = gated_error(&got, &want_gated);
             assert!(err < 1e-4, "gated, q4 {q4} ({m}, {d_in}, {d_out}): worst scaled error {err:e}");
