@@ -24,7 +24,9 @@
 # 2.5 GB), and `gpu_profile time` scores Qwen3-0.6B as stored (f16) and quantised to q4 as it
 # loads, at 1k and 4k tokens, and Llama-3.2-1B q4 at 1k (GPU_CHECK_RUNS scores each, default
 # 5), printing time per score, GFLOP/s, dispatches per score and per layer, read-backs,
-# compilations and GPU memory; `gpu_profile stream` scores 200 conversations of varied lengths
+# compilations and GPU memory; Qwen3-0.6B f16 again with the per-query attention kernel
+# (`DMOERM_GPU_ATTENTION=query`; a GPU runs the tiled one), whose reward must match within
+# 1e-4; `gpu_profile stream` scores 200 conversations of varied lengths
 # on the default model and counts compilations. The step fails where a score dispatches more
 # than 12 kernels per layer or reads back more than once (these are plain reward models), or a
 # kernel compiles after a length's first score. GPU_CHECK_SIZES=0 leaves it out.
@@ -32,7 +34,7 @@
 # (one line per benchmark: criterion's estimate; one `result` line per size).
 #
 # `dry-run` is that sizes step with a tiny Qwen3 (8 layers, hidden 64) instead of the real
-# shapes, 2 scores each and 10 conversations of the stream, on whatever adapter wgpu finds, with the
+# shapes (and the tiled attention kernel against the adapter's choice), 2 scores each and 10 conversations of the stream, on whatever adapter wgpu finds, with the
 # executables in BIN (default $CARGO_TARGET_DIR/debug/examples, as the tests' build leaves
 # them): scripts/test.sh runs it on lavapipe.
 set -euo pipefail
@@ -49,31 +51,43 @@ sizes() {
     export DMOERM_REPO_ROOT="$root"
     if [ "$kind" = tiny ]; then
         "$bin/shaped_model" tiny-qwen3 "$models/tiny-qwen3" f16 | tee -a "$out/sizes.log"
-        cases=("tiny-qwen3 1024 stored" "tiny-qwen3 1024 q4")
+        cases=("tiny-qwen3 1024 stored" "tiny-qwen3 1024 stored tiled" "tiny-qwen3 1024 q4")
         stream_count=10
         stream_words=120
     else
         for shape in qwen3-0.6b llama-3.2-1b; do
             "$bin/shaped_model" "$shape" "$models/$shape" f16 | tee -a "$out/sizes.log"
         done
-        cases=("qwen3-0.6b 1024 stored" "qwen3-0.6b 4096 stored" "qwen3-0.6b 1024 q4" "qwen3-0.6b 4096 q4"
-            "llama-3.2-1b 1024 q4")
+        cases=("qwen3-0.6b 1024 stored" "qwen3-0.6b 1024 stored query" "qwen3-0.6b 4096 stored"
+            "qwen3-0.6b 4096 stored query" "qwen3-0.6b 1024 q4" "qwen3-0.6b 4096 q4" "llama-3.2-1b 1024 q4")
         stream_count=200
         stream_words=400
     fi
     local failed=0 line
+    local -A rewards=()
     for case in "${cases[@]}"; do
-        read -r shape tokens quant <<<"$case"
-        echo "== $shape, $tokens tokens, $quant" | tee -a "$out/sizes.log"
+        # a fourth word runs that attention kernel instead of the one chosen for the adapter
+        read -r shape tokens quant attention <<<"$case"
+        echo "== $shape, $tokens tokens, $quant${attention:+, $attention attention}" | tee -a "$out/sizes.log"
         local args=(time "$models/$shape" "$tokens" "${GPU_CHECK_RUNS:-5}")
         [ "$quant" = stored ] || args+=("$quant")
-        if ! "$bin/gpu_profile" "${args[@]}" 2>&1 | tee -a "$out/sizes.log"; then
-            echo "$shape $tokens $quant: failed" | tee -a "$out/sizes.log" "$out/summary.txt"
+        if ! DMOERM_GPU_ATTENTION="${attention:-}" "$bin/gpu_profile" "${args[@]}" 2>&1 | tee -a "$out/sizes.log"; then
+            echo "$shape $tokens $quant $attention: failed" | tee -a "$out/sizes.log" "$out/summary.txt"
             failed=1
             continue
         fi
         line="$(grep '^result ' "$out/sizes.log" | tail -1)"
-        echo "$shape $quant $line" >>"$out/summary.txt"
+        echo "$shape $quant${attention:+ $attention-attention} $line" >>"$out/summary.txt"
+        # the other attention kernel gives the reward of the chosen one
+        local reward="${line##*reward=}" key="$shape $tokens $quant"
+        if [ -z "$attention" ]; then
+            rewards[$key]="$reward"
+        elif [ -n "${rewards[$key]:-}" ]; then
+            awk -v a="$reward" -v b="${rewards[$key]}" -v what="$key" 'BEGIN {
+                d = a - b; if (d < 0) d = -d
+                if (d > 1e-4) { print what ": the attention kernels disagree: " a " against " b; exit 1 } }' |
+                tee -a "$out/sizes.log" || failed=1
+        fi
         # targets: at most 12 dispatches per layer, nothing compiled after the first score
         awk -v what="$shape $tokens $quant" '{
             for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
