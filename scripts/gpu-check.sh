@@ -24,9 +24,9 @@
 # 2.5 GB), and `gpu_profile time` scores Qwen3-0.6B as stored (f16) and quantised to q4 as it
 # loads, at 1k and 4k tokens, and Llama-3.2-1B q4 at 1k (GPU_CHECK_RUNS scores each, default
 # 5), printing time per score, GFLOP/s, dispatches per score and per layer, read-backs,
-# compilations and GPU memory; Qwen3-0.6B f16 again with the per-query attention kernel
-# (`DMOERM_GPU_ATTENTION=query`; a GPU runs the tiled one), whose reward must match within
-# 1e-4; `gpu_profile stream` scores 200 conversations of varied lengths
+# compilations and GPU memory; Qwen3-0.6B f16 again with the kernels that need no workgroup
+# memory (`DMOERM_GPU_TILED=0`, a software adapter's; a GPU runs the tiled ones), whose reward
+# must match within 1e-4; `gpu_profile stream` scores 200 conversations of varied lengths
 # on the default model and counts compilations. The step fails where a score dispatches more
 # than 12 kernels per layer or reads back more than once (these are plain reward models), or a
 # kernel compiles after a length's first score. GPU_CHECK_SIZES=0 leaves it out.
@@ -34,7 +34,7 @@
 # (one line per benchmark: criterion's estimate; one `result` line per size).
 #
 # `dry-run` is that sizes step with a tiny Qwen3 (8 layers, hidden 64) instead of the real
-# shapes (and the tiled attention kernel against the adapter's choice), 2 scores each and 10 conversations of the stream, on whatever adapter wgpu finds, with the
+# shapes (and the tiled kernels against the adapter's choice), 2 scores each and 10 conversations of the stream, on whatever adapter wgpu finds, with the
 # executables in BIN (default $CARGO_TARGET_DIR/debug/examples, as the tests' build leaves
 # them): scripts/test.sh runs it on lavapipe.
 set -euo pipefail
@@ -58,34 +58,37 @@ sizes() {
         for shape in qwen3-0.6b llama-3.2-1b; do
             "$bin/shaped_model" "$shape" "$models/$shape" f16 | tee -a "$out/sizes.log"
         done
-        cases=("qwen3-0.6b 1024 stored" "qwen3-0.6b 1024 stored query" "qwen3-0.6b 4096 stored"
-            "qwen3-0.6b 4096 stored query" "qwen3-0.6b 1024 q4" "qwen3-0.6b 4096 q4" "llama-3.2-1b 1024 q4")
+        cases=("qwen3-0.6b 1024 stored" "qwen3-0.6b 1024 stored untiled" "qwen3-0.6b 4096 stored"
+            "qwen3-0.6b 4096 stored untiled" "qwen3-0.6b 1024 q4" "qwen3-0.6b 4096 q4" "llama-3.2-1b 1024 q4")
         stream_count=200
         stream_words=400
     fi
     local failed=0 line
     local -A rewards=()
     for case in "${cases[@]}"; do
-        # a fourth word runs that attention kernel instead of the one chosen for the adapter
-        read -r shape tokens quant attention <<<"$case"
-        echo "== $shape, $tokens tokens, $quant${attention:+, $attention attention}" | tee -a "$out/sizes.log"
+        # a fourth word runs the kernels that stage their operands in workgroup memory (tiled)
+        # or those that do not (untiled) instead of those chosen for the adapter
+        read -r shape tokens quant kernels <<<"$case"
+        echo "== $shape, $tokens tokens, $quant${kernels:+, $kernels kernels}" | tee -a "$out/sizes.log"
         local args=(time "$models/$shape" "$tokens" "${GPU_CHECK_RUNS:-5}")
         [ "$quant" = stored ] || args+=("$quant")
-        if ! DMOERM_GPU_ATTENTION="${attention:-}" "$bin/gpu_profile" "${args[@]}" 2>&1 | tee -a "$out/sizes.log"; then
-            echo "$shape $tokens $quant $attention: failed" | tee -a "$out/sizes.log" "$out/summary.txt"
+        local tiled=""
+        case "$kernels" in tiled) tiled=1 ;; untiled) tiled=0 ;; esac
+        if ! DMOERM_GPU_TILED="$tiled" "$bin/gpu_profile" "${args[@]}" 2>&1 | tee -a "$out/sizes.log"; then
+            echo "$shape $tokens $quant $kernels: failed" | tee -a "$out/sizes.log" "$out/summary.txt"
             failed=1
             continue
         fi
         line="$(grep '^result ' "$out/sizes.log" | tail -1)"
-        echo "$shape $quant${attention:+ $attention-attention} $line" >>"$out/summary.txt"
-        # the other attention kernel gives the reward of the chosen one
+        echo "$shape $quant${kernels:+ $kernels} $line" >>"$out/summary.txt"
+        # the other kernels give the reward of the chosen ones
         local reward="${line##*reward=}" key="$shape $tokens $quant"
-        if [ -z "$attention" ]; then
+        if [ -z "$kernels" ]; then
             rewards[$key]="$reward"
         elif [ -n "${rewards[$key]:-}" ]; then
             awk -v a="$reward" -v b="${rewards[$key]}" -v what="$key" 'BEGIN {
                 d = a - b; if (d < 0) d = -d
-                if (d > 1e-4) { print what ": the attention kernels disagree: " a " against " b; exit 1 } }' |
+                if (d > 1e-4) { print what ": the tiled and untiled kernels disagree: " a " against " b; exit 1 } }' |
                 tee -a "$out/sizes.log" || failed=1
         fi
         # targets: at most 12 dispatches per layer, nothing compiled after the first score

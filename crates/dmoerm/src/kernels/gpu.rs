@@ -28,6 +28,12 @@
 //!   block: burn's quantised matmul took 8.6-8.9 s a score of the default model on SwiftShader,
 //!   15x its f32 twin; this takes 0.56 s, the f32 twin's time (BENCHMARKS.md).
 //!
+//! On a GPU the products and attention stage their operands in workgroup memory (blocks of
+//! 64 x 64 outputs through tiles of 16 of `k`; tiles of keys and values), so a block reads
+//! each value from the device's memory once; a software adapter runs the kernels that need
+//! no barriers ([`tiled`]). Both are tested against the definitions on lavapipe; the tiled
+//! kernels' speed on a GPU is not measured yet (`scripts/gpu-check.sh` times both).
+//!
 //! Each takes f32 tensors (and [`linear`] an f16 weight) on a cubecl device that autodiff does
 //! not track (inference on wgpu) and gives its inputs back otherwise, for burn's ops.
 
@@ -47,6 +53,28 @@ use super::QKV;
 /// Threads per workgroup of the row kernels (a power of two: the reductions halve it) and of
 /// attention (neighbouring queries), within WebGPU's default limit of 256 invocations.
 const THREADS: usize = 64;
+
+/// Whether the kernels that stage their operands in workgroup memory run
+/// ([`attention_tiled_kernel`], [`matmul_tiled_kernel`]): on a GPU, and not on a software
+/// adapter (lavapipe, SwiftShader: Chromium reports it as the fallback adapter), where a CPU
+/// runs a workgroup's barriers as loops over its threads and the kernels that need none are
+/// faster (tiled attention took 3.1x the time of a thread per query: a 4k-token score of the
+/// tiny Qwen3 on lavapipe, 11.9 s against 3.8 s). `DMOERM_GPU_TILED=1` or `0` overrides the
+/// choice, to time both on one device (`scripts/gpu-check.sh`).
+fn tiled(client: &cubecl::client::Client) -> bool {
+    #[cfg(test)]
+    if let Some(tiled) = tests::TILED.get() {
+        return tiled;
+    }
+    static FORCED: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
+    let forced = FORCED.get_or_init(|| match std::env::var("DMOERM_GPU_TILED").as_deref() {
+        Ok("1") => Some(true),
+        Ok("0") => Some(false),
+        _ => None,
+    });
+    // a software adapter is no physical device
+    forced.unwrap_or_else(|| client.properties().identity.physical.is_some())
+}
 
 /// The longest sequence [`attention`] takes: a thread walks its query's keys one by one, with
 /// no `S x S` buffer. At 4k tokens that is still 3.4x faster than burn's attention in chunks of
@@ -179,12 +207,18 @@ fn tile_rows(row: usize, m: usize, base: usize, k4: usize) -> Array<usize> {
 fn tile_step(acc: &mut Array<F4>, a: &[F4], rows: &Array<usize>, kk: usize, b0: F4, b1: F4, b2: F4, b3: F4) {
     #[unroll]
     for r in 0..4 {
-        let ar = a[rows[r] + kk];
-        acc[r] += b0 * F4::new(ar.extract(0usize))
-            + b1 * F4::new(ar.extract(1usize))
-            + b2 * F4::new(ar.extract(2usize))
-            + b3 * F4::new(ar.extract(3usize));
+        acc[r] = multiply_add(acc[r], a[rows[r] + kk], b0, b1, b2, b3);
     }
+}
+
+/// `acc + sum_i a_i b_i`: a row's four values of `a` times four rows of `b` (four columns
+/// each), added to the row's four outputs.
+#[cube]
+fn multiply_add(acc: F4, a: F4, b0: F4, b1: F4, b2: F4, b3: F4) -> F4 {
+    acc + b0 * F4::new(a.extract(0usize))
+        + b1 * F4::new(a.extract(1usize))
+        + b2 * F4::new(a.extract(2usize))
+        + b3 * F4::new(a.extract(3usize))
 }
 
 /// `out[z] = a[z] b[z]`, read and written four values at a time, with the epilogue the flags
@@ -248,6 +282,253 @@ fn matmul_kernel<W: Float>(
     }
 }
 
+/// [`matmul_tiled_kernel`]'s block of the output: 64 rows by 64 columns, 16 x 16 threads of
+/// 4 x 4 values each, through tiles of 16 of `k`.
+const TILED_BLOCK: usize = 64;
+const TILED_K: usize = 16;
+
+/// [`matmul_kernel`]'s product and epilogues with the operands staged in workgroup memory: per
+/// 16 of `k`, the workgroup loads a 64 x 16 tile of `a` and a 16 x 64 tile of `b` (and of `up`
+/// where `gated`), one `F4` of each per thread, coalesced, `b` as f32 (f16 converted), then
+/// each thread multiplies its 4 rows of the `a` tile by its 4 columns of `b`'s
+/// ([`tiled_multiply`]). Each value of `a` and `b` is read from the device's memory once per
+/// block, not once per thread. Values past `m`, `k` or `n` load as zeros and are not written.
+/// [`matmul_quant_tiled_kernel`] is its twin for quantised weights (each with the bindings of
+/// its untiled twin: WebGPU's default limit is 8 storage buffers a launch).
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)] // a kernel's arguments
+fn matmul_tiled_kernel<W: Float>(
+    a: &[F4],
+    b: &[Vector<W, Const<4>>],
+    up: &[Vector<W, Const<4>>],
+    bias: &[F4],
+    residual: &[F4],
+    out: &mut [F4],
+    m: usize,
+    k: usize,
+    n: usize,
+    b_batch: usize,
+    #[comptime] gated: bool,
+    #[comptime] biased: bool,
+    #[comptime] added: bool,
+) {
+    let z = CUBE_POS_Z as usize;
+    let t = UNIT_POS as usize;
+    let mut tiles = TiledTiles::new(gated);
+    let mut acc = TiledAcc::new();
+    let row0 = CUBE_POS_Y as usize * TILED_BLOCK;
+    let col0 = CUBE_POS_X as usize * TILED_BLOCK;
+    let (k4, n4) = (k / 4, n / 4);
+    // what this thread loads of `b`: F4 `t % 16` of the tile's row `t / 16`
+    let b_col = col0 / 4 + t % 16;
+    let b_at = z * b_batch / 4 + b_col;
+    let a_at = tiled_a_at(z, m, k4, row0, t);
+    let mut step = 0usize;
+    while step * TILED_K < k {
+        tiled_load_a(&mut tiles, a, a_at, step, k4, t);
+        let kr = step * TILED_K + t / 16;
+        let mut bv = F4::new(0.0);
+        let mut uv = F4::new(0.0);
+        if kr < k && b_col < n4 {
+            bv = F4::cast_from(b[b_at + kr * n4]);
+            if gated {
+                uv = F4::cast_from(up[b_at + kr * n4]);
+            }
+        }
+        tiled_multiply(&mut tiles, &mut acc, bv, uv, gated);
+        step += 1;
+    }
+    tiled_write(out, &acc, bias, residual, z, m, n, row0, col0, gated, biased, added);
+}
+
+/// [`matmul_tiled_kernel`] for a quantised weight ([`matmul_quant_kernel`]'s operands and
+/// layouts): the tiles of the weight (and of `up`) hold its codes times their scales, as f32.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)] // a kernel's arguments
+fn matmul_quant_tiled_kernel(
+    a: &[F4],
+    codes: &[u32],
+    scales: &[F4],
+    up_codes: &[u32],
+    up_scales: &[F4],
+    bias: &[F4],
+    residual: &[F4],
+    out: &mut [F4],
+    m: usize,
+    k: usize,
+    n: usize,
+    #[comptime] q4: bool,
+    #[comptime] gated: bool,
+    #[comptime] biased: bool,
+    #[comptime] added: bool,
+) {
+    let t = UNIT_POS as usize;
+    let mut tiles = TiledTiles::new(gated);
+    let mut acc = TiledAcc::new();
+    let row0 = CUBE_POS_Y as usize * TILED_BLOCK;
+    let col0 = CUBE_POS_X as usize * TILED_BLOCK;
+    let (k4, n4) = (k / 4, n / 4);
+    let c = col0 / 4 + t % 16;
+    let a_at = tiled_a_at(0, m, k4, row0, t);
+    let mut step = 0usize;
+    while step * TILED_K < k {
+        tiled_load_a(&mut tiles, a, a_at, step, k4, t);
+        let kr = step * TILED_K + t / 16;
+        let mut bv = F4::new(0.0);
+        let mut uv = F4::new(0.0);
+        if kr < k && c < n4 {
+            bv = quant_row(codes, scales, kr, c, n4, q4);
+            if gated {
+                uv = quant_row(up_codes, up_scales, kr, c, n4, q4);
+            }
+        }
+        tiled_multiply(&mut tiles, &mut acc, bv, uv, gated);
+        step += 1;
+    }
+    tiled_write(out, &acc, bias, residual, 0, m, n, row0, col0, gated, biased, added);
+}
+
+/// Row `kr` of a quantised weight at the `F4` of columns `c`, as f32: its codes times their
+/// scales ([`matmul_quant_kernel`]'s layouts).
+#[cube]
+fn quant_row(codes: &[u32], scales: &[F4], kr: usize, c: usize, n4: usize, #[comptime] q4: bool) -> F4 {
+    if q4 {
+        let shift = (kr % 2) as u32 * 4u32;
+        q4_codes(codes[(kr / 2) * n4 + c], shift) * scales[(kr / Q4_BLOCK) * n4 + c]
+    } else {
+        int8_codes(codes[kr * n4 + c]) * scales[c]
+    }
+}
+
+/// The tiled products' tiles in workgroup memory: `a`'s, 64 rows of 4 `F4` (16 of `k`); the
+/// weight's and `up`'s, 16 rows of 16 `F4`.
+#[derive(CubeType)]
+struct TiledTiles {
+    a: Shared<[F4]>,
+    b: Shared<[F4]>,
+    up: Shared<[F4]>,
+}
+
+#[cube]
+impl TiledTiles {
+    fn new(#[comptime] gated: bool) -> TiledTiles {
+        let up_size = comptime!(if gated { TILED_K * TILED_BLOCK / 4 } else { 1usize });
+        TiledTiles {
+            a: Shared::<[F4]>::new_slice(comptime!(TILED_BLOCK * TILED_K / 4)),
+            b: Shared::<[F4]>::new_slice(comptime!(TILED_K * TILED_BLOCK / 4)),
+            up: Shared::<[F4]>::new_slice(up_size),
+        }
+    }
+}
+
+/// A tiled product thread's 4 x 4 block of the output (and of the up projection's).
+#[derive(CubeType)]
+struct TiledAcc {
+    y: Array<F4>,
+    up: Array<F4>,
+}
+
+#[cube]
+impl TiledAcc {
+    fn new() -> TiledAcc {
+        let mut y = Array::<F4>::new(4usize);
+        let mut up = Array::<F4>::new(4usize);
+        #[unroll]
+        for r in 0..4usize {
+            y[r] = F4::new(0.0);
+            up[r] = F4::new(0.0);
+        }
+        TiledAcc { y, up }
+    }
+}
+
+/// Where thread `t` loads its `F4` of each tile of `a` (`k4` `F4` a row): F4 `t % 4` of the
+/// block's row `t / 4` (the last row of `m` again past it).
+#[cube]
+fn tiled_a_at(z: usize, m: usize, k4: usize, row0: usize, t: usize) -> usize {
+    let mut row = row0 + t / 4;
+    if row >= m {
+        row = m - 1;
+    }
+    (z * m + row) * k4 + t % 4
+}
+
+/// Thread `t`'s `F4` of the tile of `a` at `step` (zeros past `k`).
+#[cube]
+fn tiled_load_a(tiles: &mut TiledTiles, a: &[F4], a_at: usize, step: usize, k4: usize, t: usize) {
+    let mut av = F4::new(0.0);
+    if step * 4 + t % 4 < k4 {
+        av = a[a_at + step * 4];
+    }
+    tiles.a[t] = av;
+}
+
+/// Stores this thread's `F4` of the weight's tile (`b`) and of `up`'s, waits for the
+/// workgroup's, adds the products of the thread's 4 rows of `a`'s tile and its 4 columns of
+/// the weight's to its block, and waits until every thread is done with the tiles.
+#[cube]
+fn tiled_multiply(tiles: &mut TiledTiles, acc: &mut TiledAcc, b: F4, up: F4, #[comptime] gated: bool) {
+    let t = UNIT_POS as usize;
+    let tx = UNIT_POS_X as usize;
+    let ty = UNIT_POS_Y as usize;
+    tiles.b[t] = b;
+    if gated {
+        tiles.up[t] = up;
+    }
+    sync_cube();
+    #[unroll]
+    for q in 0..4usize {
+        let at = 4 * q * 16 + tx;
+        let b0 = tiles.b[at];
+        let b1 = tiles.b[at + 16];
+        let b2 = tiles.b[at + 32];
+        let b3 = tiles.b[at + 48];
+        #[unroll]
+        for r in 0..4usize {
+            acc.y[r] = multiply_add(acc.y[r], tiles.a[(ty * 4 + r) * 4 + q], b0, b1, b2, b3);
+        }
+        if gated {
+            let u0 = tiles.up[at];
+            let u1 = tiles.up[at + 16];
+            let u2 = tiles.up[at + 32];
+            let u3 = tiles.up[at + 48];
+            #[unroll]
+            for r in 0..4usize {
+                acc.up[r] = multiply_add(acc.up[r], tiles.a[(ty * 4 + r) * 4 + q], u0, u1, u2, u3);
+            }
+        }
+    }
+    sync_cube(); // every thread is done with the tiles before the next ones are loaded
+}
+
+/// Writes a tiled product thread's block of the output `[z, m, n]` with the epilogue.
+#[cube]
+#[allow(clippy::too_many_arguments)] // the block, its place and the epilogue's operands
+fn tiled_write(
+    out: &mut [F4],
+    acc: &TiledAcc,
+    bias: &[F4],
+    residual: &[F4],
+    z: usize,
+    m: usize,
+    n: usize,
+    row0: usize,
+    col0: usize,
+    #[comptime] gated: bool,
+    #[comptime] biased: bool,
+    #[comptime] added: bool,
+) {
+    let col = col0 + UNIT_POS_X as usize * 4;
+    #[unroll]
+    for r in 0..4usize {
+        let row = row0 + UNIT_POS_Y as usize * 4 + r;
+        if row < m && col < n {
+            let at = ((z * m + row) * n + col) / 4;
+            out[at] = epilogue(acc.y[r], acc.up[r], bias, residual, col / 4, at, gated, biased, added);
+        }
+    }
+}
+
 /// One step of four `k` of a product tile ([`tile_step`] on the four rows of `b` from `at`,
 /// `n4` `F4` apart, read as f32).
 #[cube]
@@ -304,6 +585,13 @@ fn product_grid([z, m, n]: [usize; 3]) -> (CubeCount, CubeDim) {
     (count, CubeDim::new_2d(x, y))
 }
 
+/// The grid and the workgroup of [`matmul_tiled_kernel`] for an output `[z, m, n]`.
+fn tiled_grid([z, m, n]: [usize; 3]) -> (CubeCount, CubeDim) {
+    let count = CubeCount::Static(n.div_ceil(TILED_BLOCK) as u32, m.div_ceil(TILED_BLOCK) as u32, z as u32);
+    let side = (TILED_BLOCK / 4) as u32;
+    (count, CubeDim::new_2d(side, side))
+}
+
 /// Whether [`product_grid`] holds `m` output rows: at most 65,535 workgroups along them.
 fn grid_holds(m: usize) -> bool {
     m.div_ceil(MATMUL_CUBE.1 as usize * 4) <= 65_535
@@ -348,13 +636,16 @@ fn launch_matmul(a: CubeTensor, b: CubeTensor, epilogue: Epilogue<CubeTensor>, b
     let n = *b.meta.shape().as_slice().last().unwrap_or(&0);
     let client = a.client.clone();
     let out = empty_device_dtype(client.clone(), a.device.clone(), [z, m, n].into(), DType::F32);
-    let (cube_count, cube_dim) = product_grid([z, m, n]);
     let (up, gated) = optional_arg(epilogue.up, &b);
     let (bias, biased) = optional_arg(epilogue.bias, &a);
     let (residual, added) = optional_arg(epilogue.residual, &a);
-    let launch = match b.dtype {
-        DType::F16 => matmul_kernel::launch::<half::f16>,
-        _ => matmul_kernel::launch::<f32>,
+    let tiled = tiled(&client);
+    let (cube_count, cube_dim) = if tiled { tiled_grid([z, m, n]) } else { product_grid([z, m, n]) };
+    let launch = match (tiled, b.dtype) {
+        (true, DType::F16) => matmul_tiled_kernel::launch::<half::f16>,
+        (true, _) => matmul_tiled_kernel::launch::<f32>,
+        (false, DType::F16) => matmul_kernel::launch::<half::f16>,
+        (false, _) => matmul_kernel::launch::<f32>,
     };
     launch(
         &client,
@@ -738,12 +1029,17 @@ fn launch_quant(x: CubeTensor, w: &QuantWeight, epilogue: Epilogue<&QuantWeight>
     let m = b * s;
     let client = x.client.clone();
     let out = empty_device_dtype(client.clone(), x.device.clone(), [b, s, d_out].into(), DType::F32);
-    let (cube_count, cube_dim) = product_grid([1, m, d_out]);
     let (up_codes, gated) = optional_arg(up.as_ref().map(|(codes, _)| codes.clone()), &codes);
     let (up_scales, _) = optional_arg(up.map(|(_, scales)| scales), &scales);
     let (bias, biased) = optional_arg(epilogue.bias, &x);
     let (residual, added) = optional_arg(epilogue.residual, &x);
-    matmul_quant_kernel::launch(
+    let tiled = tiled(&client);
+    let (cube_count, cube_dim) = if tiled { tiled_grid([1, m, d_out]) } else { product_grid([1, m, d_out]) };
+    let launch = match tiled {
+        true => matmul_quant_tiled_kernel::launch,
+        false => matmul_quant_kernel::launch,
+    };
+    launch(
         &client,
         cube_count,
         cube_dim,
@@ -1491,46 +1787,19 @@ pub fn attention(
             return Err((back(q), back(k), back(v)));
         }
     };
-    let kernel = AttentionKernel::chosen(&q.client);
-    Ok(give(launch_attention((q, k, v), (heads, kv_heads), lengths, causal, window, kernel)))
+    let tiled = tiled(&q.client);
+    Ok(give(launch_attention((q, k, v), (heads, kv_heads), lengths, causal, window, tiled)))
 }
 
-/// The two attention kernels: [`attention_tiled_kernel`] (`Tiled`) runs on a GPU,
-/// [`attention_kernel`] (`PerQuery`) on a software adapter (lavapipe, SwiftShader), where a
-/// CPU runs a workgroup's barriers as loops over its threads: there the tiled kernel took 3.1x
-/// the time (a 4k-token score of the tiny Qwen3 on lavapipe: 11.9 s against 3.8 s).
-/// `DMOERM_GPU_ATTENTION=tiled` or `query` overrides the choice, to time both on one device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum AttentionKernel {
-    Tiled,
-    PerQuery,
-}
-
-impl AttentionKernel {
-    /// The kernel for `client`'s device.
-    fn chosen(client: &cubecl::client::Client) -> Self {
-        static FORCED: std::sync::OnceLock<Option<AttentionKernel>> = std::sync::OnceLock::new();
-        let forced = FORCED.get_or_init(|| match std::env::var("DMOERM_GPU_ATTENTION").as_deref() {
-            Ok("tiled") => Some(Self::Tiled),
-            Ok("query") => Some(Self::PerQuery),
-            _ => None,
-        });
-        // a software adapter is no physical device
-        forced.unwrap_or(match client.properties().identity.physical {
-            Some(_) => Self::Tiled,
-            None => Self::PerQuery,
-        })
-    }
-}
-
-/// Launches `kernel` on `q`, `k`, `v` (checked by [`attention`]).
+/// Launches [`attention_tiled_kernel`] (`tiled`) or [`attention_kernel`] on `q`, `k`, `v`
+/// (checked by [`attention`]).
 fn launch_attention(
     (q, k, v): (CubeTensor, CubeTensor, CubeTensor),
     (heads, kv_heads): (usize, usize),
     lengths: &[usize],
     causal: bool,
     window: Option<usize>,
-    kernel: AttentionKernel,
+    tiled: bool,
 ) -> CubeTensor {
     let [b, s, row] = q.meta.shape().dims();
     let head_dim = row / heads;
@@ -1544,7 +1813,7 @@ fn launch_attention(
     let lengths = unsafe { BufferArg::from_raw_parts(lengths, b) };
     let (q, k, v, o) = (q.into_buffer_arg(), k.into_buffer_arg(), v.into_buffer_arg(), out.clone().into_buffer_arg());
     let window = window.unwrap_or(0);
-    if kernel == AttentionKernel::Tiled {
+    if tiled {
         let tile = AttentionTile::new(head_dim);
         let heads_in = group.min(tile.rows);
         let cube_count = CubeCount::Static(
@@ -1572,6 +1841,11 @@ mod tests {
     use super::*;
     use crate::backbones::Visibility;
     use burn::tensor::{Device, TensorData};
+
+    thread_local! {
+        /// [`tiled`]'s answer on this test's thread, where set.
+        pub(super) static TILED: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+    }
 
     /// The wgpu device (CI installs Mesa's lavapipe); `None` with `DMOERM_SKIP_WGPU=1`.
     fn gpu() -> Option<Device> {
@@ -1611,7 +1885,11 @@ mod tests {
         use crate::quant::{quantize_rows, Int8Matrix, Q4Matrix, QuantMatrix};
         let Some(device) = gpu() else { return };
         let cases = [(1, 64, 4, false), (5, 128, 8, true), (37, 64, 132, true), (70, 384, 36, false)];
-        for ((m, d_in, d_out, biased), q4) in cases.into_iter().flat_map(|c| [(c, false), (c, true)]) {
+        let variants = cases.into_iter().flat_map(|c| [(c, false), (c, true)]);
+        for (tiled, ((m, d_in, d_out, biased), q4)) in
+            [false, true].into_iter().flat_map(|t| variants.clone().map(move |v| (t, v)))
+        {
+            TILED.set(Some(tiled));
             // `d_out x d_in` pseudo-random weights from `seed`, quantised as int8 or q4
             let quantized = |seed| {
                 let w = values(d_out * d_in, seed);
@@ -1647,7 +1925,7 @@ mod tests {
             let added: Vec<f32> = download(added).iter().zip(&residual).map(|(y, r)| y - r).collect();
             for (what, got) in [("kernel", kernel), ("fallback", fallback), ("kernel + residual", added)] {
                 let worst = got.iter().zip(&want).map(|(g, w)| (f64::from(*g) - w).abs()).fold(0.0, f64::max);
-                assert!(worst < 1e-4, "{what}, q4 {q4} ({m}, {d_in}, {d_out}): worst {worst:e}");
+                assert!(worst < 1e-4, "{what}, q4 {q4}, tiled {tiled} ({m}, {d_in}, {d_out}): worst {worst:e}");
             }
             // the gated MLP's activation with this weight as the gate and another as up
             let up_matrix = quantized(6);
@@ -1656,7 +1934,7 @@ mod tests {
             let want_gated: Vec<(f64, f64)> = (0..m * d_out).map(|i| (dot(i, &deq), dot(i, &up_deq))).collect();
             let got = download(gated_quant(xt, &weight, &up).expect("the gated kernel applies"));
             let err = gated_error(&got, &want_gated);
-            assert!(err < 1e-4, "gated, q4 {q4} ({m}, {d_in}, {d_out}): worst scaled error {err:e}");
+            assert!(err < 1e-4, "gated, q4 {q4}, tiled {tiled} ({m}, {d_in}, {d_out}): worst scaled error {err:e}");
         }
         // sizes the layout does not take
         let odd =
@@ -1750,12 +2028,12 @@ mod tests {
             let err = worst(&download(out), &want);
             assert!(err < 1e-5, "case {n}: worst |error| {err:e}");
             // each kernel, whichever `attention` chooses on this device
-            for kernel in [AttentionKernel::Tiled, AttentionKernel::PerQuery] {
+            for tiled in [true, false] {
                 let (q, k, v) = qkv();
                 let taken = (take(q).ok().unwrap(), take(k).ok().unwrap(), take(v).ok().unwrap());
-                let out = launch_attention(taken, (heads, kv_heads), &lengths, seen.causal, seen.window, kernel);
+                let out = launch_attention(taken, (heads, kv_heads), &lengths, seen.causal, seen.window, tiled);
                 let err = worst(&download(give::<3>(out)), &want);
-                assert!(err < 1e-5, "case {n}, {kernel:?}: worst |error| {err:e}");
+                assert!(err < 1e-5, "case {n}, tiled {tiled}: worst |error| {err:e}");
             }
         }
     }
@@ -1825,6 +2103,15 @@ mod tests {
     #[test]
     fn linear_and_batched_products_match_the_definition() {
         let Some(device) = gpu() else { return };
+        for tiled in [false, true] {
+            TILED.set(Some(tiled));
+            products_match_the_definition(&device);
+        }
+    }
+
+    /// [`linear_and_batched_products_match_the_definition`] with the kernels [`tiled`] says.
+    fn products_match_the_definition(device: &Device) {
+        let device = device.clone();
         // rows that fill no tile, part of one, several; columns of a partial workgroup
         for (n_case, (rows, d_in, d_out)) in
             [(1, 4, 4), (7, 384, 1536), (81, 64, 12), (130, 20, 392)].into_iter().enumerate()
@@ -1841,6 +2128,7 @@ mod tests {
             let added = |want: &[f64]| -> Vec<f64> { want.iter().zip(&residual).map(|(y, r)| y + *r as f64).collect() };
             let (plain_added, biased_added) = (added(&plain), added(&biased));
             let bias_t = upload(&bias, [d_out], &device);
+            let tiled = tiled(&take(x_t()).ok().unwrap().client);
             for (bias, residual, want) in [
                 (None, None, &plain),
                 (Some(&bias_t), None, &biased),
@@ -1851,7 +2139,10 @@ mod tests {
                     linear(x_t(), &w_t, bias, residual).unwrap_or_else(|_| panic!("case {n_case}: the kernel applies"));
                 let err = worst(&download(y), want) / (d_in as f64).sqrt();
                 let what = (bias.is_some(), residual.is_some());
-                assert!(err < 1e-6, "case {n_case}, (bias, residual) {what:?}: worst |error| / sqrt(k) {err:e}");
+                assert!(
+                    err < 1e-6,
+                    "case {n_case}, tiled {tiled}, (bias, residual) {what:?}: worst |error| / sqrt(k) {err:e}"
+                );
             }
             // the gated MLP's activation, silu(x G) * (x U), against the f64 definition; and
             // `gated`'s fallback (two products and silu_mul) the same. An error of e in each
@@ -1867,7 +2158,7 @@ mod tests {
             );
             for (what, got) in [("kernel", kernel), ("unfused", unfused)] {
                 let err = gated_error(&download(got), &gu) / (d_in as f64).sqrt();
-                assert!(err < 1e-6, "case {n_case}, gated {what}: worst scaled error / sqrt(k) {err:e}");
+                assert!(err < 1e-6, "case {n_case}, tiled {tiled}, gated {what}: worst scaled error / sqrt(k) {err:e}");
             }
         }
         // three products at once, each its own `b` (LoRA's per-expert matrices)
@@ -1894,7 +2185,11 @@ mod tests {
         let Some(device) = gpu() else { return };
         // lavapipe has f16 in shaders, as most Vulkan GPUs do
         assert!(crate::device::half_resident(&device), "the adapter has no f16 in shaders");
-        for (n_case, (rows, d_in, d_out)) in [(7, 384, 1536), (81, 64, 12), (5, 6, 10)].into_iter().enumerate() {
+        let cases = [(7, 384, 1536), (81, 64, 12), (5, 6, 10)];
+        for (n_case, (tiled, (rows, d_in, d_out))) in
+            [false, true].into_iter().flat_map(|t| cases.map(|c| (t, c))).enumerate()
+        {
+            TILED.set(Some(tiled));
             let seed = 300 + 3 * n_case as u64;
             let (x, bias) = (values(rows * d_in, seed), values(d_out, seed + 2));
             let w16: Vec<half::f16> = values(d_in * d_out, seed + 1).into_iter().map(half::f16::from_f32).collect();
@@ -1912,7 +2207,7 @@ mod tests {
             let y = crate::kernels::affine(x_t, &w_t, Some(&bias_t), None);
             assert_eq!(y.dtype(), DType::F32);
             let err = worst(&download(y), &want) / (d_in as f64).sqrt();
-            assert!(err < 1e-6, "case {n_case}: worst |error| / sqrt(k) {err:e}");
+            assert!(err < 1e-6, "case {n_case} (tiled {tiled}): worst |error| / sqrt(k) {err:e}");
         }
     }
 
