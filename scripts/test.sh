@@ -28,6 +28,15 @@ cargo test --workspace --all-targets --all-features --locked --no-run
 # build of the core (seconds)
 cargo build --workspace --all-features --locked --lib
 cargo test --workspace --all-features --locked
+# the kernels a GPU runs (the tiled products and attention; a software adapter's are the
+# barrier-free ones), forced, through every wgpu parity fixture against PyTorch; their WGSL
+# (CubeCL's compilation log) goes to the npm tests below, which compile it in Chromium
+if [ "${DMOERM_SKIP_WGPU:-}" != 1 ]; then
+    DMOERM_KERNELS_WGSL="$(mktemp -d)/kernels.log"
+    export DMOERM_KERNELS_WGSL
+    DMOERM_GPU_TILED=1 CUBECL_DEBUG_LOG="$DMOERM_KERNELS_WGSL" \
+        cargo test --workspace --all-features --locked --test parity --test hf_models
+fi
 # the GPU machine's sizes step (scripts/gpu-check.sh), tiny, on this adapter: the examples it
 # runs, from the build above, and its targets (dispatches per layer, no compilation after a
 # length's first score)
@@ -68,9 +77,10 @@ for target in aarch64-apple-darwin x86_64-pc-windows-msvc; do
     cargo check -p dmoerm-cli --all-features --target "$target" --locked
 done
 # the npm package: its wasm (the core and the bindings linted as the browser build compiles
-# them), then Node (CPU) and headless Chromium (WebGPU and CPU) tests
+# them), then Node (CPU) and headless Chromium (WebGPU and CPU) tests, and the tiled kernels'
+# WGSL in Chromium
 ./bindings/npm/build.sh
-(cd bindings/npm && npm ci --no-audit --no-fund --silent && node --test test/node.test.mjs test/browser.test.mjs)
+(cd bindings/npm && npm ci --no-audit --no-fund --silent && node --test test/node.test.mjs test/browser.test.mjs test/kernels.test.mjs)
 # the package as users install it (the tarball npm pack makes) in the apps they build: Vite,
 # webpack, a page with no bundler (and one whose package is on another origin), Node ES modules
 # and CommonJS, TypeScript; its contents, size, publint and arethetypeswrong. The tools are
