@@ -107,7 +107,8 @@ impl Q4Matrix {
 
 /// Codes in the int8 kernel's panel layout, two per byte for a q4 weight: in each chunk of 64
 /// codes, byte `j` holds code `j` in its low nibble and code `32 + j` in its high nibble, each
-/// as `q + 8`, so that [`unpack`] is two masks over contiguous bytes (the compiler vectorises it).
+/// as `q + 8`, so that [`unpack`] is two masks over contiguous bytes (the compiler vectorises
+/// it), and AVX-512 VNNI widens a group's 128 codes from one 64-byte load.
 pub(crate) fn pack(codes: &[i8]) -> Vec<u8> {
     debug_assert!(codes.len().is_multiple_of(64));
     let nibble = |q: i8| (q + 8) as u8 & 15;

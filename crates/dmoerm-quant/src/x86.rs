@@ -1,6 +1,7 @@
 //! The int8 kernels of x86-64: AVX-512 VNNI, AVX-VNNI and the AVX2 pairs, each with its SIMD
 //! activation quantiser.
 
+use crate::linear::Packed;
 use crate::portable::{Activations, Code};
 use crate::{Int8Linear, Kernel, BK, MR, NR};
 use std::arch::x86_64::*;
@@ -44,21 +45,36 @@ pub(super) fn quantize_row(x: &[f32], q: &mut [u8]) -> f32 {
 
 /// The integer sums of one tile of MR activation rows (at `a`, rows `stride` bytes apart)
 /// with one panel of NR outputs over the groups `groups`, in 12 registers (written out:
-/// an array indexed in a loop stays in memory).
+/// an array indexed in a loop stays in memory). With `Q4` the panel is a 4-bit weight's as
+/// stored ([`crate::q4::pack`]: 64 bytes a group, codes `q + 8`), widened in registers: the
+/// low nibbles of a group's bytes are the codes of outputs 0-7 and 16-23, the high ones
+/// those of 8-15 and 24-31, so a row's sums come out in that order and each is
+/// `sum (qx + 128) (q + 8)` ([`q4_sums`] makes them the int8 kernel's).
 ///
 /// # Safety
-/// The CPU has AVX-512 F and VNNI; `panel` holds the groups' 128 bytes each, `a` MR rows
-/// of at least `groups.end * KG` bytes.
-#[target_feature(enable = "avx512f,avx512vnni")]
-unsafe fn block(panel: *const i8, a: *const u8, stride: usize, groups: std::ops::Range<usize>) -> [[__m512i; 2]; MR] {
+/// The CPU has AVX-512 F, BW and VNNI; `panel` holds the groups' 128 bytes each (64 with
+/// `Q4`), `a` MR rows of at least `groups.end * KG` bytes.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn block<const Q4: bool>(
+    panel: *const i8,
+    a: *const u8,
+    stride: usize,
+    groups: std::ops::Range<usize>,
+) -> [[__m512i; 2]; MR] {
     let z = _mm512_setzero_si512();
     let (mut c00, mut c01, mut c10, mut c11, mut c20, mut c21) = (z, z, z, z, z, z);
     let (mut c30, mut c31, mut c40, mut c41, mut c50, mut c51) = (z, z, z, z, z, z);
+    let nibble = _mm512_set1_epi8(15);
     for g in groups {
         // SAFETY: in bounds by the function's contract
         unsafe {
-            let wp = panel.add(g * NR * KG);
-            let (w0, w1) = (_mm512_loadu_si512(wp.cast()), _mm512_loadu_si512(wp.add(64).cast()));
+            let (w0, w1) = if Q4 {
+                let q = _mm512_loadu_si512(panel.add(g * NR * KG / 2).cast());
+                (_mm512_and_si512(q, nibble), _mm512_and_si512(_mm512_srli_epi16(q, 4), nibble))
+            } else {
+                let wp = panel.add(g * NR * KG);
+                (_mm512_loadu_si512(wp.cast()), _mm512_loadu_si512(wp.add(64).cast()))
+            };
             // row r's 4 bytes broadcast against both halves of the panel (a macro, not a
             // closure: closures do not inherit the target features)
             macro_rules! row {
@@ -79,25 +95,64 @@ unsafe fn block(panel: *const i8, a: *const u8, stride: usize, groups: std::ops:
     [[c00, c01], [c10, c11], [c20, c21], [c30, c31], [c40, c41], [c50, c51]]
 }
 
+/// A `Q4` [`block`]'s sums of a row as the int8 kernel's: in the panel's order (outputs 0-15,
+/// then 16-31), less `8 sum u` (`sum`: over the block's activation codes `u = qx + 128`), so
+/// that `sum (qx + 128) (q + 8) - 8 sum u` is `sum (qx + 128) q`, what the offsets expect.
+#[target_feature(enable = "avx512f")]
+fn q4_sums([lo, hi]: [__m512i; 2], sum: __m512i) -> [__m512i; 2] {
+    [
+        _mm512_sub_epi32(_mm512_shuffle_i64x2::<0x44>(lo, hi), sum),
+        _mm512_sub_epi32(_mm512_shuffle_i64x2::<0xEE>(lo, hi), sum),
+    ]
+}
+
+/// `8 sum u` over each block of BK activation codes `u` of the first `rows` rows of `codes`
+/// ([`q4_sums`]).
+#[target_feature(enable = "avx512f,avx512bw")]
+fn code_sums(codes: &[u8], stride: usize, rows: usize) -> Vec<i32> {
+    let z = _mm512_setzero_si512();
+    let sum = |block: &[u8]| {
+        // SAFETY: a block is BK = 64 bytes
+        let v = unsafe { _mm512_loadu_si512(block.as_ptr().cast()) };
+        8 * _mm512_reduce_add_epi64(_mm512_sad_epu8(v, z)) as i32
+    };
+    codes[..rows * stride].chunks_exact(BK).map(sum).collect()
+}
+
 /// The output rows of the activation rows, NR columns at a time, and for each weight panel
 /// of NR columns every tile of MR rows: per group of KG inputs, two 64-byte weight loads,
 /// and per row one 4-byte broadcast and two `vpdpbusd`; per block of BK inputs, the
 /// integer sums scaled into f32 accumulators.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 pub(super) fn rows_vnni(w: &Int8Linear, acts: &Activations<u8>, y: &mut [f32]) {
+    match &w.packed {
+        Packed::Q4(codes) => rows_vnni_with::<true>(w, codes.as_ptr().cast(), acts, y),
+        Packed::Int8(codes) => rows_vnni_with::<false>(w, codes.as_ptr(), acts, y),
+    }
+}
+
+/// [`rows_vnni`] for int8 codes at `codes` or (`Q4`) 4-bit ones as stored, read in place.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+fn rows_vnni_with<const Q4: bool>(w: &Int8Linear, codes: *const i8, acts: &Activations<u8>, y: &mut [f32]) {
     let (stride, n_pad, blocks, rows) = w.checked_dims(Kernel::Vnni, acts, y);
     let tiles = rows.div_ceil(MR);
-    let (q4, mut scratch) = (!w.block_scales.is_empty(), Vec::new());
+    let sums = if Q4 { code_sums(&acts.codes, stride, tiles * MR) } else { Vec::new() };
     for nb in 0..n_pad / NR {
-        let panel = w.panel(nb, stride, &mut scratch).as_ptr();
+        // SAFETY: the codes hold n_pad / NR panels of stride * NR codes (bytes, or halves)
+        let panel = unsafe { codes.add(if Q4 { nb * stride * NR / 2 } else { nb * stride * NR }) };
         for tile in 0..tiles {
             let a = acts.codes[tile * MR * stride..].as_ptr();
             let a_scales = &acts.scales[tile * MR * blocks..(tile + 1) * MR * blocks];
             let mut accf = [[_mm512_setzero_ps(); 2]; MR];
             for b in 0..blocks {
-                // SAFETY: the panel holds stride / KG groups of NR * KG = 128 bytes; the tile
-                // MR rows of `stride` bytes (checked above)
-                let acc = unsafe { block(panel, a, stride, b * BK / KG..(b + 1) * BK / KG) };
+                // SAFETY: the panel holds stride / KG groups of NR * KG = 128 bytes (64 for
+                // 4-bit codes); the tile MR rows of `stride` bytes (checked above)
+                let mut acc = unsafe { block::<Q4>(panel, a, stride, b * BK / KG..(b + 1) * BK / KG) };
+                if Q4 {
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        *acc = q4_sums(*acc, _mm512_set1_epi32(sums[(tile * MR + r) * blocks + b]));
+                    }
+                }
                 for (r, (accf, acc)) in accf.iter_mut().zip(&acc).enumerate() {
                     let a_scale = _mm512_set1_ps(a_scales[r * blocks + b]);
                     for h in 0..2 {
@@ -107,7 +162,7 @@ pub(super) fn rows_vnni(w: &Int8Linear, acts: &Activations<u8>, y: &mut [f32]) {
                             let off = _mm512_loadu_si512(w.offsets.as_ptr().add(at).cast());
                             (
                                 off,
-                                if q4 {
+                                if Q4 {
                                     _mm512_mul_ps(a_scale, _mm512_loadu_ps(w.block_scales.as_ptr().add(at)))
                                 } else {
                                     a_scale
