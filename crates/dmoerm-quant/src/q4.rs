@@ -105,21 +105,25 @@ impl Q4Matrix {
     }
 }
 
-/// Codes in the int8 kernel's panel layout, two per byte for a q4 weight: in each chunk of 64
-/// codes, byte `j` holds code `j` in its low nibble and code `32 + j` in its high nibble, each
+/// Codes per chunk of [`pack`]: an AVX-512 VNNI group's (32 outputs by 4 inputs).
+const CHUNK: usize = 128;
+
+/// Codes in the int8 kernel's panel layout, two per byte for a q4 weight: in each chunk of 128
+/// codes, byte `j` holds code `j` in its low nibble and code `64 + j` in its high nibble, each
 /// as `q + 8`, so that [`unpack`] is two masks over contiguous bytes (the compiler vectorises
-/// it), and AVX-512 VNNI widens a group's 128 codes from one 64-byte load.
+/// it), and AVX-512 VNNI widens a group's two vectors of 64 codes from one 64-byte load.
 pub(crate) fn pack(codes: &[i8]) -> Vec<u8> {
-    debug_assert!(codes.len().is_multiple_of(64));
+    debug_assert!(codes.len().is_multiple_of(CHUNK));
     let nibble = |q: i8| (q + 8) as u8 & 15;
-    codes.chunks_exact(64).flat_map(|c| (0..32).map(move |j| nibble(c[j]) | nibble(c[32 + j]) << 4)).collect()
+    let half = CHUNK / 2;
+    codes.chunks_exact(CHUNK).flat_map(|c| (0..half).map(move |j| nibble(c[j]) | nibble(c[half + j]) << 4)).collect()
 }
 
 /// [`pack`] undone, `plus` added to each code: `out` gets `2 * packed.len()` codes, `q + plus`.
 pub(crate) fn unpack(packed: &[u8], out: &mut [i8], plus: i8) {
     let bias = plus - 8;
-    for (p, o) in packed.chunks_exact(32).zip(out.chunks_exact_mut(64)) {
-        let (lo, hi) = o.split_at_mut(32);
+    for (p, o) in packed.chunks_exact(CHUNK / 2).zip(out.chunks_exact_mut(CHUNK)) {
+        let (lo, hi) = o.split_at_mut(CHUNK / 2);
         for ((&b, l), h) in p.iter().zip(lo).zip(hi) {
             *l = (b & 15) as i8 + bias;
             *h = (b >> 4) as i8 + bias;

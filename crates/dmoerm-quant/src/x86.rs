@@ -46,10 +46,10 @@ pub(super) fn quantize_row(x: &[f32], q: &mut [u8]) -> f32 {
 /// The integer sums of one tile of MR activation rows (at `a`, rows `stride` bytes apart)
 /// with one panel of NR outputs over the groups `groups`, in 12 registers (written out:
 /// an array indexed in a loop stays in memory). With `Q4` the panel is a 4-bit weight's as
-/// stored ([`crate::q4::pack`]: 64 bytes a group, codes `q + 8`), widened in registers: the
-/// low nibbles of a group's bytes are the codes of outputs 0-7 and 16-23, the high ones
-/// those of 8-15 and 24-31, so a row's sums come out in that order and each is
-/// `sum (qx + 128) (q + 8)` ([`q4_sums`] makes them the int8 kernel's).
+/// stored ([`crate::q4::pack`]: 64 bytes a group, codes `q + 8`), widened in registers (the
+/// low nibbles of a group's bytes are the codes of outputs 0-15, the high ones those of
+/// 16-31), and each sum is `sum (qx + 128) (q + 8)`: less `8 sum (qx + 128)` over the block
+/// ([`code_sums`]) it is the int8 kernel's.
 ///
 /// # Safety
 /// The CPU has AVX-512 F, BW and VNNI; `panel` holds the groups' 128 bytes each (64 with
@@ -95,19 +95,9 @@ unsafe fn block<const Q4: bool>(
     [[c00, c01], [c10, c11], [c20, c21], [c30, c31], [c40, c41], [c50, c51]]
 }
 
-/// A `Q4` [`block`]'s sums of a row as the int8 kernel's: in the panel's order (outputs 0-15,
-/// then 16-31), less `8 sum u` (`sum`: over the block's activation codes `u = qx + 128`), so
-/// that `sum (qx + 128) (q + 8) - 8 sum u` is `sum (qx + 128) q`, what the offsets expect.
-#[target_feature(enable = "avx512f")]
-fn q4_sums([lo, hi]: [__m512i; 2], sum: __m512i) -> [__m512i; 2] {
-    [
-        _mm512_sub_epi32(_mm512_shuffle_i64x2::<0x44>(lo, hi), sum),
-        _mm512_sub_epi32(_mm512_shuffle_i64x2::<0xEE>(lo, hi), sum),
-    ]
-}
-
-/// `8 sum u` over each block of BK activation codes `u` of the first `rows` rows of `codes`
-/// ([`q4_sums`]).
+/// `8 sum u` over each block of BK activation codes `u` (`qx + 128`) of the first `rows` rows of
+/// `codes`: with 4-bit codes stored `q + 8`, a block's `sum u (q + 8)` is the int8 kernel's
+/// `sum u q` plus this.
 #[target_feature(enable = "avx512f,avx512bw")]
 fn code_sums(codes: &[u8], stride: usize, rows: usize) -> Vec<i32> {
     let z = _mm512_setzero_si512();
@@ -149,8 +139,9 @@ fn rows_vnni_with<const Q4: bool>(w: &Int8Linear, codes: *const i8, acts: &Activ
                 // 4-bit codes); the tile MR rows of `stride` bytes (checked above)
                 let mut acc = unsafe { block::<Q4>(panel, a, stride, b * BK / KG..(b + 1) * BK / KG) };
                 if Q4 {
-                    for (r, acc) in acc.iter_mut().enumerate() {
-                        *acc = q4_sums(*acc, _mm512_set1_epi32(sums[(tile * MR + r) * blocks + b]));
+                    for (r, [lo, hi]) in acc.iter_mut().enumerate() {
+                        let sum = _mm512_set1_epi32(sums[(tile * MR + r) * blocks + b]);
+                        (*lo, *hi) = (_mm512_sub_epi32(*lo, sum), _mm512_sub_epi32(*hi, sum));
                     }
                 }
                 for (r, (accf, acc)) in accf.iter_mut().zip(&acc).enumerate() {
