@@ -1,9 +1,8 @@
 //! The int8 kernels of x86-64: AVX-512 VNNI, AVX-VNNI and the AVX2 pairs, each with its SIMD
 //! activation quantiser.
 
-use crate::linear::Packed;
 use crate::portable::{Activations, Code};
-use crate::{Int8Linear, Kernel, BK, MR, NR};
+use crate::{Int8Linear, Kernel, Packed, BK, MR, NR};
 use std::arch::x86_64::*;
 
 /// The VNNI layout's `k` per group.
@@ -116,8 +115,8 @@ fn code_sums(codes: &[u8], stride: usize, rows: usize) -> Vec<i32> {
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 pub(super) fn rows_vnni(w: &Int8Linear, acts: &Activations<u8>, y: &mut [f32]) {
     match &w.packed {
-        Packed::Q4(codes) => rows_vnni_with::<true>(w, codes.as_ptr().cast(), acts, y),
         Packed::Int8(codes) => rows_vnni_with::<false>(w, codes.as_ptr(), acts, y),
+        Packed::Q4(codes) => rows_vnni_with::<true>(w, codes.as_ptr().cast(), acts, y),
     }
 }
 
