@@ -85,6 +85,7 @@ mod wasm;
 mod x86;
 
 pub use linear::Int8Linear;
+#[cfg(target_arch = "x86_64")]
 use linear::Packed;
 pub use matrix::{quantize_rows, Int8Matrix, QuantMatrix};
 pub use q4::{Q4Matrix, Q4_BLOCK};
