@@ -47,8 +47,9 @@ pub(super) fn quantize_row(x: &[f32], q: &mut [u8]) -> f32 {
 /// an array indexed in a loop stays in memory). With `Q4` the panel is a 4-bit weight's as
 /// stored ([`crate::q4::pack`]: 64 bytes a group, codes `q + 8`), widened in registers (the
 /// low nibbles of a group's bytes are the codes of outputs 0-15, the high ones those of
-/// 16-31), and each sum is `sum (qx + 128) (q + 8)`: less `8 sum (qx + 128)` over the block
-/// ([`code_sums`]) it is the int8 kernel's.
+/// 16-31) and taken as `vpdpbusd`'s unsigned operand, the activations as its signed one (`a`
+/// holds `qx`, not `qx + 128`): each sum is `sum qx (q + 8)`, which less `8 sum qx` over the
+/// block ([`code_sums`]) is `sum qx q`, with no offsets to take off.
 ///
 /// # Safety
 /// The CPU has AVX-512 F, BW and VNNI; `panel` holds the groups' 128 bytes each (64 with
@@ -79,8 +80,13 @@ unsafe fn block<const Q4: bool>(
             macro_rules! row {
                 ($r:expr, $c0:ident, $c1:ident) => {
                     let x = _mm512_set1_epi32(a.add($r * stride + g * KG).cast::<i32>().read_unaligned());
-                    $c0 = _mm512_dpbusd_epi32($c0, x, w0);
-                    $c1 = _mm512_dpbusd_epi32($c1, x, w1);
+                    if Q4 {
+                        $c0 = _mm512_dpbusd_epi32($c0, w0, x);
+                        $c1 = _mm512_dpbusd_epi32($c1, w1, x);
+                    } else {
+                        $c0 = _mm512_dpbusd_epi32($c0, x, w0);
+                        $c1 = _mm512_dpbusd_epi32($c1, x, w1);
+                    }
                 };
             }
             row!(0, c00, c01);
@@ -94,16 +100,16 @@ unsafe fn block<const Q4: bool>(
     [[c00, c01], [c10, c11], [c20, c21], [c30, c31], [c40, c41], [c50, c51]]
 }
 
-/// `8 sum u` over each block of BK activation codes `u` (`qx + 128`) of the first `rows` rows of
-/// `codes`: with 4-bit codes stored `q + 8`, a block's `sum u (q + 8)` is the int8 kernel's
-/// `sum u q` plus this.
+/// `8 sum qx` over each block of BK activation codes of the first `rows` rows of `codes` (each
+/// `qx + 128`): with 4-bit codes stored `q + 8`, a block's `sum qx (q + 8)` is `sum qx q` plus
+/// this.
 #[target_feature(enable = "avx512f,avx512bw")]
 fn code_sums(codes: &[u8], stride: usize, rows: usize) -> Vec<i32> {
     let z = _mm512_setzero_si512();
     let sum = |block: &[u8]| {
         // SAFETY: a block is BK = 64 bytes
         let v = unsafe { _mm512_loadu_si512(block.as_ptr().cast()) };
-        8 * _mm512_reduce_add_epi64(_mm512_sad_epu8(v, z)) as i32
+        8 * (_mm512_reduce_add_epi64(_mm512_sad_epu8(v, z)) as i32 - 128 * BK as i32)
     };
     codes[..rows * stride].chunks_exact(BK).map(sum).collect()
 }
@@ -125,33 +131,36 @@ pub(super) fn rows_vnni(w: &Int8Linear, acts: &Activations<u8>, y: &mut [f32]) {
 fn rows_vnni_with<const Q4: bool>(w: &Int8Linear, codes: *const i8, acts: &Activations<u8>, y: &mut [f32]) {
     let (stride, n_pad, blocks, rows) = w.checked_dims(Kernel::Vnni, acts, y);
     let tiles = rows.div_ceil(MR);
-    let sums = if Q4 { code_sums(&acts.codes, stride, tiles * MR) } else { Vec::new() };
+    // 4-bit weights: the activations as signed codes `qx`, and `8 sum qx` of each block
+    let (signed, sums) = match Q4 {
+        true => (acts.codes.iter().map(|&c| c ^ 0x80).collect(), code_sums(&acts.codes, stride, tiles * MR)),
+        false => (Vec::new(), Vec::new()),
+    };
+    let a_codes = if Q4 { &signed } else { &acts.codes };
     for nb in 0..n_pad / NR {
         // SAFETY: the codes hold n_pad / NR panels of stride * NR codes (bytes, or halves)
         let panel = unsafe { codes.add(if Q4 { nb * stride * NR / 2 } else { nb * stride * NR }) };
         for tile in 0..tiles {
-            let a = acts.codes[tile * MR * stride..].as_ptr();
+            let a = a_codes[tile * MR * stride..].as_ptr();
             let a_scales = &acts.scales[tile * MR * blocks..(tile + 1) * MR * blocks];
             let mut accf = [[_mm512_setzero_ps(); 2]; MR];
             for b in 0..blocks {
                 // SAFETY: the panel holds stride / KG groups of NR * KG = 128 bytes (64 for
                 // 4-bit codes); the tile MR rows of `stride` bytes (checked above)
-                let mut acc = unsafe { block::<Q4>(panel, a, stride, b * BK / KG..(b + 1) * BK / KG) };
-                if Q4 {
-                    for (r, [lo, hi]) in acc.iter_mut().enumerate() {
-                        let sum = _mm512_set1_epi32(sums[(tile * MR + r) * blocks + b]);
-                        (*lo, *hi) = (_mm512_sub_epi32(*lo, sum), _mm512_sub_epi32(*hi, sum));
-                    }
-                }
+                let acc = unsafe { block::<Q4>(panel, a, stride, b * BK / KG..(b + 1) * BK / KG) };
                 for (r, (accf, acc)) in accf.iter_mut().zip(&acc).enumerate() {
                     let a_scale = _mm512_set1_ps(a_scales[r * blocks + b]);
                     for h in 0..2 {
                         let at = b * n_pad + nb * NR + 16 * h;
+                        // what the sums carry besides `sum qx q`: the offsets `128 sum q` of
+                        // int8 weights, `8 sum qx` of the row for 4-bit ones
                         // SAFETY: offsets (and a 4-bit weight's block scales) hold blocks rows of n_pad
                         let (off, scale) = unsafe {
-                            let off = _mm512_loadu_si512(w.offsets.as_ptr().add(at).cast());
                             (
-                                off,
+                                match Q4 {
+                                    true => _mm512_set1_epi32(sums[(tile * MR + r) * blocks + b]),
+                                    false => _mm512_loadu_si512(w.offsets.as_ptr().add(at).cast()),
+                                },
                                 if Q4 {
                                     _mm512_mul_ps(a_scale, _mm512_loadu_ps(w.block_scales.as_ptr().add(at)))
                                 } else {
