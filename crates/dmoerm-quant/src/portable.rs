@@ -41,6 +41,22 @@ impl<T: Code> Activations<T> {
     }
 }
 
+impl Activations<u8> {
+    /// The codes as signed `qx` (`qx + 128` with its top bit flipped) and `8 sum qx` of each
+    /// block of BK: what a kernel needs that takes the activations as the signed operand of
+    /// its 8-bit products against 4-bit codes stored `q + 8`, whose sums are
+    /// `sum qx (q + 8) = sum qx q + 8 sum qx`.
+    #[cfg(any(
+        target_arch = "x86_64",
+        all(target_arch = "wasm32", target_feature = "simd128", feature = "relaxed-simd")
+    ))]
+    pub(crate) fn signed_with_sums(&self) -> (Vec<i8>, Vec<i32>) {
+        let signed: Vec<i8> = self.codes.iter().map(|&c| (c ^ 0x80) as i8).collect();
+        let sums = signed.chunks_exact(BK).map(|b| 8 * b.iter().map(|&q| i32::from(q)).sum::<i32>()).collect();
+        (signed, sums)
+    }
+}
+
 /// Quantises `x` into `q` (`qx + 128`, rounding half to even) and returns its scale; NaN when
 /// `x` has a NaN or an infinity (the output rows become NaN: a non-finite score is an error).
 pub(crate) fn quantize_row<T: Code>(x: &[f32], q: &mut [T]) -> f32 {

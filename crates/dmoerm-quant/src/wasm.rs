@@ -171,9 +171,7 @@ unsafe fn block_relaxed(
 #[cfg(feature = "relaxed-simd")]
 pub(super) fn rows_relaxed(w: &Int8Linear, acts: &Activations<u8>, y: &mut [f32]) {
     let (stride, n_pad, blocks, rows) = w.checked_dims(Kernel::Relaxed, acts, y);
-    // `qx` of every code (`qx + 128` with its top bit flipped), and `8 sum qx` of each block
-    let signed: Vec<i8> = acts.codes.iter().map(|&c| (c ^ 0x80) as i8).collect();
-    let sums: Vec<i32> = signed.chunks_exact(BK).map(|b| 8 * b.iter().map(|&q| i32::from(q)).sum::<i32>()).collect();
+    let (signed, sums) = acts.signed_with_sums();
     rows_with(w, (stride, n_pad, blocks, rows), &acts.scales, y, 8, |panel, tile, b, _| {
         let a = signed[tile * ROWS * stride..].as_ptr();
         // SAFETY: the panel holds stride / KG groups of NR * KG bytes; the activations are

@@ -49,7 +49,7 @@ pub(super) fn quantize_row(x: &[f32], q: &mut [u8]) -> f32 {
 /// low nibbles of a group's bytes are the codes of outputs 0-15, the high ones those of
 /// 16-31) and taken as `vpdpbusd`'s unsigned operand, the activations as its signed one (`a`
 /// holds `qx`, not `qx + 128`): each sum is `sum qx (q + 8)`, which less `8 sum qx` over the
-/// block ([`code_sums`]) is `sum qx q`, with no offsets to take off.
+/// block ([`Activations::signed_with_sums`]) is `sum qx q`, with no offsets to take off.
 ///
 /// # Safety
 /// The CPU has AVX-512 F, BW and VNNI; `panel` holds the groups' 128 bytes each (64 with
@@ -100,20 +100,6 @@ unsafe fn block<const Q4: bool>(
     [[c00, c01], [c10, c11], [c20, c21], [c30, c31], [c40, c41], [c50, c51]]
 }
 
-/// `8 sum qx` over each block of BK activation codes of the first `rows` rows of `codes` (each
-/// `qx + 128`): with 4-bit codes stored `q + 8`, a block's `sum qx (q + 8)` is `sum qx q` plus
-/// this.
-#[target_feature(enable = "avx512f,avx512bw")]
-fn code_sums(codes: &[u8], stride: usize, rows: usize) -> Vec<i32> {
-    let z = _mm512_setzero_si512();
-    let sum = |block: &[u8]| {
-        // SAFETY: a block is BK = 64 bytes
-        let v = unsafe { _mm512_loadu_si512(block.as_ptr().cast()) };
-        8 * (_mm512_reduce_add_epi64(_mm512_sad_epu8(v, z)) as i32 - 128 * BK as i32)
-    };
-    codes[..rows * stride].chunks_exact(BK).map(sum).collect()
-}
-
 /// The output rows of the activation rows, NR columns at a time, and for each weight panel
 /// of NR columns every tile of MR rows: per group of KG inputs, two 64-byte weight loads,
 /// and per row one 4-byte broadcast and two `vpdpbusd`; per block of BK inputs, the
@@ -132,16 +118,15 @@ fn rows_vnni_with<const Q4: bool>(w: &Int8Linear, codes: *const i8, acts: &Activ
     let (stride, n_pad, blocks, rows) = w.checked_dims(Kernel::Vnni, acts, y);
     let tiles = rows.div_ceil(MR);
     // 4-bit weights: the activations as signed codes `qx`, and `8 sum qx` of each block
-    let (signed, sums) = match Q4 {
-        true => (acts.codes.iter().map(|&c| c ^ 0x80).collect(), code_sums(&acts.codes, stride, tiles * MR)),
-        false => (Vec::new(), Vec::new()),
-    };
-    let a_codes = if Q4 { &signed } else { &acts.codes };
+    let (signed, sums) = if Q4 { acts.signed_with_sums() } else { (Vec::new(), Vec::new()) };
     for nb in 0..n_pad / NR {
         // SAFETY: the codes hold n_pad / NR panels of stride * NR codes (bytes, or halves)
         let panel = unsafe { codes.add(if Q4 { nb * stride * NR / 2 } else { nb * stride * NR }) };
         for tile in 0..tiles {
-            let a = a_codes[tile * MR * stride..].as_ptr();
+            let a = match Q4 {
+                true => signed[tile * MR * stride..].as_ptr().cast::<u8>(),
+                false => acts.codes[tile * MR * stride..].as_ptr(),
+            };
             let a_scales = &acts.scales[tile * MR * blocks..(tile + 1) * MR * blocks];
             let mut accf = [[_mm512_setzero_ps(); 2]; MR];
             for b in 0..blocks {
