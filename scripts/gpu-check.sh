@@ -34,9 +34,10 @@
 # (one line per benchmark: criterion's estimate; one `result` line per size).
 #
 # `dry-run` is that sizes step with a tiny Qwen3 (8 layers, hidden 64) instead of the real
-# shapes (and the tiled kernels against the adapter's choice), 2 scores each and 10 conversations of the stream, on whatever adapter wgpu finds, with the
-# executables in BIN (default $CARGO_TARGET_DIR/debug/examples, as the tests' build leaves
-# them): scripts/test.sh runs it on lavapipe.
+# shapes (and the tiled kernels against the adapter's choice), 2 scores each and 10
+# conversations of the stream, on whatever adapter wgpu finds, with the executables in BIN
+# (default $CARGO_TARGET_DIR/debug/examples, as the tests' build leaves them): scripts/test.sh
+# runs it on lavapipe.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$PWD"

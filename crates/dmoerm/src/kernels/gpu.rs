@@ -2104,13 +2104,13 @@ mod tests {
     fn linear_and_batched_products_match_the_definition() {
         let Some(device) = gpu() else { return };
         for tiled in [false, true] {
-            TILED.set(Some(tiled));
-            products_match_the_definition(&device);
+            products_match_the_definition(&device, tiled);
         }
     }
 
-    /// [`linear_and_batched_products_match_the_definition`] with the kernels [`tiled`] says.
-    fn products_match_the_definition(device: &Device) {
+    /// [`linear_and_batched_products_match_the_definition`] with the `tiled` kernels or the others.
+    fn products_match_the_definition(device: &Device, tiled: bool) {
+        TILED.set(Some(tiled));
         let device = device.clone();
         // rows that fill no tile, part of one, several; columns of a partial workgroup
         for (n_case, (rows, d_in, d_out)) in
@@ -2128,7 +2128,6 @@ mod tests {
             let added = |want: &[f64]| -> Vec<f64> { want.iter().zip(&residual).map(|(y, r)| y + *r as f64).collect() };
             let (plain_added, biased_added) = (added(&plain), added(&biased));
             let bias_t = upload(&bias, [d_out], &device);
-            let tiled = tiled(&take(x_t()).ok().unwrap().client);
             for (bias, residual, want) in [
                 (None, None, &plain),
                 (Some(&bias_t), None, &biased),
