@@ -16,10 +16,12 @@
 #
 # `run` needs the repository's tests/fixtures and models/default (the binaries find them
 # through DMOERM_REPO_ROOT, set here to this checkout) and a Vulkan, Metal or DX12 driver. It
-# runs the parity tests (they fail without a wgpu adapter), then the benches, and fails when
-# the wgpu groups did not run (no hardware adapter). GPU_CHECK_BENCHES is passed to criterion
-# (e.g. "wgpu/", a filter that leaves the flex groups out). On an H200 the parity tests took
-# 11 s and the wgpu groups 103 s. Then the sizes step: `shaped_model` writes the Qwen3-0.6B
+# runs the parity tests (they fail without a wgpu adapter), then the sizes step (below), then
+# the benches, and fails when the wgpu groups did not run (no hardware adapter). Each step runs
+# even where one before it failed (a lent GPU's minutes are few), and each size's run is cut at
+# GPU_CHECK_TIMEOUT seconds (default 180). GPU_CHECK_BENCHES is passed to criterion (e.g.
+# "wgpu/", a filter that leaves the flex groups out). On an H200 the parity tests took
+# 11 s and the wgpu groups 103 s. The sizes step: `shaped_model` writes the Qwen3-0.6B
 # and Llama-3.2-1B shapes (f16, pseudo-random weights, into a scratch directory: 1.2 and
 # 2.5 GB), and `gpu_profile time` scores Qwen3-0.6B as stored (f16) and quantised to q4 as it
 # loads, at 1k and 4k tokens, and Llama-3.2-1B q4 at 1k (GPU_CHECK_RUNS scores each, default
@@ -29,7 +31,9 @@
 # must match within 1e-4; `gpu_profile stream` scores 200 conversations of varied lengths
 # on the default model and counts compilations. The step fails where a score dispatches more
 # than 12 kernels per layer or reads back more than once (these are plain reward models), or a
-# kernel compiles after a length's first score. GPU_CHECK_SIZES=0 leaves it out.
+# kernel compiles after a length's first score. Where PyTorch sees CUDA, it scores each f16
+# case's conversation too (`torch_peer` below), and summary.txt gets the ratio of the times.
+# GPU_CHECK_SIZES=0 leaves the step out.
 # The output goes to OUT (default DIR/out): parity.log, bench.log, sizes.log and summary.txt
 # (one line per benchmark: criterion's estimate; one `result` line per size).
 #
@@ -64,6 +68,11 @@ sizes() {
         stream_count=200
         stream_words=400
     fi
+    # PyTorch on the same GPU where it sees one (the real shapes only)
+    local peer=0
+    if [ "$kind" = real ] && python3 -c 'import sys, torch, transformers; sys.exit(not torch.cuda.is_available())' 2>/dev/null; then
+        peer=1
+    fi
     local failed=0 line
     local -A rewards=()
     for case in "${cases[@]}"; do
@@ -75,13 +84,18 @@ sizes() {
         [ "$quant" = stored ] || args+=("$quant")
         local tiled=""
         case "$kernels" in tiled) tiled=1 ;; untiled) tiled=0 ;; esac
-        if ! DMOERM_GPU_TILED="$tiled" "$bin/gpu_profile" "${args[@]}" 2>&1 | tee -a "$out/sizes.log"; then
+        local conversation="$models/$shape-$tokens.jsonl"
+        if ! GPU_PROFILE_CONVERSATION="$conversation" DMOERM_GPU_TILED="$tiled" timeout "${GPU_CHECK_TIMEOUT:-180}" \
+            "$bin/gpu_profile" "${args[@]}" 2>&1 | tee -a "$out/sizes.log"; then
             echo "$shape $tokens $quant $kernels: failed" | tee -a "$out/sizes.log" "$out/summary.txt"
             failed=1
             continue
         fi
         line="$(grep '^result ' "$out/sizes.log" | tail -1)"
         echo "$shape $quant${kernels:+ $kernels} $line" >>"$out/summary.txt"
+        if [ "$peer" = 1 ] && [ "$quant" = stored ] && [ -z "$kernels" ]; then
+            torch_peer "$shape" "$models/$shape" "$conversation" "$line"
+        fi
         # the other kernels give the reward of the chosen ones
         local reward="${line##*reward=}" key="$shape $tokens $quant"
         if [ -z "$kernels" ]; then
@@ -101,7 +115,7 @@ sizes() {
             exit bad }' <<<"$line" | tee -a "$out/sizes.log" || failed=1
     done
     echo "== stream: default model, $stream_count conversations" | tee -a "$out/sizes.log"
-    if "$bin/gpu_profile" stream "$root/models/default/model.dmoerm" "$stream_count" "$stream_words" 2>&1 | tee -a "$out/sizes.log"; then
+    if timeout "${GPU_CHECK_TIMEOUT:-180}" "$bin/gpu_profile" stream "$root/models/default/model.dmoerm" "$stream_count" "$stream_words" 2>&1 | tee -a "$out/sizes.log"; then
         line="$(grep '^result ' "$out/sizes.log" | tail -1)"
         echo "default-model stream $line" >>"$out/summary.txt"
         awk '{ for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
@@ -114,6 +128,27 @@ sizes() {
     fi
     rm -rf "$models"
     return "$failed"
+}
+
+# PyTorch's score of the conversation gpu_profile scored (benches/long/peer.py's cuda-f16:
+# transformers, f16, SDPA): `torch_peer SHAPE MODEL CONVERSATION RESULT_LINE` appends its time
+# and reward, and dmoerm's time over PyTorch's, to OUT/summary.txt. A peer that fails is
+# reported, not a failure of the check.
+torch_peer() {
+    local json
+    if ! json="$(timeout "${GPU_CHECK_TIMEOUT:-180}" python3 "$root/benches/long/peer.py" cuda-f16 "$2" "$3" 2>>"$out/sizes.log")"; then
+        echo "$1 torch-cuda-f16: failed (sizes.log)" | tee -a "$out/sizes.log" "$out/summary.txt"
+        return 0
+    fi
+    python3 - "$1" "$(tail -1 <<<"$json")" "$4" <<'EOF' | tee -a "$out/sizes.log" "$out/summary.txt"
+import json, sys
+shape, peer = sys.argv[1], json.loads(sys.argv[2])
+ours = dict(kv.split("=", 1) for kv in sys.argv[3].split()[1:])
+ms = peer["seconds"] * 1e3
+print(f"{shape} torch-cuda-f16 tokens={peer['tokens']} best_ms={ms:.3f} gpu_peak_mib={peer['gpu_peak_mb']:.0f} "
+      f"reward={peer['reward']} dmoerm_over_torch={float(ours['best_ms']) / ms:.2f} "
+      f"reward_difference={abs(float(ours['reward']) - peer['reward']):.2e}")
+EOF
 }
 
 case "$mode" in
@@ -155,6 +190,7 @@ EOF
 run)
     out="${3:-$dir/out}"
     mkdir -p "$out"
+    : >"$out/summary.txt"
     # DIR holds bin.tar.xz as `build` wrote it (unpacked into a scratch directory), or the two
     # executables unpacked
     scratch="$(mktemp -d)"
@@ -165,32 +201,38 @@ run)
         bin="$scratch"
     fi
     export DMOERM_REPO_ROOT="$root"
+    # A lent GPU is scarce: a step that fails is reported and the next one still runs; the
+    # exit status is the first failure's.
+    failed=0
+    fail() { [ "$failed" -ne 0 ] || failed="$1"; }
     # the parity tests, flex and wgpu: a missing adapter fails them (no DMOERM_SKIP_WGPU here)
     echo "== parity (flex and wgpu)" | tee "$out/parity.log"
     start=$SECONDS
     status=0
     timeout 240 "$bin/parity" 2>&1 | tee -a "$out/parity.log" || status=$?
     echo "parity: exit $status in $((SECONDS - start)) s" | tee -a "$out/parity.log"
-    [ "$status" -eq 0 ] || exit "$status"
-    # the benches: the wgpu groups only on a hardware adapter (the bench says which it found)
-    echo "== scoring benches" | tee "$out/bench.log"
-    start=$SECONDS
-    # GPU_CHECK_BENCHES unquoted: it may hold several criterion arguments
-    # shellcheck disable=SC2086
-    CRITERION_HOME="$scratch/criterion" timeout 420 "$bin/scoring" --bench --noplot ${GPU_CHECK_BENCHES:-} 2>&1 | tee -a "$out/bench.log"
-    echo "benches: $((SECONDS - start)) s" | tee -a "$out/bench.log"
-    grep -q "^wgpu benches on" "$out/bench.log" || { echo "gpu-check: the wgpu benches did not run" >&2; exit 1; }
-    # "group/bench/param  time: [low estimate high]" -> one line each
-    awk '/^[a-z]+\/[a-z_0-9]+\// { name = $1 } /time:/ && name { print name, $(NF-3), $(NF-2); name = "" }' \
-        "$out/bench.log" | tee "$out/summary.txt"
+    [ "$status" -eq 0 ] || fail "$status"
     if [ "${GPU_CHECK_SIZES:-1}" != 0 ]; then
         echo "== sizes" | tee "$out/sizes.log"
         start=$SECONDS
         status=0
         sizes "$bin" "$out" real || status=$?
         echo "sizes: exit $status in $((SECONDS - start)) s" | tee -a "$out/sizes.log"
-        [ "$status" -eq 0 ] || exit "$status"
+        [ "$status" -eq 0 ] || fail "$status"
     fi
+    # the benches: the wgpu groups only on a hardware adapter (the bench says which it found)
+    echo "== scoring benches" | tee "$out/bench.log"
+    start=$SECONDS
+    # GPU_CHECK_BENCHES unquoted: it may hold several criterion arguments
+    # shellcheck disable=SC2086
+    CRITERION_HOME="$scratch/criterion" timeout 420 "$bin/scoring" --bench --noplot ${GPU_CHECK_BENCHES:-} 2>&1 | tee -a "$out/bench.log" ||
+        fail "$?"
+    echo "benches: $((SECONDS - start)) s" | tee -a "$out/bench.log"
+    grep -q "^wgpu benches on" "$out/bench.log" || { echo "gpu-check: the wgpu benches did not run" >&2; fail 1; }
+    # "group/bench/param  time: [low estimate high]" -> one line each
+    awk '/^[a-z]+\/[a-z_0-9]+\// { name = $1 } /time:/ && name { print name, $(NF-3), $(NF-2); name = "" }' \
+        "$out/bench.log" | tee -a "$out/summary.txt"
+    exit "$failed"
     ;;
 dry-run)
     bin="${2:-${CARGO_TARGET_DIR:-$root/target}/debug/examples}"

@@ -8,9 +8,12 @@ ENGINE is one of
 - torch-int8: the same, with PyTorch's dynamic int8 quantisation of every Linear
   (`torch.ao.quantization.quantize_dynamic`: int8 weights, activations quantised per call);
 - ort-int8: ONNX Runtime on MODEL_DIR/onnx/model.int8.onnx (ort_model.py: the same model
-  exported with `torch.onnx.export`, quantised with `onnxruntime.quantization.quantize_dynamic`).
+  exported with `torch.onnx.export`, quantised with `onnxruntime.quantization.quantize_dynamic`);
+- cuda-f16: the model in f16 on the GPU (CUDA) with SDPA attention (scripts/gpu-check.sh's
+  peer for `gpu_profile`, which writes the conversation it scores).
 Every core; the conversation is scored twice and the faster call is timed, as dmoerm's side
-does. Prints one JSON line: tokens, reward, seconds, peak RSS (MB).
+does (cuda-f16: once to warm up, then the fastest of 5). Prints one JSON line: tokens, reward,
+seconds, peak RSS (MB), and for cuda-f16 the GPU memory PyTorch held at most (MB).
 
 With several conversations (a line each; batch.sh; transformers and torch-int8 only) they are
 one batch padded on the right to the longest, with its attention mask, as a PyTorch user
@@ -47,15 +50,28 @@ def main():
         score = lambda: float(session.run(None, {"input_ids": ids.numpy()})[0][0, 0])
     else:
         model = torch_model(engine, model_dir)
+        if engine == "cuda-f16":
+            ids = ids.cuda()
+        # .item() waits for the GPU: one read-back, as dmoerm's score has
         score = lambda: model(input_ids=ids).logits[0, 0].item()
-    seconds, reward = best_of_two(score)
-    print(json.dumps({"tokens": ids.shape[1], "reward": reward, "seconds": seconds, "peak_rss_mb": peak_rss_mb()}))
+    if engine == "cuda-f16":
+        score()
+        seconds, reward = best_of(score, 5)
+    else:
+        seconds, reward = best_of(score, 2)
+    result = {"tokens": ids.shape[1], "reward": reward, "seconds": seconds, "peak_rss_mb": peak_rss_mb()}
+    if engine == "cuda-f16":
+        result["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    print(json.dumps(result))
 
 
 def torch_model(engine, model_dir):
-    """transformers' model in f32 with SDPA, or with PyTorch's dynamic int8 ("torch-int8")."""
+    """transformers' model in f32 with SDPA, with PyTorch's dynamic int8 ("torch-int8"), or in f16
+    on CUDA ("cuda-f16")."""
     model = transformers.AutoModelForSequenceClassification.from_pretrained(
         model_dir, dtype=torch.float32, attn_implementation="sdpa").eval()
+    if engine == "cuda-f16":
+        return model.to("cuda", torch.float16)
     if engine == "torch-int8":
         return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
     if engine != "transformers":
@@ -63,10 +79,10 @@ def torch_model(engine, model_dir):
     return model
 
 
-def best_of_two(f):
-    """The faster of two calls of `f` (seconds) and the result."""
+def best_of(f, calls):
+    """The fastest of `calls` calls of `f` (seconds) and the result."""
     best = float("inf")
-    for _ in range(2):
+    for _ in range(calls):
         start = time.perf_counter()
         out = f()
         best = min(best, time.perf_counter() - start)
@@ -82,8 +98,8 @@ def batch(model, rows):
     longest, pad = max(map(len, rows)), model.config.pad_token_id
     ids = torch.tensor([r + [pad] * (longest - len(r)) for r in rows])
     mask = torch.tensor([[1] * len(r) + [0] * (longest - len(r)) for r in rows])
-    seconds, logits = best_of_two(lambda: model(input_ids=ids, attention_mask=mask).logits)
-    single_seconds, _ = best_of_two(lambda: [model(input_ids=torch.tensor([r])).logits for r in rows])
+    seconds, logits = best_of(lambda: model(input_ids=ids, attention_mask=mask).logits, 2)
+    single_seconds, _ = best_of(lambda: [model(input_ids=torch.tensor([r])).logits for r in rows], 2)
     print(json.dumps({"conversations": len(rows), "tokens": sum(map(len, rows)), "padded_tokens": len(rows) * longest,
                       "rewards": logits[:, 0].tolist(), "seconds": seconds, "single_seconds": single_seconds,
                       "peak_rss_mb": peak_rss_mb()}))

@@ -13,7 +13,9 @@
 //! score and per layer, its read-backs, the compilations of the first score and of the others
 //! (there should be none), GFLOP/s (the projections' and attention's multiply-adds, from `config.json` where
 //! MODEL is a directory) and the GPU memory held after loading and after scoring. Its last line
-//! is `result key=value ...` for scripts (`scripts/gpu-check.sh`).
+//! is `result key=value ...` for scripts (`scripts/gpu-check.sh`). With `GPU_PROFILE_CONVERSATION`
+//! set to a file name, it writes the conversation there (one JSON line, the form
+//! `benches/long/peer.py` reads) for a peer to score the same tokens.
 //!
 //! `stream` scores COUNT (default 200) conversations of 4 to MAX_WORDS (default 400) words,
 //! lengths drawn from a fixed seed, then the same stream again, and prints one line per score
@@ -156,6 +158,9 @@ fn time(path: &str, tokens: usize, runs: usize, quantize: Option<&String>) -> Re
     }
     let encoded = model.encode(&conv)?.expert;
     let n = encoded.ids.len();
+    if let Some(file) = std::env::var_os("GPU_PROFILE_CONVERSATION") {
+        std::fs::write(file, format!("{}\n", serde_json::to_string(&conv)?))?;
+    }
     let dispatches = Arc::new(Dispatches::default());
     let _observing = LaunchObservation::new(dispatches.clone());
     let start = Instant::now();
