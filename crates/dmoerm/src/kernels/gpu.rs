@@ -592,6 +592,14 @@ fn tiled_grid([z, m, n]: [usize; 3]) -> (CubeCount, CubeDim) {
     (count, CubeDim::new_2d(side, side))
 }
 
+/// Whether the product kernels run tiled on `client`'s device ([`tiled`]), and their grid and
+/// workgroup for an output `[z, m, n]`.
+fn product_launch(client: &cubecl::client::Client, shape: [usize; 3]) -> (bool, CubeCount, CubeDim) {
+    let tiled = tiled(client);
+    let (count, dim) = if tiled { tiled_grid(shape) } else { product_grid(shape) };
+    (tiled, count, dim)
+}
+
 /// Whether [`product_grid`] holds `m` output rows: at most 65,535 workgroups along them.
 fn grid_holds(m: usize) -> bool {
     m.div_ceil(MATMUL_CUBE.1 as usize * 4) <= 65_535
@@ -639,8 +647,7 @@ fn launch_matmul(a: CubeTensor, b: CubeTensor, epilogue: Epilogue<CubeTensor>, b
     let (up, gated) = optional_arg(epilogue.up, &b);
     let (bias, biased) = optional_arg(epilogue.bias, &a);
     let (residual, added) = optional_arg(epilogue.residual, &a);
-    let tiled = tiled(&client);
-    let (cube_count, cube_dim) = if tiled { tiled_grid([z, m, n]) } else { product_grid([z, m, n]) };
+    let (tiled, cube_count, cube_dim) = product_launch(&client, [z, m, n]);
     let launch = match (tiled, b.dtype) {
         (true, DType::F16) => matmul_tiled_kernel::launch::<half::f16>,
         (true, _) => matmul_tiled_kernel::launch::<f32>,
@@ -1033,8 +1040,7 @@ fn launch_quant(x: CubeTensor, w: &QuantWeight, epilogue: Epilogue<&QuantWeight>
     let (up_scales, _) = optional_arg(up.map(|(_, scales)| scales), &scales);
     let (bias, biased) = optional_arg(epilogue.bias, &x);
     let (residual, added) = optional_arg(epilogue.residual, &x);
-    let tiled = tiled(&client);
-    let (cube_count, cube_dim) = if tiled { tiled_grid([1, m, d_out]) } else { product_grid([1, m, d_out]) };
+    let (tiled, cube_count, cube_dim) = product_launch(&client, [1, m, d_out]);
     let launch = match tiled {
         true => matmul_quant_tiled_kernel::launch,
         false => matmul_quant_kernel::launch,
