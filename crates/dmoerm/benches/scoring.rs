@@ -15,6 +15,7 @@
 use std::hint::black_box;
 use std::time::Duration;
 
+use burn::tensor::Tensor;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use dmoerm::backbones::TokenBatch;
 use dmoerm::{Conversation, Device, DeviceChoice, RewardModel};
@@ -40,6 +41,13 @@ fn candidates(n: usize) -> (String, Vec<String>) {
     (prompt, (0..n).map(|i| long_conversation(i).response).collect())
 }
 
+/// One value of `t`, read back: the GPU has run everything queued before. (`into_data` alone
+/// returns before then: burn's data is read lazily, when its values are first looked at.)
+fn finished<const D: usize>(t: Tensor<D>) -> f32 {
+    let first = t.flatten::<1>(0, D - 1).slice(0..1);
+    first.into_data().try_into_vec::<f32>().expect("f32 values")[0]
+}
+
 fn benches_on(c: &mut Criterion, label: &str, device: Device) {
     let model = default_model(device.clone());
     let enc = model.encode(&long_conversation(0)).expect("encodes");
@@ -51,11 +59,11 @@ fn benches_on(c: &mut Criterion, label: &str, device: Device) {
         let rows = n * K;
         let batch = TokenBatch::new(&vec![enc.expert.ids.clone(); rows], pad, &device);
         pass.bench_with_input(BenchmarkId::new("backbone_no_lora", rows), &batch, |b, batch| {
-            b.iter(|| model.backbone().forward(black_box(batch), None).into_data())
+            b.iter(|| finished(model.backbone().forward(black_box(batch), None)))
         });
         let convs: Vec<Conversation> = (0..n).map(|_| long_conversation(0)).collect();
         pass.bench_with_input(BenchmarkId::new("k5_experts_batched", rows), &convs, |b, convs| {
-            b.iter(|| model.expert_states(TASK, black_box(convs)).expect("runs").into_data())
+            b.iter(|| finished(model.expert_states(TASK, black_box(convs)).expect("runs")))
         });
     }
     pass.finish();
