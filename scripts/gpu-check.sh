@@ -28,8 +28,11 @@
 # 5), printing time per score, GFLOP/s, dispatches per score and per layer, read-backs,
 # compilations and GPU memory; Qwen3-0.6B f16 again with the kernels that need no workgroup
 # memory (`DMOERM_GPU_TILED=0`, a software adapter's; a GPU runs the tiled ones), whose reward
-# must match within 1e-4; `gpu_profile stream` scores 200 conversations of varied lengths
-# on the default model and counts compilations. The step fails where a score dispatches more
+# must match within 1e-4; `gpu_profile products` times one Qwen3-0.6B layer's products at 1,024
+# rows (f32, f16, int8 and q4 weights through our kernels, f32 through burn's matmul: GFLOP/s,
+# q4 over f16), both kernels, and fails where the f32 kernel is over 1e-5 (over sqrt(k)) from
+# burn's product; `gpu_profile stream` scores 200 conversations of varied lengths on the
+# default model and counts compilations. The step fails where a score dispatches more
 # than 12 kernels per layer or reads back more than once (these are plain reward models), or a
 # kernel compiles after a length's first score. Where PyTorch sees CUDA, it scores each f16
 # case's conversation too (`torch_peer` below), and summary.txt gets the ratio of the times.
@@ -38,8 +41,8 @@
 # (one line per benchmark: criterion's estimate; one `result` line per size).
 #
 # `dry-run` is that sizes step with a tiny Qwen3 (8 layers, hidden 64) instead of the real
-# shapes (and the tiled kernels against the adapter's choice), 2 scores each and 10
-# conversations of the stream, on whatever adapter wgpu finds, with the executables in BIN
+# shapes (and the tiled kernels against the adapter's choice), 2 scores each, the products at
+# 64 rows and 10 conversations of the stream, on whatever adapter wgpu finds, with the executables in BIN
 # (default $CARGO_TARGET_DIR/debug/examples, as the tests' build leaves them): scripts/test.sh
 # runs it on lavapipe.
 set -euo pipefail
@@ -51,7 +54,7 @@ dir="${2:-$root/target/gpu-check}"
 # The sizes step: `sizes BIN OUT tiny|real` (see above). Appends to OUT/sizes.log and
 # OUT/summary.txt; fails on a target missed.
 sizes() {
-    local bin="$1" out="$2" kind="$3" models cases stream_count stream_words
+    local bin="$1" out="$2" kind="$3" models cases stream_count stream_words products
     models="$(mktemp -d)"
     export DMOERM_REPO_ROOT="$root"
     if [ "$kind" = tiny ]; then
@@ -59,6 +62,7 @@ sizes() {
         cases=("tiny-qwen3 1024 stored" "tiny-qwen3 1024 stored tiled" "tiny-qwen3 1024 q4")
         stream_count=10
         stream_words=120
+        products=(64 2 tiled)
     else
         for shape in qwen3-0.6b llama-3.2-1b; do
             "$bin/shaped_model" "$shape" "$models/$shape" f16 | tee -a "$out/sizes.log"
@@ -67,6 +71,7 @@ sizes() {
             "qwen3-0.6b 4096 stored untiled" "qwen3-0.6b 1024 q4" "qwen3-0.6b 4096 q4" "llama-3.2-1b 1024 q4")
         stream_count=200
         stream_words=400
+        products=(1024 20 untiled)
     fi
     # PyTorch on the same GPU where it sees one (the real shapes only)
     local peer=0
@@ -113,6 +118,26 @@ sizes() {
             if (v["read_backs"] > 1) { print what ": " v["read_backs"] " read-backs a score (a plain reward model: 1)"; bad = 1 }
             if (v["compiled_after"] != 0) { print what ": " v["compiled_after"] " compilations after the first score"; bad = 1 }
             exit bad }' <<<"$line" | tee -a "$out/sizes.log" || failed=1
+    done
+    # one layer's products alone (tokens, launches, the other kernels), both kernels
+    local other="${products[2]}"
+    for kernels in "" "$other"; do
+        local tiled=""
+        case "$kernels" in tiled) tiled=1 ;; untiled) tiled=0 ;; esac
+        echo "== products: the Qwen3-0.6B shape's layer, ${products[0]} rows${kernels:+, $kernels kernels}" |
+            tee -a "$out/sizes.log"
+        if DMOERM_GPU_TILED="$tiled" timeout "${GPU_CHECK_TIMEOUT:-180}" "$bin/gpu_profile" products "${products[0]}" \
+            "${products[1]}" 2>&1 | tee -a "$out/sizes.log"; then
+            line="$(grep '^result ' "$out/sizes.log" | tail -1)"
+            echo "products${kernels:+ $kernels} $line" >>"$out/summary.txt"
+            # the f32 kernel agrees with burn's product
+            awk '{ for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+                if (v["f32_error"] + 0 > 1e-5) { print "products: the f32 kernel is " v["f32_error"] " from burn'"'"'s"; exit 1 } }' \
+                <<<"$line" | tee -a "$out/sizes.log" || failed=1
+        else
+            echo "products${kernels:+ $kernels}: failed" | tee -a "$out/sizes.log" "$out/summary.txt"
+            failed=1
+        fi
     done
     echo "== stream: default model, $stream_count conversations" | tee -a "$out/sizes.log"
     if timeout "${GPU_CHECK_TIMEOUT:-180}" "$bin/gpu_profile" stream "$root/models/default/model.dmoerm" "$stream_count" "$stream_words" 2>&1 | tee -a "$out/sizes.log"; then

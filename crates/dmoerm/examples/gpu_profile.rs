@@ -21,6 +21,17 @@
 //! lengths drawn from a fixed seed, then the same stream again, and prints one line per score
 //! whose input length is new, the compilations in all, at the first score, after it and in the
 //! second pass, and the dispatches per score.
+//!
+//!     cargo run --release -p dmoerm --example gpu_profile -- products TOKENS [RUNS]
+//!
+//! `products` times the products of one decoder layer of the Qwen3-0.6B shape (query, key,
+//! value, output, the gated MLP's gate and up in one launch, down) on TOKENS rows of
+//! pseudo-random values, the weights f32, f16, int8 and q4 through `kernels::gpu` and f32 through
+//! burn's matmul, each the mean of RUNS (default 20) launches after one that compiles. It prints
+//! each product's time and the layer's GFLOP/s per weight format, then a `result` line; with
+//! `DMOERM_GPU_TILED` it times the kernels that stage their operands in workgroup memory (`1`) or
+//! those that do not (`0`) instead of the adapter's. The f32 kernel's worst difference from
+//! burn's product (over `sqrt(k)`) is `f32_error` there.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -28,9 +39,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use burn::tensor::{DType, Tensor, TensorData};
 use cubecl::config::{compilation::CompilationLogLevel, CubeClRuntimeConfig, RuntimeConfig};
 use cubecl::logging::{LaunchObservation, LaunchObserver};
-use dmoerm::{Conversation, DeviceChoice, LoadOptions, RewardModel};
+use dmoerm::kernels::gpu::{gated, gated_quant, linear, linear_quant, QuantWeight};
+use dmoerm::quant::{quantize_rows, Int8Matrix, Q4Matrix, QuantMatrix};
+use dmoerm::{Conversation, Device, DeviceChoice, LoadOptions, RewardModel};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -219,10 +233,7 @@ fn stream(path: &str, count: usize, max_words: usize) -> Result<()> {
     let model = load(path, None)?;
     // the stream: lengths from a fixed linear congruential sequence
     let mut state: u64 = 0x2545_f491_4f6c_dd1d;
-    let mut next = |n: usize| {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (state >> 33) as usize % n
-    };
+    let mut next = |n: usize| random(&mut state) as usize % n;
     let conversations: Vec<Conversation> =
         (0..count).map(|i| conversation(4 + next(max_words.saturating_sub(3).max(1)), i)).collect();
     let dispatches = Arc::new(Dispatches::default());
@@ -292,11 +303,138 @@ fn stream(path: &str, count: usize, max_words: usize) -> Result<()> {
     Ok(())
 }
 
+/// One decoder layer's products in the Qwen3-0.6B shape (hidden 1024, 16 query and 8 KV heads
+/// of 128, MLP 3072): name, `in`, `out`, and whether it is the gated MLP's pair (two weights).
+const PRODUCTS: [(&str, usize, usize, bool); 6] = [
+    ("q", 1024, 2048, false),
+    ("k", 1024, 1024, false),
+    ("v", 1024, 1024, false),
+    ("o", 2048, 1024, false),
+    ("gate,up", 1024, 3072, true),
+    ("down", 3072, 1024, false),
+];
+
+/// The next 31 random bits of a linear congruential sequence.
+fn random(state: &mut u64) -> u64 {
+    *state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    *state >> 33
+}
+
+/// `n` values in `-1 .. 1` from `seed`.
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed;
+    (0..n).map(|_| random(&mut state) as f32 / (1u64 << 30) as f32 - 1.0).collect()
+}
+
+/// A product's weights in each format: `[in, out]` f32 and f16 tensors and the quantised
+/// layouts, from the same values (and the up projection's, where gated).
+struct Weights {
+    f32: Tensor<2>,
+    f16: Tensor<2>,
+    int8: QuantWeight,
+    q4: QuantWeight,
+}
+
+impl Weights {
+    fn new(d_in: usize, d_out: usize, seed: u64, device: &Device) -> Result<Self> {
+        let w = values(d_in * d_out, seed); // [out, in], as a bundle stores it
+        let (codes, scales) = quantize_rows(&w, d_out);
+        let int8 = QuantMatrix::Int8(Int8Matrix::new(d_out, d_in, codes, scales).ok_or("int8 layout")?);
+        let q4 = QuantMatrix::Q4(Q4Matrix::quantize(&w, d_out).ok_or("q4 layout")?);
+        let transposed: Vec<f32> = (0..d_in * d_out).map(|i| w[(i % d_out) * d_in + i / d_out]).collect();
+        let halves: Vec<half::f16> = transposed.iter().map(|&v| half::f16::from_f32(v)).collect();
+        Ok(Self {
+            f32: Tensor::from_data(TensorData::new(transposed, [d_in, d_out]), device),
+            f16: Tensor::from_data(TensorData::new(halves, [d_in, d_out]), (device, DType::F16)),
+            int8: QuantWeight::new(&int8, device).ok_or("int8 on the GPU")?,
+            q4: QuantWeight::new(&q4, device).ok_or("q4 on the GPU")?,
+        })
+    }
+}
+
+/// The mean time of `runs` calls of `op` in ms, after one call that compiles; `None` where the
+/// kernels do not take the product. Reading a few values back waits for the queue (the values
+/// themselves: `into_data` alone returns before the GPU is done).
+fn mean_ms(runs: usize, op: impl Fn() -> Option<Tensor<3>>) -> Option<f64> {
+    let wait = |t: Tensor<3>| t.slice([0..1, 0..1, 0..4]).into_data().try_into_vec::<f32>().ok();
+    wait(op()?);
+    let start = Instant::now();
+    let mut last = None;
+    for _ in 0..runs.max(1) {
+        last = Some(op()?);
+    }
+    wait(last?);
+    Some(start.elapsed().as_secs_f64() * 1e3 / runs.max(1) as f64)
+}
+
+fn products(tokens: usize, runs: usize) -> Result<()> {
+    let device = dmoerm::device::open(DeviceChoice::Gpu)?;
+    const FORMATS: [&str; 5] = ["f32", "f16", "int8", "q4", "burn f32"];
+    let mut layer_ms = [0.0f64; FORMATS.len()];
+    let mut flops = 0.0;
+    let mut f32_error = 0.0f64;
+    println!("{tokens} rows on {device:?}, the mean of {runs} launches (ms): {}", FORMATS.join(", "));
+    for (seed, &(name, d_in, d_out, pair)) in PRODUCTS.iter().enumerate() {
+        let x: Tensor<3> =
+            Tensor::from_data(TensorData::new(values(tokens * d_in, 100 + seed as u64), [1, tokens, d_in]), &device);
+        let w = Weights::new(d_in, d_out, 2 * seed as u64, &device)?;
+        let up = if pair { Some(Weights::new(d_in, d_out, 2 * seed as u64 + 1, &device)?) } else { None };
+        let ours = |format: &str| -> Option<Tensor<3>> {
+            let x = x.clone();
+            match (format, &up) {
+                ("f32", None) => linear(x, &w.f32, None, None).ok(),
+                ("f16", None) => linear(x, &w.f16, None, None).ok(),
+                ("int8", None) => linear_quant(x, &w.int8, None, None).ok(),
+                ("q4", None) => linear_quant(x, &w.q4, None, None).ok(),
+                ("f32", Some(u)) => gated(x, &w.f32, &u.f32).ok(),
+                ("f16", Some(u)) => gated(x, &w.f16, &u.f16).ok(),
+                ("int8", Some(u)) => gated_quant(x, &w.int8, &u.int8).ok(),
+                ("q4", Some(u)) => gated_quant(x, &w.q4, &u.q4).ok(),
+                (_, None) => Some(x.matmul(w.f32.clone().unsqueeze())),
+                (_, Some(u)) => {
+                    let gate = burn::tensor::activation::silu(x.clone().matmul(w.f32.clone().unsqueeze()));
+                    Some(gate * x.matmul(u.f32.clone().unsqueeze()))
+                }
+            }
+        };
+        let times: Vec<Option<f64>> = FORMATS.iter().map(|f| mean_ms(runs, || ours(f))).collect();
+        let (Some(kernel), Some(burn)) = (ours("f32"), ours("burn f32")) else {
+            return Err(format!("{name}: the f32 kernel does not take {tokens} x {d_in} x {d_out}").into());
+        };
+        let values = |t: Tensor<3>| t.into_data().try_into_vec::<f32>().map_err(|e| format!("{e:?}"));
+        let (kernel, burn) = (values(kernel)?, values(burn)?);
+        let worst = kernel.iter().zip(&burn).map(|(a, b)| f64::from((a - b).abs())).fold(0.0, f64::max);
+        f32_error = f32_error.max(worst / (d_in as f64).sqrt());
+        let shown: Vec<String> = times.iter().map(|t| t.map_or("n/a".into(), |t| format!("{t:.3}"))).collect();
+        println!("{name:>8} {tokens} x {d_in} x {d_out}{}: {}", if pair { " x 2" } else { "" }, shown.join(", "));
+        for (sum, t) in layer_ms.iter_mut().zip(&times) {
+            *sum += t.unwrap_or(f64::NAN);
+        }
+        flops += 2.0 * (tokens * d_in * d_out) as f64 * if pair { 2.0 } else { 1.0 };
+    }
+    let gflops: Vec<f64> = layer_ms.iter().map(|ms| flops / (ms * 1e-3) / 1e9).collect();
+    for ((format, ms), g) in FORMATS.iter().zip(&layer_ms).zip(&gflops) {
+        println!("layer's products, {format}: {ms:.3} ms, {g:.0} GFLOP/s");
+    }
+    println!(
+        "result tokens={tokens} f32_gflops={:.0} f16_gflops={:.0} int8_gflops={:.0} q4_gflops={:.0} burn_f32_gflops={:.0} \
+         q4_over_f16={:.2} f32_over_burn={:.2} f32_error={f32_error:.1e}",
+        gflops[0],
+        gflops[1],
+        gflops[2],
+        gflops[3],
+        gflops[4],
+        layer_ms[3] / layer_ms[1],
+        layer_ms[0] / layer_ms[4],
+    );
+    Ok(())
+}
+
 fn main() -> Result<()> {
     // SAFETY: the first statement of `main`, before any thread starts
     unsafe { dmoerm::device::quiet_vulkan_loader() };
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: gpu_profile time MODEL TOKENS [RUNS] [int8|q4] | stream MODEL [COUNT] [MAX_WORDS]";
+    let usage = "usage: gpu_profile time MODEL TOKENS [RUNS] [int8|q4] | stream MODEL [COUNT] [MAX_WORDS] | products TOKENS [RUNS]";
     let number = |i: usize, default: usize| -> Result<usize> {
         Ok(args.get(i).map(|a| a.parse()).transpose()?.unwrap_or(default))
     };
@@ -306,6 +444,7 @@ fn main() -> Result<()> {
             time(model, tokens, number(4, 5)?, args.get(5))
         }
         (Some("stream"), Some(model)) => stream(model, number(3, 200)?, number(4, 400)?),
+        (Some("products"), Some(tokens)) => products(tokens.parse()?, number(3, 20)?),
         _ => Err(usage.into()),
     }
 }
