@@ -51,6 +51,23 @@ root="$PWD"
 mode="${1:-}"
 dir="${2:-$root/target/gpu-check}"
 
+# `profile LABEL KERNELS ARGS...` (inside `sizes`): `gpu_profile ARGS...` with the kernels KERNELS
+# names (tiled, untiled, or "" for the adapter's choice), cut at GPU_CHECK_TIMEOUT, its output
+# appended to OUT/sizes.log. Its `result` line goes into `line` and, after LABEL, into
+# OUT/summary.txt; a run that fails is reported as LABEL failed (status 1).
+profile() {
+    local label="$1" kernels="$2" tiled=""
+    shift 2
+    case "$kernels" in tiled) tiled=1 ;; untiled) tiled=0 ;; esac
+    if ! DMOERM_GPU_TILED="$tiled" timeout "${GPU_CHECK_TIMEOUT:-180}" "$bin/gpu_profile" "$@" 2>&1 |
+        tee -a "$out/sizes.log"; then
+        echo "$label: failed" | tee -a "$out/sizes.log" "$out/summary.txt"
+        return 1
+    fi
+    line="$(grep '^result ' "$out/sizes.log" | tail -1)"
+    echo "$label $line" >>"$out/summary.txt"
+}
+
 # The sizes step: `sizes BIN OUT tiny|real` (see above). Appends to OUT/sizes.log and
 # OUT/summary.txt; fails on a target missed.
 sizes() {
@@ -87,17 +104,12 @@ sizes() {
         echo "== $shape, $tokens tokens, $quant${kernels:+, $kernels kernels}" | tee -a "$out/sizes.log"
         local args=(time "$models/$shape" "$tokens" "${GPU_CHECK_RUNS:-5}")
         [ "$quant" = stored ] || args+=("$quant")
-        local tiled=""
-        case "$kernels" in tiled) tiled=1 ;; untiled) tiled=0 ;; esac
         local conversation="$models/$shape-$tokens.jsonl"
-        if ! GPU_PROFILE_CONVERSATION="$conversation" DMOERM_GPU_TILED="$tiled" timeout "${GPU_CHECK_TIMEOUT:-180}" \
-            "$bin/gpu_profile" "${args[@]}" 2>&1 | tee -a "$out/sizes.log"; then
-            echo "$shape $tokens $quant $kernels: failed" | tee -a "$out/sizes.log" "$out/summary.txt"
+        if ! GPU_PROFILE_CONVERSATION="$conversation" profile "$shape $tokens $quant${kernels:+ $kernels}" "$kernels" \
+            "${args[@]}"; then
             failed=1
             continue
         fi
-        line="$(grep '^result ' "$out/sizes.log" | tail -1)"
-        echo "$shape $quant${kernels:+ $kernels} $line" >>"$out/summary.txt"
         if [ "$peer" = 1 ] && [ "$quant" = stored ] && [ -z "$kernels" ]; then
             torch_peer "$shape" "$models/$shape" "$conversation" "$line"
         fi
@@ -122,33 +134,24 @@ sizes() {
     # one layer's products alone (tokens, launches, the other kernels), both kernels
     local other="${products[2]}"
     for kernels in "" "$other"; do
-        local tiled=""
-        case "$kernels" in tiled) tiled=1 ;; untiled) tiled=0 ;; esac
         echo "== products: the Qwen3-0.6B shape's layer, ${products[0]} rows${kernels:+, $kernels kernels}" |
             tee -a "$out/sizes.log"
-        if DMOERM_GPU_TILED="$tiled" timeout "${GPU_CHECK_TIMEOUT:-180}" "$bin/gpu_profile" products "${products[0]}" \
-            "${products[1]}" 2>&1 | tee -a "$out/sizes.log"; then
-            line="$(grep '^result ' "$out/sizes.log" | tail -1)"
-            echo "products${kernels:+ $kernels} $line" >>"$out/summary.txt"
+        if profile "products${kernels:+ $kernels}" "$kernels" products "${products[0]}" "${products[1]}"; then
             # the f32 kernel agrees with burn's product
             awk '{ for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
                 if (v["f32_error"] + 0 > 1e-5) { print "products: the f32 kernel is " v["f32_error"] " from burn'"'"'s"; exit 1 } }' \
                 <<<"$line" | tee -a "$out/sizes.log" || failed=1
         else
-            echo "products${kernels:+ $kernels}: failed" | tee -a "$out/sizes.log" "$out/summary.txt"
             failed=1
         fi
     done
     echo "== stream: default model, $stream_count conversations" | tee -a "$out/sizes.log"
-    if timeout "${GPU_CHECK_TIMEOUT:-180}" "$bin/gpu_profile" stream "$root/models/default/model.dmoerm" "$stream_count" "$stream_words" 2>&1 | tee -a "$out/sizes.log"; then
-        line="$(grep '^result ' "$out/sizes.log" | tail -1)"
-        echo "default-model stream $line" >>"$out/summary.txt"
+    if profile "default-model stream" "" stream "$root/models/default/model.dmoerm" "$stream_count" "$stream_words"; then
         awk '{ for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
             if (v["recompiled"] != 0) { print "stream: " v["recompiled"] " compilations in the second pass"; exit 1 }
             if (v["read_backs"] > 2) { print "stream: " v["read_backs"] " read-backs a score (DMoERM: 2)"; exit 1 } }' \
             <<<"$line" | tee -a "$out/sizes.log" || failed=1
     else
-        echo "default-model stream: failed" | tee -a "$out/sizes.log" "$out/summary.txt"
         failed=1
     fi
     rm -rf "$models"

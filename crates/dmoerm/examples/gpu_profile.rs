@@ -391,11 +391,12 @@ fn products(tokens: usize, runs: usize) -> Result<()> {
                 ("f16", Some(u)) => gated(x, &w.f16, &u.f16).ok(),
                 ("int8", Some(u)) => gated_quant(x, &w.int8, &u.int8).ok(),
                 ("q4", Some(u)) => gated_quant(x, &w.q4, &u.q4).ok(),
-                (_, None) => Some(x.matmul(w.f32.clone().unsqueeze())),
-                (_, Some(u)) => {
+                ("burn f32", None) => Some(x.matmul(w.f32.clone().unsqueeze())),
+                ("burn f32", Some(u)) => {
                     let gate = burn::tensor::activation::silu(x.clone().matmul(w.f32.clone().unsqueeze()));
                     Some(gate * x.matmul(u.f32.clone().unsqueeze()))
                 }
+                _ => None,
             }
         };
         let times: Vec<Option<f64>> = FORMATS.iter().map(|f| mean_ms(runs, || ours(f))).collect();
