@@ -10,9 +10,11 @@
 #
 # `build` compiles crates/dmoerm's `parity` test and `scoring` bench, and its `shaped_model`
 # and `gpu_profile` examples, in the bench profile (optimised, the same code and features as
-# `cargo bench`) and packs the four executables into DIR/bin.tar.xz, stripped (small enough to
-# carry with the repository). Extra cargo features go in GPU_CHECK_FEATURES (e.g.
-# "burn/fusion,burn/autotune"); the build uses CARGO_TARGET_DIR.
+# `cargo bench`) with the `vulkan` feature (SPIR-V: the f16 products on tensor cores where the
+# device has cooperative matrices; `DMOERM_GPU_CMMA=0` runs them without) and packs the four
+# executables into DIR/bin.tar.xz, stripped (small enough to carry with the repository). Extra
+# cargo features go in GPU_CHECK_FEATURES (e.g. "burn/fusion,burn/autotune"); the build uses
+# CARGO_TARGET_DIR.
 #
 # `run` needs the repository's tests/fixtures and models/default (the binaries find them
 # through DMOERM_REPO_ROOT, set here to this checkout) and a Vulkan, Metal or DX12 driver. It
@@ -28,11 +30,12 @@
 # 5), printing time per score, GFLOP/s, dispatches per score and per layer, read-backs,
 # compilations and GPU memory; Qwen3-0.6B f16 again with the kernels that need no workgroup
 # memory (`DMOERM_GPU_TILED=0`, a software adapter's; a GPU runs the tiled ones), whose reward
-# must match within 1e-4; `gpu_profile products` times one Qwen3-0.6B layer's products at 1,024
-# rows (f32, f16, int8 and q4 weights through our kernels, f32 through burn's matmul: GFLOP/s,
-# q4 over f16), both kernels, and fails where the f32 kernel is over 1e-5 (over sqrt(k)) from
-# burn's product; `gpu_profile stream` scores 200 conversations of varied lengths on the
-# default model and counts compilations. The step fails where a score dispatches more
+# must match within 1e-4, and at 1k without cooperative matrices (`nocmma`), the same;
+# `gpu_profile products` times one Qwen3-0.6B layer's products at 1,024 rows (f32, f16, int8 and
+# q4 weights through our kernels, f32 through burn's matmul: GFLOP/s, q4 over f16), with the
+# adapter's kernels, the untiled ones and without cooperative matrices, and fails where the f32
+# kernel is over 1e-5 (over sqrt(k)) from burn's product; `gpu_profile stream` scores 200
+# conversations of varied lengths on the default model and counts compilations. The step fails where a score dispatches more
 # than 12 kernels per layer or reads back more than once (these are plain reward models), or a
 # kernel compiles after a length's first score. Where PyTorch sees CUDA, it scores each f16
 # case's conversation too (`torch_peer` below), and summary.txt gets the ratio of the times.
@@ -52,14 +55,15 @@ mode="${1:-}"
 dir="${2:-$root/target/gpu-check}"
 
 # `profile LABEL KERNELS ARGS...` (inside `sizes`): `gpu_profile ARGS...` with the kernels KERNELS
-# names (tiled, untiled, or "" for the adapter's choice), cut at GPU_CHECK_TIMEOUT, its output
+# names (tiled, untiled, nocmma: f16 products without cooperative matrices, or "" for the
+# adapter's choice), cut at GPU_CHECK_TIMEOUT, its output
 # appended to OUT/sizes.log. Its `result` line goes into `line` and, after LABEL, into
 # OUT/summary.txt; a run that fails is reported as LABEL failed (status 1).
 profile() {
-    local label="$1" kernels="$2" tiled=""
+    local label="$1" kernels="$2" tiled="" cmma=""
     shift 2
-    case "$kernels" in tiled) tiled=1 ;; untiled) tiled=0 ;; esac
-    if ! DMOERM_GPU_TILED="$tiled" timeout "${GPU_CHECK_TIMEOUT:-180}" "$bin/gpu_profile" "$@" 2>&1 |
+    case "$kernels" in tiled) tiled=1 ;; untiled) tiled=0 ;; nocmma) cmma=0 ;; esac
+    if ! DMOERM_GPU_TILED="$tiled" DMOERM_GPU_CMMA="$cmma" timeout "${GPU_CHECK_TIMEOUT:-180}" "$bin/gpu_profile" "$@" 2>&1 |
         tee -a "$out/sizes.log"; then
         echo "$label: failed" | tee -a "$out/sizes.log" "$out/summary.txt"
         return 1
@@ -84,11 +88,12 @@ sizes() {
         for shape in qwen3-0.6b llama-3.2-1b; do
             "$bin/shaped_model" "$shape" "$models/$shape" f16 | tee -a "$out/sizes.log"
         done
-        cases=("qwen3-0.6b 1024 stored" "qwen3-0.6b 1024 stored untiled" "qwen3-0.6b 4096 stored"
-            "qwen3-0.6b 4096 stored untiled" "qwen3-0.6b 1024 q4" "qwen3-0.6b 4096 q4" "llama-3.2-1b 1024 q4")
+        cases=("qwen3-0.6b 1024 stored" "qwen3-0.6b 1024 stored untiled" "qwen3-0.6b 1024 stored nocmma"
+            "qwen3-0.6b 4096 stored" "qwen3-0.6b 4096 stored untiled" "qwen3-0.6b 1024 q4" "qwen3-0.6b 4096 q4"
+            "llama-3.2-1b 1024 q4")
         stream_count=200
         stream_words=400
-        products=(1024 20 untiled)
+        products=(1024 20 untiled nocmma)
     fi
     # PyTorch on the same GPU where it sees one (the real shapes only)
     local peer=0
@@ -98,8 +103,9 @@ sizes() {
     local failed=0 line
     local -A rewards=()
     for case in "${cases[@]}"; do
-        # a fourth word runs the kernels that stage their operands in workgroup memory (tiled)
-        # or those that do not (untiled) instead of those chosen for the adapter
+        # a fourth word runs the kernels that stage their operands in workgroup memory (tiled),
+        # those that do not (untiled) or the f16 products without cooperative matrices (nocmma)
+        # instead of those chosen for the adapter
         read -r shape tokens quant kernels <<<"$case"
         echo "== $shape, $tokens tokens, $quant${kernels:+, $kernels kernels}" | tee -a "$out/sizes.log"
         local args=(time "$models/$shape" "$tokens" "${GPU_CHECK_RUNS:-5}")
@@ -118,9 +124,9 @@ sizes() {
         if [ -z "$kernels" ]; then
             rewards[$key]="$reward"
         elif [ -n "${rewards[$key]:-}" ]; then
-            awk -v a="$reward" -v b="${rewards[$key]}" -v what="$key" 'BEGIN {
+            awk -v a="$reward" -v b="${rewards[$key]}" -v what="$key" -v k="$kernels" 'BEGIN {
                 d = a - b; if (d < 0) d = -d
-                if (d > 1e-4) { print what ": the tiled and untiled kernels disagree: " a " against " b; exit 1 } }' |
+                if (d > 1e-4) { print what ": the " k " kernels give " a ", the chosen ones " b; exit 1 } }' |
                 tee -a "$out/sizes.log" || failed=1
         fi
         # targets: at most 12 dispatches per layer, nothing compiled after the first score
@@ -131,9 +137,8 @@ sizes() {
             if (v["compiled_after"] != 0) { print what ": " v["compiled_after"] " compilations after the first score"; bad = 1 }
             exit bad }' <<<"$line" | tee -a "$out/sizes.log" || failed=1
     done
-    # one layer's products alone (tokens, launches, the other kernels), both kernels
-    local other="${products[2]}"
-    for kernels in "" "$other"; do
+    # one layer's products alone (tokens, launches, then the other kernels), each kernel choice
+    for kernels in "" "${products[@]:2}"; do
         echo "== products: the Qwen3-0.6B shape's layer, ${products[0]} rows${kernels:+, $kernels kernels}" |
             tee -a "$out/sizes.log"
         if profile "products${kernels:+ $kernels}" "$kernels" products "${products[0]}" "${products[1]}"; then
@@ -185,7 +190,7 @@ build)
     mkdir -p "$dir"
     # the parity tests check training's autodiff device too (the workspace build has it
     # through dmoerm-train)
-    features="burn/autodiff${GPU_CHECK_FEATURES:+,$GPU_CHECK_FEATURES}"
+    features="burn/autodiff,vulkan${GPU_CHECK_FEATURES:+,$GPU_CHECK_FEATURES}"
     # the executables cargo built, from its JSON messages (one per line)
     cargo bench --locked -p dmoerm --no-run --test parity --bench scoring --features "$features" \
         --message-format=json-render-diagnostics >"$dir/cargo.json"

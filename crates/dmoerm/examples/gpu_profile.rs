@@ -31,8 +31,8 @@
 //! each product's time and the layer's GFLOP/s per weight format, then a `result` line; with
 //! `DMOERM_GPU_TILED` it times the kernels that stage their operands in workgroup memory (`1`) or
 //! those that do not (`0`) instead of the adapter's. The f32 kernel's worst difference from
-//! burn's product (over `sqrt(k)`) is `f32_error` there (`n/a` where burn's kernels take the f32
-//! products: a device with cooperative matrices).
+//! burn's product (over `sqrt(k)`) is `f32_error` there, and `cmma` the side of the cooperative
+//! matrices the f16 products ran on (`none`: without them; `DMOERM_GPU_CMMA=0` turns them off).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 use burn::tensor::{DType, Tensor, TensorData};
 use cubecl::config::{compilation::CompilationLogLevel, CubeClRuntimeConfig, RuntimeConfig};
 use cubecl::logging::{LaunchObservation, LaunchObserver};
-use dmoerm::kernels::gpu::{gated, gated_quant, linear, linear_quant, QuantWeight};
+use dmoerm::kernels::gpu::{cooperative_matrices, gated, gated_quant, linear, linear_quant, QuantWeight};
 use dmoerm::quant::{quantize_rows, Int8Matrix, Q4Matrix, QuantMatrix};
 use dmoerm::{Conversation, Device, DeviceChoice, LoadOptions, RewardModel};
 
@@ -373,7 +373,7 @@ fn products(tokens: usize, runs: usize) -> Result<()> {
     const FORMATS: [&str; 5] = ["f32", "f16", "int8", "q4", "burn f32"];
     let mut layer_ms = [0.0f64; FORMATS.len()];
     let mut flops = 0.0;
-    let mut f32_error: Option<f64> = None;
+    let mut f32_error = 0.0f64;
     println!("{tokens} rows on {device:?}, the mean of {runs} launches (ms): {}", FORMATS.join(", "));
     for (seed, &(name, d_in, d_out, pair)) in PRODUCTS.iter().enumerate() {
         let x: Tensor<3> =
@@ -400,13 +400,13 @@ fn products(tokens: usize, runs: usize) -> Result<()> {
             }
         };
         let times: Vec<Option<f64>> = FORMATS.iter().map(|f| mean_ms(runs, || ours(f))).collect();
-        // where the f32 kernel takes the product (not on a device with cooperative matrices)
-        if let (Some(kernel), Some(burn)) = (ours("f32"), ours("burn f32")) {
-            let values = |t: Tensor<3>| t.into_data().try_into_vec::<f32>().map_err(|e| format!("{e:?}"));
-            let (kernel, burn) = (values(kernel)?, values(burn)?);
-            let worst = kernel.iter().zip(&burn).map(|(a, b)| f64::from((a - b).abs())).fold(0.0, f64::max);
-            f32_error = Some(f32_error.unwrap_or(0.0).max(worst / (d_in as f64).sqrt()));
-        }
+        let (Some(kernel), Some(burn)) = (ours("f32"), ours("burn f32")) else {
+            return Err(format!("{name}: the f32 kernel does not take the product").into());
+        };
+        let values = |t: Tensor<3>| t.into_data().try_into_vec::<f32>().map_err(|e| format!("{e:?}"));
+        let (kernel, burn) = (values(kernel)?, values(burn)?);
+        let worst = kernel.iter().zip(&burn).map(|(a, b)| f64::from((a - b).abs())).fold(0.0, f64::max);
+        f32_error = f32_error.max(worst / (d_in as f64).sqrt());
         let shown: Vec<String> = times.iter().map(|t| t.map_or("n/a".into(), |t| format!("{t:.3}"))).collect();
         println!("{name:>8} {tokens} x {d_in} x {d_out}{}: {}", if pair { " x 2" } else { "" }, shown.join(", "));
         for (sum, t) in layer_ms.iter_mut().zip(&times) {
@@ -420,7 +420,7 @@ fn products(tokens: usize, runs: usize) -> Result<()> {
     }
     println!(
         "result tokens={tokens} f32_gflops={:.0} f16_gflops={:.0} int8_gflops={:.0} q4_gflops={:.0} burn_f32_gflops={:.0} \
-         q4_over_f16={:.2} f32_over_burn={:.2} f32_error={}",
+         q4_over_f16={:.2} f32_over_burn={:.2} f32_error={f32_error:.1e} cmma={}",
         gflops[0],
         gflops[1],
         gflops[2],
@@ -428,7 +428,7 @@ fn products(tokens: usize, runs: usize) -> Result<()> {
         gflops[4],
         layer_ms[3] / layer_ms[1],
         layer_ms[0] / layer_ms[4],
-        f32_error.map_or("n/a".into(), |e| format!("{e:.1e}")),
+        cooperative_matrices(&device).map_or("none".into(), |side| side.to_string()),
     );
     Ok(())
 }

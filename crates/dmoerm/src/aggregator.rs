@@ -23,6 +23,7 @@ use crate::bundle::keys::{
     aggregator::{ACT, FC1, FC2},
 };
 use crate::error::{Error, Result};
+use crate::kernels::linear_layer;
 use crate::weights::{load_linear, load_linear_or_packed, param, save_linear, PackedLinear, Scope, WriteScope};
 
 /// The aggregator's sizes.
@@ -123,10 +124,10 @@ impl Aggregator {
         // concat over experts in manifest order: row j = [h_0(j), h_1(j), ..., h_{k-1}(j)]
         let x = pooled.swap_dims(0, 1).reshape([n, k * h]);
         let hidden = match self.first_layer() {
-            Ok(fc1) => fc1.forward(x),
+            Ok(fc1) => linear_layer(fc1, x),
             Err(packed) => packed.forward(x),
         };
-        self.fc2.forward(self.act.forward(hidden)).reshape([n])
+        linear_layer(&self.fc2, self.act.forward(hidden)).reshape([n])
     }
 }
 

@@ -18,6 +18,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use crate::backbones::{Backbone, TokenBatch};
 use crate::bundle::keys;
 use crate::error::{Error, Result};
+use crate::kernels::batched_matmul;
 use crate::lora::{AdapterGroup, LoraAdapter};
 use crate::pooling::Pooling;
 use crate::weights::{derived, load_linear, param, Scope, WriteScope};
@@ -115,7 +116,7 @@ impl ValueHeads {
     /// - pooled: `[k, n, H]` (expert-major), output: `[k, n]`
     pub fn forward(&self, pooled: Tensor<3>) -> Tensor<2> {
         let [k, n, _] = pooled.dims();
-        (pooled.matmul(self.weight.val()) + self.bias.val()).reshape([k, n])
+        (batched_matmul(pooled, self.weight.val()) + self.bias.val()).reshape([k, n])
     }
 
     /// Expert `e`'s head at `out` as PyTorch's `nn.Linear(H, 1)`: `weight` `[1, H]`, `bias` `[1]`.

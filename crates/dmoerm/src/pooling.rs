@@ -3,7 +3,7 @@
 
 use burn::tensor::{Tensor, TensorData};
 
-use crate::kernels::Span;
+use crate::kernels::{batched_matmul, Span};
 use serde::{Deserialize, Serialize};
 
 /// Which hidden state stands for the whole sequence (`pooling` in the manifest).
@@ -52,6 +52,6 @@ impl Pooling {
             }
         }
         let w = Tensor::<3>::from_data(TensorData::new(w, [rows, n / rows, width]), &hidden.device());
-        w.matmul(hidden.reshape([rows, width, h])).reshape([n, h])
+        batched_matmul(w, hidden.reshape([rows, width, h])).reshape([n, h])
     }
 }

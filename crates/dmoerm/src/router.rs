@@ -78,6 +78,6 @@ impl Router {
     /// # Shapes
     /// - pooled: `[N, H]`, output: `[N, tasks]`
     pub fn logits(&self, pooled: Tensor<2>) -> Tensor<2> {
-        self.head.forward(pooled)
+        crate::kernels::linear_layer(&self.head, pooled)
     }
 }

@@ -16,12 +16,15 @@
 //!   [`rope`] (6) and the gated MLP's [`silu_mul`] (3).
 //! - [`gelu`]: burn's erf GELU is 5 element-wise launches; here one.
 //! - [`linear`], [`matmul`]: f32 products (the projections, LoRA's), the bias added as the
-//!   product is written (burn adds it in a second launch). Where the device has no
-//!   cooperative matrices burn runs its unit kernel, whose shared-memory stages and barriers a
-//!   CPU emulating a GPU runs slowly (224 ms a projection on SwiftShader against 23.5 here);
-//!   where it has them, burn's tensor-core kernels run instead, except for an f16 weight (a
-//!   16-bit bundle on an adapter with f16 in shaders), which this kernel reads as f16 and
-//!   multiplies in f32 on any GPU.
+//!   product is written (burn adds it in a second launch). burn's unit kernel, which runs where
+//!   a device has no cooperative matrices, stages in shared memory behind barriers that a CPU
+//!   emulating a GPU runs slowly (224 ms a projection on SwiftShader against 23.5 here). An
+//!   f16 weight (a 16-bit bundle on an adapter with f16 in shaders) is read as f16 and
+//!   multiplied in f32; where the device has f16 cooperative matrices (tensor cores: Vulkan
+//!   with dmoerm's `vulkan` feature) it runs on them instead, each activation split into two
+//!   f16 ([`matmul_cmma_kernel`]). Sizes that are not multiples of 4 (the heads) take a thread
+//!   per output ([`matmul_any_kernel`]): no product of a score goes to burn's matmul, which on
+//!   a device with cooperative matrices multiplies f32 operands as f16.
 //!
 //! - [`linear_quant`]: an int8 or q4 bundle's projections (the shipped default model is int8)
 //!   read as their codes, four or eight to a u32, turned into f32 in the kernel and scaled per
@@ -108,6 +111,15 @@ fn take_as<const D: usize>(x: Tensor<D>, dtypes: &[DType]) -> Result<CubeTensor,
 pub(crate) fn largest_buffer(device: &burn::tensor::Device) -> Option<u64> {
     let probe = take(Tensor::<1>::empty([1], device)).ok()?;
     Some(probe.client.properties().memory.max_page_size)
+}
+
+/// The side of the cooperative matrices `device`'s f16 products run on ([`matmul_cmma_kernel`]:
+/// 16 on most GPUs, 8 on lavapipe), `None` where they run without them (WGSL, a device without
+/// f16 cooperative matrices, a software adapter unless `DMOERM_GPU_CMMA=1`, `DMOERM_GPU_CMMA=0`)
+/// or off a cubecl device.
+pub fn cooperative_matrices(device: &burn::tensor::Device) -> Option<usize> {
+    let probe = take(Tensor::<1>::empty([1], device)).ok()?;
+    cmma_f16(&probe.client)
 }
 
 /// The bytes `device`'s runtime holds in its memory pools now (reserved: the pools grow to a
@@ -388,6 +400,265 @@ fn matmul_quant_tiled_kernel(
     tiled_write(out, &acc, bias, residual, 0, m, n, row0, col0, gated, biased, added);
 }
 
+/// [`matmul_kernel`]'s product and epilogues for any sizes, a thread per output value, each
+/// sum over `k` in f32: the products whose `k` or `n` is not a multiple of 4 (reward and
+/// classifier heads, the aggregator's output). They are small, and burn's matmul, which would
+/// take them otherwise, multiplies f32 operands as f16 on a device with cooperative matrices.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)] // a kernel's arguments
+fn matmul_any_kernel<W: Float>(
+    a: &[f32],
+    b: &[W],
+    up: &[W],
+    bias: &[f32],
+    residual: &[f32],
+    out: &mut [f32],
+    m: usize,
+    k: usize,
+    n: usize,
+    b_batch: usize,
+    #[comptime] gated: bool,
+    #[comptime] biased: bool,
+    #[comptime] added: bool,
+) {
+    let i = ABSOLUTE_POS;
+    if i >= out.len() {
+        terminate!();
+    }
+    let (z, row, col) = (i / (m * n), (i / n) % m, i % n);
+    let (a_at, b_at) = ((z * m + row) * k, z * b_batch + col);
+    let mut y = 0.0f32;
+    let mut y_up = 0.0f32;
+    for kk in 0..k {
+        let x = a[a_at + kk];
+        y += x * f32::cast_from(b[b_at + kk * n]);
+        if gated {
+            y_up += x * f32::cast_from(up[b_at + kk * n]);
+        }
+    }
+    if gated {
+        y = y / (1.0 + (-y).exp()) * y_up;
+    }
+    if biased {
+        y += bias[col];
+    }
+    if added {
+        y += residual[i];
+    }
+    out[i] = y;
+}
+
+/// The planes (subgroups) of a workgroup of [`matmul_cmma_kernel`], and the square cooperative
+/// matrices (f16 by f16 into f32) a plane holds across: its block is `4 side` square, a plane
+/// multiplies `side` rows of it by all its columns.
+const CMMA_PLANES: usize = 4;
+
+/// [`matmul_kernel`]'s product and epilogues for an f16 weight on cooperative matrices (tensor
+/// cores) of `side` (16 on NVIDIA's and most GPUs, 8 on lavapipe). The f32 activations `a` are
+/// each split in two f16, `high + rest` (`high` the value with its mantissa cut to f16's 11
+/// bits, `rest` what that leaves out, rounded to f16): `a W = high W + rest W` is two products
+/// on the tensor cores, within about 2^-22 of the f32 product where one f16 would be 2^-11
+/// away (the weight is f16 already; the sums are f32). Values under f16's normal range (6e-5)
+/// keep f16's absolute precision there; over 65,504 they overflow, and the score is not
+/// finite (an error). Per `side` of `k` the workgroup stages the two `4 side x side` tiles of
+/// `a` and the weight's `side x 4 side` tile (and `up`'s) in workgroup memory; each of its four
+/// planes (`UNIT_POS_Y`) multiplies its `side` rows of `a`'s tiles by the four `side x side`
+/// blocks of the weight's into four f32 accumulators (and four of `up`'s). At the end a plane
+/// stores each accumulator to workgroup memory and its lanes write the outputs with the
+/// epilogue. Values past `m`, `k` or `n` load as zeros and are not written. The bindings are
+/// [`matmul_kernel`]'s buffers, read as scalars.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)] // a kernel's arguments
+fn matmul_cmma_kernel(
+    a: &[f32],
+    b: &[half::f16],
+    up: &[half::f16],
+    bias: &[f32],
+    residual: &[f32],
+    out: &mut [f32],
+    m: usize,
+    k: usize,
+    n: usize,
+    #[comptime] side: usize,
+    #[comptime] gated: bool,
+    #[comptime] biased: bool,
+    #[comptime] added: bool,
+) {
+    let block = comptime!(CMMA_PLANES * side);
+    let square = comptime!(side * side);
+    let plane = UNIT_POS_Y as usize;
+    let t = UNIT_POS as usize;
+    let threads = (CUBE_DIM_X * CUBE_DIM_Y) as usize;
+    let row0 = CUBE_POS_Y as usize * block;
+    let col0 = CUBE_POS_X as usize * block;
+    let tile = comptime!(CMMA_PLANES * side * side);
+    let mut a_tile = Shared::<[half::f16]>::new_slice(tile);
+    let mut a_rest = Shared::<[half::f16]>::new_slice(tile);
+    let mut b_tile = Shared::<[half::f16]>::new_slice(tile);
+    let mut u_tile = Shared::<[half::f16]>::new_slice(comptime!(if gated { tile } else { 1usize }));
+    let mut acc = CmmaStrip::new(side);
+    let mut acc_up = CmmaStrip::new(side);
+    let mut k0 = 0usize;
+    while k0 < k {
+        // this thread's values of the tiles: `a`'s `block` rows of `side`, the weights' `side`
+        // rows of `block`
+        let mut i = t;
+        while i < tile {
+            let (r, c) = (row0 + i / side, k0 + i % side);
+            let mut v = 0.0f32;
+            if r < m && c < k {
+                v = a[r * k + c];
+            }
+            // `v` as two f16: its first 11 significant bits (the rest of the mantissa cleared:
+            // exact in f16) and what they leave out (exact in f32, rounded to f16's 11 bits).
+            // Not `v - f32(f16(v))`: lavapipe's compiler folds that round trip to 0.
+            let high = f32::reinterpret(u32::reinterpret(v) & 0xFFFF_E000u32);
+            a_tile[i] = half::f16::cast_from(high);
+            a_rest[i] = half::f16::cast_from(v - high);
+            let (kr, col) = (k0 + i / block, col0 + i % block);
+            let mut w = half::f16::new(0.0);
+            let mut u = half::f16::new(0.0);
+            if kr < k && col < n {
+                w = b[kr * n + col];
+                if gated {
+                    u = up[kr * n + col];
+                }
+            }
+            b_tile[i] = w;
+            if gated {
+                u_tile[i] = u;
+            }
+            i += threads;
+        }
+        sync_cube();
+        #[unroll]
+        for part in 0..2usize {
+            let rows = if part == 0 { &a_tile } else { &a_rest };
+            let a_frag = cmma::Matrix::<half::f16>::from_slice(
+                cmma::MatrixIdent::A,
+                side,
+                side,
+                side,
+                cmma::MatrixLayout::RowMajor,
+                &rows[plane * square..(plane + 1) * square],
+                side as u32,
+            );
+            acc.multiply(&a_frag, &b_tile, side);
+            if gated {
+                acc_up.multiply(&a_frag, &u_tile, side);
+            }
+        }
+        sync_cube(); // every plane is done with the tiles before the next ones are loaded
+        k0 += side;
+    }
+    let mut staged = Shared::<[f32]>::new_slice(tile);
+    let mut staged_up = Shared::<[f32]>::new_slice(comptime!(if gated { tile } else { 1usize }));
+    let at = plane * square;
+    #[unroll]
+    for j in 0..CMMA_PLANES {
+        cmma::store(&mut staged[at..at + square], acc.block(j), side as u32, cmma::MatrixLayout::RowMajor);
+        if gated {
+            let up_block = acc_up.block(j);
+            cmma::store(&mut staged_up[at..at + square], up_block, side as u32, cmma::MatrixLayout::RowMajor);
+        }
+        sync_cube();
+        let mut e = UNIT_POS_X as usize;
+        while e < square {
+            let row = row0 + plane * side + e / side;
+            let col = col0 + j * side + e % side;
+            if row < m && col < n {
+                let mut v = staged[at + e];
+                if gated {
+                    v = v / (1.0 + (-v).exp()) * staged_up[at + e];
+                }
+                if biased {
+                    v += bias[col];
+                }
+                if added {
+                    v += residual[row * n + col];
+                }
+                out[row * n + col] = v;
+            }
+            e += CUBE_DIM_X as usize;
+        }
+        sync_cube(); // the block's values are written before the next block is stored
+    }
+}
+
+/// A plane's `side x 4 side` strip of [`matmul_cmma_kernel`]'s output: four f32 accumulators.
+#[derive(CubeType)]
+struct CmmaStrip {
+    c0: cmma::Matrix<f32>,
+    c1: cmma::Matrix<f32>,
+    c2: cmma::Matrix<f32>,
+    c3: cmma::Matrix<f32>,
+}
+
+#[cube]
+impl CmmaStrip {
+    fn new(#[comptime] side: usize) -> CmmaStrip {
+        CmmaStrip {
+            c0: cmma_accumulator(side),
+            c1: cmma_accumulator(side),
+            c2: cmma_accumulator(side),
+            c3: cmma_accumulator(side),
+        }
+    }
+
+    /// Adds `a` (`side x side`) times each of the four `side x side` blocks of `tile` (`side`
+    /// rows of `4 side`).
+    fn multiply(&mut self, a: &cmma::Matrix<half::f16>, tile: &Shared<[half::f16]>, #[comptime] side: usize) {
+        cmma_multiply(a, tile, 0usize, side, &self.c0);
+        cmma_multiply(a, tile, 1usize, side, &self.c1);
+        cmma_multiply(a, tile, 2usize, side, &self.c2);
+        cmma_multiply(a, tile, 3usize, side, &self.c3);
+    }
+
+    fn block(&self, #[comptime] j: usize) -> &cmma::Matrix<f32> {
+        match j {
+            0 => &self.c0,
+            1 => &self.c1,
+            2 => &self.c2,
+            _ => &self.c3,
+        }
+    }
+}
+
+#[cube]
+fn cmma_accumulator(#[comptime] side: usize) -> cmma::Matrix<f32> {
+    cmma::Matrix::<f32>::from_value(
+        cmma::MatrixIdent::Accumulator,
+        side,
+        side,
+        side,
+        cmma::MatrixLayout::Undefined,
+        0.0,
+    )
+}
+
+/// `acc += a b_j`, `b_j` the `j`-th `side x side` block of `tile` (`side` rows of `4 side`).
+#[cube]
+fn cmma_multiply(
+    a: &cmma::Matrix<half::f16>,
+    tile: &Shared<[half::f16]>,
+    #[comptime] j: usize,
+    #[comptime] side: usize,
+    acc: &cmma::Matrix<f32>,
+) {
+    let start = comptime!(j * side);
+    let end = comptime!(j * side + (side - 1) * CMMA_PLANES * side + side);
+    let b_frag = cmma::Matrix::<half::f16>::from_slice(
+        cmma::MatrixIdent::B,
+        side,
+        side,
+        side,
+        cmma::MatrixLayout::RowMajor,
+        &tile[start..end],
+        (CMMA_PLANES * side) as u32,
+    );
+    cmma::execute(a, &b_frag, acc, acc);
+}
+
 /// Row `kr` of a quantised weight at the `F4` of columns `c`, as f32: its codes times their
 /// scales ([`matmul_quant_kernel`]'s layouts).
 #[cube]
@@ -647,12 +918,46 @@ fn launch_matmul(a: CubeTensor, b: CubeTensor, epilogue: Epilogue<CubeTensor>, b
     let (up, gated) = optional_arg(epilogue.up, &b);
     let (bias, biased) = optional_arg(epilogue.bias, &a);
     let (residual, added) = optional_arg(epilogue.residual, &a);
-    let (tiled, cube_count, cube_dim) = product_launch(&client, [z, m, n]);
-    let launch = match (tiled, b.dtype) {
-        (true, DType::F16) => matmul_tiled_kernel::launch::<half::f16>,
-        (true, _) => matmul_tiled_kernel::launch::<f32>,
-        (false, DType::F16) => matmul_kernel::launch::<half::f16>,
-        (false, _) => matmul_kernel::launch::<f32>,
+    if let (DType::F16, 1, true, Some(side)) = (b.dtype, z, vector_product((m, k, n)), cmma_f16(&client)) {
+        let (plane, block) = (client.properties().hardware.plane_size_max, CMMA_PLANES * side);
+        matmul_cmma_kernel::launch(
+            &client,
+            CubeCount::Static(n.div_ceil(block) as u32, m.div_ceil(block) as u32, 1),
+            CubeDim::new_2d(plane, CMMA_PLANES as u32),
+            a.into_buffer_arg(),
+            b.into_buffer_arg(),
+            up,
+            bias,
+            residual,
+            out.clone().into_buffer_arg(),
+            m,
+            k,
+            n,
+            side,
+            gated,
+            biased,
+            added,
+        );
+        return out;
+    }
+    // four values at a time where the sizes allow, else a thread per output value
+    let (launch, cube_count, cube_dim) = if vector_product((m, k, n)) {
+        let (tiled, cube_count, cube_dim) = product_launch(&client, [z, m, n]);
+        let launch = match (tiled, b.dtype) {
+            (true, DType::F16) => matmul_tiled_kernel::launch::<half::f16>,
+            (true, _) => matmul_tiled_kernel::launch::<f32>,
+            (false, DType::F16) => matmul_kernel::launch::<half::f16>,
+            (false, _) => matmul_kernel::launch::<f32>,
+        };
+        (launch, cube_count, cube_dim)
+    } else {
+        let count = z * m * n;
+        let cube_dim = CubeDim::new(&client, count);
+        let launch = match b.dtype {
+            DType::F16 => matmul_any_kernel::launch::<half::f16>,
+            _ => matmul_any_kernel::launch::<f32>,
+        };
+        (launch, calculate_cube_count_elemwise(&client, count, cube_dim), cube_dim)
     };
     launch(
         &client,
@@ -675,17 +980,38 @@ fn launch_matmul(a: CubeTensor, b: CubeTensor, epilogue: Epilogue<CubeTensor>, b
     out
 }
 
-/// Whether [`matmul_kernel`] takes a product of `m x k` by `k x n` on `client`'s device: `k`
-/// and `n` multiples of 4, rows within the grid's 65,535 blocks, and either a device without
-/// cooperative matrices, where burn's matmul is its unit kernel (WebGPU; Vulkan without them,
-/// software adapters included), or an f16 weight (`half`), which burn's product would need
-/// expanded to f32 for every call. With cooperative matrices burn's tensor-core kernels run
-/// the f32 products.
-fn takes_matmul(client: &cubecl::client::Client, (m, k, n): (usize, usize, usize), half: bool) -> bool {
-    k.is_multiple_of(4)
-        && n.is_multiple_of(4)
-        && grid_holds(m)
-        && (half || client.properties().features.matmul.cmma.is_empty())
+/// The side of the cooperative matrices f16 products run on ([`matmul_cmma_kernel`]), `None`
+/// where they do not: the device reports square f16 x f16 -> f32 ones of 16 or 8 (Vulkan with
+/// CubeCL's SPIR-V compiler: dmoerm's `vulkan` feature) and has one plane size (a workgroup is
+/// four planes), and it is a GPU: a software adapter emulates them slower than it runs the f32
+/// products (lavapipe: 6 GFLOP/s against 24). `DMOERM_GPU_CMMA=1` or `0` overrides that choice
+/// (to test them on lavapipe, `scripts/cmma-check.sh`, and to time both on one device,
+/// `scripts/gpu-check.sh`).
+fn cmma_f16(client: &cubecl::client::Client) -> Option<usize> {
+    use cubecl::ir::{features::MmaConfig, ElemType, FloatKind};
+    static FORCED: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
+    let forced = FORCED.get_or_init(|| match std::env::var("DMOERM_GPU_CMMA").as_deref() {
+        Ok("1") => Some(true),
+        Ok("0") => Some(false),
+        _ => None,
+    });
+    let props = client.properties();
+    // a software adapter is no physical device
+    if !forced.unwrap_or(props.identity.physical.is_some())
+        || props.hardware.plane_size_min != props.hardware.plane_size_max
+    {
+        return None;
+    }
+    let (f16, f32) = (ElemType::Float(FloatKind::F16), ElemType::Float(FloatKind::F32));
+    let square = |side: u32| MmaConfig { a_type: f16, b_type: f16, cd_type: f32, m: side, k: side, n: side };
+    [16, 8].into_iter().find(|&side| props.features.matmul.cmma.contains(&square(side))).map(|side| side as usize)
+}
+
+/// Whether [`matmul_kernel`] (and its tiled and cooperative-matrix twins) takes a product of
+/// `m x k` by `k x n`: `k` and `n` multiples of 4 (it reads four values at a time) and rows
+/// within the grid's 65,535 blocks; [`matmul_any_kernel`] takes the others.
+fn vector_product((m, k, n): (usize, usize, usize)) -> bool {
+    k.is_multiple_of(4) && n.is_multiple_of(4) && grid_holds(m)
 }
 
 /// `x W + b (+ residual)` (a linear layer, `W` `[in, out]`, f32 or f16) in one launch, the
@@ -710,9 +1036,6 @@ pub fn linear(
         return Err(x);
     }
     let x = take(x)?;
-    if !takes_matmul(&x.client, (b * s, d_in, d_out), weight.dtype() == DType::F16) {
-        return Err(give(x));
-    }
     let Ok(w) = take_as(weight.clone(), &[DType::F32, DType::F16]) else { return Err(give(x)) };
     let (epilogue, x) = Epilogue::take(bias, residual, x).map_err(give)?;
     let x = reshape(x, [1, b * s, d_in]);
@@ -731,9 +1054,6 @@ pub fn gated(x: Tensor<3>, gate: &Tensor<2>, up: &Tensor<2>) -> Result<Tensor<3>
         return Err(x);
     }
     let x = take(x)?;
-    if !takes_matmul(&x.client, (b * s, d_in, d_out), gate.dtype() == DType::F16) {
-        return Err(give(x));
-    }
     let weights = [gate, up].map(|w| take_as(w.clone(), &[DType::F32, DType::F16]));
     let [Ok(g), Ok(u)] = weights else { return Err(give(x)) };
     let x = reshape(x, [1, b * s, d_in]);
@@ -1078,10 +1398,7 @@ pub fn matmul(a: Tensor<3>, b: Tensor<3>) -> Result<Tensor<3>, (Tensor<3>, Tenso
         return Err((a, b));
     }
     let (a, b) = take_pair(a, b)?;
-    match takes_matmul(&a.client, (m, k, n), false) {
-        true => Ok(give(launch_matmul(a, b, Epilogue { up: None, bias: None, residual: None }, true))),
-        false => Err((give(a), give(b))),
-    }
+    Ok(give(launch_matmul(a, b, Epilogue { up: None, bias: None, residual: None }, true)))
 }
 
 /// A contiguous tensor with a new shape of as many values (metadata only).
@@ -2176,43 +2493,96 @@ mod tests {
             .collect();
         let err = worst(&download(y), &want);
         assert!(err < 1e-5, "batched: worst |error| {err:e}");
-        // sizes that are not multiples of 4 go to burn
-        let odd =
-            linear(upload(&values(6, 1), [1, 2, 3], &device), &upload(&values(12, 2), [3, 4], &device), None, None);
-        assert!(odd.is_err());
+        // sizes that are not multiples of 4 (a thread per output value), with the bias and the
+        // residual; and a batch of them with `n` 1 (an expert head per expert)
+        for (rows, d_in, d_out) in [(2, 3, 4), (5, 8, 1), (3, 6, 7)] {
+            let (x, w) = (values(rows * d_in, 11), values(d_in * d_out, 12));
+            let (bias, residual) = (values(d_out, 13), values(rows * d_out, 14));
+            let want: Vec<f64> = product(&x, &w, (rows, d_in, d_out))
+                .iter()
+                .enumerate()
+                .map(|(i, y)| y + bias[i % d_out] as f64 + residual[i] as f64)
+                .collect();
+            let y = linear(
+                upload(&x, [1, rows, d_in], &device),
+                &upload(&w, [d_in, d_out], &device),
+                Some(&upload(&bias, [d_out], &device)),
+                Some(&upload(&residual, [1, rows, d_out], &device)),
+            )
+            .unwrap_or_else(|_| panic!("the kernel takes {rows} x {d_in} x {d_out}"));
+            let err = worst(&download(y), &want);
+            assert!(err < 1e-6, "{rows} x {d_in} x {d_out}: worst |error| {err:e}");
+        }
+        let (z, m, k) = (3, 5, 12);
+        let (a, b) = (values(z * m * k, 15), values(z * k, 16));
+        let y = matmul(upload(&a, [z, m, k], &device), upload(&b, [z, k, 1], &device))
+            .unwrap_or_else(|_| panic!("the batched kernel takes n = 1"));
+        let want: Vec<f64> =
+            (0..z).flat_map(|i| product(&a[i * m * k..(i + 1) * m * k], &b[i * k..(i + 1) * k], (m, k, 1))).collect();
+        let err = worst(&download(y), &want);
+        assert!(err < 1e-6, "batched, n = 1: worst |error| {err:e}");
     }
 
     /// An f16 weight (an f16 bundle's, on a GPU with f16 in shaders) is read as the f32 it
     /// stands for: the kernel's product, and `affine`'s where the kernel does not apply (it
-    /// expands the weight for burn's product), are those of the weight expanded to f32.
+    /// expands the weight for burn's product), are those of the weight expanded to f32. On
+    /// cooperative matrices ([`matmul_cmma_kernel`]) the activations are rounded to f16 first,
+    /// and the products are those of the rounded activations; the gated MLP's too.
+    /// `DMOERM_GPU_CMMA=1` (`scripts/cmma-check.sh`) fails the test where the device has none.
     #[test]
     fn an_f16_weight_multiplies_as_its_f32_values() {
         let Some(device) = gpu() else { return };
         // lavapipe has f16 in shaders, as most Vulkan GPUs do
         assert!(crate::device::half_resident(&device), "the adapter has no f16 in shaders");
-        let cases = [(7, 384, 1536), (81, 64, 12), (5, 6, 10)];
+        let cmma = cooperative_matrices(&device).is_some();
+        if std::env::var("DMOERM_GPU_CMMA").as_deref() == Ok("1") {
+            assert!(cmma, "DMOERM_GPU_CMMA=1, but the device has no f16 cooperative matrices");
+        }
+        let cases = [(7, 384, 1536), (81, 64, 12), (130, 20, 392), (5, 6, 10)];
         for (n_case, (tiled, (rows, d_in, d_out))) in
             [false, true].into_iter().flat_map(|t| cases.map(|c| (t, c))).enumerate()
         {
             TILED.set(Some(tiled));
-            let seed = 300 + 3 * n_case as u64;
+            let seed = 300 + 4 * n_case as u64;
             let (x, bias) = (values(rows * d_in, seed), values(d_out, seed + 2));
-            let w16: Vec<half::f16> = values(d_in * d_out, seed + 1).into_iter().map(half::f16::from_f32).collect();
-            let w: Vec<f32> = w16.iter().map(|v| v.to_f32()).collect();
-            let want: Vec<f64> = product(&x, &w, (rows, d_in, d_out))
-                .iter()
-                .enumerate()
-                .map(|(i, y)| y + bias[i % d_out] as f64)
-                .collect();
-            let w_t = Tensor::<2>::from_data(TensorData::new(w16, [d_in, d_out]), (&device, DType::F16));
+            let half = |v: Vec<f32>| -> Vec<half::f16> { v.into_iter().map(half::f16::from_f32).collect() };
+            let (w16, up16) = (half(values(d_in * d_out, seed + 1)), half(values(d_in * d_out, seed + 3)));
+            let f32s = |v: &[half::f16]| -> Vec<f32> { v.iter().map(|v| v.to_f32()).collect() };
+            let (w, up) = (f32s(&w16), f32s(&up16));
+            // on cooperative matrices, which take the products the other vector kernels take, the
+            // activations are two f16 each (the rounding and what it left out)
+            let on_cmma = cmma && d_in.is_multiple_of(4) && d_out.is_multiple_of(4);
+            let x_read = x.clone();
+            let plain = product(&x_read, &w, (rows, d_in, d_out));
+            let want: Vec<f64> = plain.iter().enumerate().map(|(i, y)| y + bias[i % d_out] as f64).collect();
+            let weight =
+                |v: Vec<half::f16>| Tensor::<2>::from_data(TensorData::new(v, [d_in, d_out]), (&device, DType::F16));
+            let (w_t, up_t) = (weight(w16), weight(up16));
             assert_eq!(w_t.dtype(), DType::F16);
             let (x_t, bias_t) = (upload(&x, [1, rows, d_in], &device), upload(&bias, [d_out], &device));
-            let kernel = linear(x_t.clone(), &w_t, Some(&bias_t), None);
-            assert_eq!(kernel.is_ok(), d_in.is_multiple_of(4), "case {n_case}: the kernel takes k % 4 == 0");
-            let y = crate::kernels::affine(x_t, &w_t, Some(&bias_t), None);
+            let y = crate::kernels::affine(x_t.clone(), &w_t, Some(&bias_t), None);
             assert_eq!(y.dtype(), DType::F32);
             let err = worst(&download(y), &want) / (d_in as f64).sqrt();
-            assert!(err < 1e-6, "case {n_case} (tiled {tiled}): worst |error| / sqrt(k) {err:e}");
+            assert!(err < 1e-6, "case {n_case} (tiled {tiled}, cmma {on_cmma}): worst |error| / sqrt(k) {err:e}");
+            // with the residual epilogue
+            let residual = values(rows * d_out, seed + 5);
+            let residual_t = upload(&residual, [1, rows, d_out], &device);
+            let y = linear(x_t.clone(), &w_t, Some(&bias_t), Some(&residual_t))
+                .unwrap_or_else(|_| panic!("case {n_case}: the kernel applies"));
+            let want: Vec<f64> = want.iter().zip(&residual).map(|(y, r)| y + *r as f64).collect();
+            let err = worst(&download(y), &want) / (d_in as f64).sqrt();
+            assert!(
+                err < 1e-6,
+                "case {n_case} (tiled {tiled}, cmma {on_cmma}), residual: worst |error| / sqrt(k) {err:e}"
+            );
+            // the gated MLP's activation
+            let gu: Vec<(f64, f64)> = plain.into_iter().zip(product(&x_read, &up, (rows, d_in, d_out))).collect();
+            let got = gated(x_t, &w_t, &up_t).unwrap_or_else(|_| panic!("case {n_case}: the gated kernel applies"));
+            let err = gated_error(&download(got), &gu) / (d_in as f64).sqrt();
+            assert!(
+                err < 1e-6,
+                "case {n_case} (tiled {tiled}, cmma {on_cmma}), gated: worst scaled error / sqrt(k) {err:e}"
+            );
         }
     }
 

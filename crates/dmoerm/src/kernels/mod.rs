@@ -121,6 +121,19 @@ pub fn affine(x: Tensor<3>, weight: &Tensor<2>, bias: Option<&Tensor<1>>, residu
     }
 }
 
+/// burn's `Linear` (a head: the router's, an expert's, the aggregator's layers) through
+/// [`affine`]: on a GPU its product is one of our kernels, as every product of a score is
+/// (burn's matmul multiplies f32 operands as f16 on a device with cooperative matrices);
+/// elsewhere `Linear::forward`'s.
+///
+/// # Shapes
+/// - x: `[N, in]`, output: `[N, out]`
+pub fn linear_layer(layer: &burn::nn::Linear, x: Tensor<2>) -> Tensor<2> {
+    let ([n, d_in], d_out) = (x.dims(), layer.weight.dims()[1]);
+    let bias = layer.bias.as_ref().map(|b| b.val());
+    affine(x.reshape([1, n, d_in]), &layer.weight.val(), bias.as_ref(), None).reshape([n, d_out])
+}
+
 /// `silu(x G) * (x U)` (the gated MLP's activation, `G` and `U` `[in, out]`): one kernel on a
 /// GPU, the two products and [`silu_mul`] elsewhere.
 ///
