@@ -8,7 +8,7 @@
 # them (`kernels::gpu::matmul_cmma_kernel`). Debian 12's Mesa (22.3) has none, and its lavapipe
 # crashes on SPIR-V; Mesa 26's lavapipe (Debian 13's backports) has 8 x 8 ones. So this makes a
 # minimal Debian 13 root in ROOT once (debootstrap, then that Mesa; default
-# $CARGO_TARGET_DIR/lavapipe-trixie, about 0.5 GB), builds crates/dmoerm's kernel tests and
+# $CARGO_TARGET_DIR/lavapipe-trixie, about 0.7 GB), builds crates/dmoerm's kernel tests and
 # parity tests with `vulkan`, and runs them with that root's loader, libraries and lavapipe (no
 # chroot: the executables run as they are, on the newer glibc), with the cooperative matrices
 # forced on (DMOERM_GPU_CMMA=1: a software adapter runs without them otherwise, and the f16 test
@@ -41,16 +41,8 @@ built="$(mktemp)"
 trap 'rm -f "$built"' EXIT
 cargo test --locked -p dmoerm --features vulkan,burn/autodiff --lib --test parity --no-run \
     --message-format=json-render-diagnostics >"$built"
-read -r lib parity < <(python3 - "$built" <<'EOF'
-import json, sys
-found = {}
-for line in open(sys.argv[1]):
-    msg = json.loads(line)
-    if msg.get("reason") == "compiler-artifact" and msg.get("executable"):
-        found[(msg["target"]["name"], tuple(msg["target"]["kind"]))] = msg["executable"]
-print(found[("dmoerm", ("lib",))], found[("parity", ("test",))])
-EOF
-)
+paths="$(python3 scripts/executables.py "$built" dmoerm parity)"
+{ read -r lib; read -r parity; } <<<"$paths"
 
 on_lavapipe() {
     XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}" VK_DRIVER_FILES="$root/lvp.json" DMOERM_REPO_ROOT="$PWD" \

@@ -35,9 +35,9 @@
 # q4 weights through our kernels, f32 through burn's matmul: GFLOP/s, q4 over f16), with the
 # adapter's kernels, the untiled ones and without cooperative matrices, and fails where the f32
 # kernel is over 1e-5 (over sqrt(k)) from burn's product; `gpu_profile stream` scores 200
-# conversations of varied lengths on the default model and counts compilations. The step fails where a score dispatches more
-# than 12 kernels per layer or reads back more than once (these are plain reward models), or a
-# kernel compiles after a length's first score. Where PyTorch sees CUDA, it scores each f16
+# conversations of varied lengths on the default model and counts compilations. The step fails
+# where a score dispatches more than 12 kernels per layer or reads back more than once (these
+# are plain reward models), or a kernel compiles after a length's first score. Where PyTorch sees CUDA, it scores each f16
 # case's conversation too (`torch_peer` below), and summary.txt gets the ratio of the times.
 # GPU_CHECK_SIZES=0 leaves the step out.
 # The output goes to OUT (default DIR/out): parity.log, bench.log, sizes.log and summary.txt
@@ -198,28 +198,18 @@ build)
         --features "$features" --message-format=json-render-diagnostics >>"$dir/cargo.json"
     stage="$(mktemp -d)"
     trap 'rm -rf "$stage"' EXIT
-    python3 - "$dir/cargo.json" "$stage" <<'EOF'
-import json, shutil, sys
-NAMES = ("parity", "scoring", "shaped_model", "gpu_profile")
-found = {}
-for line in open(sys.argv[1]):
-    msg = json.loads(line)
-    if msg.get("reason") == "compiler-artifact" and msg.get("executable"):
-        name = msg["target"]["name"]
-        if name in NAMES:
-            found[name] = msg["executable"]
-missing = set(NAMES) - found.keys()
-if missing:
-    sys.exit(f"gpu-check: cargo built no {', '.join(sorted(missing))}")
-for name, path in found.items():
-    shutil.copy(path, f"{sys.argv[2]}/{name}")
-EOF
-    strip "$stage/parity" "$stage/scoring" "$stage/shaped_model" "$stage/gpu_profile"
+    names=(parity scoring shaped_model gpu_profile)
+    paths="$(python3 scripts/executables.py "$dir/cargo.json" "${names[@]}")"
+    mapfile -t paths <<<"$paths"
+    for i in "${!names[@]}"; do
+        cp "${paths[i]}" "$stage/${names[i]}"
+    done
+    strip "${names[@]/#/$stage/}"
     # a window as large as the four executables (77 MB each with the SPIR-V compiler, 0.23 GB
     # in all), so that they share what they have in common: 22 MB where xz -9's 64 MiB gave 35
     # (the repository and the carried files travel within 64 MiB); 3 GB of memory to pack,
     # 256 MiB to unpack
-    XZ_OPT="${XZ_OPT:---lzma2=preset=9,dict=256MiB}" tar -C "$stage" -cJf "$dir/bin.tar.xz" parity scoring shaped_model gpu_profile
+    XZ_OPT="${XZ_OPT:---lzma2=preset=9,dict=256MiB}" tar -C "$stage" -cJf "$dir/bin.tar.xz" "${names[@]}"
     rm "$dir/cargo.json"
     echo "gpu-check: $dir/bin.tar.xz ($(du -h "$dir/bin.tar.xz" | cut -f1))"
     ;;

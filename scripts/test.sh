@@ -49,10 +49,9 @@ fi
 # length's first score)
 if [ "${DMOERM_SKIP_WGPU:-}" != 1 ]; then
     scripts/gpu-check.sh dry-run "${CARGO_TARGET_DIR:-target}/debug/examples"
-fi
-# f16 products on cooperative matrices (tensor cores): the core's kernel and parity tests built
-# with `vulkan`, on a lavapipe that has them (Debian 13's backports), and they must run there
-if [ "${DMOERM_SKIP_WGPU:-}" != 1 ]; then
+    # f16 products on cooperative matrices (tensor cores): the core's kernel and parity tests
+    # built with `vulkan`, on a lavapipe that has them (Debian 13's backports), and they must
+    # run there
     scripts/cmma-check.sh
 fi
 # the Python package (pytest), on that module

@@ -70,12 +70,18 @@ fn tiled(client: &cubecl::client::Client) -> bool {
         return tiled;
     }
     static FORCED: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
-    let forced = FORCED.get_or_init(|| match std::env::var("DMOERM_GPU_TILED").as_deref() {
+    gpu_choice(client, "DMOERM_GPU_TILED", &FORCED)
+}
+
+/// Whether kernels that pay on a GPU and not on a software adapter run on `client`'s device:
+/// what the environment variable `var` forces (`1` or `0`, read once into `forced`), else
+/// whether the device is a GPU (a software adapter is no physical device).
+fn gpu_choice(client: &cubecl::client::Client, var: &str, forced: &std::sync::OnceLock<Option<bool>>) -> bool {
+    let forced = forced.get_or_init(|| match std::env::var(var).as_deref() {
         Ok("1") => Some(true),
         Ok("0") => Some(false),
         _ => None,
     });
-    // a software adapter is no physical device
     forced.unwrap_or_else(|| client.properties().identity.physical.is_some())
 }
 
@@ -109,8 +115,12 @@ fn take_as<const D: usize>(x: Tensor<D>, dtypes: &[DType]) -> Result<CubeTensor,
 /// The largest buffer `device`'s runtime allocates (`None` off a cubecl device or under
 /// autodiff).
 pub(crate) fn largest_buffer(device: &burn::tensor::Device) -> Option<u64> {
-    let probe = take(Tensor::<1>::empty([1], device)).ok()?;
-    Some(probe.client.properties().memory.max_page_size)
+    Some(client_of(device)?.properties().memory.max_page_size)
+}
+
+/// `device`'s cubecl client (`None` off a cubecl device or under autodiff).
+fn client_of(device: &burn::tensor::Device) -> Option<cubecl::client::Client> {
+    Some(take(Tensor::<1>::empty([1], device)).ok()?.client)
 }
 
 /// The side of the cooperative matrices `device`'s f16 products run on ([`matmul_cmma_kernel`]:
@@ -118,15 +128,13 @@ pub(crate) fn largest_buffer(device: &burn::tensor::Device) -> Option<u64> {
 /// f16 cooperative matrices, a software adapter unless `DMOERM_GPU_CMMA=1`, `DMOERM_GPU_CMMA=0`)
 /// or off a cubecl device.
 pub fn cooperative_matrices(device: &burn::tensor::Device) -> Option<usize> {
-    let probe = take(Tensor::<1>::empty([1], device)).ok()?;
-    cmma_f16(&probe.client)
+    cmma_f16(&client_of(device)?)
 }
 
 /// The bytes `device`'s runtime holds in its memory pools now (reserved: the pools grow to a
 /// pass's peak and keep it), `None` off a cubecl device or under autodiff.
 pub(crate) fn memory_reserved(device: &burn::tensor::Device) -> Option<u64> {
-    let probe = take(Tensor::<1>::empty([1], device)).ok()?;
-    let report = probe.client.memory_report(cubecl::MemoryScope::Device);
+    let report = client_of(device)?.memory_report(cubecl::MemoryScope::Device);
     Some(report.usage().bytes_reserved)
 }
 
@@ -436,16 +444,7 @@ fn matmul_any_kernel<W: Float>(
             y_up += x * f32::cast_from(up[b_at + kk * n]);
         }
     }
-    if gated {
-        y = y / (1.0 + (-y).exp()) * y_up;
-    }
-    if biased {
-        y += bias[col];
-    }
-    if added {
-        y += residual[i];
-    }
-    out[i] = y;
+    out[i] = epilogue_value(y, y_up, bias, residual, col, i, gated, biased, added);
 }
 
 /// The planes (subgroups) of a workgroup of [`matmul_cmma_kernel`], and the square cooperative
@@ -567,17 +566,12 @@ fn matmul_cmma_kernel(
             let row = row0 + plane * side + e / side;
             let col = col0 + j * side + e % side;
             if row < m && col < n {
-                let mut v = staged[at + e];
+                let mut up_y = 0.0f32;
                 if gated {
-                    v = v / (1.0 + (-v).exp()) * staged_up[at + e];
+                    up_y = staged_up[at + e];
                 }
-                if biased {
-                    v += bias[col];
-                }
-                if added {
-                    v += residual[row * n + col];
-                }
-                out[row * n + col] = v;
+                let at_out = row * n + col;
+                out[at_out] = epilogue_value(staged[at + e], up_y, bias, residual, col, at_out, gated, biased, added);
             }
             e += CUBE_DIM_X as usize;
         }
@@ -848,6 +842,33 @@ fn epilogue(
     v
 }
 
+/// [`epilogue`] of one value, for the kernels that write scalars.
+#[cube]
+#[allow(clippy::too_many_arguments)] // the epilogue's operands and flags
+fn epilogue_value(
+    y: f32,
+    up_y: f32,
+    bias: &[f32],
+    residual: &[f32],
+    col: usize,
+    at: usize,
+    #[comptime] gated: bool,
+    #[comptime] biased: bool,
+    #[comptime] added: bool,
+) -> f32 {
+    let mut v = y;
+    if gated {
+        v = v / (1.0 + (-v).exp()) * up_y;
+    }
+    if biased {
+        v += bias[col];
+    }
+    if added {
+        v += residual[at];
+    }
+    v
+}
+
 /// The grid and the workgroup of the product kernels for an output `[z, m, n]`: a thread per
 /// 4 x 4 block.
 fn product_grid([z, m, n]: [usize; 3]) -> (CubeCount, CubeDim) {
@@ -918,7 +939,8 @@ fn launch_matmul(a: CubeTensor, b: CubeTensor, epilogue: Epilogue<CubeTensor>, b
     let (up, gated) = optional_arg(epilogue.up, &b);
     let (bias, biased) = optional_arg(epilogue.bias, &a);
     let (residual, added) = optional_arg(epilogue.residual, &a);
-    if let (DType::F16, 1, true, Some(side)) = (b.dtype, z, vector_product((m, k, n)), cmma_f16(&client)) {
+    let vector = vector_product((m, k, n));
+    if let (DType::F16, 1, true, Some(side)) = (b.dtype, z, vector, cmma_f16(&client)) {
         let (plane, block) = (client.properties().hardware.plane_size_max, CMMA_PLANES * side);
         matmul_cmma_kernel::launch(
             &client,
@@ -941,7 +963,7 @@ fn launch_matmul(a: CubeTensor, b: CubeTensor, epilogue: Epilogue<CubeTensor>, b
         return out;
     }
     // four values at a time where the sizes allow, else a thread per output value
-    let (launch, cube_count, cube_dim) = if vector_product((m, k, n)) {
+    let (launch, cube_count, cube_dim) = if vector {
         let (tiled, cube_count, cube_dim) = product_launch(&client, [z, m, n]);
         let launch = match (tiled, b.dtype) {
             (true, DType::F16) => matmul_tiled_kernel::launch::<half::f16>,
@@ -990,15 +1012,8 @@ fn launch_matmul(a: CubeTensor, b: CubeTensor, epilogue: Epilogue<CubeTensor>, b
 fn cmma_f16(client: &cubecl::client::Client) -> Option<usize> {
     use cubecl::ir::{features::MmaConfig, ElemType, FloatKind};
     static FORCED: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
-    let forced = FORCED.get_or_init(|| match std::env::var("DMOERM_GPU_CMMA").as_deref() {
-        Ok("1") => Some(true),
-        Ok("0") => Some(false),
-        _ => None,
-    });
     let props = client.properties();
-    // a software adapter is no physical device
-    if !forced.unwrap_or(props.identity.physical.is_some())
-        || props.hardware.plane_size_min != props.hardware.plane_size_max
+    if !gpu_choice(client, "DMOERM_GPU_CMMA", &FORCED) || props.hardware.plane_size_min != props.hardware.plane_size_max
     {
         return None;
     }
@@ -2524,10 +2539,9 @@ mod tests {
     }
 
     /// An f16 weight (an f16 bundle's, on a GPU with f16 in shaders) is read as the f32 it
-    /// stands for: the kernel's product, and `affine`'s where the kernel does not apply (it
-    /// expands the weight for burn's product), are those of the weight expanded to f32. On
-    /// cooperative matrices ([`matmul_cmma_kernel`]) the activations are rounded to f16 first,
-    /// and the products are those of the rounded activations; the gated MLP's too.
+    /// stands for: the products (`affine`'s, with the residual, the gated MLP's) are those of the
+    /// weight expanded to f32, within f32's error, on cooperative matrices too
+    /// ([`matmul_cmma_kernel`], each activation split into two f16).
     /// `DMOERM_GPU_CMMA=1` (`scripts/cmma-check.sh`) fails the test where the device has none.
     #[test]
     fn an_f16_weight_multiplies_as_its_f32_values() {
@@ -2552,8 +2566,7 @@ mod tests {
             // on cooperative matrices, which take the products the other vector kernels take, the
             // activations are two f16 each (the rounding and what it left out)
             let on_cmma = cmma && d_in.is_multiple_of(4) && d_out.is_multiple_of(4);
-            let x_read = x.clone();
-            let plain = product(&x_read, &w, (rows, d_in, d_out));
+            let plain = product(&x, &w, (rows, d_in, d_out));
             let want: Vec<f64> = plain.iter().enumerate().map(|(i, y)| y + bias[i % d_out] as f64).collect();
             let weight =
                 |v: Vec<half::f16>| Tensor::<2>::from_data(TensorData::new(v, [d_in, d_out]), (&device, DType::F16));
@@ -2576,7 +2589,7 @@ mod tests {
                 "case {n_case} (tiled {tiled}, cmma {on_cmma}), residual: worst |error| / sqrt(k) {err:e}"
             );
             // the gated MLP's activation
-            let gu: Vec<(f64, f64)> = plain.into_iter().zip(product(&x_read, &up, (rows, d_in, d_out))).collect();
+            let gu: Vec<(f64, f64)> = plain.into_iter().zip(product(&x, &up, (rows, d_in, d_out))).collect();
             let got = gated(x_t, &w_t, &up_t).unwrap_or_else(|_| panic!("case {n_case}: the gated kernel applies"));
             let err = gated_error(&download(got), &gu) / (d_in as f64).sqrt();
             assert!(
